@@ -1,0 +1,25 @@
+//! Step 01: a TUN device whose program answers ping.
+//!
+//! The kernel routes packets for the device's subnet into the TUN device;
+//! this program reads them, answers ICMP echo requests with echo replies, and
+//! drops (and counts) everything else.
+//!
+//! - [`checksum`]: the RFC 1071 Internet checksum.
+//! - [`wire`]: one-line, tcpdump-like summaries of packets.
+//! - [`responder`]: the sans-IO core, request bytes in, reply bytes out.
+//! - [`pcap`]: recording and reading LINKTYPE_RAW captures.
+//! - [`host`] and [`run`]: the TUN device, signals, and the I/O loop.
+
+#![forbid(unsafe_code)]
+
+pub mod checksum;
+pub mod cidr;
+pub mod host;
+pub mod pcap;
+pub mod responder;
+pub mod run;
+pub mod wire;
+
+pub use cidr::Ipv4Cidr;
+pub use responder::{Counters, DropReason, Outcome, Responder};
+pub use wire::Summary;
