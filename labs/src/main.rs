@@ -1,1 +1,226 @@
-fn main() {}
+//! `tunlab`: the classroom entry point. Lists, runs, checks and opens the
+//! labs, and cleans up after crashed runs.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tunlab::labs::{LABS, Lab};
+use tunlab::report::Report;
+use tunlab::{env, exercise, lab01, netns};
+
+/// Run the tunlab classroom labs: each builds its own hosts from network
+/// namespaces, runs the real step binaries in them, drives real traffic and
+/// checks what you should see.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Examples:\n  cargo run -p tunlab -- list\n  sudo -E cargo run -p tunlab -- run 01\n  sudo -E cargo run -p tunlab -- check 01\n  sudo -E cargo run -p tunlab -- shell 01\n  sudo -E cargo run -p tunlab -- clean"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// List the labs.
+    List,
+    /// Build a lab's hosts, run its step, drive traffic, check and explain
+    /// what happens, save the captures, and remove everything (needs root).
+    Run {
+        /// The lab's number, e.g. 01.
+        lab: String,
+        /// Where to save captures and logs [default: target/tunlab/labNN].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Also copy the captures to pcaps/stepNN/, re-recording the golden
+        /// fixtures (then review the snapshot diffs).
+        #[arg(long)]
+        fixtures: bool,
+    },
+    /// Check your work on a lab: your exercise, then (as root) the lab's
+    /// checks against your build of the step.
+    Check {
+        lab: String,
+        /// The file with your attempt [default: the lab's exercise stub].
+        #[arg(long, value_name = "FILE")]
+        attempt: Option<PathBuf>,
+    },
+    /// Build a lab's hosts, start its step, and open a shell inside a lab
+    /// host; leaving the shell removes everything (needs root).
+    Shell { lab: String },
+    /// Remove lab hosts left behind by runs that crashed or were killed.
+    Clean {
+        /// Also remove the hosts of runs that are still going.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match dispatch(args.command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("tunlab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn find(lab: &str) -> anyhow::Result<&'static Lab> {
+    Lab::find(lab).with_context(|| format!("there is no lab {lab}; `tunlab list` shows the labs"))
+}
+
+/// Ok(false) when checks failed.
+fn dispatch(command: Cmd) -> anyhow::Result<bool> {
+    match command {
+        Cmd::List => {
+            for lab in LABS {
+                println!(
+                    "{}  {:<14} {}  (labs/{})",
+                    lab.number, lab.package, lab.title, lab.folder
+                );
+            }
+            Ok(true)
+        }
+        Cmd::Run { lab, out, fixtures } => {
+            let lab = find(&lab)?;
+            env::require_root()?;
+            clean_up_on_signals(true)?;
+            println!("lab {}: {}", lab.number, lab.title);
+            let report = run_lab(lab, out, fixtures)?;
+            Ok(summarize(&report))
+        }
+        Cmd::Check { lab, attempt } => {
+            let lab = find(&lab)?;
+            let mut ok = check_exercise(lab, attempt)?;
+            match env::missing_privilege() {
+                Some(why) => println!(
+                    "the lab's own checks did not run: {why}; run: sudo -E cargo run -p tunlab -- check {}",
+                    lab.number
+                ),
+                None => {
+                    clean_up_on_signals(true)?;
+                    println!("lab {}: {}", lab.number, lab.title);
+                    ok &= summarize(&run_lab(lab, None, false)?);
+                }
+            }
+            Ok(ok)
+        }
+        Cmd::Shell { lab } => {
+            let lab = find(&lab)?;
+            env::require_root()?;
+            // Ctrl-C in the shell is for the shell, not for us.
+            clean_up_on_signals(false)?;
+            shell(lab)
+        }
+        Cmd::Clean { all } => {
+            env::require_root()?;
+            let removed = netns::remove_leftovers(all)?;
+            if removed.is_empty() {
+                println!("nothing to clean");
+            }
+            for ns in removed {
+                println!("removed network namespace {ns}");
+            }
+            Ok(true)
+        }
+    }
+}
+
+fn run_lab(lab: &Lab, out: Option<PathBuf>, fixtures: bool) -> anyhow::Result<Report> {
+    match lab.number {
+        "01" => lab01::run(&lab01::Options {
+            out: out.unwrap_or_else(lab01::default_out),
+            fixtures,
+            quiet: false,
+        }),
+        other => bail!("lab {other} cannot run yet"),
+    }
+}
+
+fn summarize(report: &Report) -> bool {
+    let failures = report.failures();
+    if failures.is_empty() {
+        println!("all {} checks passed", report.checks.len());
+        true
+    } else {
+        println!("{} of {} checks failed:", failures.len(), report.checks.len());
+        for f in failures {
+            println!("  {f}");
+        }
+        false
+    }
+}
+
+fn check_exercise(lab: &Lab, attempt: Option<PathBuf>) -> anyhow::Result<bool> {
+    let Some(stub) = exercise::stub(lab) else {
+        println!("lab {} has no exercise", lab.number);
+        return Ok(true);
+    };
+    let attempt = attempt.unwrap_or(stub);
+    println!("checking your exercise {}", attempt.display());
+    let outcome = exercise::check(lab, &attempt)?;
+    if outcome.passed {
+        println!("PASS exercise: every test passes");
+    } else {
+        println!("{}", outcome.output.trim_end());
+        println!("FAIL exercise: not solved yet");
+        if let Some(hints) = exercise::hints(lab) {
+            println!("\n{}", hints.trim_end());
+        }
+    }
+    Ok(outcome.passed)
+}
+
+fn shell(lab: &Lab) -> anyhow::Result<bool> {
+    let mut report = Report::new(false);
+    let up = match lab.number {
+        "01" => lab01::up(&lab01::default_out(), &mut report)?,
+        other => bail!("lab {other} has no shell yet"),
+    };
+    let shell = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into());
+    println!(
+        "{} runs in lab host `{}`; this shell is inside it. Try: ip addr; ip route; ping -c 3 10.0.0.2; tcpdump -n -i {}",
+        lab.package,
+        up.host.name(),
+        lab01::TUN
+    );
+    println!("Leave the shell (exit or Ctrl-D) to remove the lab.");
+    let status = up
+        .host
+        .command(&shell)
+        .env("PS1", format!("[lab {} {}] \\w# ", lab.number, up.host.name()))
+        .stdin(std::process::Stdio::inherit())
+        .status()
+        .context("starting the shell")?;
+    drop(up);
+    println!("lab removed");
+    Ok(status.success())
+}
+
+/// On SIGTERM and SIGHUP (and SIGINT when `on_sigint`), delete this run's
+/// lab hosts and exit: a signal's default action would skip every
+/// destructor and leave the namespaces behind.
+fn clean_up_on_signals(on_sigint: bool) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing signal handlers")?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if signal == SIGINT && !on_sigint {
+                continue;
+            }
+            eprintln!("tunlab: interrupted; removing the lab hosts");
+            netns::remove_own();
+            std::process::exit(130);
+        }
+    });
+    Ok(())
+}

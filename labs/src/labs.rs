@@ -1,0 +1,42 @@
+//! The labs, in order. Each lab has a folder `labs/NN-name/` with its
+//! README and, where it has one, a coding exercise.
+
+use std::path::PathBuf;
+
+use crate::env::workspace_root;
+
+/// One lab.
+#[derive(Debug, Clone, Copy)]
+pub struct Lab {
+    /// Two digits, the number of the step it belongs to.
+    pub number: &'static str,
+    /// The folder under `labs/`.
+    pub folder: &'static str,
+    pub title: &'static str,
+    /// The step crate whose binary the lab runs.
+    pub package: &'static str,
+    /// The file of the coding exercise, in `exercise/` (the stub) and
+    /// `solution/`.
+    pub exercise: Option<&'static str>,
+}
+
+pub const LABS: &[Lab] = &[Lab {
+    number: "01",
+    folder: "01-ping-tun",
+    title: "a TUN device whose program answers ping",
+    package: "step01-ping-tun",
+    exercise: Some("checksum.rs"),
+}];
+
+impl Lab {
+    /// The lab numbered `n` (`1`, `01` and `01-ping-tun` all name lab 01).
+    pub fn find(n: &str) -> Option<&'static Lab> {
+        let number = n.split('-').next().unwrap_or(n);
+        let number = format!("{:0>2}", number);
+        LABS.iter().find(|l| l.number == number)
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        workspace_root().join("labs").join(self.folder)
+    }
+}

@@ -1,0 +1,20 @@
+//! The tunlab lab runner: builds lab hosts from network namespaces, runs the
+//! real step binaries inside them, drives real traffic and checks what a
+//! student should see.
+//!
+//! - [`netns`]: lab hosts (namespaces), cleanup on drop and of crashed runs.
+//! - [`process`]: programs and tcpdump captures running in lab hosts.
+//! - [`env`]: what a lab needs from the machine (root, tools, binaries).
+//! - [`report`]: the PASS/FAIL lines of a lab.
+//! - [`exercise`]: the checker of the coding exercises.
+//! - [`labs`]: the list of labs; [`lab01`]: lab 01.
+
+#![forbid(unsafe_code)]
+
+pub mod env;
+pub mod exercise;
+pub mod lab01;
+pub mod labs;
+pub mod netns;
+pub mod process;
+pub mod report;

@@ -1,0 +1,211 @@
+//! Lab hosts made of Linux network namespaces.
+//!
+//! A [`Topology`] owns every namespace it creates. Their names carry a
+//! per-run prefix, `tl-<pid>-<n>-`, so two runs (or two tests of one run)
+//! never collide, and a later run can tell the leftovers of a crashed run
+//! (their pid is gone) from a run still in progress. Dropping the topology,
+//! also while a panic unwinds, kills what runs inside and deletes the
+//! namespaces.
+
+use std::ffi::OsStr;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context, bail};
+
+/// Every lab namespace name starts with this.
+pub const PREFIX: &str = "tl-";
+
+static NEXT_RUN: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `ip` with `args` and fails with its stderr when it fails.
+pub fn ip<I, S>(args: I) -> anyhow::Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let out = Command::new("ip")
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running `ip` (package iproute2)")?;
+    check_output("ip", &args, &out)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn check_output(program: &str, args: &[std::ffi::OsString], out: &Output) -> anyhow::Result<()> {
+    if !out.status.success() {
+        let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+        bail!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The namespaces of one lab run.
+pub struct Topology {
+    prefix: String,
+    namespaces: Vec<String>,
+}
+
+impl Topology {
+    /// Starts a new run: removes what crashed runs left behind, then picks a
+    /// prefix no other live run uses.
+    pub fn new() -> anyhow::Result<Self> {
+        remove_leftovers(false)?;
+        let prefix = format!(
+            "{PREFIX}{}-{}-",
+            std::process::id(),
+            NEXT_RUN.fetch_add(1, Ordering::SeqCst)
+        );
+        Ok(Self {
+            prefix,
+            namespaces: Vec::new(),
+        })
+    }
+
+    /// Creates the lab host `name` (a namespace with `lo` up).
+    pub fn host(&mut self, name: &str) -> anyhow::Result<Host> {
+        let ns = format!("{}{name}", self.prefix);
+        ip(["netns", "add", &ns]).with_context(|| format!("creating lab host {name}"))?;
+        self.namespaces.push(ns.clone());
+        ip(["-n", &ns, "link", "set", "lo", "up"])?;
+        Ok(Host {
+            name: name.to_string(),
+            ns,
+        })
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            if let Err(e) = delete_namespace(ns) {
+                eprintln!("tunlab: cleaning up {ns}: {e:#}");
+            }
+        }
+    }
+}
+
+/// One lab host: a network namespace.
+#[derive(Debug, Clone)]
+pub struct Host {
+    name: String,
+    ns: String,
+}
+
+impl Host {
+    /// The name used in the lab's text, such as `host` or `client`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace's real name, for `ip netns exec`.
+    pub fn netns(&self) -> &str {
+        &self.ns
+    }
+
+    /// A command that runs `program` inside this host. `ip netns exec`
+    /// execs it, so the child's pid is the program's own.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns])
+            .arg(program)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `program args...` inside this host to completion.
+    pub fn run<I, S>(&self, program: &str, args: I) -> anyhow::Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command(program)
+            .args(args)
+            .output()
+            .with_context(|| format!("running {program} in {}", self.name))
+    }
+
+    /// `ip -n NS args...`.
+    pub fn ip<I, S>(&self, args: I) -> anyhow::Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec!["-n".into(), self.ns.clone().into()];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        ip(all)
+    }
+}
+
+/// Kills whatever still runs in `ns`, then deletes it.
+fn delete_namespace(ns: &str) -> anyhow::Result<()> {
+    if let Ok(pids) = ip(["netns", "pids", ns]) {
+        for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+    }
+    // The kernel may take a moment to release a namespace whose processes
+    // were just killed; `ip netns del` itself only unmounts the name.
+    ip(["netns", "del", ns]).map(|_| ())
+}
+
+/// The lab namespaces that exist now.
+pub fn lab_namespaces() -> anyhow::Result<Vec<String>> {
+    let list = ip(["netns", "list"])?;
+    Ok(list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(PREFIX))
+        .map(str::to_string)
+        .collect())
+}
+
+/// The pid in a name `tl-<pid>-<n>-<host>`.
+fn owner_pid(ns: &str) -> Option<u32> {
+    ns.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
+}
+
+/// Removes lab namespaces whose run is over (its process is gone), or all
+/// of them with `all`. Returns the names removed.
+pub fn remove_leftovers(all: bool) -> anyhow::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for ns in lab_namespaces()? {
+        let alive = owner_pid(&ns).is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let ours = owner_pid(&ns) == Some(std::process::id());
+        if all && !ours || !alive {
+            delete_namespace(&ns)?;
+            removed.push(ns);
+        }
+    }
+    Ok(removed)
+}
+
+/// Deletes every namespace of this process's runs: what a SIGINT or
+/// SIGTERM handler calls before exiting, when no destructor will run.
+pub fn remove_own() {
+    let own = format!("{PREFIX}{}-", std::process::id());
+    if let Ok(list) = lab_namespaces() {
+        for ns in list.iter().filter(|n| n.starts_with(&own)) {
+            let _ = delete_namespace(ns);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_pid_parses_our_names_only() {
+        assert_eq!(owner_pid("tl-1234-0-host"), Some(1234));
+        assert_eq!(owner_pid("tl-x-0-host"), None);
+        assert_eq!(owner_pid("other"), None);
+    }
+}

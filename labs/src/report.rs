@@ -1,0 +1,72 @@
+//! The checks of a lab, printed as they happen: `PASS what` or `FAIL what`.
+
+use std::fmt;
+
+/// One check and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", if self.passed { "PASS" } else { "FAIL" }, self.name)?;
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every check of one lab run, in order.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub checks: Vec<Check>,
+    quiet: bool,
+}
+
+impl Report {
+    /// A report that prints each check as it is made, unless `quiet`.
+    pub fn new(quiet: bool) -> Self {
+        Self {
+            checks: Vec::new(),
+            quiet,
+        }
+    }
+
+    /// Records (and prints) a check.
+    pub fn check(&mut self, name: impl Into<String>, passed: bool, detail: impl Into<String>) -> bool {
+        let check = Check {
+            name: name.into(),
+            passed,
+            detail: detail.into(),
+        };
+        if !self.quiet {
+            println!("{check}");
+        }
+        self.checks.push(check);
+        passed
+    }
+
+    /// Prints a line of explanation (indented, so checks stand out).
+    pub fn note(&self, line: impl fmt::Display) {
+        if !self.quiet {
+            println!("     {line}");
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
+    }
+
+    pub fn failures(&self) -> Vec<&Check> {
+        self.checks.iter().filter(|c| !c.passed).collect()
+    }
+
+    /// The check called `name`, if it was made.
+    pub fn get(&self, name: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+}
