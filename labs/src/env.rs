@@ -126,3 +126,19 @@ pub fn step_binary(package: &str) -> anyhow::Result<PathBuf> {
     }
     Ok(dir.join(package))
 }
+
+/// For lab tests: true when the test can run. Otherwise prints
+/// `SKIPPED <test>: <reason>` and returns false, except under CI (`CI=true`),
+/// where a lab test that cannot run is a failure, so it panics.
+pub fn lab_test_can_run(test: &str, tools: &[&str]) -> bool {
+    let reason = match (missing_privilege(), require_tools(tools)) {
+        (Some(why), _) => format!("{why} (run the tests as root: sudo -E cargo test --workspace)"),
+        (None, Err(e)) => format!("{e:#}"),
+        (None, Ok(())) => return true,
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} cannot run under CI, where lab tests must run: {reason}");
+    }
+    eprintln!("SKIPPED {test}: {reason}");
+    false
+}

@@ -338,6 +338,9 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             let name = format!("{}.pcap", scenario.name);
             std::fs::copy(out.join(&name), dir.join(&name)).with_context(|| format!("copying {name}"))?;
         }
+        // The program's own recording of the whole run: every scenario, and
+        // the IPv6 packets it dropped when tun0 came up.
+        std::fs::copy(out.join("step01.pcap"), dir.join("session.pcap")).context("copying step01.pcap")?;
         report.note(format!("copied the captures to {}", dir.display()));
     }
     report.note(format!("captures and the program's log are in {}", out.display()));

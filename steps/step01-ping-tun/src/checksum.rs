@@ -65,9 +65,9 @@ mod tests {
         assert_eq!(checksum(&data), !0xddf2);
     }
 
-    /// The IPv4 header of an echo request that Linux's ping sent into the
-    /// TUN device in lab 01: its stored checksum 0xa588 is what we compute
-    /// with the field zeroed.
+    /// The IPv4 header of an echo request that Linux's ping sent into a TUN
+    /// device: its stored checksum 0xa588 is what we compute with the field
+    /// zeroed. (The golden tests check every packet of `pcaps/step01` too.)
     #[test]
     fn real_ipv4_header() {
         let mut header = [

@@ -1,0 +1,150 @@
+//! Lab 01 end to end: the real step 01 binary in a lab host, the real
+//! `ping`, captures on tun0. Needs root; without it each test says SKIPPED
+//! (and fails under CI, where lab tests must run).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use tunlab::env::{lab_test_can_run, step_binary};
+use tunlab::lab01::{self, Options, SCENARIOS, TOOLS};
+use tunlab::netns::{self, Topology};
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tunlab-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn lab01_pings_through_step01() {
+    if !lab_test_can_run("lab01_pings_through_step01", TOOLS) {
+        return;
+    }
+    let out = out_dir("lab01");
+    let report = lab01::run(&Options {
+        out: out.clone(),
+        fixtures: false,
+        quiet: false,
+    })
+    .unwrap();
+    let failures: Vec<String> = report.failures().iter().map(|c| c.to_string()).collect();
+    assert!(
+        failures.is_empty(),
+        "lab 01 checks failed:\n{}",
+        failures.join("\n")
+    );
+    // What a student is told to look for, each checked:
+    for scenario in SCENARIOS {
+        let carried = if scenario.ours {
+            format!("{}: tun0 carried 3 requests and 3 correct replies", scenario.name)
+        } else {
+            format!("{}: nothing crossed tun0 (the kernel answered)", scenario.name)
+        };
+        assert!(
+            report.get(&carried).is_some_and(|c| c.passed),
+            "missing check: {carried}"
+        );
+        assert!(out.join(format!("{}.pcap", scenario.name)).is_file());
+    }
+    assert!(
+        report
+            .get("tun0 is gone after the program exits")
+            .is_some_and(|c| c.passed)
+    );
+    let counters = report
+        .get("the counters printed on exit count every reply")
+        .unwrap();
+    assert!(
+        counters.detail.starts_with("tun0: replies 21,"),
+        "{}",
+        counters.detail
+    );
+    // The lab removed its host (other tests of this process use other names).
+    let own = format!("{}{}-", netns::PREFIX, std::process::id());
+    let left: Vec<String> = netns::lab_namespaces()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(&own) && n.ends_with("-host"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+/// Without CAP_NET_ADMIN, step 01 says in one line what to run instead, and
+/// exits with 77, instead of dying with a raw EPERM.
+#[test]
+fn step01_without_cap_net_admin_says_what_to_run() {
+    if !lab_test_can_run("step01_without_cap_net_admin_says_what_to_run", &["setpriv"]) {
+        return;
+    }
+    let binary = step_binary("step01-ping-tun").unwrap();
+    // As root, but with CAP_NET_ADMIN removed from the bounding set, so the
+    // program starts without it.
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-net_admin", "--inh-caps=-net_admin"])
+        .arg(&binary)
+        .args(["--tun", "tlcap0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line, not: {stderr}");
+    assert!(stderr.contains("needs CAP_NET_ADMIN"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("sudo {} --tun tlcap0", binary.display())),
+        "{stderr}"
+    );
+}
+
+/// A run that crashed leaves namespaces whose pid is gone; the next run (or
+/// `tunlab clean`) removes them, and never those of a run still going.
+#[test]
+fn leftovers_of_crashed_runs_are_removed() {
+    if !lab_test_can_run("leftovers_of_crashed_runs_are_removed", &["ip"]) {
+        return;
+    }
+    // Above the kernel's largest pid (4194304), so surely not running.
+    let crashed = format!("{}4194305-0-host", netns::PREFIX);
+    netns::ip(["netns", "add", &crashed]).unwrap();
+    let mut live = Topology::new().unwrap();
+    let host = live.host("alive").unwrap();
+    let removed = netns::remove_leftovers(false).unwrap();
+    assert!(
+        !netns::lab_namespaces().unwrap().contains(&crashed),
+        "removed only {removed:?}"
+    );
+    assert!(
+        netns::lab_namespaces()
+            .unwrap()
+            .contains(&host.netns().to_string()),
+        "a live run's host was removed"
+    );
+    drop(live);
+    assert!(
+        !netns::lab_namespaces()
+            .unwrap()
+            .contains(&host.netns().to_string())
+    );
+}
+
+/// A topology is removed even when the code using it panics.
+#[test]
+fn hosts_are_removed_when_a_lab_panics() {
+    if !lab_test_can_run("hosts_are_removed_when_a_lab_panics", &["ip"]) {
+        return;
+    }
+    let name = std::thread::spawn(|| {
+        let mut topology = Topology::new().unwrap();
+        let host = topology.host("doomed").unwrap();
+        let name = host.netns().to_string();
+        assert!(netns::lab_namespaces().unwrap().contains(&name));
+        std::panic::panic_any(name);
+    })
+    .join()
+    .unwrap_err();
+    let name = name.downcast::<String>().unwrap();
+    assert!(
+        !netns::lab_namespaces().unwrap().contains(&name),
+        "{name} survived the panic"
+    );
+}
