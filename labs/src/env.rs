@@ -139,6 +139,9 @@ pub fn lab_test_can_run(test: &str, tools: &[&str]) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{test} cannot run under CI, where lab tests must run: {reason}");
     }
-    eprintln!("SKIPPED {test}: {reason}");
+    // Written to stderr directly, not with eprintln!, which the test
+    // harness captures and shows only for failing tests.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
     false
 }

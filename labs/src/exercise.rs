@@ -105,6 +105,7 @@ fn compile_and_run(work: &Path, attempt: &Path, tests: &Path) -> anyhow::Result<
     let file = std::fs::File::create(&log)?;
     let mut child = Command::new(&binary)
         .args(["--test-threads", "1"])
+        .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file)

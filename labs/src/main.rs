@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use step01_ping_tun::Summary;
 use tunlab::labs::{LABS, Lab};
 use tunlab::report::Report;
 use tunlab::{env, exercise, lab01, netns};
@@ -19,7 +20,7 @@ use tunlab::{env, exercise, lab01, netns};
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  cargo run -p tunlab -- list\n  sudo -E cargo run -p tunlab -- run 01\n  sudo -E cargo run -p tunlab -- check 01\n  sudo -E cargo run -p tunlab -- shell 01\n  sudo -E cargo run -p tunlab -- clean"
+    after_help = "Examples:\n  cargo run -p tunlab -- list\n  sudo -E cargo run -p tunlab -- run 01\n  sudo -E cargo run -p tunlab -- check 01\n  sudo -E cargo run -p tunlab -- shell 01\n  cargo run -p tunlab -- decode pcaps/step01/ping-default.pcap\n  sudo -E cargo run -p tunlab -- clean"
 )]
 struct Args {
     #[command(subcommand)]
@@ -54,6 +55,12 @@ enum Cmd {
     /// Build a lab's hosts, start its step, and open a shell inside a lab
     /// host; leaving the shell removes everything (needs root).
     Shell { lab: String },
+    /// Print the packets of pcap files (LINKTYPE_RAW), one tcpdump-like line
+    /// each, as the steps log them.
+    Decode {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
     /// Remove lab hosts left behind by runs that crashed or were killed.
     Clean {
         /// Also remove the hosts of runs that are still going.
@@ -121,8 +128,24 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
             clean_up_on_signals(false)?;
             shell(lab)
         }
+        Cmd::Decode { files } => {
+            for file in files {
+                let packets = step01_ping_tun::pcap::read(&file)?;
+                println!("{}: {} packets", file.display(), packets.len());
+                for p in packets {
+                    println!(
+                        "{}.{:06} {}",
+                        p.timestamp.as_secs(),
+                        p.timestamp.subsec_micros(),
+                        Summary(&p.data)
+                    );
+                }
+            }
+            Ok(true)
+        }
         Cmd::Clean { all } => {
             env::require_root()?;
+            env::require_tools(&["ip"])?;
             let removed = netns::remove_leftovers(all)?;
             if removed.is_empty() {
                 println!("nothing to clean");

@@ -148,3 +148,35 @@ fn hosts_are_removed_when_a_lab_panics() {
         "{name} survived the panic"
     );
 }
+
+/// Ctrl-C (SIGINT) stops step 01 as cleanly as SIGTERM does in the lab:
+/// exit status 0, the counters printed, the device gone.
+#[test]
+fn step01_stops_cleanly_on_ctrl_c() {
+    if !lab_test_can_run("step01_stops_cleanly_on_ctrl_c", TOOLS) {
+        return;
+    }
+    let out = out_dir("ctrl-c");
+    let mut report = tunlab::report::Report::new(true);
+    let mut lab = lab01::up(&out, &mut report).unwrap();
+    let status = lab
+        .step
+        .stop(
+            nix::sys::signal::Signal::SIGINT,
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(&lab.log).unwrap();
+    assert!(log.contains("got SIGINT, stopping"), "{log}");
+    assert!(
+        log.lines().any(|l| l.starts_with("tun0: replies 0, dropped ")),
+        "{log}"
+    );
+    assert!(
+        lab.host.ip(["link", "show", "dev", "tun0"]).is_err(),
+        "tun0 is still there"
+    );
+    drop(lab);
+    std::fs::remove_dir_all(out).unwrap();
+}
