@@ -131,14 +131,15 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
         Cmd::Decode { files } => {
             for file in files {
                 let packets = step01_ping_tun::pcap::read(&file)?;
-                println!("{}: {} packets", file.display(), packets.len());
+                println!(
+                    "{}: {} packets (time in seconds since the first)",
+                    file.display(),
+                    packets.len()
+                );
+                let start = packets.first().map(|p| p.timestamp).unwrap_or_default();
                 for p in packets {
-                    println!(
-                        "{}.{:06} {}",
-                        p.timestamp.as_secs(),
-                        p.timestamp.subsec_micros(),
-                        Summary(&p.data)
-                    );
+                    let t = p.timestamp.saturating_sub(start);
+                    println!("{:>4}.{:06} {}", t.as_secs(), t.subsec_micros(), Summary(&p.data));
                 }
             }
             Ok(true)
