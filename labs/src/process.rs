@@ -83,10 +83,11 @@ impl Running {
 }
 
 impl Drop for Running {
+    /// Asks the program to stop with SIGTERM, so it can clean up and print
+    /// its counters; kills it if it has not exited within two seconds.
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if self.child.is_some() {
+            let _ = self.stop(Signal::SIGTERM, Duration::from_secs(2));
         }
     }
 }

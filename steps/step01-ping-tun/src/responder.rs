@@ -27,8 +27,8 @@ pub enum DropReason {
     /// An IPv4 header that cannot be right (IHL below 5, total length
     /// shorter than the header).
     Malformed,
-    /// IPv6: router solicitations and MLD reports arrive as soon as the
-    /// device is up. Step 03 answers IPv6; step 01 does not.
+    /// IPv6: the kernel sends router solicitations into the device as soon
+    /// as it is up. Step 03 answers IPv6; step 01 does not.
     Ipv6,
     /// The version nibble is neither 4 nor 6.
     NotIp,
