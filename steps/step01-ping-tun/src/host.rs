@@ -51,6 +51,23 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
+/// Logs one line per event to stderr: `INFO  message`. `verbose` 0 shows
+/// info and above, 1 debug (every packet), 2 and more trace. `RUST_LOG`
+/// overrides it.
+pub fn init_logging(verbose: u8) {
+    use std::io::Write;
+    let level = match verbose {
+        0 => log::LevelFilter::Info,
+        1 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_default_env()
+        .format(|buf, record| writeln!(buf, "{:<5} {}", record.level(), record.args()))
+        .init();
+}
+
 // ANCHOR: create_tun
 /// Creates the TUN device `name` with `address`, sets its MTU and brings it
 /// up. The kernel adds the route to the subnet (10.0.0.0/24 for

@@ -2,7 +2,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,7 +42,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(args.verbose);
+    host::init_logging(args.verbose);
     if !host::has_net_admin() {
         eprintln!(
             "step01-ping-tun: {}",
@@ -68,17 +67,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => log::LevelFilter::Info,
-        1 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    };
-    env_logger::Builder::new()
-        .filter_level(level)
-        .parse_default_env()
-        .format(|buf, record| writeln!(buf, "{:<5} {}", record.level(), record.args()))
-        .init();
 }

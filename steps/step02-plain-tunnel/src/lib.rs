@@ -1,0 +1,21 @@
+//! Step 02: a plaintext tunnel between two hosts, over UDP or over TCP.
+//!
+//! Each host has a TUN device; what the kernel routes into one comes out of
+//! the other, carried in messages over an ordinary socket between the hosts
+//! (the underlay).
+//!
+//! - [`wire`]: the message format (4-byte header, then an IP packet).
+//! - [`tunnel`]: the sans-IO core, `encapsulate` and `decapsulate`.
+//! - [`framing`]: length-prefixed frames for the TCP transport.
+//! - [`mtu`]: how large an inner packet may be.
+//! - [`run`]: the I/O loops over the TUN device and the socket.
+
+#![forbid(unsafe_code)]
+
+pub mod framing;
+pub mod mtu;
+pub mod run;
+pub mod tunnel;
+pub mod wire;
+
+pub use tunnel::{Action, Counters, DropReason, Role, Transmit, Tunnel};

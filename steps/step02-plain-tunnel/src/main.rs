@@ -1,0 +1,137 @@
+//! `step02-plain-tunnel`: a plaintext IP tunnel between two hosts.
+
+#![forbid(unsafe_code)]
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use step01_ping_tun::Ipv4Cidr;
+use step01_ping_tun::host::{self, Shutdown};
+use step02_plain_tunnel::mtu::Transport;
+use step02_plain_tunnel::run::{Config, Endpoint, run};
+
+/// A plaintext IP tunnel: what the kernel routes into the TUN device on one
+/// host comes out of the TUN device on the other, carried over UDP (or TCP)
+/// between them. Nothing is encrypted: anyone on the path can read it.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Example (as root, on two hosts that reach each other over 192.0.2.0/24):\n  server# step02-plain-tunnel server --listen 192.0.2.1:51820 --address 10.0.0.1/24\n  client# step02-plain-tunnel client --server 192.0.2.1:51820 --address 10.0.0.2/24 --keepalive 25\n  client# ping 10.0.0.1\n\nSend SIGUSR1 to print the counters; Ctrl-C or SIGTERM to stop."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Wait for a client; learn its address from its messages.
+    Server {
+        /// Where to listen, e.g. 192.0.2.1:51820.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Connect to a server.
+    Client {
+        /// The server, e.g. 192.0.2.1:51820 (a host name works too).
+        #[arg(long, value_name = "HOST:PORT")]
+        server: String,
+        /// Send a keepalive after this many seconds without sending, so a NAT
+        /// on the path keeps its mapping.
+        #[arg(long, value_name = "SECS")]
+        keepalive: Option<u64>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Name of the TUN device to create.
+    #[arg(long, default_value = "tun0", value_name = "NAME")]
+    tun: String,
+    /// Tunnel address and prefix length of this end, e.g. 10.0.0.1/24.
+    #[arg(long, value_name = "CIDR")]
+    address: Ipv4Cidr,
+    /// The underlay transport.
+    #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
+    transport: TransportArg,
+    /// MTU of the underlay path; the TUN MTU is this less our overhead.
+    #[arg(long, default_value_t = 1500, value_name = "BYTES")]
+    underlay_mtu: u16,
+    /// Record every packet read from and written to the TUN device in FILE
+    /// (pcap, LINKTYPE_RAW).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// Log more: -v shows every packet, -vv everything.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Udp,
+    Tcp,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (endpoint, keepalive, common) = match cli.command {
+        Command::Server { listen, common } => (Ok(Endpoint::Server { listen }), None, common),
+        Command::Client {
+            server,
+            keepalive,
+            common,
+        } => (
+            resolve(&server).map(|server| Endpoint::Client { server }),
+            keepalive,
+            common,
+        ),
+    };
+    host::init_logging(common.verbose);
+    if !host::has_net_admin() {
+        let what = format!("creating TUN device {}", common.tun);
+        eprintln!("step02-plain-tunnel: {}", host::needs_net_admin_message(&what));
+        return ExitCode::from(host::EXIT_NO_PERMISSION as u8);
+    }
+    let result = endpoint.and_then(|endpoint| {
+        let config = Config {
+            endpoint,
+            tun: common.tun.clone(),
+            address: common.address,
+            transport: match common.transport {
+                TransportArg::Udp => Transport::Udp,
+                TransportArg::Tcp => Transport::Tcp,
+            },
+            keepalive: keepalive.filter(|&s| s > 0).map(Duration::from_secs),
+            pcap: common.pcap,
+            underlay_mtu: common.underlay_mtu,
+        };
+        let shutdown = Shutdown::install()?;
+        run(&config, &shutdown)
+    });
+    match result {
+        Ok(counters) => {
+            println!("{}: {counters}", common.tun);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("step02-plain-tunnel: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
+    server
+        .to_socket_addrs()
+        .with_context(|| format!("`{server}` is not a HOST:PORT"))?
+        .next()
+        .with_context(|| format!("`{server}` has no address"))
+}

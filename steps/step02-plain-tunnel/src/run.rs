@@ -1,0 +1,372 @@
+//! The I/O shell: the TUN device, the underlay socket, and the threads that
+//! move bytes between them through the [`Tunnel`] core.
+//!
+//! Two threads do the work. The main thread reads the TUN device and sends
+//! what `encapsulate` makes; the network thread reads the socket and writes
+//! what `decapsulate` gives back to the TUN device (or replies), and runs
+//! the timers between reads. They share the core behind a mutex, held only
+//! for the microseconds a packet takes.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use signal_hook::consts::SIGUSR1;
+use step01_ping_tun::Ipv4Cidr;
+use step01_ping_tun::Summary;
+use step01_ping_tun::host::{Shutdown, create_tun};
+use step01_ping_tun::pcap::Recorder;
+use tun_rs::SyncDevice;
+
+use crate::framing::{self, FrameReader};
+use crate::mtu::{Transport, tun_mtu};
+use crate::tunnel::{Action, Counters, Role, Transmit, Tunnel};
+use crate::wire::{HEADER_LEN, MessageSummary};
+
+/// Which end to run, and where the other end is.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Server { listen: SocketAddr },
+    Client { server: SocketAddr },
+}
+
+/// What `step02-plain-tunnel` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub endpoint: Endpoint,
+    pub tun: String,
+    pub address: Ipv4Cidr,
+    pub transport: Transport,
+    pub keepalive: Option<Duration>,
+    pub pcap: Option<PathBuf>,
+    /// The MTU of the underlay path, from which the TUN MTU is computed.
+    pub underlay_mtu: u16,
+}
+
+/// How long a network thread blocks in a read before it runs the timers and
+/// looks at the shutdown flag.
+const TICK: Duration = Duration::from_millis(200);
+/// The largest datagram or packet we handle.
+const MAX_PACKET: usize = 65535;
+
+/// Sends one message to the peer over the underlay.
+type Sender = dyn Fn(&Transmit, &[u8]);
+
+/// What both threads share.
+struct Shared {
+    tunnel: Mutex<Tunnel>,
+    device: SyncDevice,
+    recorder: Mutex<Option<Recorder>>,
+    tun: String,
+}
+
+impl Shared {
+    fn tunnel(&self) -> MutexGuard<'_, Tunnel> {
+        // A panic elsewhere cannot leave the tunnel half-updated: every
+        // method finishes its changes before returning.
+        self.tunnel.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, packet: &[u8]) {
+        let mut recorder = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rec) = recorder.as_mut() {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            if let Err(e) = rec.record(now, packet) {
+                log::error!("writing the pcap file failed, recording stops: {e}");
+                *recorder = None;
+            }
+        }
+    }
+
+    /// Writes a packet that came out of the tunnel to the TUN device.
+    fn to_tun(&self, packet: &[u8]) {
+        self.record(packet);
+        log::debug!("to {}: {}", self.tun, Summary(packet));
+        if let Err(e) = self.device.send(packet) {
+            log::warn!("writing to {} failed: {e}", self.tun);
+        }
+    }
+}
+
+// ANCHOR: run
+/// Runs until SIGINT or SIGTERM; returns the counters.
+pub fn run(config: &Config, shutdown: &Shutdown) -> anyhow::Result<Counters> {
+    let peer_hint = match config.endpoint {
+        Endpoint::Server { listen } => listen,
+        Endpoint::Client { server } => server,
+    };
+    let mtu = tun_mtu(config.underlay_mtu, peer_hint);
+    let device = create_tun(&config.tun, config.address, mtu)?;
+    let recorder = match &config.pcap {
+        Some(path) => Some(Recorder::create(path).with_context(|| format!("creating {}", path.display()))?),
+        None => None,
+    };
+    let role = match config.endpoint {
+        Endpoint::Server { .. } => Role::Server,
+        Endpoint::Client { server } => Role::Client { server },
+    };
+    let shared = Arc::new(Shared {
+        tunnel: Mutex::new(Tunnel::new(role, usize::from(mtu), config.keepalive)),
+        device,
+        recorder: Mutex::new(recorder),
+        tun: config.tun.clone(),
+    });
+    log::info!("{} is up with {} (MTU {mtu})", config.tun, config.address);
+    print_counters_on_sigusr1(&shared)?;
+
+    let sender: Box<Sender> = match config.transport {
+        Transport::Udp => Box::new(start_udp(config, &shared)?),
+        Transport::Tcp => Box::new(start_tcp(config, &shared)?),
+    };
+
+    // The main thread: TUN device -> encapsulate -> underlay.
+    let mut packet = vec![0u8; MAX_PACKET];
+    let mut out = vec![0u8; MAX_PACKET + HEADER_LEN];
+    loop {
+        let len = match shared.device.recv_intr(&mut packet, shutdown.event()) {
+            Ok(len) => len,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                if shutdown.requested() {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading from {}", config.tun)),
+        };
+        let packet = &packet[..len];
+        shared.record(packet);
+        let result = shared.tunnel().encapsulate(packet, Instant::now(), &mut out);
+        match result {
+            Ok(transmit) => {
+                log::debug!("from {}: {}", config.tun, Summary(packet));
+                sender(&transmit, &out[..transmit.len]);
+            }
+            Err(reason) => log::info!("drop ({reason}) from {}: {}", config.tun, Summary(packet)),
+        }
+    }
+    let counters = shared.tunnel().counters().clone();
+    Ok(counters)
+}
+// ANCHOR_END: run
+
+fn print_counters_on_sigusr1(shared: &Arc<Shared>) -> anyhow::Result<()> {
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGUSR1]).context("installing the SIGUSR1 handler")?;
+    let shared = Arc::clone(shared);
+    std::thread::Builder::new()
+        .name("sigusr1".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                let tunnel = shared.tunnel();
+                let peer = tunnel.peer().map_or("none yet".to_string(), |p| p.to_string());
+                log::info!("{}: peer {peer}; {}", shared.tun, tunnel.counters());
+            }
+        })?;
+    Ok(())
+}
+
+/// Handles what `decapsulate` made of a message from `from`; `reply` sends
+/// a reply back the way the message came.
+fn act(shared: &Shared, from: SocketAddr, message: &[u8], out: &mut [u8], reply: impl FnOnce(&[u8])) {
+    let mut tunnel = shared.tunnel();
+    let before = tunnel.peer();
+    let result = tunnel.decapsulate(from, message, Instant::now(), out);
+    let after = tunnel.peer();
+    drop(tunnel);
+    if after != before
+        && let Some(peer) = after
+    {
+        log::info!("peer is at {peer}");
+    }
+    match result {
+        Ok(Action::WriteToTun(len)) => shared.to_tun(&out[..len]),
+        Ok(Action::Reply(t)) => reply(&out[..t.len]),
+        Ok(Action::Nothing) => {}
+        Err(reason) => log::info!("drop ({reason}) from {from}: {}", MessageSummary(message)),
+    }
+}
+
+// ANCHOR: udp
+/// UDP: one socket; every message is one datagram. Returns the sender the
+/// main thread uses.
+fn start_udp(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<impl Fn(&Transmit, &[u8]) + use<>> {
+    let bind: SocketAddr = match config.endpoint {
+        Endpoint::Server { listen } => listen,
+        // Any local port, of the server's family.
+        Endpoint::Client { server } if server.is_ipv4() => "0.0.0.0:0".parse()?,
+        Endpoint::Client { .. } => "[::]:0".parse()?,
+    };
+    let socket = Arc::new(UdpSocket::bind(bind).with_context(|| format!("binding UDP socket to {bind}"))?);
+    socket.set_read_timeout(Some(TICK))?;
+    log::info!("UDP socket on {}", socket.local_addr()?);
+    let (net_socket, net_shared) = (Arc::clone(&socket), Arc::clone(shared));
+    std::thread::Builder::new().name("udp".into()).spawn(move || {
+        let mut datagram = vec![0u8; MAX_PACKET];
+        let mut out = vec![0u8; MAX_PACKET];
+        loop {
+            match net_socket.recv_from(&mut datagram) {
+                Ok((n, from)) => act(&net_shared, from, &datagram[..n], &mut out, |reply| {
+                    if let Err(e) = net_socket.send_to(reply, from) {
+                        log::warn!("sending to {from} failed: {e}");
+                    }
+                }),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) => log::warn!("receiving on the UDP socket failed: {e}"),
+            }
+            let ping = net_shared.tunnel().poll(Instant::now(), &mut out);
+            if let Some(t) = ping {
+                log::debug!("ping to {}", t.to);
+                if let Err(e) = net_socket.send_to(&out[..t.len], t.to) {
+                    log::warn!("sending to {} failed: {e}", t.to);
+                }
+            }
+        }
+    })?;
+    Ok(move |t: &Transmit, message: &[u8]| {
+        if let Err(e) = socket.send_to(message, t.to) {
+            log::warn!("sending to {} failed: {e}", t.to);
+        }
+    })
+}
+// ANCHOR_END: udp
+
+/// The TCP connection in use, if any, and a buffer to build frames in.
+struct Conn {
+    stream: TcpStream,
+    frame: Vec<u8>,
+}
+
+/// The connection the main thread writes to.
+type Current = Arc<Mutex<Option<Conn>>>;
+
+fn write_frame(current: &Current, message: &[u8]) {
+    let mut guard = current.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(conn) = guard.as_mut() else {
+        log::debug!("no TCP connection; dropping a message");
+        return;
+    };
+    let Some(prefix) = framing::prefix(message.len()) else {
+        return;
+    };
+    // Prefix and message in one write, so they leave in one segment.
+    conn.frame.clear();
+    conn.frame.extend_from_slice(&prefix);
+    conn.frame.extend_from_slice(message);
+    if let Err(e) = conn.stream.write_all(&conn.frame) {
+        log::warn!("writing to the TCP connection failed ({e}); closing it");
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        *guard = None;
+    }
+}
+
+// ANCHOR: tcp
+/// TCP: one connection at a time, messages in length-prefixed frames. The
+/// server takes the newest connection; the client connects, and reconnects
+/// a second after losing the connection.
+fn start_tcp(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<impl Fn(&Transmit, &[u8]) + use<>> {
+    let current: Current = Arc::new(Mutex::new(None));
+    let max_message = HEADER_LEN + shared.tunnel().mtu();
+    match config.endpoint {
+        Endpoint::Server { listen } => {
+            let listener = TcpListener::bind(listen).with_context(|| format!("listening on TCP {listen}"))?;
+            log::info!("TCP listening on {}", listener.local_addr()?);
+            let (current, shared) = (Arc::clone(&current), Arc::clone(shared));
+            std::thread::Builder::new()
+                .name("tcp-accept".into())
+                .spawn(move || {
+                    for stream in listener.incoming() {
+                        match stream {
+                            Ok(stream) => {
+                                let (current, shared) = (Arc::clone(&current), Arc::clone(&shared));
+                                let _ = std::thread::Builder::new()
+                                    .name("tcp-conn".into())
+                                    .spawn(move || serve_connection(stream, &current, &shared, max_message));
+                            }
+                            Err(e) => log::warn!("accepting a TCP connection failed: {e}"),
+                        }
+                    }
+                })?;
+        }
+        Endpoint::Client { server } => {
+            let (current, shared) = (Arc::clone(&current), Arc::clone(shared));
+            std::thread::Builder::new()
+                .name("tcp-connect".into())
+                .spawn(move || {
+                    loop {
+                        match TcpStream::connect_timeout(&server, Duration::from_secs(3)) {
+                            Ok(stream) => serve_connection(stream, &current, &shared, max_message),
+                            Err(e) => log::info!("connecting to {server} failed ({e}); retrying in 1 s"),
+                        }
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                })?;
+        }
+    }
+    Ok(move |_: &Transmit, message: &[u8]| write_frame(&current, message))
+}
+
+/// Reads frames from one connection until it ends, making it the current
+/// one for writing meanwhile.
+fn serve_connection(stream: TcpStream, current: &Current, shared: &Shared, max_message: usize) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    log::info!("TCP connection with {peer}");
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(TICK));
+    match stream.try_clone() {
+        Ok(writer) => {
+            let frame = Vec::with_capacity(framing::PREFIX_LEN + max_message);
+            *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Conn {
+                stream: writer,
+                frame,
+            });
+        }
+        Err(e) => {
+            log::warn!("cannot use the connection with {peer}: {e}");
+            return;
+        }
+    }
+    let mut reader = FrameReader::new(max_message);
+    let mut stream = stream;
+    let mut message = vec![0u8; max_message];
+    let mut out = vec![0u8; MAX_PACKET];
+    let end = loop {
+        match stream.read(reader.space()) {
+            Ok(0) => break reader.finish().err().map(|e| e.to_string()),
+            Ok(n) => reader.filled(n),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) => break Some(e.to_string()),
+        }
+        let mut failed = None;
+        loop {
+            match reader.next_frame(&mut message) {
+                Ok(Some(len)) => act(shared, peer, &message[..len], &mut out, |reply| {
+                    write_frame(current, reply)
+                }),
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if failed.is_some() {
+            break failed;
+        }
+        let ping = shared.tunnel().poll(Instant::now(), &mut out);
+        if let Some(t) = ping {
+            write_frame(current, &out[..t.len]);
+        }
+    };
+    match end {
+        None => log::info!("TCP connection with {peer} closed"),
+        Some(why) => log::info!("TCP connection with {peer} closed: {why}"),
+    }
+    let mut guard = current.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.as_ref().and_then(|c| c.stream.peer_addr().ok()) == Some(peer) {
+        *guard = None;
+    }
+}
+// ANCHOR_END: tcp
