@@ -131,7 +131,7 @@ pub fn up(out: &Path, report: &mut Report) -> anyhow::Result<Up> {
         args.join(" "),
         step.pid().unwrap_or(0)
     ));
-    wait_for_tun(&host, &mut step, &log)?;
+    wait_for_tun(&host, &mut step, &log, TUN, ADDRESS)?;
     Ok(Up {
         step,
         host,
@@ -140,7 +140,15 @@ pub fn up(out: &Path, report: &mut Report) -> anyhow::Result<Up> {
     })
 }
 
-fn wait_for_tun(host: &Host, step: &mut Running, log: &Path) -> anyhow::Result<()> {
+/// Waits until `step` has brought `tun` up with `address` in `host`; fails
+/// with the program's log if it exits first, or after 10 s.
+pub fn wait_for_tun(
+    host: &Host,
+    step: &mut Running,
+    log: &Path,
+    tun: &str,
+    address: &str,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Err(e) = step.check_alive() {
@@ -148,14 +156,17 @@ fn wait_for_tun(host: &Host, step: &mut Running, log: &Path) -> anyhow::Result<(
             bail!("{e:#}; its log:\n{said}");
         }
         let addr = host
-            .ip(["-o", "-4", "addr", "show", "dev", TUN])
+            .ip(["-o", "-4", "addr", "show", "dev", tun])
             .unwrap_or_default();
-        let link = host.ip(["-o", "link", "show", "dev", TUN]).unwrap_or_default();
-        if addr.contains(&format!("inet {ADDRESS}")) && link.contains(",UP") {
+        let link = host.ip(["-o", "link", "show", "dev", tun]).unwrap_or_default();
+        if addr.contains(&format!("inet {address}")) && link.contains(",UP") {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            bail!("{TUN} did not come up with {ADDRESS} within 10 s");
+            bail!(
+                "{tun} in {} did not come up with {address} within 10 s",
+                host.name()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -216,7 +227,7 @@ pub fn examine(packets: &[Captured], target: Ipv4Addr) -> Seen {
 }
 
 /// "3 packets transmitted, 3 received" from ping's summary.
-fn ping_counts(stdout: &str) -> Option<(u32, u32)> {
+pub fn ping_counts(stdout: &str) -> Option<(u32, u32)> {
     let line = stdout.lines().find(|l| l.contains("packets transmitted"))?;
     let mut numbers = line
         .split(',')

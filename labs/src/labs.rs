@@ -20,13 +20,22 @@ pub struct Lab {
     pub exercise: Option<&'static str>,
 }
 
-pub const LABS: &[Lab] = &[Lab {
-    number: "01",
-    folder: "01-ping-tun",
-    title: "a TUN device whose program answers ping",
-    package: "step01-ping-tun",
-    exercise: Some("checksum.rs"),
-}];
+pub const LABS: &[Lab] = &[
+    Lab {
+        number: "01",
+        folder: "01-ping-tun",
+        title: "a TUN device whose program answers ping",
+        package: "step01-ping-tun",
+        exercise: Some("checksum.rs"),
+    },
+    Lab {
+        number: "02",
+        folder: "02-plain-tunnel",
+        title: "a plaintext tunnel between two hosts, over UDP and over TCP",
+        package: "step02-plain-tunnel",
+        exercise: None,
+    },
+];
 
 impl Lab {
     /// The lab numbered `n` (`1`, `01` and `01-ping-tun` all name lab 01).

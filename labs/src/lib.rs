@@ -7,13 +7,15 @@
 //! - [`env`]: what a lab needs from the machine (root, tools, binaries).
 //! - [`report`]: the PASS/FAIL lines of a lab.
 //! - [`exercise`]: the checker of the coding exercises.
-//! - [`labs`]: the list of labs; [`lab01`]: lab 01.
+//! - [`labs`]: the list of labs; [`lab01`], [`lab02`]: the labs.
+//! - [`relay`]: a userspace bad link (loss, delay, reordering) for UDP and TCP.
 
 #![forbid(unsafe_code)]
 
 pub mod env;
 pub mod exercise;
 pub mod lab01;
+pub mod lab02;
 pub mod labs;
 pub mod netns;
 pub mod process;

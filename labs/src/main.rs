@@ -12,7 +12,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use step01_ping_tun::Summary;
 use tunlab::labs::{LABS, Lab};
 use tunlab::report::Report;
-use tunlab::{env, exercise, lab01, netns};
+use tunlab::{env, exercise, lab01, lab02, netns};
 
 /// Run the tunlab classroom labs: each builds its own hosts from network
 /// namespaces, runs the real step binaries in them, drives real traffic and
@@ -164,6 +164,10 @@ fn run_lab(lab: &Lab, out: Option<PathBuf>, fixtures: bool) -> anyhow::Result<Re
         "01" => lab01::run(&lab01::Options {
             out: out.unwrap_or_else(lab01::default_out),
             fixtures,
+            quiet: false,
+        }),
+        "02" => lab02::run(&lab02::Options {
+            out: out.unwrap_or_else(lab02::default_out),
             quiet: false,
         }),
         other => bail!("lab {other} cannot run yet"),

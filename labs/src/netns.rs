@@ -82,6 +82,32 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// Joins two hosts with a veth pair: interface `a_if` in `a`, `b_if` in
+    /// `b`, both up. The pair is created straight inside the namespaces, so
+    /// its names never meet the names of the machine's own interfaces.
+    pub fn link(&self, a: &Host, a_if: &str, b: &Host, b_if: &str) -> anyhow::Result<()> {
+        ip([
+            "link",
+            "add",
+            a_if,
+            "netns",
+            a.netns(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_if,
+            "netns",
+            b.netns(),
+        ])
+        .with_context(|| format!("joining {} and {} with a veth pair", a.name(), b.name()))?;
+        a.ip(["link", "set", a_if, "up"])?;
+        b.ip(["link", "set", b_if, "up"])?;
+        Ok(())
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         for ns in self.namespaces.iter().rev() {
@@ -130,6 +156,11 @@ impl Host {
             .args(args)
             .output()
             .with_context(|| format!("running {program} in {}", self.name))
+    }
+
+    /// Adds an address (`192.0.2.1/24`) to an interface of this host.
+    pub fn add_address(&self, interface: &str, cidr: &str) -> anyhow::Result<()> {
+        self.ip(["addr", "add", cidr, "dev", interface]).map(|_| ())
     }
 
     /// `ip -n NS args...`.

@@ -1,0 +1,264 @@
+//! Lab 02: a plaintext tunnel between two hosts.
+//!
+//! Hosts `client` (192.0.2.2) and `server` (192.0.2.1) share a veth link,
+//! the underlay. `step02-plain-tunnel` runs on both, with tunnel addresses
+//! 10.0.0.2 and 10.0.0.1. The lab runs once over the UDP transport and once
+//! over TCP: ping both ways, a 10 MB transfer with nc checked by sha256,
+//! iperf3 for 5 s, and (over UDP) a capture of the underlay in which the
+//! inner ping's payload is plainly readable.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+
+use crate::env;
+use crate::lab01::{ping_counts, wait_for_tun};
+use crate::netns::{Host, Topology};
+use crate::process::{Capture, Running};
+use crate::report::Report;
+
+pub const TOOLS: &[&str] = &["ip", "ping", "tcpdump", "nc", "iperf3", "sha256sum"];
+pub const PACKAGE: &str = "step02-plain-tunnel";
+pub const TUN: &str = "tun0";
+pub const PORT: u16 = 51820;
+/// The bytes of "tunlab", which the pings carry as their payload pattern.
+pub const PATTERN: &str = "74756e6c6162";
+/// Size of the file sent through the tunnel.
+pub const TRANSFER_BYTES: usize = 10 * 1024 * 1024;
+
+pub fn default_out() -> PathBuf {
+    env::workspace_root().join("target").join("tunlab").join("lab02")
+}
+
+/// The two hosts, each with step 02 running. Drops in field order.
+pub struct Up {
+    pub server_step: Running,
+    pub client_step: Running,
+    pub server: Host,
+    pub client: Host,
+    _topology: Topology,
+}
+
+/// Builds the two hosts and the underlay, and starts the tunnel's two ends
+/// over `transport` (`udp` or `tcp`), logging to `out`.
+pub fn up(out: &Path, transport: &str, report: &mut Report) -> anyhow::Result<Up> {
+    env::require_tools(TOOLS)?;
+    let binary = env::step_binary(PACKAGE)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut topology = Topology::new()?;
+    let server = topology.host("server")?;
+    let client = topology.host("client")?;
+    topology.link(&server, "veth0", &client, "veth0")?;
+    server.add_address("veth0", "192.0.2.1/24")?;
+    client.add_address("veth0", "192.0.2.2/24")?;
+    report.note(format!(
+        "underlay: server 192.0.2.1 ({}) <-> client 192.0.2.2 ({})",
+        server.netns(),
+        client.netns()
+    ));
+
+    let listen = format!("192.0.2.1:{PORT}");
+    let server_log = out.join(format!("server-{transport}.log"));
+    let server_pcap = out.join(format!("server-{transport}-tun.pcap"));
+    let args = [
+        "server",
+        "--listen",
+        &listen,
+        "--address",
+        "10.0.0.1/24",
+        "--transport",
+        transport,
+        "--pcap",
+        server_pcap.to_str().context("path is not UTF-8")?,
+    ];
+    let mut server_step = Running::start(&server, &binary, &args, &server_log)?;
+    wait_for_tun(&server, &mut server_step, &server_log, TUN, "10.0.0.1/24")?;
+    let client_log = out.join(format!("client-{transport}.log"));
+    let client_pcap = out.join(format!("client-{transport}-tun.pcap"));
+    let args = [
+        "client",
+        "--server",
+        &listen,
+        "--address",
+        "10.0.0.2/24",
+        "--transport",
+        transport,
+        "--keepalive",
+        "25",
+        "--pcap",
+        client_pcap.to_str().context("path is not UTF-8")?,
+    ];
+    let mut client_step = Running::start(&client, &binary, &args, &client_log)?;
+    wait_for_tun(&client, &mut client_step, &client_log, TUN, "10.0.0.2/24")?;
+    report.note(format!("started {PACKAGE} server and client over {transport}"));
+    Ok(Up {
+        server_step,
+        client_step,
+        server,
+        client,
+        _topology: topology,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub out: PathBuf,
+    pub quiet: bool,
+}
+
+/// Runs lab 02 over UDP, then over TCP.
+pub fn run(options: &Options) -> anyhow::Result<Report> {
+    let mut report = Report::new(options.quiet);
+    let data = options.out.join("random-10MB.bin");
+    std::fs::create_dir_all(&options.out)?;
+    write_random(&data, TRANSFER_BYTES)?;
+    for transport in ["udp", "tcp"] {
+        run_transport(&options.out, transport, &data, &mut report)?;
+    }
+    report.note(format!("captures and logs are in {}", options.out.display()));
+    Ok(report)
+}
+
+fn run_transport(out: &Path, transport: &str, data: &Path, report: &mut Report) -> anyhow::Result<()> {
+    let mut lab = up(out, transport, report)?;
+    let underlay = out.join(format!("underlay-{transport}.pcap"));
+    let capture = Capture::start(&lab.server, "veth0", &underlay)?;
+
+    // The client pings first: over UDP the server learns the client's
+    // address from it. Then the server pings the client.
+    for (from, to, name) in [
+        (&lab.client, "10.0.0.1", "client -> server"),
+        (&lab.server, "10.0.0.2", "server -> client"),
+    ] {
+        let ping = from.run(
+            "ping",
+            ["-n", "-c", "3", "-i", "0.2", "-W", "2", "-p", PATTERN, to],
+        )?;
+        let counts = ping_counts(&String::from_utf8_lossy(&ping.stdout));
+        report.check(
+            format!("{transport}: ping {name} ({to})"),
+            counts == Some((3, 3)),
+            counts.map_or("no summary from ping".into(), |(s, r)| {
+                format!("{s} sent, {r} received")
+            }),
+        );
+    }
+    capture.finish()?;
+    let bytes = std::fs::read(&underlay)?;
+    let visible = bytes.windows(6).filter(|w| w == b"tunlab").count();
+    report.check(
+        format!("{transport}: the ping payload is readable on the underlay"),
+        visible > 0,
+        format!("\"tunlab\" appears {visible} times in {}", underlay.display()),
+    );
+
+    // 10 MB through the tunnel, client to server.
+    let received = out.join(format!("received-{transport}.bin"));
+    let mut listener = lab
+        .server
+        .command("sh")
+        .args([
+            "-c",
+            &format!("exec timeout 60 nc -l -p 5001 > '{}'", received.display()),
+        ])
+        .stdout(Stdio::null())
+        .spawn()?;
+    wait_for_listener(&lab.server, 5001)?;
+    let started = Instant::now();
+    let send = lab
+        .client
+        .command("sh")
+        .args([
+            "-c",
+            &format!("exec timeout 60 nc -N 10.0.0.1 5001 < '{}'", data.display()),
+        ])
+        .status()?;
+    let status = listener.wait()?;
+    let secs = started.elapsed().as_secs_f64();
+    let same = send.success() && status.success() && sha256(data)? == sha256(&received)?;
+    report.check(
+        format!("{transport}: 10 MB sent with nc arrive intact (sha256 matches)"),
+        same,
+        format!(
+            "{:.2} s, {:.0} Mbit/s",
+            secs,
+            TRANSFER_BYTES as f64 * 8.0 / secs / 1e6
+        ),
+    );
+    let _ = std::fs::remove_file(&received);
+
+    // iperf3 for 5 seconds.
+    let mut iperf_server = lab
+        .server
+        .command("iperf3")
+        .args(["-s", "-1", "-B", "10.0.0.1"])
+        .stdout(Stdio::null())
+        .spawn()?;
+    wait_for_listener(&lab.server, 5201)?;
+    let iperf = lab
+        .client
+        .run("iperf3", ["-c", "10.0.0.1", "-t", "5", "-f", "m"])?;
+    let _ = iperf_server.wait();
+    let text = String::from_utf8_lossy(&iperf.stdout);
+    let receiver = text
+        .lines()
+        .find(|l| l.contains("receiver"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    report.check(
+        format!("{transport}: iperf3 ran for 5 s through the tunnel"),
+        iperf.status.success(),
+        receiver,
+    );
+
+    for (step, name) in [(&mut lab.client_step, "client"), (&mut lab.server_step, "server")] {
+        let status = step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
+        report.check(
+            format!("{transport}: {name} exits cleanly on SIGTERM"),
+            status.success(),
+            status.to_string(),
+        );
+    }
+    for (host, name) in [(&lab.client, "client"), (&lab.server, "server")] {
+        let gone = host.ip(["link", "show", "dev", TUN]).is_err();
+        report.check(format!("{transport}: {name}'s {TUN} is gone"), gone, "");
+    }
+    Ok(())
+}
+
+/// Waits until something listens on TCP `port` in `host`.
+fn wait_for_listener(host: &Host, port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let ss = host.run("ss", ["-Htln", &format!("sport = :{port}")])?;
+        if !ss.stdout.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    bail!("nothing listens on port {port} in {}", host.name())
+}
+
+fn sha256(path: &Path) -> anyhow::Result<String> {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .context("running sha256sum")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .next()
+        .map(str::to_string)
+        .context("no output from sha256sum")
+}
+
+/// Writes `len` bytes from /dev/urandom to `path`.
+fn write_random(path: &Path, len: usize) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; len];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}

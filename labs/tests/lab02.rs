@@ -1,0 +1,41 @@
+//! Lab 02 end to end: two lab hosts joined by a veth underlay, the real
+//! step 02 binaries on both, over UDP and over TCP. Needs root; without it
+//! the test says SKIPPED (and fails under CI).
+
+use tunlab::env::lab_test_can_run;
+use tunlab::lab02::{self, Options, TOOLS};
+
+#[test]
+fn lab02_carries_traffic_both_ways_over_udp_and_tcp() {
+    if !lab_test_can_run("lab02_carries_traffic_both_ways_over_udp_and_tcp", TOOLS) {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("tunlab-test-{}-lab02", std::process::id()));
+    let report = lab02::run(&Options {
+        out: out.clone(),
+        quiet: false,
+    })
+    .unwrap();
+    let failures: Vec<String> = report.failures().iter().map(|c| c.to_string()).collect();
+    assert!(
+        failures.is_empty(),
+        "lab 02 checks failed:\n{}",
+        failures.join("\n")
+    );
+    for transport in ["udp", "tcp"] {
+        for check in [
+            "ping client -> server (10.0.0.1)",
+            "ping server -> client (10.0.0.2)",
+            "the ping payload is readable on the underlay",
+            "10 MB sent with nc arrive intact (sha256 matches)",
+            "iperf3 ran for 5 s through the tunnel",
+        ] {
+            let name = format!("{transport}: {check}");
+            assert!(
+                report.get(&name).is_some_and(|c| c.passed),
+                "missing or failed: {name}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(out).unwrap();
+}
