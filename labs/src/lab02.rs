@@ -35,6 +35,8 @@ pub fn default_out() -> PathBuf {
 
 /// The two hosts, each with step 02 running. Drops in field order.
 pub struct Up {
+    /// A capture of the underlay from before either end started, if asked.
+    pub underlay: Option<Capture>,
     pub server_step: Running,
     pub client_step: Running,
     pub server: Host,
@@ -43,8 +45,9 @@ pub struct Up {
 }
 
 /// Builds the two hosts and the underlay, and starts the tunnel's two ends
-/// over `transport` (`udp` or `tcp`), logging to `out`.
-pub fn up(out: &Path, transport: &str, report: &mut Report) -> anyhow::Result<Up> {
+/// over `transport` (`udp` or `tcp`), logging to `out`. With `underlay`,
+/// tcpdump records the server's veth into that file from the start.
+pub fn up(out: &Path, transport: &str, underlay: Option<&Path>, report: &mut Report) -> anyhow::Result<Up> {
     env::require_tools(TOOLS)?;
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -59,6 +62,9 @@ pub fn up(out: &Path, transport: &str, report: &mut Report) -> anyhow::Result<Up
         server.netns(),
         client.netns()
     ));
+    let underlay = underlay
+        .map(|path| Capture::start(&server, "veth0", path))
+        .transpose()?;
 
     let listen = format!("192.0.2.1:{PORT}");
     let server_log = out.join(format!("server-{transport}.log"));
@@ -95,6 +101,7 @@ pub fn up(out: &Path, transport: &str, report: &mut Report) -> anyhow::Result<Up
     wait_for_tun(&client, &mut client_step, &client_log, TUN, "10.0.0.2/24")?;
     report.note(format!("started {PACKAGE} server and client over {transport}"));
     Ok(Up {
+        underlay,
         server_step,
         client_step,
         server,
@@ -106,6 +113,9 @@ pub fn up(out: &Path, transport: &str, report: &mut Report) -> anyhow::Result<Up
 #[derive(Debug, Clone)]
 pub struct Options {
     pub out: PathBuf,
+    /// Also record a short session into `pcaps/step02/` (the golden
+    /// fixtures).
+    pub fixtures: bool,
     pub quiet: bool,
 }
 
@@ -118,34 +128,19 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     for transport in ["udp", "tcp"] {
         run_transport(&options.out, transport, &data, &mut report)?;
     }
+    if options.fixtures {
+        record_fixtures(&options.out, &mut report)?;
+    }
     report.note(format!("captures and logs are in {}", options.out.display()));
     Ok(report)
 }
 
 fn run_transport(out: &Path, transport: &str, data: &Path, report: &mut Report) -> anyhow::Result<()> {
-    let mut lab = up(out, transport, report)?;
+    let mut lab = up(out, transport, None, report)?;
     let underlay = out.join(format!("underlay-{transport}.pcap"));
     let capture = Capture::start(&lab.server, "veth0", &underlay)?;
 
-    // The client pings first: over UDP the server learns the client's
-    // address from it. Then the server pings the client.
-    for (from, to, name) in [
-        (&lab.client, "10.0.0.1", "client -> server"),
-        (&lab.server, "10.0.0.2", "server -> client"),
-    ] {
-        let ping = from.run(
-            "ping",
-            ["-n", "-c", "3", "-i", "0.2", "-W", "2", "-p", PATTERN, to],
-        )?;
-        let counts = ping_counts(&String::from_utf8_lossy(&ping.stdout));
-        report.check(
-            format!("{transport}: ping {name} ({to})"),
-            counts == Some((3, 3)),
-            counts.map_or("no summary from ping".into(), |(s, r)| {
-                format!("{s} sent, {r} received")
-            }),
-        );
-    }
+    ping_both_ways(&lab, transport, 3, report)?;
     capture.finish()?;
     let bytes = std::fs::read(&underlay)?;
     let visible = bytes.windows(6).filter(|w| w == b"tunlab").count();
@@ -227,6 +222,54 @@ fn run_transport(out: &Path, transport: &str, data: &Path, report: &mut Report) 
         let gone = host.ip(["link", "show", "dev", TUN]).is_err();
         report.check(format!("{transport}: {name}'s {TUN} is gone"), gone, "");
     }
+    Ok(())
+}
+
+/// The pings of a session: client to server first (over UDP the server
+/// learns the client's address from it), then server to client.
+fn ping_both_ways(lab: &Up, transport: &str, count: u32, report: &mut Report) -> anyhow::Result<()> {
+    let count = count.to_string();
+    for (from, to, name) in [
+        (&lab.client, "10.0.0.1", "client -> server"),
+        (&lab.server, "10.0.0.2", "server -> client"),
+    ] {
+        let ping = from.run(
+            "ping",
+            ["-n", "-c", &count, "-i", "0.2", "-W", "2", "-p", PATTERN, to],
+        )?;
+        let counts = ping_counts(&String::from_utf8_lossy(&ping.stdout));
+        let want: u32 = count.parse()?;
+        report.check(
+            format!("{transport}: ping {name} ({to})"),
+            counts == Some((want, want)),
+            counts.map_or("no summary from ping".into(), |(s, r)| {
+                format!("{s} sent, {r} received")
+            }),
+        );
+    }
+    Ok(())
+}
+
+/// A short UDP session, two pings each way, recorded on the underlay and
+/// on both TUN devices: the golden fixtures in `pcaps/step02/`.
+fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
+    let dir = out.join("fixtures");
+    let underlay = dir.join("underlay-udp.pcap");
+    let mut lab = up(&dir, "udp", Some(&underlay), report)?;
+    ping_both_ways(&lab, "fixtures", 2, report)?;
+    lab.underlay.take().context("no underlay capture")?.finish()?;
+    lab.client_step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
+    lab.server_step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
+    let pcaps = env::workspace_root().join("pcaps").join("step02");
+    std::fs::create_dir_all(&pcaps)?;
+    for (from, to) in [
+        ("underlay-udp.pcap", "underlay.pcap"),
+        ("server-udp-tun.pcap", "server-tun.pcap"),
+        ("client-udp-tun.pcap", "client-tun.pcap"),
+    ] {
+        std::fs::copy(dir.join(from), pcaps.join(to)).with_context(|| format!("copying {from}"))?;
+    }
+    report.note(format!("recorded the fixtures in {}", pcaps.display()));
     Ok(())
 }
 

@@ -168,6 +168,7 @@ fn run_lab(lab: &Lab, out: Option<PathBuf>, fixtures: bool) -> anyhow::Result<Re
         }),
         "02" => lab02::run(&lab02::Options {
             out: out.unwrap_or_else(lab02::default_out),
+            fixtures,
             quiet: false,
         }),
         other => bail!("lab {other} cannot run yet"),

@@ -11,8 +11,9 @@ use std::io::{self, BufReader};
 use std::path::Path;
 use std::time::Duration;
 
+pub use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
-use pcap_file::{DataLink, Endianness, TsResolution};
+use pcap_file::{Endianness, TsResolution};
 
 /// The largest packet we record, whole: the largest IP datagram.
 pub const SNAPLEN: u32 = 65535;
@@ -69,23 +70,28 @@ pub struct Captured {
 /// LINKTYPE_IPV4/IPV6). A file of any other link type, or one that is not a
 /// pcap file at all, is an error; so is a file cut short in a record.
 pub fn read(path: &Path) -> io::Result<Vec<Captured>> {
+    let (link, packets) = read_any(path)?;
+    match link {
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Ok(packets),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: link type {other:?} is not bare IP (LINKTYPE_RAW)",
+                path.display()
+            ),
+        )),
+    }
+}
+
+/// Reads every record of a pcap file of any link type, such as the Ethernet
+/// frames tcpdump records on a veth interface, with the link type.
+pub fn read_any(path: &Path) -> io::Result<(DataLink, Vec<Captured>)> {
     let file = File::open(path)?;
     let bad = |e: pcap_file::PcapError| {
         io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
     };
     let mut reader = PcapReader::new(BufReader::new(file)).map_err(bad)?;
-    match reader.header().datalink {
-        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => {}
-        other => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: link type {other:?} is not bare IP (LINKTYPE_RAW)",
-                    path.display()
-                ),
-            ));
-        }
-    }
+    let link = reader.header().datalink;
     let mut packets = Vec::new();
     while let Some(packet) = reader.next_packet() {
         let packet = packet.map_err(bad)?;
@@ -94,7 +100,14 @@ pub fn read(path: &Path) -> io::Result<Vec<Captured>> {
             data: packet.data.into_owned(),
         });
     }
-    Ok(packets)
+    Ok((link, packets))
+}
+
+/// The IP packet inside an Ethernet frame (EtherType IPv4 or IPv6, no VLAN
+/// tag), or `None`.
+pub fn ip_in_ethernet(frame: &[u8]) -> Option<&[u8]> {
+    let ether_type = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    matches!(ether_type, 0x0800 | 0x86dd).then(|| &frame[14..])
 }
 
 #[cfg(test)]
@@ -135,6 +148,19 @@ mod tests {
             }]
         );
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn ip_inside_ethernet() {
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00, 0x45, 1]);
+        assert_eq!(ip_in_ethernet(&frame), Some(&[0x45, 1][..]));
+        frame[12] = 0x86;
+        frame[13] = 0xdd;
+        assert_eq!(ip_in_ethernet(&frame), Some(&[0x45, 1][..]));
+        frame[13] = 0x06; // ARP
+        assert_eq!(ip_in_ethernet(&frame), None);
+        assert_eq!(ip_in_ethernet(&frame[..13]), None);
     }
 
     #[test]

@@ -172,14 +172,16 @@ fn print_counters_on_sigusr1(shared: &Arc<Shared>) -> anyhow::Result<()> {
 /// a reply back the way the message came.
 fn act(shared: &Shared, from: SocketAddr, message: &[u8], out: &mut [u8], reply: impl FnOnce(&[u8])) {
     let mut tunnel = shared.tunnel();
-    let before = tunnel.peer();
+    let (peer_before, connected_before) = (tunnel.peer(), tunnel.connected());
     let result = tunnel.decapsulate(from, message, Instant::now(), out);
-    let after = tunnel.peer();
+    let (peer_after, connected_after) = (tunnel.peer(), tunnel.connected());
     drop(tunnel);
-    if after != before
-        && let Some(peer) = after
+    if peer_after != peer_before
+        && let Some(peer) = peer_after
     {
-        log::info!("peer is at {peer}");
+        log::info!("the client is at {peer}");
+    } else if connected_after && !connected_before {
+        log::info!("the server at {from} answered");
     }
     match result {
         Ok(Action::WriteToTun(len)) => shared.to_tun(&out[..len]),
@@ -207,6 +209,13 @@ fn start_udp(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<impl Fn(&T
         let mut datagram = vec![0u8; MAX_PACKET];
         let mut out = vec![0u8; MAX_PACKET];
         loop {
+            let ping = net_shared.tunnel().poll(Instant::now(), &mut out);
+            if let Some(t) = ping {
+                log::debug!("ping to {}", t.to);
+                if let Err(e) = net_socket.send_to(&out[..t.len], t.to) {
+                    log::warn!("sending to {} failed: {e}", t.to);
+                }
+            }
             match net_socket.recv_from(&mut datagram) {
                 Ok((n, from)) => act(&net_shared, from, &datagram[..n], &mut out, |reply| {
                     if let Err(e) = net_socket.send_to(reply, from) {
@@ -214,13 +223,10 @@ fn start_udp(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<impl Fn(&T
                     }
                 }),
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-                Err(e) => log::warn!("receiving on the UDP socket failed: {e}"),
-            }
-            let ping = net_shared.tunnel().poll(Instant::now(), &mut out);
-            if let Some(t) = ping {
-                log::debug!("ping to {}", t.to);
-                if let Err(e) = net_socket.send_to(&out[..t.len], t.to) {
-                    log::warn!("sending to {} failed: {e}", t.to);
+                Err(e) => {
+                    // Never spin on an error that repeats.
+                    log::warn!("receiving on the UDP socket failed: {e}");
+                    std::thread::sleep(TICK);
                 }
             }
         }

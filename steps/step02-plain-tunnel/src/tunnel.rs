@@ -188,6 +188,8 @@ pub struct Tunnel {
     last_heard: Option<Instant>,
     /// When we last sent anything to the peer.
     last_sent: Option<Instant>,
+    /// When the client last sent a Ping.
+    last_ping: Option<Instant>,
     counters: Counters,
 }
 // ANCHOR_END: tunnel
@@ -205,6 +207,7 @@ impl Tunnel {
             peer,
             last_heard: None,
             last_sent: None,
+            last_ping: None,
             counters: Counters::default(),
         }
     }
@@ -324,17 +327,17 @@ impl Tunnel {
         let Role::Client { server } = self.role else {
             return None;
         };
-        let interval = if self.connected() {
-            self.keepalive?
+        let due = if self.connected() {
+            self.last_sent? + self.keepalive?
         } else {
-            RETRY_INTERVAL
+            self.last_ping.map_or(now, |sent| sent + RETRY_INTERVAL)
         };
-        let due = self.last_sent.map_or(now, |sent| sent + interval);
         if now < due {
             return None;
         }
         let len = Repr::Ping.emit(out)?;
         self.last_sent = Some(now);
+        self.last_ping = Some(now);
         Some(Transmit { to: server, len })
     }
     // ANCHOR_END: poll

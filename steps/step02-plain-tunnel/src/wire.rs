@@ -261,6 +261,42 @@ impl fmt::Display for MessageSummary<'_> {
     }
 }
 
+// ANCHOR: underlay_summary
+/// One line for a packet on the underlay: the outer IP and UDP headers, and
+/// when the UDP port is the tunnel's, the message inside:
+/// `IP 192.0.2.2.40000 > 192.0.2.1.51820: UDP, length 88 | tunnel data (84
+/// bytes): IP 10.0.0.2 > 10.0.0.1: ICMP echo request, ...`. In plaintext,
+/// everything after the bar is there for anyone on the path to read.
+pub struct UnderlaySummary<'a> {
+    pub packet: &'a [u8],
+    pub port: u16,
+}
+
+impl fmt::Display for UnderlaySummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Summary(self.packet).fmt(f)?;
+        if let Some((sport, dport, payload)) = udp_payload(self.packet)
+            && (sport == self.port || dport == self.port)
+        {
+            write!(f, " | {}", MessageSummary(payload))?;
+        }
+        Ok(())
+    }
+}
+// ANCHOR_END: underlay_summary
+
+/// Source port, destination port and payload of a UDP datagram in an IPv4
+/// or IPv6 packet.
+pub fn udp_payload(packet: &[u8]) -> Option<(u16, u16, &[u8])> {
+    let ip = etherparse::SlicedPacket::from_ip(packet).ok()?;
+    match ip.transport? {
+        etherparse::TransportSlice::Udp(udp) => {
+            Some((udp.source_port(), udp.destination_port(), udp.payload()))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,6 +105,28 @@ fn client_pings_until_the_server_answers_then_keeps_alive() {
     assert_eq!(server.poll(t1 + Duration::from_secs(3600), &mut wire), None);
 }
 
+/// Data sent before the server has answered does not stop the client's
+/// pings: only an answer does.
+#[test]
+fn data_does_not_stand_in_for_an_answer() {
+    let (mut client, _) = pair();
+    let mut wire = [0u8; 2000];
+    let t0 = Instant::now();
+    client.encapsulate(&ipv4(84, 0), t0, &mut wire).unwrap();
+    assert!(
+        client.poll(t0, &mut wire).is_some(),
+        "the first ping goes out at once"
+    );
+    client
+        .encapsulate(&ipv4(84, 0), t0 + RETRY_INTERVAL, &mut wire)
+        .unwrap();
+    assert!(
+        client.poll(t0 + RETRY_INTERVAL, &mut wire).is_some(),
+        "and again after the retry interval"
+    );
+    assert!(!client.connected());
+}
+
 #[test]
 fn server_follows_a_client_that_moves() {
     let (mut client, mut server) = pair();
