@@ -144,6 +144,13 @@ fn every_underlay_datagram_decapsulates_to_the_packet_the_other_tun_got() {
         to_server >= 4 && to_client >= 4,
         "{to_server} packets to the server, {to_client} to the client"
     );
+    // The client's first Ping, answered by exactly the Pong our core makes.
+    assert!(answered_pings >= 1, "no Ping was answered on the wire");
+    assert!(
+        pongs.is_empty(),
+        "{} Pongs the server owed never crossed the wire",
+        pongs.len()
+    );
 }
 
 #[test]
