@@ -19,4 +19,5 @@ pub mod lab02;
 pub mod labs;
 pub mod netns;
 pub mod process;
+pub mod relay;
 pub mod report;

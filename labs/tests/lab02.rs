@@ -13,6 +13,7 @@ fn lab02_carries_traffic_both_ways_over_udp_and_tcp() {
     let out = std::env::temp_dir().join(format!("tunlab-test-{}-lab02", std::process::id()));
     let report = lab02::run(&Options {
         out: out.clone(),
+        fixtures: false,
         quiet: false,
     })
     .unwrap();
