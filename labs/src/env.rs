@@ -72,9 +72,9 @@ pub fn require_root() -> anyhow::Result<()> {
     match missing_privilege() {
         None => Ok(()),
         Some(why) => {
-            let args: Vec<String> = std::env::args()
+            let args: Vec<String> = std::env::args_os()
                 .skip(1)
-                .map(|a| step01_ping_tun::host::shell_quote(&a))
+                .map(|a| step01_ping_tun::host::shell_quote(&a.to_string_lossy()))
                 .collect();
             bail!("{why}; run: sudo -E cargo run -p tunlab -- {}", args.join(" "))
         }

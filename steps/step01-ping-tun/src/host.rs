@@ -34,7 +34,9 @@ pub fn has_net_admin() -> bool {
 /// The one line to print when CAP_NET_ADMIN is missing: what needs it and
 /// the exact command to run instead (this same command line, under sudo).
 pub fn needs_net_admin_message(what: &str) -> String {
-    let command: Vec<String> = std::env::args().map(|a| shell_quote(&a)).collect();
+    let command: Vec<String> = std::env::args_os()
+        .map(|a| shell_quote(&a.to_string_lossy()))
+        .collect();
     format!(
         "{what} needs CAP_NET_ADMIN; run it as root: sudo {}",
         command.join(" ")

@@ -24,8 +24,9 @@ use crate::cidr::Ipv4Cidr;
 pub enum DropReason {
     /// Shorter than its headers or than the IPv4 total length says.
     Truncated,
-    /// An IPv4 header that cannot be right (IHL below 5, total length
-    /// shorter than the header).
+    /// An IPv4 header that cannot be right (IHL below 5). A total length
+    /// that does not cover the header, or more than the bytes we have, is
+    /// [`DropReason::Truncated`].
     Malformed,
     /// IPv6: the kernel sends router solicitations into the device as soon
     /// as it is up. Step 03 answers IPv6; step 01 does not.
@@ -273,6 +274,8 @@ fn write_echo_reply(
     )
     .map_err(|_| DropReason::Malformed)?;
     ip.dscp = dscp;
+    ip.dont_fragment = true;
+    ip.identification = 0;
     let total = ip.header_len() + icmp_len;
     let Some(out) = out.get_mut(..total) else {
         return Err(DropReason::NoRoom);
