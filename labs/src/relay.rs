@@ -528,33 +528,34 @@ impl UdpShared {
     fn impair(&self, dir: Dir, bytes: &[u8], to: Dest) {
         let fate = lock(&self.deciders[dir as usize]).datagram();
         let at = Instant::now() + fate.delay;
-        let mut overflowed = 0;
-        if !fate.lost {
-            let mut schedule = lock(&self.schedule);
-            for _ in 0..1 + u8::from(fate.duplicated) {
-                if schedule.bytes + bytes.len() > MAX_QUEUE_BYTES {
-                    overflowed += 1;
-                    continue;
-                }
-                schedule.bytes += bytes.len();
-                schedule.seq += 1;
-                let due = Due {
-                    at,
-                    seq: schedule.seq,
-                    bytes: bytes.to_vec(),
-                    to: to.clone(),
-                };
-                schedule.heap.push(Reverse(due));
-            }
-            self.wake.notify_all();
-        }
+        // Counted before it is queued, so `forwarded` never runs ahead. Lock
+        // order: stats, then schedule (the scheduler never holds both).
         let mut stats = lock(&self.stats);
         let counters = stats.get(dir);
         counters.received += 1;
-        counters.dropped += u64::from(fate.lost);
-        counters.duplicated += u64::from(fate.duplicated && !fate.lost);
-        counters.reordered += u64::from(fate.reordered && !fate.lost);
-        counters.overflowed += overflowed;
+        if fate.lost {
+            counters.dropped += 1;
+            return;
+        }
+        counters.duplicated += u64::from(fate.duplicated);
+        counters.reordered += u64::from(fate.reordered);
+        let mut schedule = lock(&self.schedule);
+        for _ in 0..1 + u8::from(fate.duplicated) {
+            if schedule.bytes + bytes.len() > MAX_QUEUE_BYTES {
+                counters.overflowed += 1;
+                continue;
+            }
+            schedule.bytes += bytes.len();
+            schedule.seq += 1;
+            let due = Due {
+                at,
+                seq: schedule.seq,
+                bytes: bytes.to_vec(),
+                to: to.clone(),
+            };
+            schedule.heap.push(Reverse(due));
+        }
+        self.wake.notify_all();
     }
 
     /// Waits until the earliest datagram is due and takes it; `None` on stop.
