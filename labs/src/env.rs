@@ -93,6 +93,11 @@ pub fn workspace_root() -> PathBuf {
 /// target directory as this program, and returns its path. Building first
 /// means a lab always runs the code as it is now, a student's edits too.
 pub fn step_binary(package: &str) -> anyhow::Result<PathBuf> {
+    binary(package, package)
+}
+
+/// Builds binary `bin` of `package` as [`step_binary`] does.
+pub fn binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("finding this program's path")?;
     // target/<profile>/tunlab, or target/<profile>/deps/<test> for tests.
     let mut dir = exe.parent().context("no parent folder")?.to_path_buf();
@@ -113,7 +118,7 @@ pub fn step_binary(package: &str) -> anyhow::Result<PathBuf> {
             "-p",
             package,
             "--bin",
-            package,
+            bin,
             "--profile",
             profile,
             "--target-dir",
@@ -122,9 +127,9 @@ pub fn step_binary(package: &str) -> anyhow::Result<PathBuf> {
         .status()
         .with_context(|| format!("running {} build", cargo.to_string_lossy()))?;
     if !status.success() {
-        bail!("building {package} failed ({status})");
+        bail!("building {bin} of {package} failed ({status})");
     }
-    Ok(dir.join(package))
+    Ok(dir.join(bin))
 }
 
 /// For lab tests: true when the test can run. Otherwise prints

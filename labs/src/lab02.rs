@@ -128,6 +128,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     for transport in ["udp", "tcp"] {
         run_transport(&options.out, transport, &data, &mut report)?;
     }
+    meltdown(&options.out, &mut report)?;
     if options.fixtures {
         record_fixtures(&options.out, &mut report)?;
     }
@@ -304,4 +305,191 @@ fn write_random(path: &Path, len: usize) -> anyhow::Result<()> {
     let mut bytes = vec![0u8; len];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A link condition of the meltdown experiment.
+#[derive(Debug, Clone, Copy)]
+pub struct Condition {
+    pub name: &'static str,
+    /// The relay's impairment spec (see [`crate::relay::Impairments`]).
+    pub impair: &'static str,
+}
+
+/// The conditions the experiment compares, each with both transports.
+pub const CONDITIONS: &[Condition] = &[
+    Condition {
+        name: "clean link",
+        impair: "none",
+    },
+    Condition {
+        name: "2% loss, 20 ms each way",
+        impair: "loss=0.02,delay=20ms,seed=7",
+    },
+];
+
+/// Bytes moved in each run of the meltdown experiment.
+pub const MELTDOWN_BYTES: usize = 2 * 1024 * 1024;
+/// The longest one transfer may take before it counts as stalled.
+pub const MELTDOWN_TIMEOUT_SECS: u32 = 90;
+
+/// One run of the experiment: how long the transfer took, if it finished
+/// intact.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub condition: &'static str,
+    pub transport: &'static str,
+    pub seconds: Option<f64>,
+}
+
+// ANCHOR: meltdown
+/// TCP-over-TCP meltdown: the same transfer over the UDP transport and over
+/// the TCP transport, on a clean link and on a lossy, slow one. The relay
+/// (`tunlab-relay`, in the server host) is the bad link: the client's end
+/// talks to it, and it talks to the server's end.
+pub fn meltdown(out: &Path, report: &mut Report) -> anyhow::Result<Vec<Timing>> {
+    let relay = env::binary("tunlab", "tunlab-relay")?;
+    let data = out.join("random-meltdown.bin");
+    write_random(&data, MELTDOWN_BYTES)?;
+    let mut timings = Vec::new();
+    for condition in CONDITIONS {
+        for transport in ["udp", "tcp"] {
+            let seconds = meltdown_run(out, &relay, &data, condition, transport, report)?;
+            report.check(
+                format!(
+                    "meltdown: {transport} transport, {}: the transfer arrives intact",
+                    condition.name
+                ),
+                seconds.is_some(),
+                seconds.map_or(format!("not within {MELTDOWN_TIMEOUT_SECS} s"), |s| {
+                    format!("{s:.2} s")
+                }),
+            );
+            timings.push(Timing {
+                condition: condition.name,
+                transport,
+                seconds,
+            });
+        }
+    }
+    report.note(format!(
+        "time to move {} MB through the tunnel:",
+        MELTDOWN_BYTES >> 20
+    ));
+    report.note(format!(
+        "{:<28} {:>14} {:>14}",
+        "link", "UDP transport", "TCP transport"
+    ));
+    for condition in CONDITIONS {
+        let cell = |transport: &str| {
+            let t = timings
+                .iter()
+                .find(|t| t.condition == condition.name && t.transport == transport);
+            match t.and_then(|t| t.seconds) {
+                Some(s) => format!("{s:.2} s"),
+                None => "stalled".to_string(),
+            }
+        };
+        report.note(format!(
+            "{:<28} {:>14} {:>14}",
+            condition.name,
+            cell("udp"),
+            cell("tcp")
+        ));
+    }
+    Ok(timings)
+}
+// ANCHOR_END: meltdown
+
+/// One transfer through the relay; `None` if it did not arrive intact in
+/// time.
+fn meltdown_run(
+    out: &Path,
+    relay: &Path,
+    data: &Path,
+    condition: &Condition,
+    transport: &'static str,
+    report: &mut Report,
+) -> anyhow::Result<Option<f64>> {
+    let binary = env::step_binary(PACKAGE)?;
+    let mut topology = Topology::new()?;
+    let server = topology.host("server")?;
+    let client = topology.host("client")?;
+    topology.link(&server, "veth0", &client, "veth0")?;
+    server.add_address("veth0", "192.0.2.1/24")?;
+    client.add_address("veth0", "192.0.2.2/24")?;
+    let tag = format!(
+        "meltdown-{transport}-{}",
+        if condition.impair == "none" {
+            "clean"
+        } else {
+            "lossy"
+        }
+    );
+    let listen = format!("192.0.2.1:{PORT}");
+    let server_log = out.join(format!("{tag}-server.log"));
+    let server_args = [
+        "server",
+        "--listen",
+        &listen,
+        "--address",
+        "10.0.0.1/24",
+        "--transport",
+        transport,
+    ];
+    let mut server_step = Running::start(&server, &binary, &server_args, &server_log)?;
+    wait_for_tun(&server, &mut server_step, &server_log, TUN, "10.0.0.1/24")?;
+    let relay_args = [
+        transport,
+        "--listen",
+        "192.0.2.1:7000",
+        "--upstream",
+        &listen,
+        "--impair",
+        condition.impair,
+    ];
+    let _relay = Running::start(&server, relay, &relay_args, &out.join(format!("{tag}-relay.log")))?;
+    let client_log = out.join(format!("{tag}-client.log"));
+    let client_args = [
+        "client",
+        "--server",
+        "192.0.2.1:7000",
+        "--address",
+        "10.0.0.2/24",
+        "--transport",
+        transport,
+    ];
+    let mut client_step = Running::start(&client, &binary, &client_args, &client_log)?;
+    wait_for_tun(&client, &mut client_step, &client_log, TUN, "10.0.0.2/24")?;
+    // One ping to be sure the tunnel carries traffic before the clock starts.
+    let ping = client.run("ping", ["-n", "-c", "1", "-W", "5", "10.0.0.1"])?;
+    if !ping.status.success() {
+        report.note(format!("{tag}: the tunnel did not carry a ping"));
+        return Ok(None);
+    }
+    let received = out.join(format!("{tag}-received.bin"));
+    let timeout = MELTDOWN_TIMEOUT_SECS.to_string();
+    let mut listener = server
+        .command("sh")
+        .args([
+            "-c",
+            &format!("exec timeout {timeout} nc -l -p 5001 > '{}'", received.display()),
+        ])
+        .spawn()?;
+    wait_for_listener(&server, 5001)?;
+    let started = Instant::now();
+    let send = client
+        .command("sh")
+        .args([
+            "-c",
+            &format!(
+                "exec timeout {timeout} nc -N 10.0.0.1 5001 < '{}'",
+                data.display()
+            ),
+        ])
+        .status()?;
+    let done = listener.wait()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let intact = send.success() && done.success() && sha256(data)? == sha256(&received)?;
+    let _ = std::fs::remove_file(&received);
+    Ok(intact.then_some(seconds))
 }

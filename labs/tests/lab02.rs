@@ -38,5 +38,18 @@ fn lab02_carries_traffic_both_ways_over_udp_and_tcp() {
             );
         }
     }
+    // The meltdown experiment ran every transfer to the end, intact.
+    for condition in lab02::CONDITIONS {
+        for transport in ["udp", "tcp"] {
+            let name = format!(
+                "meltdown: {transport} transport, {}: the transfer arrives intact",
+                condition.name
+            );
+            assert!(
+                report.get(&name).is_some_and(|c| c.passed),
+                "missing or failed: {name}"
+            );
+        }
+    }
     std::fs::remove_dir_all(out).unwrap();
 }
