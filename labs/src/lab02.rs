@@ -99,6 +99,7 @@ pub fn up(out: &Path, transport: &str, underlay: Option<&Path>, report: &mut Rep
     ];
     let mut client_step = Running::start(&client, &binary, &args, &client_log)?;
     wait_for_tun(&client, &mut client_step, &client_log, TUN, "10.0.0.2/24")?;
+    wait_for_answer(&mut client_step, &client_log)?;
     report.note(format!("started {PACKAGE} server and client over {transport}"));
     Ok(Up {
         underlay,
@@ -272,6 +273,25 @@ fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     }
     report.note(format!("recorded the fixtures in {}", pcaps.display()));
     Ok(())
+}
+
+/// Waits until the client logs that the server answered its Ping: from
+/// then on the tunnel carries traffic (over TCP, the connection is up).
+fn wait_for_answer(client: &mut Running, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("answered") {
+            return Ok(());
+        }
+        if let Err(e) = client.check_alive() {
+            bail!("{e:#}; its log:\n{text}");
+        }
+        if Instant::now() >= deadline {
+            bail!("the server did not answer the client within 15 s; the client's log:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Waits until something listens on TCP `port` in `host`.
@@ -460,8 +480,10 @@ fn meltdown_run(
     ];
     let mut client_step = Running::start(&client, &binary, &client_args, &client_log)?;
     wait_for_tun(&client, &mut client_step, &client_log, TUN, "10.0.0.2/24")?;
-    // One ping to be sure the tunnel carries traffic before the clock starts.
-    let ping = client.run("ping", ["-n", "-c", "1", "-W", "5", "10.0.0.1"])?;
+    wait_for_answer(&mut client_step, &client_log)?;
+    // One ping to be sure the tunnel carries traffic before the clock starts
+    // (-w: keep trying for up to 10 s, a lossy link may eat the first).
+    let ping = client.run("ping", ["-n", "-c", "1", "-w", "10", "10.0.0.1"])?;
     if !ping.status.success() {
         report.note(format!("{tag}: the tunnel did not carry a ping"));
         return Ok(None);
