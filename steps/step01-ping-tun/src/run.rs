@@ -2,16 +2,18 @@
 //! [`Responder`], write the reply back. Everything about packets is in the
 //! core; this file only moves bytes, records them and logs.
 
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use tun_rs::SyncDevice;
 
 use crate::cidr::Ipv4Cidr;
 use crate::host::{Shutdown, create_tun};
 use crate::pcap::Recorder;
-use crate::responder::{Counters, Outcome, Responder};
+use crate::responder::{Counters, DropReason, Outcome, Responder};
 use crate::wire::Summary;
 
 /// What `step01-ping-tun` was asked to do.
@@ -34,7 +36,7 @@ fn now() -> std::time::Duration {
 /// Runs until SIGINT or SIGTERM and returns the counters.
 pub fn run(config: &Config, shutdown: &Shutdown) -> anyhow::Result<Counters> {
     let device = create_tun(&config.tun, config.address, config.mtu)?;
-    let mut recorder = match &config.pcap {
+    let recorder = match &config.pcap {
         Some(path) => Some(Recorder::create(path).with_context(|| format!("creating {}", path.display()))?),
         None => None,
     };
@@ -47,7 +49,40 @@ pub fn run(config: &Config, shutdown: &Shutdown) -> anyhow::Result<Counters> {
         config.address.network(),
         config.address.prefix_len()
     );
+    serve(&device, &config.tun, recorder, shutdown, &mut responder)?;
+    Ok(responder.counters().clone())
+}
 
+/// Something that answers packets read from a TUN device: the step 01
+/// [`Responder`], or a later step's.
+pub trait Handler {
+    /// Why a packet got no answer.
+    type Drop: fmt::Display;
+    /// Answers `packet` with a reply of `Ok(len)` bytes in `out`, or says why
+    /// not.
+    fn handle(&mut self, packet: &[u8], out: &mut [u8]) -> Result<usize, Self::Drop>;
+}
+
+impl Handler for Responder {
+    type Drop = DropReason;
+
+    fn handle(&mut self, packet: &[u8], out: &mut [u8]) -> Result<usize, DropReason> {
+        match Responder::handle(self, packet, out) {
+            Outcome::Reply(n) => Ok(n),
+            Outcome::Drop(reason) => Err(reason),
+        }
+    }
+}
+
+/// The I/O loop: reads packets from `device` until SIGINT or SIGTERM, hands
+/// each to `handler`, writes the replies back, records both, logs drops.
+pub fn serve<H: Handler>(
+    device: &SyncDevice,
+    tun: &str,
+    mut recorder: Option<Recorder>,
+    shutdown: &Shutdown,
+    handler: &mut H,
+) -> anyhow::Result<()> {
     let mut packet = vec![0u8; MAX_PACKET];
     let mut reply = vec![0u8; MAX_PACKET];
     loop {
@@ -55,31 +90,28 @@ pub fn run(config: &Config, shutdown: &Shutdown) -> anyhow::Result<Counters> {
             Ok(len) => len,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                 if shutdown.requested() {
-                    break;
+                    return Ok(());
                 }
                 continue;
             }
-            Err(e) => return Err(e).with_context(|| format!("reading from {}", config.tun)),
+            Err(e) => return Err(e).with_context(|| format!("reading from {tun}")),
         };
         let packet = &packet[..len];
         if let Some(rec) = recorder.as_mut() {
             rec.record(now(), packet).context("writing the pcap file")?;
         }
-        match responder.handle(packet, &mut reply) {
-            Outcome::Reply(n) => {
+        match handler.handle(packet, &mut reply) {
+            Ok(n) => {
                 let reply = &reply[..n];
                 log::debug!("in:  {}", Summary(packet));
-                device
-                    .send(reply)
-                    .with_context(|| format!("writing to {}", config.tun))?;
+                device.send(reply).with_context(|| format!("writing to {tun}"))?;
                 log::debug!("out: {}", Summary(reply));
                 if let Some(rec) = recorder.as_mut() {
                     rec.record(now(), reply).context("writing the pcap file")?;
                 }
             }
-            Outcome::Drop(reason) => log::info!("drop ({reason}): {}", Summary(packet)),
+            Err(reason) => log::info!("drop ({reason}): {}", Summary(packet)),
         }
     }
-    Ok(responder.counters().clone())
 }
 // ANCHOR_END: run

@@ -2,17 +2,16 @@
 
 #![forbid(unsafe_code)]
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use step01_ping_tun::Ipv4Cidr;
 use step01_ping_tun::host::{self, Shutdown};
 use step02_plain_tunnel::mtu::Transport;
-use step02_plain_tunnel::run::{Config, Endpoint, run};
+use step02_plain_tunnel::run::{Config, Endpoint, resolve, run};
 
 /// A plaintext IP tunnel: what the kernel routes into the TUN device on one
 /// host comes out of the TUN device on the other, carried over UDP (or TCP)
@@ -104,7 +103,6 @@ fn main() -> ExitCode {
         let config = Config {
             endpoint,
             tun: common.tun.clone(),
-            address: common.address,
             transport: match common.transport {
                 TransportArg::Udp => Transport::Udp,
                 TransportArg::Tcp => Transport::Tcp,
@@ -114,7 +112,7 @@ fn main() -> ExitCode {
             underlay_mtu: common.underlay_mtu,
         };
         let shutdown = Shutdown::install()?;
-        run(&config, &shutdown)
+        run(&config, common.address, &shutdown)
     });
     match result {
         Ok(counters) => {
@@ -126,12 +124,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
-    server
-        .to_socket_addrs()
-        .with_context(|| format!("`{server}` is not a HOST:PORT"))?
-        .next()
-        .with_context(|| format!("`{server}` has no address"))
 }

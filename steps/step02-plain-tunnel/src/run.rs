@@ -38,7 +38,6 @@ pub enum Endpoint {
 pub struct Config {
     pub endpoint: Endpoint,
     pub tun: String,
-    pub address: Ipv4Cidr,
     pub transport: Transport,
     pub keepalive: Option<Duration>,
     pub pcap: Option<PathBuf>,
@@ -55,12 +54,50 @@ const MAX_PACKET: usize = 65535;
 /// Sends one message to the peer over the underlay.
 type Sender = dyn Fn(&Transmit, &[u8]);
 
+// ANCHOR: hook
+/// What a later step does to inner packets on their way through the
+/// tunnel. Step 02 leaves them alone ([`NoHook`]); step 03 clamps the TCP MSS
+/// and answers packets too big for the tunnel with an ICMP error.
+pub trait InnerHook: Send + Sync {
+    /// A packet read from the TUN device, before it is encapsulated. It may
+    /// be changed in place, or answered with a packet of `len` bytes written
+    /// to `reply`, which goes back into the TUN device instead.
+    fn outbound(&self, packet: &mut [u8], reply: &mut [u8]) -> Outbound;
+    /// A packet that came out of the tunnel, before it is written to the TUN
+    /// device. It may be changed in place.
+    fn inbound(&self, packet: &mut [u8]);
+}
+
+/// What becomes of a packet read from the TUN device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound {
+    /// Encapsulate it and send it to the peer.
+    Send,
+    /// Do not send it; write the `len`-byte reply back to the TUN device.
+    Reply(usize),
+    /// Do not send it, for this reason.
+    Drop(&'static str),
+}
+
+/// The hook of step 02: every packet goes through unchanged.
+pub struct NoHook;
+
+impl InnerHook for NoHook {
+    fn outbound(&self, _: &mut [u8], _: &mut [u8]) -> Outbound {
+        Outbound::Send
+    }
+
+    fn inbound(&self, _: &mut [u8]) {}
+}
+// ANCHOR_END: hook
+
 /// What both threads share.
 struct Shared {
     tunnel: Mutex<Tunnel>,
     device: SyncDevice,
     recorder: Mutex<Option<Recorder>>,
     tun: String,
+    hook: Arc<dyn InnerHook>,
 }
 
 impl Shared {
@@ -82,7 +119,12 @@ impl Shared {
     }
 
     /// Writes a packet that came out of the tunnel to the TUN device.
-    fn to_tun(&self, packet: &[u8]) {
+    fn to_tun(&self, packet: &mut [u8]) {
+        self.hook.inbound(packet);
+        self.write_tun(packet);
+    }
+
+    fn write_tun(&self, packet: &[u8]) {
         self.record(packet);
         log::debug!("to {}: {}", self.tun, Summary(packet));
         if let Err(e) = self.device.send(packet) {
@@ -91,15 +133,36 @@ impl Shared {
     }
 }
 
+impl Config {
+    /// The address of the other end's family: the server's, or the one we
+    /// listen on.
+    pub fn underlay_family_hint(&self) -> SocketAddr {
+        match self.endpoint {
+            Endpoint::Server { listen } => listen,
+            Endpoint::Client { server } => server,
+        }
+    }
+}
+
 // ANCHOR: run
-/// Runs until SIGINT or SIGTERM; returns the counters.
-pub fn run(config: &Config, shutdown: &Shutdown) -> anyhow::Result<Counters> {
-    let peer_hint = match config.endpoint {
-        Endpoint::Server { listen } => listen,
-        Endpoint::Client { server } => server,
-    };
-    let mtu = tun_mtu(config.underlay_mtu, peer_hint);
-    let device = create_tun(&config.tun, config.address, mtu)?;
+/// Creates the TUN device and runs until SIGINT or SIGTERM; returns the
+/// counters.
+pub fn run(config: &Config, address: Ipv4Cidr, shutdown: &Shutdown) -> anyhow::Result<Counters> {
+    let mtu = tun_mtu(config.underlay_mtu, config.underlay_family_hint());
+    let device = create_tun(&config.tun, address, mtu)?;
+    log::info!("{} is up with {address} (MTU {mtu})", config.tun);
+    run_device(device, config, usize::from(mtu), Arc::new(NoHook), shutdown)
+}
+
+/// Runs the tunnel over an open TUN device, carrying inner packets of at
+/// most `tunnel_mtu` bytes, with `hook` applied to them.
+pub fn run_device(
+    device: SyncDevice,
+    config: &Config,
+    tunnel_mtu: usize,
+    hook: Arc<dyn InnerHook>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Counters> {
     let recorder = match &config.pcap {
         Some(path) => Some(Recorder::create(path).with_context(|| format!("creating {}", path.display()))?),
         None => None,
@@ -109,12 +172,12 @@ pub fn run(config: &Config, shutdown: &Shutdown) -> anyhow::Result<Counters> {
         Endpoint::Client { server } => Role::Client { server },
     };
     let shared = Arc::new(Shared {
-        tunnel: Mutex::new(Tunnel::new(role, usize::from(mtu), config.keepalive)),
+        tunnel: Mutex::new(Tunnel::new(role, tunnel_mtu, config.keepalive)),
         device,
         recorder: Mutex::new(recorder),
         tun: config.tun.clone(),
+        hook,
     });
-    log::info!("{} is up with {} (MTU {mtu})", config.tun, config.address);
     print_counters_on_sigusr1(&shared)?;
 
     let sender: Box<Sender> = match config.transport {
@@ -125,6 +188,7 @@ pub fn run(config: &Config, shutdown: &Shutdown) -> anyhow::Result<Counters> {
     // The main thread: TUN device -> encapsulate -> underlay.
     let mut packet = vec![0u8; MAX_PACKET];
     let mut out = vec![0u8; MAX_PACKET + HEADER_LEN];
+    let mut reply = vec![0u8; MAX_PACKET];
     loop {
         let len = match shared.device.recv_intr(&mut packet, shutdown.event()) {
             Ok(len) => len,
@@ -136,8 +200,21 @@ pub fn run(config: &Config, shutdown: &Shutdown) -> anyhow::Result<Counters> {
             }
             Err(e) => return Err(e).with_context(|| format!("reading from {}", config.tun)),
         };
-        let packet = &packet[..len];
+        let packet = &mut packet[..len];
         shared.record(packet);
+        match shared.hook.outbound(packet, &mut reply) {
+            Outbound::Send => {}
+            Outbound::Reply(n) => {
+                log::debug!("answered {}: {}", config.tun, Summary(packet));
+                shared.write_tun(&reply[..n]);
+                continue;
+            }
+            Outbound::Drop(why) => {
+                log::info!("drop ({why}) from {}: {}", config.tun, Summary(packet));
+                continue;
+            }
+        }
+        let packet = &*packet;
         let result = shared.tunnel().encapsulate(packet, Instant::now(), &mut out);
         match result {
             Ok(transmit) => {
@@ -151,6 +228,17 @@ pub fn run(config: &Config, shutdown: &Shutdown) -> anyhow::Result<Counters> {
     Ok(counters)
 }
 // ANCHOR_END: run
+
+/// Resolves `HOST:PORT` (a name, an IPv4 address, or `[IPv6]:PORT`) to
+/// its first address.
+pub fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    server
+        .to_socket_addrs()
+        .with_context(|| format!("`{server}` is not a HOST:PORT"))?
+        .next()
+        .with_context(|| format!("`{server}` has no address"))
+}
 
 fn print_counters_on_sigusr1(shared: &Arc<Shared>) -> anyhow::Result<()> {
     let mut signals =
@@ -184,7 +272,7 @@ fn act(shared: &Shared, from: SocketAddr, message: &[u8], out: &mut [u8], reply:
         log::info!("the server at {from} answered");
     }
     match result {
-        Ok(Action::WriteToTun(len)) => shared.to_tun(&out[..len]),
+        Ok(Action::WriteToTun(len)) => shared.to_tun(&mut out[..len]),
         Ok(Action::Reply(t)) => reply(&out[..t.len]),
         Ok(Action::Nothing) => {}
         Err(reason) => log::info!("drop ({reason}) from {from}: {}", MessageSummary(message)),
