@@ -277,7 +277,7 @@ fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
 
 /// Waits until the client logs that the server answered its Ping: from
 /// then on the tunnel carries traffic (over TCP, the connection is up).
-fn wait_for_answer(client: &mut Running, log: &Path) -> anyhow::Result<()> {
+pub fn wait_for_answer(client: &mut Running, log: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -295,7 +295,7 @@ fn wait_for_answer(client: &mut Running, log: &Path) -> anyhow::Result<()> {
 }
 
 /// Waits until something listens on TCP `port` in `host`.
-fn wait_for_listener(host: &Host, port: u16) -> anyhow::Result<()> {
+pub fn wait_for_listener(host: &Host, port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         let ss = host.run("ss", ["-Htln", &format!("sport = :{port}")])?;
@@ -307,7 +307,7 @@ fn wait_for_listener(host: &Host, port: u16) -> anyhow::Result<()> {
     bail!("nothing listens on port {port} in {}", host.name())
 }
 
-fn sha256(path: &Path) -> anyhow::Result<String> {
+pub fn sha256(path: &Path) -> anyhow::Result<String> {
     let out = Command::new("sha256sum")
         .arg(path)
         .output()
@@ -320,7 +320,7 @@ fn sha256(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Writes `len` bytes from /dev/urandom to `path`.
-fn write_random(path: &Path, len: usize) -> anyhow::Result<()> {
+pub fn write_random(path: &Path, len: usize) -> anyhow::Result<()> {
     use std::io::Read;
     let mut bytes = vec![0u8; len];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;

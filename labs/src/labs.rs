@@ -33,6 +33,13 @@ pub const LABS: &[Lab] = &[
         folder: "02-plain-tunnel",
         title: "a plaintext tunnel between two hosts, over UDP and over TCP",
         package: "step02-plain-tunnel",
+        exercise: Some("frames.rs"),
+    },
+    Lab {
+        number: "03",
+        folder: "03-ipv6",
+        title: "IPv6 inside and outside the tunnel, MSS clamping and path MTU",
+        package: "step03-ipv6",
         exercise: None,
     },
 ];

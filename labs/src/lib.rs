@@ -7,7 +7,7 @@
 //! - [`env`]: what a lab needs from the machine (root, tools, binaries).
 //! - [`report`]: the PASS/FAIL lines of a lab.
 //! - [`exercise`]: the checker of the coding exercises.
-//! - [`labs`]: the list of labs; [`lab01`], [`lab02`]: the labs.
+//! - [`labs`]: the list of labs; [`lab01`], [`lab02`], [`lab03`]: the labs.
 //! - [`relay`]: a userspace bad link (loss, delay, reordering) for UDP and TCP.
 
 #![forbid(unsafe_code)]
@@ -16,6 +16,7 @@ pub mod env;
 pub mod exercise;
 pub mod lab01;
 pub mod lab02;
+pub mod lab03;
 pub mod labs;
 pub mod netns;
 pub mod process;

@@ -10,9 +10,12 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use step01_ping_tun::Summary;
+use step01_ping_tun::pcap::DataLink;
+use step02_plain_tunnel::wire::UnderlaySummary;
 use tunlab::labs::{LABS, Lab};
+use tunlab::netns::Host;
 use tunlab::report::Report;
-use tunlab::{env, exercise, lab01, lab02, netns};
+use tunlab::{env, exercise, lab01, lab02, lab03, netns};
 
 /// Run the tunlab classroom labs: each builds its own hosts from network
 /// namespaces, runs the real step binaries in them, drives real traffic and
@@ -55,8 +58,9 @@ enum Cmd {
     /// Build a lab's hosts, start its step, and open a shell inside a lab
     /// host; leaving the shell removes everything (needs root).
     Shell { lab: String },
-    /// Print the packets of pcap files (LINKTYPE_RAW), one tcpdump-like line
-    /// each, as the steps log them.
+    /// Print the packets of pcap files, one tcpdump-like line each, as the
+    /// steps log them: TUN captures (LINKTYPE_RAW), and Ethernet captures of
+    /// the underlay with the tunnel's messages decoded inside.
     Decode {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
@@ -130,7 +134,7 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
         }
         Cmd::Decode { files } => {
             for file in files {
-                let packets = step01_ping_tun::pcap::read(&file)?;
+                let (link, packets) = step01_ping_tun::pcap::read_any(&file)?;
                 println!(
                     "{}: {} packets (time in seconds since the first)",
                     file.display(),
@@ -139,7 +143,20 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
                 let start = packets.first().map(|p| p.timestamp).unwrap_or_default();
                 for p in packets {
                     let t = p.timestamp.saturating_sub(start);
-                    println!("{:>4}.{:06} {}", t.as_secs(), t.subsec_micros(), Summary(&p.data));
+                    let line = match link {
+                        // Ethernet frames on a veth: the underlay, where the
+                        // tunnel's UDP messages are decoded too.
+                        DataLink::ETHERNET => match step01_ping_tun::pcap::ip_in_ethernet(&p.data) {
+                            Some(ip) => UnderlaySummary {
+                                packet: ip,
+                                port: lab02::PORT,
+                            }
+                            .to_string(),
+                            None => format!("[not IP: {} bytes of Ethernet]", p.data.len()),
+                        },
+                        _ => Summary(&p.data).to_string(),
+                    };
+                    println!("{:>4}.{:06} {line}", t.as_secs(), t.subsec_micros());
                 }
             }
             Ok(true)
@@ -168,6 +185,11 @@ fn run_lab(lab: &Lab, out: Option<PathBuf>, fixtures: bool) -> anyhow::Result<Re
         }),
         "02" => lab02::run(&lab02::Options {
             out: out.unwrap_or_else(lab02::default_out),
+            fixtures,
+            quiet: false,
+        }),
+        "03" => lab03::run(&lab03::Options {
+            out: out.unwrap_or_else(lab03::default_out),
             fixtures,
             quiet: false,
         }),
@@ -211,26 +233,51 @@ fn check_exercise(lab: &Lab, attempt: Option<PathBuf>) -> anyhow::Result<bool> {
 
 fn shell(lab: &Lab) -> anyhow::Result<bool> {
     let mut report = Report::new(false);
-    let up = match lab.number {
-        "01" => lab01::up(&lab01::default_out(), &mut report)?,
+    // Each lab's hosts stay up (and are removed) with `_up`.
+    let (_up, host, hint): (Box<dyn std::any::Any>, Host, &str) = match lab.number {
+        "01" => {
+            let up = lab01::up(&lab01::default_out(), &mut report)?;
+            let host = up.host.clone();
+            (
+                Box::new(up),
+                host,
+                "ip addr; ip route; ping -c 3 10.0.0.2; tcpdump -n -i tun0",
+            )
+        }
+        "02" => {
+            let up = lab02::up(&lab02::default_out(), "udp", None, &mut report)?;
+            let host = up.client.clone();
+            (
+                Box::new(up),
+                host,
+                "ping -c 3 10.0.0.1; tcpdump -n -X -i veth0 udp port 51820",
+            )
+        }
+        "03" => {
+            let up = lab03::up(&lab03::default_out(), false, &mut report)?;
+            let host = up.client.clone();
+            (
+                Box::new(up),
+                host,
+                "ping -6 -c 3 fd00::1; ip -6 route; tcpdump -n -i tun0",
+            )
+        }
         other => bail!("lab {other} has no shell yet"),
     };
     let shell = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into());
     println!(
-        "{} runs in lab host `{}`; this shell is inside it. Try: ip addr; ip route; ping -c 3 10.0.0.2; tcpdump -n -i {}",
+        "{} runs in the lab; this shell is inside lab host `{}`. Try: {hint}",
         lab.package,
-        up.host.name(),
-        lab01::TUN
+        host.name()
     );
     println!("Leave the shell (exit or Ctrl-D) to remove the lab.");
-    let status = up
-        .host
+    let status = host
         .command(&shell)
-        .env("PS1", format!("[lab {} {}] \\w# ", lab.number, up.host.name()))
+        .env("PS1", format!("[lab {} {}] \\w# ", lab.number, host.name()))
         .stdin(std::process::Stdio::inherit())
         .status()
         .context("starting the shell")?;
-    drop(up);
+    drop(_up);
     println!("lab removed");
     Ok(status.success())
 }

@@ -158,9 +158,15 @@ impl Host {
             .with_context(|| format!("running {program} in {}", self.name))
     }
 
-    /// Adds an address (`192.0.2.1/24`) to an interface of this host.
+    /// Adds an address (`192.0.2.1/24`, `2001:db8::1/64`) to an interface
+    /// of this host. IPv6 addresses skip duplicate address detection
+    /// (`nodad`), so they can be used at once.
     pub fn add_address(&self, interface: &str, cidr: &str) -> anyhow::Result<()> {
-        self.ip(["addr", "add", cidr, "dev", interface]).map(|_| ())
+        let mut args = vec!["addr", "add", cidr, "dev", interface];
+        if cidr.contains(':') {
+            args.push("nodad");
+        }
+        self.ip(args).map(|_| ())
     }
 
     /// `ip -n NS args...`.

@@ -339,7 +339,7 @@ type Current = Arc<Mutex<Option<Conn>>>;
 fn write_frame(current: &Current, message: &[u8]) {
     let mut guard = current.lock().unwrap_or_else(|e| e.into_inner());
     let Some(conn) = guard.as_mut() else {
-        log::debug!("no TCP connection; dropping a message");
+        log::info!("drop (no TCP connection yet): a message for the peer");
         return;
     };
     let Some(prefix) = framing::prefix(message.len()) else {

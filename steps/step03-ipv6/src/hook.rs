@@ -1,0 +1,102 @@
+//! What step 03 does to inner packets on their way through the tunnel.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use step02_plain_tunnel::run::{InnerHook, Outbound};
+
+use crate::clamp::{self, Clamp};
+use crate::pmtu::{self, TooBig};
+
+// ANCHOR: path_hook
+/// Keeps TCP segments and all other packets within what the tunnel can
+/// carry:
+///
+/// - TCP SYN and SYN-ACK segments, both ways, get their MSS option lowered
+///   to fit the tunnel (so TCP never sends a segment that is too big);
+/// - any other packet read from the TUN device that is larger than the
+///   tunnel can carry is answered with an ICMP "fragmentation needed"
+///   (IPv4, DF set) or ICMPv6 "packet too big", so the sender's kernel
+///   lowers its path MTU and sends smaller packets.
+pub struct PathHook {
+    /// The largest inner packet the tunnel carries.
+    limit: u16,
+    /// Our tunnel addresses: the sources of our ICMP errors when the
+    /// packet's destination cannot be.
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
+    /// SYNs whose MSS we lowered.
+    pub clamped: AtomicU64,
+    /// ICMP errors sent for packets too big.
+    pub too_big: AtomicU64,
+}
+// ANCHOR_END: path_hook
+
+impl PathHook {
+    pub fn new(limit: u16, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> Self {
+        Self {
+            limit,
+            v4,
+            v6,
+            clamped: AtomicU64::new(0),
+            too_big: AtomicU64::new(0),
+        }
+    }
+
+    /// The source of our ICMP error about `packet`: the address the packet
+    /// was going to, which lies beyond the tunnel, as a router on the path
+    /// would. Not our own tunnel address: Linux drops an IPv4 packet that
+    /// arrives with one of the host's own addresses as its source (a
+    /// "martian"), so the error would never reach the sender. A destination
+    /// that cannot be a source (multicast, say) falls back to our own
+    /// address of the family.
+    fn error_source(&self, packet: &[u8]) -> Option<IpAddr> {
+        let ip = etherparse::IpSlice::from_slice(packet).ok()?;
+        let dst = ip.destination_addr();
+        let usable = match dst {
+            IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback()),
+            IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified() || a.is_loopback()),
+        };
+        if usable {
+            return Some(dst);
+        }
+        match dst {
+            IpAddr::V4(_) => self.v4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.v6.map(IpAddr::V6),
+        }
+    }
+
+    fn clamp(&self, packet: &mut [u8]) {
+        let ipv6 = packet.first().is_some_and(|b| b >> 4 == 6);
+        if let Clamp::Clamped { from, to } = clamp::clamp_mss(packet, clamp::max_mss(self.limit, ipv6)) {
+            self.clamped.fetch_add(1, Ordering::Relaxed);
+            log::debug!("clamped a TCP MSS from {from} to {to}");
+        }
+    }
+}
+
+impl InnerHook for PathHook {
+    // ANCHOR: outbound
+    fn outbound(&self, packet: &mut [u8], reply: &mut [u8]) -> Outbound {
+        if packet.len() > usize::from(self.limit) {
+            let Some(from) = self.error_source(packet) else {
+                return Outbound::Drop("too big, and no address of its family to answer from");
+            };
+            return match pmtu::too_big(packet, self.limit, from, reply) {
+                TooBig::Reply(n) => {
+                    self.too_big.fetch_add(1, Ordering::Relaxed);
+                    Outbound::Reply(n)
+                }
+                TooBig::Forward => Outbound::Send,
+                TooBig::Drop(why) => Outbound::Drop(why),
+            };
+        }
+        self.clamp(packet);
+        Outbound::Send
+    }
+    // ANCHOR_END: outbound
+
+    fn inbound(&self, packet: &mut [u8]) {
+        self.clamp(packet);
+    }
+}
