@@ -39,15 +39,46 @@ pub struct Up {
     pub underlay: Option<Capture>,
     pub server_step: Running,
     pub client_step: Running,
+    /// The impairment relay, when there is one.
+    pub relay: Option<Running>,
     pub server: Host,
     pub client: Host,
     _topology: Topology,
 }
 
+/// How to bring lab 02's hosts up.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup<'a> {
+    /// `udp` or `tcp`.
+    pub transport: &'a str,
+    /// Names this run's files: `server-<tag>.log`, `client-<tag>-tun.pcap`.
+    pub tag: &'a str,
+    /// Record what each TUN device carries (`--pcap`).
+    pub record: bool,
+    /// Capture the server's veth into this file, from before either end
+    /// starts.
+    pub underlay: Option<&'a Path>,
+    /// Put the impairment relay (this binary, with this spec) in front of
+    /// the server: the client talks to it on port 7000.
+    pub relay: Option<(&'a Path, &'a str)>,
+}
+
+impl<'a> Setup<'a> {
+    /// The plain lab: both ends over `transport`, recording their TUNs.
+    pub fn plain(transport: &'a str) -> Self {
+        Self {
+            transport,
+            tag: transport,
+            record: true,
+            underlay: None,
+            relay: None,
+        }
+    }
+}
+
 /// Builds the two hosts and the underlay, and starts the tunnel's two ends
-/// over `transport` (`udp` or `tcp`), logging to `out`. With `underlay`,
-/// tcpdump records the server's veth into that file from the start.
-pub fn up(out: &Path, transport: &str, underlay: Option<&Path>, report: &mut Report) -> anyhow::Result<Up> {
+/// as `setup` says, with their files in `out`.
+pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<Up> {
     env::require_tools(TOOLS)?;
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -62,14 +93,24 @@ pub fn up(out: &Path, transport: &str, underlay: Option<&Path>, report: &mut Rep
         server.netns(),
         client.netns()
     ));
-    let underlay = underlay
+    let underlay = setup
+        .underlay
         .map(|path| Capture::start(&server, "veth0", path))
         .transpose()?;
 
+    let (tag, transport) = (setup.tag, setup.transport);
     let listen = format!("192.0.2.1:{PORT}");
-    let server_log = out.join(format!("server-{transport}.log"));
-    let server_pcap = out.join(format!("server-{transport}-tun.pcap"));
-    let args = [
+    let pcap = |side: &str| -> anyhow::Result<Vec<String>> {
+        if !setup.record {
+            return Ok(Vec::new());
+        }
+        let path = out.join(format!("{side}-{tag}-tun.pcap"));
+        Ok(vec![
+            "--pcap".into(),
+            path.to_str().context("path is not UTF-8")?.to_string(),
+        ])
+    };
+    let mut args: Vec<String> = [
         "server",
         "--listen",
         &listen,
@@ -77,26 +118,54 @@ pub fn up(out: &Path, transport: &str, underlay: Option<&Path>, report: &mut Rep
         "10.0.0.1/24",
         "--transport",
         transport,
-        "--pcap",
-        server_pcap.to_str().context("path is not UTF-8")?,
-    ];
+    ]
+    .map(String::from)
+    .into();
+    args.extend(pcap("server")?);
+    let server_log = out.join(format!("server-{tag}.log"));
     let mut server_step = Running::start(&server, &binary, &args, &server_log)?;
     wait_for_tun(&server, &mut server_step, &server_log, TUN, "10.0.0.1/24")?;
-    let client_log = out.join(format!("client-{transport}.log"));
-    let client_pcap = out.join(format!("client-{transport}-tun.pcap"));
-    let args = [
+
+    let relay = match setup.relay {
+        Some((relay, impair)) => {
+            let args = [
+                transport,
+                "--listen",
+                "192.0.2.1:7000",
+                "--upstream",
+                &listen,
+                "--impair",
+                impair,
+            ];
+            Some(Running::start(
+                &server,
+                relay,
+                &args,
+                &out.join(format!("relay-{tag}.log")),
+            )?)
+        }
+        None => None,
+    };
+    let to = if relay.is_some() {
+        "192.0.2.1:7000"
+    } else {
+        listen.as_str()
+    };
+    let mut args: Vec<String> = [
         "client",
         "--server",
-        &listen,
+        to,
         "--address",
         "10.0.0.2/24",
         "--transport",
         transport,
         "--keepalive",
         "25",
-        "--pcap",
-        client_pcap.to_str().context("path is not UTF-8")?,
-    ];
+    ]
+    .map(String::from)
+    .into();
+    args.extend(pcap("client")?);
+    let client_log = out.join(format!("client-{tag}.log"));
     let mut client_step = Running::start(&client, &binary, &args, &client_log)?;
     wait_for_tun(&client, &mut client_step, &client_log, TUN, "10.0.0.2/24")?;
     wait_for_answer(&mut client_step, &client_log)?;
@@ -105,6 +174,7 @@ pub fn up(out: &Path, transport: &str, underlay: Option<&Path>, report: &mut Rep
         underlay,
         server_step,
         client_step,
+        relay,
         server,
         client,
         _topology: topology,
@@ -138,7 +208,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
 }
 
 fn run_transport(out: &Path, transport: &str, data: &Path, report: &mut Report) -> anyhow::Result<()> {
-    let mut lab = up(out, transport, None, report)?;
+    let mut lab = up(out, &Setup::plain(transport), report)?;
     let underlay = out.join(format!("underlay-{transport}.pcap"));
     let capture = Capture::start(&lab.server, "veth0", &underlay)?;
 
@@ -153,29 +223,7 @@ fn run_transport(out: &Path, transport: &str, data: &Path, report: &mut Report) 
     );
 
     // 10 MB through the tunnel, client to server.
-    let received = out.join(format!("received-{transport}.bin"));
-    let mut listener = lab
-        .server
-        .command("sh")
-        .args([
-            "-c",
-            &format!("exec timeout 60 nc -l -p 5001 > '{}'", received.display()),
-        ])
-        .stdout(Stdio::null())
-        .spawn()?;
-    wait_for_listener(&lab.server, 5001)?;
-    let started = Instant::now();
-    let send = lab
-        .client
-        .command("sh")
-        .args([
-            "-c",
-            &format!("exec timeout 60 nc -N 10.0.0.1 5001 < '{}'", data.display()),
-        ])
-        .status()?;
-    let status = listener.wait()?;
-    let secs = started.elapsed().as_secs_f64();
-    let same = send.success() && status.success() && sha256(data)? == sha256(&received)?;
+    let (same, secs) = transfer(&lab, data, &out.join(format!("received-{transport}.bin")), 60)?;
     report.check(
         format!("{transport}: 10 MB sent with nc arrive intact (sha256 matches)"),
         same,
@@ -185,7 +233,6 @@ fn run_transport(out: &Path, transport: &str, data: &Path, report: &mut Report) 
             TRANSFER_BYTES as f64 * 8.0 / secs / 1e6
         ),
     );
-    let _ = std::fs::remove_file(&received);
 
     // iperf3 for 5 seconds.
     let mut iperf_server = lab
@@ -257,7 +304,11 @@ fn ping_both_ways(lab: &Up, transport: &str, count: u32, report: &mut Report) ->
 fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     let dir = out.join("fixtures");
     let underlay = dir.join("underlay-udp.pcap");
-    let mut lab = up(&dir, "udp", Some(&underlay), report)?;
+    let setup = Setup {
+        underlay: Some(&underlay),
+        ..Setup::plain("udp")
+    };
+    let mut lab = up(&dir, &setup, report)?;
     ping_both_ways(&lab, "fixtures", 2, report)?;
     lab.underlay.take().context("no underlay capture")?.finish()?;
     lab.client_step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
@@ -430,13 +481,6 @@ fn meltdown_run(
     transport: &'static str,
     report: &mut Report,
 ) -> anyhow::Result<Option<f64>> {
-    let binary = env::step_binary(PACKAGE)?;
-    let mut topology = Topology::new()?;
-    let server = topology.host("server")?;
-    let client = topology.host("client")?;
-    topology.link(&server, "veth0", &client, "veth0")?;
-    server.add_address("veth0", "192.0.2.1/24")?;
-    client.add_address("veth0", "192.0.2.2/24")?;
     let tag = format!(
         "meltdown-{transport}-{}",
         if condition.impair == "none" {
@@ -445,61 +489,45 @@ fn meltdown_run(
             "lossy"
         }
     );
-    let listen = format!("192.0.2.1:{PORT}");
-    let server_log = out.join(format!("{tag}-server.log"));
-    let server_args = [
-        "server",
-        "--listen",
-        &listen,
-        "--address",
-        "10.0.0.1/24",
-        "--transport",
+    let setup = Setup {
         transport,
-    ];
-    let mut server_step = Running::start(&server, &binary, &server_args, &server_log)?;
-    wait_for_tun(&server, &mut server_step, &server_log, TUN, "10.0.0.1/24")?;
-    let relay_args = [
-        transport,
-        "--listen",
-        "192.0.2.1:7000",
-        "--upstream",
-        &listen,
-        "--impair",
-        condition.impair,
-    ];
-    let _relay = Running::start(&server, relay, &relay_args, &out.join(format!("{tag}-relay.log")))?;
-    let client_log = out.join(format!("{tag}-client.log"));
-    let client_args = [
-        "client",
-        "--server",
-        "192.0.2.1:7000",
-        "--address",
-        "10.0.0.2/24",
-        "--transport",
-        transport,
-    ];
-    let mut client_step = Running::start(&client, &binary, &client_args, &client_log)?;
-    wait_for_tun(&client, &mut client_step, &client_log, TUN, "10.0.0.2/24")?;
-    wait_for_answer(&mut client_step, &client_log)?;
+        tag: &tag,
+        record: false,
+        underlay: None,
+        relay: Some((relay, condition.impair)),
+    };
+    let lab = up(out, &setup, report)?;
     // One ping to be sure the tunnel carries traffic before the clock starts
     // (-w: keep trying for up to 10 s, a lossy link may eat the first).
-    let ping = client.run("ping", ["-n", "-c", "1", "-w", "10", "10.0.0.1"])?;
+    let ping = lab
+        .client
+        .run("ping", ["-n", "-c", "1", "-w", "10", "10.0.0.1"])?;
     if !ping.status.success() {
         report.note(format!("{tag}: the tunnel did not carry a ping"));
         return Ok(None);
     }
-    let received = out.join(format!("{tag}-received.bin"));
-    let timeout = MELTDOWN_TIMEOUT_SECS.to_string();
-    let mut listener = server
+    let received = out.join(format!("received-{tag}.bin"));
+    let (intact, seconds) = transfer(&lab, data, &received, MELTDOWN_TIMEOUT_SECS)?;
+    Ok(intact.then_some(seconds))
+}
+
+/// Sends `data` from the client to the server through the tunnel with nc
+/// (each end gives up after `timeout` seconds); returns whether it arrived
+/// intact (sha256) and how long it took.
+fn transfer(lab: &Up, data: &Path, received: &Path, timeout: u32) -> anyhow::Result<(bool, f64)> {
+    let mut listener = lab
+        .server
         .command("sh")
         .args([
             "-c",
             &format!("exec timeout {timeout} nc -l -p 5001 > '{}'", received.display()),
         ])
+        .stdout(Stdio::null())
         .spawn()?;
-    wait_for_listener(&server, 5001)?;
+    wait_for_listener(&lab.server, 5001)?;
     let started = Instant::now();
-    let send = client
+    let send = lab
+        .client
         .command("sh")
         .args([
             "-c",
@@ -511,7 +539,7 @@ fn meltdown_run(
         .status()?;
     let done = listener.wait()?;
     let seconds = started.elapsed().as_secs_f64();
-    let intact = send.success() && done.success() && sha256(data)? == sha256(&received)?;
-    let _ = std::fs::remove_file(&received);
-    Ok(intact.then_some(seconds))
+    let intact = send.success() && done.success() && sha256(data)? == sha256(received)?;
+    let _ = std::fs::remove_file(received);
+    Ok((intact, seconds))
 }

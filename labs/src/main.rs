@@ -245,7 +245,7 @@ fn shell(lab: &Lab) -> anyhow::Result<bool> {
             )
         }
         "02" => {
-            let up = lab02::up(&lab02::default_out(), "udp", None, &mut report)?;
+            let up = lab02::up(&lab02::default_out(), &lab02::Setup::plain("udp"), &mut report)?;
             let host = up.client.clone();
             (
                 Box::new(up),

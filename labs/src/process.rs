@@ -1,5 +1,6 @@
 //! Long-running programs inside lab hosts: the step binaries and tcpdump.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -22,7 +23,12 @@ pub struct Running {
 impl Running {
     /// Starts `program args...` in `host`, its stdout and stderr going to
     /// `log`.
-    pub fn start(host: &Host, program: &Path, args: &[&str], log: &Path) -> anyhow::Result<Self> {
+    pub fn start<S: AsRef<OsStr>>(
+        host: &Host,
+        program: &Path,
+        args: &[S],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let child = host

@@ -65,6 +65,25 @@ impl Report {
         self.checks.iter().filter(|c| !c.passed).collect()
     }
 
+    /// For tests: panics listing every failed check, if any failed.
+    pub fn assert_passed(&self, lab: &str) {
+        let failures: Vec<String> = self.failures().iter().map(|c| c.to_string()).collect();
+        assert!(
+            failures.is_empty(),
+            "{lab} checks failed:\n{}",
+            failures.join("\n")
+        );
+        assert!(!self.checks.is_empty(), "{lab} made no checks");
+    }
+
+    /// Panics unless the check called `name` was made and passed.
+    pub fn assert_check(&self, name: &str) {
+        assert!(
+            self.get(name).is_some_and(|c| c.passed),
+            "missing or failed: {name}"
+        );
+    }
+
     /// The check called `name`, if it was made.
     pub fn get(&self, name: &str) -> Option<&Check> {
         self.checks.iter().find(|c| c.name == name)

@@ -27,12 +27,7 @@ fn lab01_pings_through_step01() {
         quiet: false,
     })
     .unwrap();
-    let failures: Vec<String> = report.failures().iter().map(|c| c.to_string()).collect();
-    assert!(
-        failures.is_empty(),
-        "lab 01 checks failed:\n{}",
-        failures.join("\n")
-    );
+    report.assert_passed("lab 01");
     // What a student is told to look for, each checked:
     for scenario in SCENARIOS {
         let carried = if scenario.ours {
@@ -40,17 +35,10 @@ fn lab01_pings_through_step01() {
         } else {
             format!("{}: nothing crossed tun0 (the kernel answered)", scenario.name)
         };
-        assert!(
-            report.get(&carried).is_some_and(|c| c.passed),
-            "missing check: {carried}"
-        );
+        report.assert_check(&carried);
         assert!(out.join(format!("{}.pcap", scenario.name)).is_file());
     }
-    assert!(
-        report
-            .get("tun0 is gone after the program exits")
-            .is_some_and(|c| c.passed)
-    );
+    report.assert_check("tun0 is gone after the program exits");
     let counters = report
         .get("the counters printed on exit count every reply")
         .unwrap();

@@ -17,12 +17,7 @@ fn lab02_carries_traffic_both_ways_over_udp_and_tcp() {
         quiet: false,
     })
     .unwrap();
-    let failures: Vec<String> = report.failures().iter().map(|c| c.to_string()).collect();
-    assert!(
-        failures.is_empty(),
-        "lab 02 checks failed:\n{}",
-        failures.join("\n")
-    );
+    report.assert_passed("lab 02");
     for transport in ["udp", "tcp"] {
         for check in [
             "ping client -> server (10.0.0.1)",
@@ -32,10 +27,7 @@ fn lab02_carries_traffic_both_ways_over_udp_and_tcp() {
             "iperf3 ran for 5 s through the tunnel",
         ] {
             let name = format!("{transport}: {check}");
-            assert!(
-                report.get(&name).is_some_and(|c| c.passed),
-                "missing or failed: {name}"
-            );
+            report.assert_check(&name);
         }
     }
     // The meltdown experiment ran every transfer to the end, intact.
@@ -45,10 +37,7 @@ fn lab02_carries_traffic_both_ways_over_udp_and_tcp() {
                 "meltdown: {transport} transport, {}: the transfer arrives intact",
                 condition.name
             );
-            assert!(
-                report.get(&name).is_some_and(|c| c.passed),
-                "missing or failed: {name}"
-            );
+            report.assert_check(&name);
         }
     }
     std::fs::remove_dir_all(out).unwrap();

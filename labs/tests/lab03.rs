@@ -17,12 +17,7 @@ fn lab03_carries_both_families_and_fits_the_path_mtu() {
         quiet: false,
     })
     .unwrap();
-    let failures: Vec<String> = report.failures().iter().map(|c| c.to_string()).collect();
-    assert!(
-        failures.is_empty(),
-        "lab 03 checks failed:\n{}",
-        failures.join("\n")
-    );
+    report.assert_passed("lab 03");
     for check in [
         "ping -6 client -> server (fd00::1) over an IPv6 underlay",
         "ping -6 server -> client (fd00::2) over an IPv6 underlay",
@@ -34,10 +29,7 @@ fn lab03_carries_both_families_and_fits_the_path_mtu() {
         "curl through a path of MTU 1400 fetches the file intact",
         "the SYN the server's TUN receives carries the clamped MSS",
     ] {
-        assert!(
-            report.get(check).is_some_and(|c| c.passed),
-            "missing or failed: {check}"
-        );
+        report.assert_check(check);
     }
     std::fs::remove_dir_all(out).unwrap();
 }

@@ -126,19 +126,27 @@ impl fmt::Display for Counters {
     /// `replies 3, dropped 2 (ipv6 2)`, listing only reasons that happened.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "replies {}, dropped {}", self.replies, self.total_drops())?;
-        let mut sep = " (";
-        for reason in DropReason::ALL {
-            let n = self.drops(reason);
-            if n > 0 {
-                write!(f, "{sep}{reason} {n}")?;
-                sep = ", ";
-            }
-        }
-        if sep == ", " {
-            f.write_str(")")?;
-        }
-        Ok(())
+        write_nonzero(f, DropReason::ALL.map(|r| (r, self.drops(r))))
     }
+}
+
+/// Writes ` (reason n, reason n)` for the reasons counted at least once, or
+/// nothing when there are none: the tail of every step's counters line.
+pub fn write_nonzero<R: fmt::Display>(
+    f: &mut fmt::Formatter<'_>,
+    counts: impl IntoIterator<Item = (R, u64)>,
+) -> fmt::Result {
+    let mut sep = " (";
+    for (reason, n) in counts {
+        if n > 0 {
+            write!(f, "{sep}{reason} {n}")?;
+            sep = ", ";
+        }
+    }
+    if sep == ", " {
+        f.write_str(")")?;
+    }
+    Ok(())
 }
 
 /// Answers pings for every address of a subnet except its own.

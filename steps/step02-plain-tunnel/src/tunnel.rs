@@ -11,6 +11,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use step01_ping_tun::responder::write_nonzero;
+
 use crate::wire::{self, Repr};
 
 /// How often the client sends a Ping until the server first answers.
@@ -130,18 +132,7 @@ impl fmt::Display for Counters {
             self.rx_bytes,
             self.total_drops()
         )?;
-        let mut sep = " (";
-        for reason in DropReason::ALL {
-            let n = self.drops(reason);
-            if n > 0 {
-                write!(f, "{sep}{reason} {n}")?;
-                sep = ", ";
-            }
-        }
-        if sep == ", " {
-            f.write_str(")")?;
-        }
-        Ok(())
+        write_nonzero(f, DropReason::ALL.map(|r| (r, self.drops(r))))
     }
 }
 

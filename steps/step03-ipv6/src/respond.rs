@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::Ipv6Addr;
 
 use etherparse::{Icmpv6Header, Icmpv6Slice, Icmpv6Type, IpNumber, Ipv6Header, Ipv6Slice};
+use step01_ping_tun::responder::write_nonzero;
 use step01_ping_tun::run::Handler;
 use step01_ping_tun::{DropReason, Responder};
 
@@ -238,18 +239,7 @@ impl fmt::Display for DualResponder {
         }
         let c = &self.counters6;
         write!(f, "ipv6: replies {}, dropped {}", c.replies, c.total_drops())?;
-        let mut sep = " (";
-        for reason in Drop6::ALL {
-            let n = c.drops(reason);
-            if n > 0 {
-                write!(f, "{sep}{reason} {n}")?;
-                sep = ", ";
-            }
-        }
-        if sep == ", " {
-            f.write_str(")")?;
-        }
-        Ok(())
+        write_nonzero(f, Drop6::ALL.map(|r| (r, c.drops(r))))
     }
 }
 
