@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -95,7 +96,7 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
         Cmd::List => {
             for lab in LABS {
                 println!(
-                    "{}  {:<14} {}  (labs/{})",
+                    "{}  {:<20} {}  (labs/{})",
                     lab.number, lab.package, lab.title, lab.folder
                 );
             }
@@ -132,35 +133,16 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
             clean_up_on_signals(false)?;
             shell(lab)
         }
-        Cmd::Decode { files } => {
-            for file in files {
-                let (link, packets) = step01_ping_tun::pcap::read_any(&file)?;
-                println!(
-                    "{}: {} packets (time in seconds since the first)",
-                    file.display(),
-                    packets.len()
-                );
-                let start = packets.first().map(|p| p.timestamp).unwrap_or_default();
-                for p in packets {
-                    let t = p.timestamp.saturating_sub(start);
-                    let line = match link {
-                        // Ethernet frames on a veth: the underlay, where the
-                        // tunnel's UDP messages are decoded too.
-                        DataLink::ETHERNET => match step01_ping_tun::pcap::ip_in_ethernet(&p.data) {
-                            Some(ip) => UnderlaySummary {
-                                packet: ip,
-                                port: lab02::PORT,
-                            }
-                            .to_string(),
-                            None => format!("[not IP: {} bytes of Ethernet]", p.data.len()),
-                        },
-                        _ => Summary(&p.data).to_string(),
-                    };
-                    println!("{:>4}.{:06} {line}", t.as_secs(), t.subsec_micros());
-                }
+        Cmd::Decode { files } => match decode(&files) {
+            // `tunlab decode ... | head` closes the pipe early: not an error.
+            Err(e)
+                if e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == ErrorKind::BrokenPipe) =>
+            {
+                Ok(true)
             }
-            Ok(true)
-        }
+            other => other.map(|()| true),
+        },
         Cmd::Clean { all } => {
             env::require_root()?;
             env::require_tools(&["ip"])?;
@@ -174,6 +156,43 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
             Ok(true)
         }
     }
+}
+
+/// Prints every packet of `files`, one line each.
+fn decode(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for file in files {
+        let (link, packets) = step01_ping_tun::pcap::read_any(file)?;
+        writeln!(
+            out,
+            "{}: {} packets (time in seconds since the first)",
+            file.display(),
+            packets.len()
+        )?;
+        let start = packets.first().map(|p| p.timestamp).unwrap_or_default();
+        for p in packets {
+            let t = p.timestamp.saturating_sub(start);
+            let line = match link {
+                // Ethernet frames on a veth: the underlay, where the
+                // tunnel's UDP messages are decoded too.
+                DataLink::ETHERNET => match step01_ping_tun::pcap::ip_in_ethernet(&p.data) {
+                    Some(ip) => UnderlaySummary {
+                        packet: ip,
+                        port: lab02::PORT,
+                    }
+                    .to_string(),
+                    None => match p.data.get(12..14) {
+                        Some([0x08, 0x06]) => format!("ARP, {} bytes", p.data.len()),
+                        Some(&[a, b]) => format!("Ethernet type 0x{a:02x}{b:02x}, {} bytes", p.data.len()),
+                        _ => format!("[runt Ethernet frame, {} bytes]", p.data.len()),
+                    },
+                },
+                _ => Summary(&p.data).to_string(),
+            };
+            writeln!(out, "{:>4}.{:06} {line}", t.as_secs(), t.subsec_micros())?;
+        }
+    }
+    Ok(())
 }
 
 fn run_lab(lab: &Lab, out: Option<PathBuf>, fixtures: bool) -> anyhow::Result<Report> {
