@@ -29,7 +29,17 @@ use step03_ipv6::respond::DualResponder;
 /// tunnel's MTU: TCP SYNs get their MSS clamped, and larger packets get the
 /// ICMP error that tells their sender to send smaller ones.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(
+    version,
+    after_help = "Examples (as root):\n  \
+        step03-ipv6 respond --address 10.0.0.1/24 --address fd00::1/64 -v\n      \
+        then ping 10.0.0.2 and ping -6 fd00::2 from another terminal\n  \
+        step03-ipv6 server --listen [::]:51820 --address 10.0.0.1/24 --address fd00::1/64\n  \
+        step03-ipv6 client --server [2001:db8::1]:51820 --address 10.0.0.2/24 --address fd00::2/64\n  \
+        step03-ipv6 client --server 192.0.2.1:51820 --address 10.0.0.2/24 --address fd00::2/64 \\\n      \
+        --underlay-mtu 1400 --mtu 1500     # a path smaller than the device: clamp and answer\n\n\
+        `step03-ipv6 <COMMAND> --help` explains each command. SIGUSR1 prints a tunnel's counters."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
