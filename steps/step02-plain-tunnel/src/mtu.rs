@@ -33,6 +33,14 @@ pub fn tun_mtu(underlay_mtu: u16, peer: SocketAddr) -> u16 {
 }
 // ANCHOR_END: tun_mtu
 
+/// The largest inner packet a peer can send over an underlay path of
+/// `underlay_mtu` bytes in either family: the IPv4 figure, since IPv4's
+/// header is the smaller. A receiver accepts this much whatever its own
+/// family.
+pub fn max_inner(underlay_mtu: u16) -> u16 {
+    tun_mtu(underlay_mtu, SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +50,6 @@ mod tests {
         assert_eq!(tun_mtu(1500, "192.0.2.1:51820".parse().unwrap()), 1468);
         assert_eq!(tun_mtu(1500, "[2001:db8::1]:51820".parse().unwrap()), 1448);
         assert_eq!(tun_mtu(10, "192.0.2.1:1".parse().unwrap()), 0);
+        assert_eq!(max_inner(1500), 1468);
     }
 }

@@ -22,7 +22,7 @@ use step01_ping_tun::pcap::Recorder;
 use tun_rs::SyncDevice;
 
 use crate::framing::{self, FrameReader};
-use crate::mtu::{Transport, tun_mtu};
+use crate::mtu::{Transport, max_inner, tun_mtu};
 use crate::tunnel::{Action, Counters, Role, Transmit, Tunnel};
 use crate::wire::{HEADER_LEN, MessageSummary};
 
@@ -59,10 +59,11 @@ type Sender = dyn Fn(&Transmit, &[u8]);
 /// tunnel. Step 02 leaves them alone ([`NoHook`]); step 03 clamps the TCP MSS
 /// and answers packets too big for the tunnel with an ICMP error.
 pub trait InnerHook: Send + Sync {
-    /// A packet read from the TUN device, before it is encapsulated. It may
-    /// be changed in place, or answered with a packet of `len` bytes written
-    /// to `reply`, which goes back into the TUN device instead.
-    fn outbound(&self, packet: &mut [u8], reply: &mut [u8]) -> Outbound;
+    /// A packet read from the TUN device at `now`, before it is
+    /// encapsulated. It may be changed in place, or answered with a packet
+    /// of `len` bytes written to `reply`, which goes back into the TUN
+    /// device instead.
+    fn outbound(&self, packet: &mut [u8], now: Instant, reply: &mut [u8]) -> Outbound;
     /// A packet that came out of the tunnel, before it is written to the TUN
     /// device. It may be changed in place.
     fn inbound(&self, packet: &mut [u8]);
@@ -83,7 +84,7 @@ pub enum Outbound {
 pub struct NoHook;
 
 impl InnerHook for NoHook {
-    fn outbound(&self, _: &mut [u8], _: &mut [u8]) -> Outbound {
+    fn outbound(&self, _: &mut [u8], _: Instant, _: &mut [u8]) -> Outbound {
         Outbound::Send
     }
 
@@ -172,7 +173,10 @@ pub fn run_device(
         Endpoint::Client { server } => Role::Client { server },
     };
     let shared = Arc::new(Shared {
-        tunnel: Mutex::new(Tunnel::new(role, tunnel_mtu, config.keepalive)),
+        tunnel: Mutex::new(
+            Tunnel::new(role, tunnel_mtu, config.keepalive)
+                .accepting_up_to(usize::from(max_inner(config.underlay_mtu))),
+        ),
         device,
         recorder: Mutex::new(recorder),
         tun: config.tun.clone(),
@@ -202,7 +206,7 @@ pub fn run_device(
         };
         let packet = &mut packet[..len];
         shared.record(packet);
-        match shared.hook.outbound(packet, &mut reply) {
+        match shared.hook.outbound(packet, Instant::now(), &mut reply) {
             Outbound::Send => {}
             Outbound::Reply(n) => {
                 log::debug!("answered {}: {}", config.tun, Summary(packet));

@@ -169,8 +169,12 @@ pub enum Role {
 #[derive(Debug, Clone)]
 pub struct Tunnel {
     role: Role,
-    /// Largest inner packet, in bytes: the TUN device's MTU.
+    /// Largest inner packet we send, in bytes: the TUN device's MTU.
     mtu: usize,
+    /// Largest inner packet we accept from the peer. The peer computed its
+    /// MTU for its own underlay family: an IPv4 client of a server that
+    /// listens on `[::]` sends 20 bytes more than the server would.
+    max_received: usize,
     keepalive: Option<Duration>,
     /// Where messages for the peer go: the server for a client; for a
     /// server, the address its client's messages last came from.
@@ -194,6 +198,7 @@ impl Tunnel {
         Self {
             role,
             mtu,
+            max_received: mtu,
             keepalive,
             peer,
             last_heard: None,
@@ -207,9 +212,16 @@ impl Tunnel {
         &self.counters
     }
 
-    /// The largest inner packet, in bytes.
+    /// The largest inner packet we send, in bytes.
     pub fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    /// Accepts inner packets of up to `max` bytes from the peer (at least
+    /// our own MTU).
+    pub fn accepting_up_to(mut self, max: usize) -> Self {
+        self.max_received = max.max(self.mtu);
+        self
     }
 
     /// Where messages for the peer go now, if anywhere.
@@ -272,7 +284,7 @@ impl Tunnel {
         let repr = Repr::parse_bytes(message).map_err(|e| self.drop(e.into()))?;
         if let Repr::Data(packet) = repr {
             // Check the packet before it counts as a sign of life.
-            if packet.len() > self.mtu {
+            if packet.len() > self.max_received {
                 return Err(self.drop(DropReason::TooBig));
             }
             if ip_packet_len(packet) != Some(packet.len()) {

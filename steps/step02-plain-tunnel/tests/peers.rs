@@ -205,3 +205,24 @@ fn every_drop_reason() {
     assert_eq!(total, 12);
     assert!(server.counters().to_string().contains("no-peer 1"));
 }
+
+/// A server listening on `[::]` sizes its MTU for IPv6 (1448), an IPv4
+/// client for IPv4 (1468): the server must still take the client's largest
+/// packets, though it never sends one that large itself.
+#[test]
+fn a_server_takes_the_largest_packets_of_either_family() {
+    let server_addr: SocketAddr = "[::ffff:192.0.2.1]:51820".parse().unwrap();
+    let mut client = Tunnel::new(Role::Client { server: server_addr }, 1468, None);
+    let mut server = Tunnel::new(Role::Server, 1448, None).accepting_up_to(1468);
+    let now = Instant::now();
+    let p = ipv4(1468, 3);
+    assert_eq!(carry(&mut client, client_addr(), &mut server, &p, now), p);
+    let mut out = [0u8; 2000];
+    assert_eq!(server.encapsulate(&p, now, &mut out), Err(DropReason::TooBig));
+    let mut bigger = vec![1, 1, 0, 0];
+    bigger.extend_from_slice(&ipv4(1469, 3));
+    assert_eq!(
+        server.decapsulate(client_addr(), &bigger, now, &mut out),
+        Err(DropReason::TooBig)
+    );
+}

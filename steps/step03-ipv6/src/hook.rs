@@ -1,12 +1,67 @@
 //! What step 03 does to inner packets on their way through the tunnel.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use step02_plain_tunnel::run::{InnerHook, Outbound};
 
 use crate::clamp::{self, Clamp};
 use crate::pmtu::{self, TooBig};
+
+/// ICMP errors per second the hook sends at most, on average, and how many
+/// it may send at once. Linux's own limit is 1000 a second in bursts of 50
+/// (`net.ipv4.icmp_msgs_per_sec`, `icmp_msgs_burst`); one tunnel end needs
+/// far fewer: each error makes its sender lower its path MTU at once.
+pub const ERRORS_PER_SECOND: u32 = 100;
+pub const ERROR_BURST: u32 = 20;
+
+// ANCHOR: token_bucket
+/// A token bucket: holds at most `burst` tokens, gains `rate` a second,
+/// and each action takes one. Time comes in as an argument.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: u32,
+    burst: u32,
+    tokens: u32,
+    /// When the tokens were last topped up.
+    since: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            since: None,
+        }
+    }
+
+    /// Takes a token at `now` if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let since = *self.since.get_or_insert(now);
+        let per_token = Duration::from_secs(1) / self.rate.max(1);
+        let earned = now.saturating_duration_since(since).as_nanos() / per_token.as_nanos().max(1);
+        if earned > 0 {
+            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+            self.tokens = self.tokens.saturating_add(earned).min(self.burst);
+            // Keep the remainder: time not yet worth a token still counts.
+            self.since = Some(since + per_token * earned.min(self.burst.saturating_add(1)));
+            if self.tokens == self.burst {
+                self.since = Some(now);
+            }
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+// ANCHOR_END: token_bucket
 
 // ANCHOR: path_hook
 /// Keeps TCP segments and all other packets within what the tunnel can
@@ -29,6 +84,9 @@ pub struct PathHook {
     pub clamped: AtomicU64,
     /// ICMP errors sent for packets too big.
     pub too_big: AtomicU64,
+    /// ICMP errors not sent because of the rate limit.
+    pub rate_limited: AtomicU64,
+    limiter: Mutex<TokenBucket>,
 }
 // ANCHOR_END: path_hook
 
@@ -40,6 +98,8 @@ impl PathHook {
             v6,
             clamped: AtomicU64::new(0),
             too_big: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            limiter: Mutex::new(TokenBucket::new(ERRORS_PER_SECOND, ERROR_BURST)),
         }
     }
 
@@ -77,11 +137,17 @@ impl PathHook {
 
 impl InnerHook for PathHook {
     // ANCHOR: outbound
-    fn outbound(&self, packet: &mut [u8], reply: &mut [u8]) -> Outbound {
+    fn outbound(&self, packet: &mut [u8], now: Instant, reply: &mut [u8]) -> Outbound {
         if packet.len() > usize::from(self.limit) {
             let Some(from) = self.error_source(packet) else {
                 return Outbound::Drop("too big, and no address of its family to answer from");
             };
+            // RFC 4443 §2.4 (f): an ICMPv6 error source MUST limit its rate
+            // (RFC 1812 §4.3.2.8 says the same for IPv4).
+            if !self.limiter.lock().unwrap_or_else(|e| e.into_inner()).take(now) {
+                self.rate_limited.fetch_add(1, Ordering::Relaxed);
+                return Outbound::Drop("too big, and over the ICMP error rate limit");
+            }
             return match pmtu::too_big(packet, self.limit, from, reply) {
                 TooBig::Reply(n) => {
                     self.too_big.fetch_add(1, Ordering::Relaxed);
@@ -98,5 +164,55 @@ impl InnerHook for PathHook {
 
     fn inbound(&self, packet: &mut [u8]) {
         self.clamp(packet);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_allows_a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(100, 20);
+        assert!((0..20).all(|_| bucket.take(t0)), "a full burst at once");
+        assert!(!bucket.take(t0), "then nothing");
+        // 10 ms earns one token at 100 a second.
+        assert!(bucket.take(t0 + Duration::from_millis(10)));
+        assert!(!bucket.take(t0 + Duration::from_millis(15)));
+        assert!(bucket.take(t0 + Duration::from_millis(20)));
+        // A long pause refills to the burst, not beyond.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..100).filter(|_| bucket.take(later)).count(), 20);
+    }
+
+    #[test]
+    fn a_flood_of_big_packets_gets_a_limited_number_of_errors() {
+        let hook = PathHook::new(1348, Some(Ipv4Addr::new(10, 0, 0, 2)), None);
+        let mut packet = vec![0u8; 1400];
+        packet[0] = 0x45;
+        packet[2..4].copy_from_slice(&1400u16.to_be_bytes());
+        packet[6] = 0x40; // DF
+        packet[8] = 64;
+        packet[9] = 17;
+        packet[12..16].copy_from_slice(&[10, 0, 0, 2]);
+        packet[16..20].copy_from_slice(&[10, 0, 0, 1]);
+        let c = step01_ping_tun::checksum::checksum(&packet[..20]);
+        packet[10..12].copy_from_slice(&c.to_be_bytes());
+        let now = Instant::now();
+        let mut reply = vec![0u8; 2000];
+        let answered = (0..1000)
+            .filter(|_| {
+                matches!(
+                    hook.outbound(&mut packet.clone(), now, &mut reply),
+                    Outbound::Reply(_)
+                )
+            })
+            .count();
+        assert_eq!(answered as u32, ERROR_BURST);
+        assert_eq!(
+            hook.rate_limited.load(Ordering::Relaxed),
+            1000 - u64::from(ERROR_BURST)
+        );
     }
 }

@@ -238,9 +238,10 @@ fn tunnel_end(
     let hook = Arc::new(PathHook::new(limit, v4, v6));
     let counters = run_device(device, &config, usize::from(mtu), hook.clone(), shutdown)?;
     Ok(format!(
-        "{}: {counters}; clamped {} TCP MSS, sent {} too-big errors",
+        "{}: {counters}; clamped {} TCP MSS, sent {} too-big errors ({} more held back by the rate limit)",
         args.device.tun,
         hook.clamped.load(Ordering::Relaxed),
-        hook.too_big.load(Ordering::Relaxed)
+        hook.too_big.load(Ordering::Relaxed),
+        hook.rate_limited.load(Ordering::Relaxed)
     ))
 }

@@ -27,6 +27,9 @@ pub enum Drop6 {
     Truncated,
     /// Not for an address of our prefix other than our own.
     NotForUs,
+    /// One fragment of a larger packet (RFC 8200 §4.5). We do not
+    /// reassemble.
+    Fragment,
     /// Not ICMPv6 (TCP, UDP, ...).
     NotIcmpv6,
     /// RFC 4443 §2.3: the checksum, over the pseudo-header, does not verify.
@@ -43,10 +46,11 @@ pub enum Drop6 {
 // ANCHOR_END: drop6
 
 impl Drop6 {
-    pub const ALL: [Drop6; 9] = [
+    pub const ALL: [Drop6; 10] = [
         Drop6::NoIpv6,
         Drop6::Truncated,
         Drop6::NotForUs,
+        Drop6::Fragment,
         Drop6::NotIcmpv6,
         Drop6::BadChecksum,
         Drop6::NeighbourDiscovery,
@@ -60,6 +64,7 @@ impl Drop6 {
             Drop6::NoIpv6 => "no-ipv6",
             Drop6::Truncated => "truncated",
             Drop6::NotForUs => "not-for-us",
+            Drop6::Fragment => "fragment",
             Drop6::NotIcmpv6 => "not-icmpv6",
             Drop6::BadChecksum => "bad-icmpv6-checksum",
             Drop6::NeighbourDiscovery => "neighbour-discovery",
@@ -148,6 +153,9 @@ impl DualResponder {
         let prefix = self.v6.ok_or(Drop6::NoIpv6)?;
         let ip = Ipv6Slice::from_slice(packet).map_err(|_| Drop6::Truncated)?;
         let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
+        if ip.is_payload_fragmented() {
+            return Err(Drop6::Fragment);
+        }
         if ip.payload().ip_number != IpNumber::IPV6_ICMP {
             return Err(Drop6::NotIcmpv6);
         }
@@ -333,6 +341,18 @@ mod tests {
         assert_eq!(
             responder().handle(&bad[..30], &mut [0u8; 200]),
             Err(Drop::V6(Drop6::Truncated))
+        );
+        // A first fragment: a fragment header (next header 44) before ICMPv6.
+        let whole = icmpv6(US, PEER, echo(1), b"data");
+        let mut frag = whole[..40].to_vec();
+        frag[6] = 44;
+        frag.extend_from_slice(&[58, 0, 0, 1, 0, 0, 0, 9]); // more fragments, id 9
+        frag.extend_from_slice(&whole[40..]);
+        let len = (frag.len() - 40) as u16;
+        frag[4..6].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(
+            responder().handle(&frag, &mut [0u8; 200]),
+            Err(Drop::V6(Drop6::Fragment))
         );
         let v6_only = DualResponder::new(None, None).handle(&icmpv6(US, PEER, echo(1), b""), &mut [0u8; 200]);
         assert_eq!(v6_only, Err(Drop::V6(Drop6::NoIpv6)));

@@ -87,7 +87,7 @@ fn path_hook_reproduces_the_recorded_errors_and_clamped_syn() {
     for (i, captured) in client.iter().enumerate() {
         let mut packet = captured.data.clone();
         let syn = is_syn(&packet);
-        match hook.outbound(&mut packet, &mut reply) {
+        match hook.outbound(&mut packet, std::time::Instant::now(), &mut reply) {
             Outbound::Reply(n) => {
                 // Written back into the client's TUN right after.
                 assert!(
