@@ -22,6 +22,7 @@ use crate::env;
 use crate::netns::{Host, Topology};
 use crate::process::{Capture, Running};
 use crate::report::Report;
+use crate::traffic::ping_counts;
 
 /// The tools this lab runs.
 pub const TOOLS: &[&str] = &["ip", "ping", "tcpdump"];
@@ -226,15 +227,6 @@ pub fn examine(packets: &[Captured], target: Ipv4Addr) -> Seen {
     seen
 }
 
-/// "3 packets transmitted, 3 received" from ping's summary.
-pub fn ping_counts(stdout: &str) -> Option<(u32, u32)> {
-    let line = stdout.lines().find(|l| l.contains("packets transmitted"))?;
-    let mut numbers = line
-        .split(',')
-        .filter_map(|part| part.split_whitespace().next()?.parse().ok());
-    Some((numbers.next()?, numbers.next()?))
-}
-
 /// What `tunlab run 01` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -357,16 +349,4 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     report.note(format!("captures and the program's log are in {}", out.display()));
     drop(lab);
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_ping_summary() {
-        let out = "--- 10.0.0.2 ping statistics ---\n3 packets transmitted, 2 received, 33.3333% packet loss, time 402ms\n";
-        assert_eq!(ping_counts(out), Some((3, 2)));
-        assert_eq!(ping_counts("ping: connect: Network is unreachable"), None);
-    }
 }

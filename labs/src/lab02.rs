@@ -8,19 +8,20 @@
 //! inner ping's payload is plainly readable.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 
 use crate::env;
-use crate::lab01::{ping_counts, wait_for_tun};
+use crate::lab01::wait_for_tun;
 use crate::netns::{Host, Topology};
 use crate::process::{Capture, Running};
 use crate::report::Report;
+use crate::traffic::{iperf3, ping_counts, sha256, wait_for_listener, write_random};
 
-pub const TOOLS: &[&str] = &["ip", "ping", "tcpdump", "nc", "iperf3", "sha256sum"];
+pub const TOOLS: &[&str] = &["ip", "ss", "ping", "tcpdump", "nc", "iperf3", "sha256sum"];
 pub const PACKAGE: &str = "step02-plain-tunnel";
 pub const TUN: &str = "tun0";
 pub const PORT: u16 = 51820;
@@ -235,27 +236,10 @@ fn run_transport(out: &Path, transport: &str, data: &Path, report: &mut Report) 
     );
 
     // iperf3 for 5 seconds.
-    let mut iperf_server = lab
-        .server
-        .command("iperf3")
-        .args(["-s", "-1", "-B", "10.0.0.1"])
-        .stdout(Stdio::null())
-        .spawn()?;
-    wait_for_listener(&lab.server, 5201)?;
-    let iperf = lab
-        .client
-        .run("iperf3", ["-c", "10.0.0.1", "-t", "5", "-f", "m"])?;
-    let _ = iperf_server.wait();
-    let text = String::from_utf8_lossy(&iperf.stdout);
-    let receiver = text
-        .lines()
-        .find(|l| l.contains("receiver"))
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let (ran, receiver) = iperf3(&lab.server, &lab.client, "10.0.0.1")?;
     report.check(
         format!("{transport}: iperf3 ran for 5 s through the tunnel"),
-        iperf.status.success(),
+        ran,
         receiver,
     );
 
@@ -343,39 +327,6 @@ pub fn wait_for_answer(client: &mut Running, log: &Path) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Waits until something listens on TCP `port` in `host`.
-pub fn wait_for_listener(host: &Host, port: u16) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let ss = host.run("ss", ["-Htln", &format!("sport = :{port}")])?;
-        if !ss.stdout.is_empty() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    bail!("nothing listens on port {port} in {}", host.name())
-}
-
-pub fn sha256(path: &Path) -> anyhow::Result<String> {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .context("running sha256sum")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .next()
-        .map(str::to_string)
-        .context("no output from sha256sum")
-}
-
-/// Writes `len` bytes from /dev/urandom to `path`.
-pub fn write_random(path: &Path, len: usize) -> anyhow::Result<()> {
-    use std::io::Read;
-    let mut bytes = vec![0u8; len];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// A link condition of the meltdown experiment.

@@ -23,11 +23,12 @@ use etherparse::{TcpOptionElement, TcpSlice};
 use nix::sys::signal::Signal;
 
 use crate::env;
-use crate::lab01::{ping_counts, wait_for_tun};
-use crate::lab02::{sha256, wait_for_answer, wait_for_listener, write_random};
+use crate::lab01::wait_for_tun;
+use crate::lab02::wait_for_answer;
 use crate::netns::{Host, Topology};
 use crate::process::Running;
 use crate::report::Report;
+use crate::traffic::{iperf3, ping_counts, sha256, wait_for_listener, write_random};
 
 pub const TOOLS: &[&str] = &[
     "ip",
@@ -214,29 +215,8 @@ fn direct(out: &Path, report: &mut Report) -> anyhow::Result<()> {
         got,
         format!("{} MB in {secs:.2} s", DOWNLOAD_BYTES >> 20),
     );
-    let mut iperf_server = lab
-        .server
-        .command("iperf3")
-        .args(["-s", "-1", "-B", "fd00::1"])
-        .stdout(Stdio::null())
-        .spawn()?;
-    wait_for_listener(&lab.server, 5201)?;
-    let iperf = lab
-        .client
-        .run("iperf3", ["-6", "-c", "fd00::1", "-t", "5", "-f", "m"])?;
-    let _ = iperf_server.wait();
-    let text = String::from_utf8_lossy(&iperf.stdout);
-    let receiver = text
-        .lines()
-        .find(|l| l.contains("receiver"))
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    report.check(
-        "iperf3 -6 ran for 5 s through the tunnel",
-        iperf.status.success(),
-        receiver,
-    );
+    let (ran, receiver) = iperf3(&lab.server, &lab.client, "fd00::1")?;
+    report.check("iperf3 -6 ran for 5 s through the tunnel", ran, receiver);
     stop(&mut lab, "direct", report)?;
     for side in ["server", "client"] {
         let pcap = out.join(format!("direct-{side}-tun.pcap"));

@@ -6,6 +6,7 @@
 //! - [`process`]: programs and tcpdump captures running in lab hosts.
 //! - [`env`]: what a lab needs from the machine (root, tools, binaries).
 //! - [`report`]: the PASS/FAIL lines of a lab.
+//! - [`traffic`]: driving ping, nc, curl and iperf3 and reading what they say.
 //! - [`exercise`]: the checker of the coding exercises.
 //! - [`labs`]: the list of labs; [`lab01`], [`lab02`], [`lab03`]: the labs.
 //! - [`relay`]: a userspace bad link (loss, delay, reordering) for UDP and TCP.
@@ -22,3 +23,4 @@ pub mod netns;
 pub mod process;
 pub mod relay;
 pub mod report;
+pub mod traffic;
