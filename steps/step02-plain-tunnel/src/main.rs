@@ -115,8 +115,8 @@ fn main() -> ExitCode {
         run(&config, common.address, &shutdown)
     });
     match result {
-        Ok(counters) => {
-            println!("{}: {counters}", common.tun);
+        Ok(status) => {
+            println!("{}: {status}", common.tun);
             ExitCode::SUCCESS
         }
         Err(e) => {

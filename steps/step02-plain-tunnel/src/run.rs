@@ -7,6 +7,7 @@
 //! the timers between reads. They share the core behind a mutex, held only
 //! for the microseconds a packet takes.
 
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -23,8 +24,8 @@ use tun_rs::SyncDevice;
 
 use crate::framing::{self, FrameReader};
 use crate::mtu::{Transport, max_inner, tun_mtu};
-use crate::tunnel::{Action, Counters, Role, Transmit, Tunnel};
-use crate::wire::{HEADER_LEN, MessageSummary};
+use crate::tunnel::{Action, Role, Transmit, Tunnel};
+use crate::wire::MessageSummary;
 
 /// Which end to run, and where the other end is.
 #[derive(Debug, Clone)]
@@ -50,9 +51,93 @@ pub struct Config {
 const TICK: Duration = Duration::from_millis(200);
 /// The largest datagram or packet we handle.
 const MAX_PACKET: usize = 65535;
+/// Room for what a core adds around an inner packet (headers, tag,
+/// padding).
+const MAX_OVERHEAD: usize = 128;
 
 /// Sends one message to the peer over the underlay.
 type Sender = dyn Fn(&Transmit, &[u8]);
+
+// ANCHOR: core
+/// The sans-IO core the I/O shell drives: step 02's [`Tunnel`], or a later
+/// step's (step 04 encrypts, and has many peers). The shell moves bytes;
+/// the core decides what they mean.
+pub trait Core: Send + 'static {
+    /// Why the core dropped a packet or message.
+    type Drop: fmt::Display;
+
+    /// An IP packet read from the TUN device: a message to send, or
+    /// nothing yet (the core keeps the packet until it can send it).
+    fn encapsulate(
+        &mut self,
+        packet: &[u8],
+        now: Instant,
+        out: &mut [u8],
+    ) -> Result<Option<Transmit>, Self::Drop>;
+
+    /// A message that arrived from `from` over the underlay.
+    fn decapsulate(
+        &mut self,
+        from: SocketAddr,
+        message: &[u8],
+        now: Instant,
+        out: &mut [u8],
+    ) -> Result<Action, Self::Drop>;
+
+    /// Runs the timers: a message that is due, if any. The shell calls it
+    /// until it returns `None`, several times a second.
+    fn poll(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit>;
+
+    /// The largest message the core sends or accepts.
+    fn max_message(&self) -> usize;
+
+    /// One line (or a few) on the state and the counters, for SIGUSR1.
+    fn status(&self) -> String;
+
+    /// A message in one tcpdump-like line, for the logs.
+    fn summary(message: &[u8]) -> String;
+}
+
+impl Core for Tunnel {
+    type Drop = crate::DropReason;
+
+    fn encapsulate(
+        &mut self,
+        packet: &[u8],
+        now: Instant,
+        out: &mut [u8],
+    ) -> Result<Option<Transmit>, Self::Drop> {
+        Tunnel::encapsulate(self, packet, now, out).map(Some)
+    }
+
+    fn decapsulate(
+        &mut self,
+        from: SocketAddr,
+        message: &[u8],
+        now: Instant,
+        out: &mut [u8],
+    ) -> Result<Action, Self::Drop> {
+        Tunnel::decapsulate(self, from, message, now, out)
+    }
+
+    fn poll(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        Tunnel::poll(self, now, out)
+    }
+
+    fn max_message(&self) -> usize {
+        crate::wire::HEADER_LEN + self.mtu().max(self.max_received())
+    }
+
+    fn status(&self) -> String {
+        let peer = self.peer().map_or("none yet".to_string(), |p| p.to_string());
+        format!("peer {peer}; {}", self.counters())
+    }
+
+    fn summary(message: &[u8]) -> String {
+        MessageSummary(message).to_string()
+    }
+}
+// ANCHOR_END: core
 
 // ANCHOR: hook
 /// What a later step does to inner packets on their way through the
@@ -93,19 +178,19 @@ impl InnerHook for NoHook {
 // ANCHOR_END: hook
 
 /// What both threads share.
-struct Shared {
-    tunnel: Mutex<Tunnel>,
+struct Shared<C> {
+    core: Mutex<C>,
     device: SyncDevice,
     recorder: Mutex<Option<Recorder>>,
     tun: String,
     hook: Arc<dyn InnerHook>,
 }
 
-impl Shared {
-    fn tunnel(&self) -> MutexGuard<'_, Tunnel> {
-        // A panic elsewhere cannot leave the tunnel half-updated: every
+impl<C: Core> Shared<C> {
+    fn core(&self) -> MutexGuard<'_, C> {
+        // A panic elsewhere cannot leave the core half-updated: every
         // method finishes its changes before returning.
-        self.tunnel.lock().unwrap_or_else(|e| e.into_inner())
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn record(&self, packet: &[u8]) {
@@ -147,36 +232,41 @@ impl Config {
 
 // ANCHOR: run
 /// Creates the TUN device and runs until SIGINT or SIGTERM; returns the
-/// counters.
-pub fn run(config: &Config, address: Ipv4Cidr, shutdown: &Shutdown) -> anyhow::Result<Counters> {
+/// final status line (the peer and the counters).
+pub fn run(config: &Config, address: Ipv4Cidr, shutdown: &Shutdown) -> anyhow::Result<String> {
     let mtu = tun_mtu(config.underlay_mtu, config.underlay_family_hint());
     let device = create_tun(&config.tun, address, mtu)?;
     log::info!("{} is up with {address} (MTU {mtu})", config.tun);
-    run_device(device, config, usize::from(mtu), Arc::new(NoHook), shutdown)
+    let tunnel = step02_tunnel(config, usize::from(mtu));
+    run_device(device, config, tunnel, Arc::new(NoHook), shutdown)
 }
 
-/// Runs the tunnel over an open TUN device, carrying inner packets of at
-/// most `tunnel_mtu` bytes, with `hook` applied to them.
-pub fn run_device(
-    device: SyncDevice,
-    config: &Config,
-    tunnel_mtu: usize,
-    hook: Arc<dyn InnerHook>,
-    shutdown: &Shutdown,
-) -> anyhow::Result<Counters> {
-    let recorder = match &config.pcap {
-        Some(path) => Some(Recorder::create(path).with_context(|| format!("creating {}", path.display()))?),
-        None => None,
-    };
+/// Step 02's core for `config`, carrying inner packets of at most
+/// `tunnel_mtu` bytes.
+pub fn step02_tunnel(config: &Config, tunnel_mtu: usize) -> Tunnel {
     let role = match config.endpoint {
         Endpoint::Server { .. } => Role::Server,
         Endpoint::Client { server } => Role::Client { server },
     };
+    Tunnel::new(role, tunnel_mtu, config.keepalive)
+        .accepting_up_to(usize::from(max_inner(config.underlay_mtu)))
+}
+
+/// Runs `core` over an open TUN device, with `hook` applied to inner
+/// packets, until SIGINT or SIGTERM; returns the core's final status.
+pub fn run_device<C: Core>(
+    device: SyncDevice,
+    config: &Config,
+    core: C,
+    hook: Arc<dyn InnerHook>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<String> {
+    let recorder = match &config.pcap {
+        Some(path) => Some(Recorder::create(path).with_context(|| format!("creating {}", path.display()))?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
-        tunnel: Mutex::new(
-            Tunnel::new(role, tunnel_mtu, config.keepalive)
-                .accepting_up_to(usize::from(max_inner(config.underlay_mtu))),
-        ),
+        core: Mutex::new(core),
         device,
         recorder: Mutex::new(recorder),
         tun: config.tun.clone(),
@@ -191,7 +281,7 @@ pub fn run_device(
 
     // The main thread: TUN device -> encapsulate -> underlay.
     let mut packet = vec![0u8; MAX_PACKET];
-    let mut out = vec![0u8; MAX_PACKET + HEADER_LEN];
+    let mut out = vec![0u8; MAX_PACKET + MAX_OVERHEAD];
     let mut reply = vec![0u8; MAX_PACKET];
     loop {
         let len = match shared.device.recv_intr(&mut packet, shutdown.event()) {
@@ -219,17 +309,18 @@ pub fn run_device(
             }
         }
         let packet = &*packet;
-        let result = shared.tunnel().encapsulate(packet, Instant::now(), &mut out);
+        let result = shared.core().encapsulate(packet, Instant::now(), &mut out);
         match result {
-            Ok(transmit) => {
+            Ok(Some(transmit)) => {
                 log::debug!("from {}: {}", config.tun, Summary(packet));
                 sender(&transmit, &out[..transmit.len]);
             }
+            Ok(None) => log::debug!("from {} (held): {}", config.tun, Summary(packet)),
             Err(reason) => log::info!("drop ({reason}) from {}: {}", config.tun, Summary(packet)),
         }
     }
-    let counters = shared.tunnel().counters().clone();
-    Ok(counters)
+    let status = shared.core().status();
+    Ok(status)
 }
 // ANCHOR_END: run
 
@@ -244,7 +335,7 @@ pub fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("`{server}` has no address"))
 }
 
-fn print_counters_on_sigusr1(shared: &Arc<Shared>) -> anyhow::Result<()> {
+fn print_counters_on_sigusr1<C: Core>(shared: &Arc<Shared<C>>) -> anyhow::Result<()> {
     let mut signals =
         signal_hook::iterator::Signals::new([SIGUSR1]).context("installing the SIGUSR1 handler")?;
     let shared = Arc::clone(shared);
@@ -252,9 +343,10 @@ fn print_counters_on_sigusr1(shared: &Arc<Shared>) -> anyhow::Result<()> {
         .name("sigusr1".into())
         .spawn(move || {
             for _ in signals.forever() {
-                let tunnel = shared.tunnel();
-                let peer = tunnel.peer().map_or("none yet".to_string(), |p| p.to_string());
-                log::info!("{}: peer {peer}; {}", shared.tun, tunnel.counters());
+                let status = shared.core().status();
+                for line in status.lines() {
+                    log::info!("{}: {line}", shared.tun);
+                }
             }
         })?;
     Ok(())
@@ -262,31 +354,39 @@ fn print_counters_on_sigusr1(shared: &Arc<Shared>) -> anyhow::Result<()> {
 
 /// Handles what `decapsulate` made of a message from `from`; `reply` sends
 /// a reply back the way the message came.
-fn act(shared: &Shared, from: SocketAddr, message: &[u8], out: &mut [u8], reply: impl FnOnce(&[u8])) {
-    let mut tunnel = shared.tunnel();
-    let (peer_before, connected_before) = (tunnel.peer(), tunnel.connected());
-    let result = tunnel.decapsulate(from, message, Instant::now(), out);
-    let (peer_after, connected_after) = (tunnel.peer(), tunnel.connected());
-    drop(tunnel);
-    if peer_after != peer_before
-        && let Some(peer) = peer_after
-    {
-        log::info!("the client is at {peer}");
-    } else if connected_after && !connected_before {
-        log::info!("the server at {from} answered");
-    }
+fn act<C: Core>(
+    shared: &Shared<C>,
+    from: SocketAddr,
+    message: &[u8],
+    out: &mut [u8],
+    reply: impl FnOnce(&[u8]),
+) {
+    let result = shared.core().decapsulate(from, message, Instant::now(), out);
     match result {
         Ok(Action::WriteToTun(len)) => shared.to_tun(&mut out[..len]),
         Ok(Action::Reply(t)) => reply(&out[..t.len]),
         Ok(Action::Nothing) => {}
-        Err(reason) => log::info!("drop ({reason}) from {from}: {}", MessageSummary(message)),
+        Err(reason) => log::info!("drop ({reason}) from {from}: {}", C::summary(message)),
+    }
+}
+
+/// Sends what the core's timers say is due, through `send`.
+fn poll_all<C: Core>(shared: &Shared<C>, out: &mut [u8], send: impl Fn(&Transmit, &[u8])) {
+    loop {
+        let due = shared.core().poll(Instant::now(), out);
+        let Some(t) = due else { break };
+        log::debug!("timer: to {}: {}", t.to, C::summary(&out[..t.len]));
+        send(&t, &out[..t.len]);
     }
 }
 
 // ANCHOR: udp
 /// UDP: one socket; every message is one datagram. Returns the sender the
 /// main thread uses.
-fn start_udp(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<impl Fn(&Transmit, &[u8]) + use<>> {
+fn start_udp<C: Core>(
+    config: &Config,
+    shared: &Arc<Shared<C>>,
+) -> anyhow::Result<impl Fn(&Transmit, &[u8]) + use<C>> {
     let bind: SocketAddr = match config.endpoint {
         Endpoint::Server { listen } => listen,
         // Any local port, of the server's family.
@@ -301,13 +401,11 @@ fn start_udp(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<impl Fn(&T
         let mut datagram = vec![0u8; MAX_PACKET];
         let mut out = vec![0u8; MAX_PACKET];
         loop {
-            let ping = net_shared.tunnel().poll(Instant::now(), &mut out);
-            if let Some(t) = ping {
-                log::debug!("ping to {}", t.to);
-                if let Err(e) = net_socket.send_to(&out[..t.len], t.to) {
+            poll_all(&net_shared, &mut out, |t, message| {
+                if let Err(e) = net_socket.send_to(message, t.to) {
                     log::warn!("sending to {} failed: {e}", t.to);
                 }
-            }
+            });
             match net_socket.recv_from(&mut datagram) {
                 Ok((n, from)) => act(&net_shared, from, &datagram[..n], &mut out, |reply| {
                     if let Err(e) = net_socket.send_to(reply, from) {
@@ -364,9 +462,12 @@ fn write_frame(current: &Current, message: &[u8]) {
 /// TCP: one connection at a time, messages in length-prefixed frames. The
 /// server takes the newest connection; the client connects, and reconnects
 /// a second after losing the connection.
-fn start_tcp(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<impl Fn(&Transmit, &[u8]) + use<>> {
+fn start_tcp<C: Core>(
+    config: &Config,
+    shared: &Arc<Shared<C>>,
+) -> anyhow::Result<impl Fn(&Transmit, &[u8]) + use<C>> {
     let current: Current = Arc::new(Mutex::new(None));
-    let max_message = HEADER_LEN + shared.tunnel().mtu();
+    let max_message = shared.core().max_message();
     match config.endpoint {
         Endpoint::Server { listen } => {
             let listener = TcpListener::bind(listen).with_context(|| format!("listening on TCP {listen}"))?;
@@ -408,7 +509,7 @@ fn start_tcp(config: &Config, shared: &Arc<Shared>) -> anyhow::Result<impl Fn(&T
 
 /// Reads frames from one connection until it ends, making it the current
 /// one for writing meanwhile.
-fn serve_connection(stream: TcpStream, current: &Current, shared: &Shared, max_message: usize) {
+fn serve_connection<C: Core>(stream: TcpStream, current: &Current, shared: &Shared<C>, max_message: usize) {
     let Ok(peer) = stream.peer_addr() else { return };
     log::info!("TCP connection with {peer}");
     let _ = stream.set_nodelay(true);
@@ -453,10 +554,7 @@ fn serve_connection(stream: TcpStream, current: &Current, shared: &Shared, max_m
         if failed.is_some() {
             break failed;
         }
-        let ping = shared.tunnel().poll(Instant::now(), &mut out);
-        if let Some(t) = ping {
-            write_frame(current, &out[..t.len]);
-        }
+        poll_all(shared, &mut out, |_, message| write_frame(current, message));
     };
     match end {
         None => log::info!("TCP connection with {peer} closed"),

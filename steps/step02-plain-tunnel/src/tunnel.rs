@@ -224,6 +224,11 @@ impl Tunnel {
         self
     }
 
+    /// The largest inner packet we accept from the peer, in bytes.
+    pub fn max_received(&self) -> usize {
+        self.max_received
+    }
+
     /// Where messages for the peer go now, if anywhere.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.peer
@@ -294,8 +299,12 @@ impl Tunnel {
         // A valid message: the peer is alive, and (for a server) this is
         // where it is now. Following the address lets a client move, or sit
         // behind a NAT whose mapping changed.
+        if self.last_heard.is_none() && self.role != Role::Server {
+            log::info!("the server at {from} answered");
+        }
         self.last_heard = Some(now);
-        if self.role == Role::Server {
+        if self.role == Role::Server && self.peer != Some(from) {
+            log::info!("the client is at {from}");
             self.peer = Some(from);
         }
         match repr {

@@ -60,6 +60,22 @@ impl IpCidr {
             IpCidr::V6(c) => IpAddr::V6(c.address()),
         }
     }
+
+    pub fn prefix_len(&self) -> u8 {
+        match self {
+            IpCidr::V4(c) => c.prefix_len(),
+            IpCidr::V6(c) => c.prefix_len(),
+        }
+    }
+
+    /// True when `ip` (of the same family) lies inside the prefix.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self, ip) {
+            (IpCidr::V4(c), IpAddr::V4(ip)) => c.contains(ip),
+            (IpCidr::V6(c), IpAddr::V6(ip)) => c.contains(ip),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for IpCidr {

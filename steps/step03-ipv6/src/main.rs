@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use step01_ping_tun::host::{self, Shutdown};
 use step01_ping_tun::pcap::Recorder;
 use step02_plain_tunnel::mtu::{Transport, tun_mtu};
-use step02_plain_tunnel::run::{Config, Endpoint, resolve, run_device};
+use step02_plain_tunnel::run::{Config, Endpoint, resolve, run_device, step02_tunnel};
 use step03_ipv6::cidr::IpCidr;
 use step03_ipv6::device::create_tun;
 use step03_ipv6::hook::PathHook;
@@ -236,7 +236,8 @@ fn tunnel_end(
         listing(&args.device.addresses)
     );
     let hook = Arc::new(PathHook::new(limit, v4, v6));
-    let counters = run_device(device, &config, usize::from(mtu), hook.clone(), shutdown)?;
+    let tunnel = step02_tunnel(&config, usize::from(mtu));
+    let counters = run_device(device, &config, tunnel, hook.clone(), shutdown)?;
     Ok(format!(
         "{}: {counters}; clamped {} TCP MSS, sent {} too-big errors ({} more held back by the rate limit)",
         args.device.tun,

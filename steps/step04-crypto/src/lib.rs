@@ -1,0 +1,24 @@
+//! Step 04: encryption. An authenticated x25519 handshake, ChaCha20-Poly1305
+//! on every inner packet, and a replay window, so that nobody on the path
+//! can read, forge or replay tunnel traffic.
+//!
+//! - [`crypto`]: the primitives, one function each.
+//! - [`noise`]: the handshake, in the shape of Noise IK.
+//! - [`replay`]: the anti-replay window (RFC 6479).
+//! - [`wire`]: the three message types.
+//! - [`tunnel`]: the sans-IO core: sessions, peers, timers.
+//! - [`entropy`]: where ephemeral keys and indices come from.
+//! - [`keys`]: keys as base64, and key files only their owner can read.
+
+#![forbid(unsafe_code)]
+
+pub mod crypto;
+pub mod entropy;
+pub mod keys;
+pub mod noise;
+pub mod replay;
+pub mod run;
+pub mod tunnel;
+pub mod wire;
+
+pub use tunnel::{DropReason, Limits, PeerConfig, Tunnel};
