@@ -52,10 +52,11 @@ pub fn hmac(key: &[u8; KEY_LEN], parts: &[&[u8]]) -> [u8; KEY_LEN] {
 pub fn kdf<const N: usize>(chaining_key: &[u8; KEY_LEN], input: &[u8]) -> [[u8; KEY_LEN]; N] {
     let prk = hmac(chaining_key, &[input]);
     let mut out = [[0u8; KEY_LEN]; N];
-    let mut previous: &[u8] = &[];
-    for i in 0..N {
-        out[i] = hmac(&prk, &[previous, &[i as u8 + 1]]);
-        previous = &out[i];
+    let mut previous: Option<[u8; KEY_LEN]> = None;
+    for (i, slot) in out.iter_mut().enumerate() {
+        let t: &[u8] = previous.as_ref().map_or(&[], |p| p);
+        *slot = hmac(&prk, &[t, &[i as u8 + 1]]);
+        previous = Some(*slot);
     }
     out
 }
@@ -90,6 +91,10 @@ pub fn seal(key: &[u8; KEY_LEN], counter: u64, aad: &[u8], buf: &mut [u8]) -> [u
     tag.into()
 }
 
+/// A tag that did not match: the message was forged or damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadTag;
+
 /// Decrypts `buf` in place if `tag` is right for it and `aad`; on a wrong
 /// tag, returns `Err` and `buf` holds garbage.
 pub fn open(
@@ -98,11 +103,11 @@ pub fn open(
     aad: &[u8],
     buf: &mut [u8],
     tag: &[u8; TAG_LEN],
-) -> Result<(), ()> {
+) -> Result<(), BadTag> {
     let cipher = ChaCha20Poly1305::new(key.into());
     cipher
         .decrypt_inout_detached(&nonce(counter), aad, buf.into(), &Tag::from(*tag))
-        .map_err(|_| ())
+        .map_err(|_| BadTag)
 }
 // ANCHOR_END: aead
 

@@ -223,7 +223,7 @@ pub fn consume_initiation(
     let mut remote = [0u8; KEY_LEN];
     remote.copy_from_slice(&sealed[..KEY_LEN]);
     let tag = sealed[KEY_LEN..].try_into().map_err(|_| HandshakeError::Failed)?;
-    open(&k, 0, &h, &mut remote, &tag).map_err(|()| HandshakeError::Failed)?;
+    open(&k, 0, &h, &mut remote, &tag).map_err(|_| HandshakeError::Failed)?;
     let remote = PublicKey::from(remote);
     let h = hash(&[&h, &sealed]);
     let [ck, k] = kdf(&ck, &dh(&local.secret, &remote).ok_or(HandshakeError::Failed)?);
@@ -233,7 +233,7 @@ pub fn consume_initiation(
     let tag = sealed[TIMESTAMP_LEN..]
         .try_into()
         .map_err(|_| HandshakeError::Failed)?;
-    open(&k, 0, &h, &mut timestamp, &tag).map_err(|()| HandshakeError::Failed)?;
+    open(&k, 0, &h, &mut timestamp, &tag).map_err(|_| HandshakeError::Failed)?;
     let h = hash(&[&h, &sealed]);
     Ok(Incoming {
         remote,
@@ -302,7 +302,7 @@ pub fn consume_response(
     let h = hash(&[&initiator.h, e.as_bytes()]);
     let [ck] = kdf(&ck, &dh(&initiator.ephemeral, &e).ok_or(HandshakeError::Failed)?);
     let [ck, k] = kdf(&ck, &dh(&local.secret, &e).ok_or(HandshakeError::Failed)?);
-    open(&k, 0, &h, &mut [], &msg.sealed_empty()).map_err(|()| HandshakeError::Failed)?;
+    open(&k, 0, &h, &mut [], &msg.sealed_empty()).map_err(|_| HandshakeError::Failed)?;
     let [to_responder, to_initiator] = kdf(&ck, &[]);
     Ok(SessionKeys {
         send: to_responder,

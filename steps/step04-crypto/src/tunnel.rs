@@ -398,6 +398,10 @@ impl Tunnel {
         self
     }
 
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Adds a peer; a key given twice keeps the first.
     pub fn add_peer(&mut self, config: PeerConfig) -> PeerId {
         if let Some(&id) = self.by_key.get(config.public.as_bytes()) {
