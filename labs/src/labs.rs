@@ -42,6 +42,13 @@ pub const LABS: &[Lab] = &[
         package: "step03-ipv6",
         exercise: None,
     },
+    Lab {
+        number: "04",
+        folder: "04-crypto",
+        title: "an encrypted, authenticated tunnel: handshake, keys, replay window, roaming",
+        package: "step04-crypto",
+        exercise: Some("replay.rs"),
+    },
 ];
 
 impl Lab {

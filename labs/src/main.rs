@@ -12,11 +12,11 @@ use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use step01_ping_tun::Summary;
 use step01_ping_tun::pcap::DataLink;
-use step02_plain_tunnel::wire::UnderlaySummary;
+use step02_plain_tunnel::wire::{UnderlaySummary, udp_payload};
 use tunlab::labs::{LABS, Lab};
 use tunlab::netns::Host;
 use tunlab::report::Report;
-use tunlab::{env, exercise, lab01, lab02, lab03, netns};
+use tunlab::{env, exercise, lab01, lab02, lab03, lab04, netns};
 
 /// Run the tunlab classroom labs: each builds its own hosts from network
 /// namespaces, runs the real step binaries in them, drives real traffic and
@@ -176,11 +176,7 @@ fn decode(files: &[PathBuf]) -> anyhow::Result<()> {
                 // Ethernet frames on a veth: the underlay, where the
                 // tunnel's UDP messages are decoded too.
                 DataLink::ETHERNET => match step01_ping_tun::pcap::ip_in_ethernet(&p.data) {
-                    Some(ip) => UnderlaySummary {
-                        packet: ip,
-                        port: lab02::PORT,
-                    }
-                    .to_string(),
+                    Some(ip) => underlay_line(ip),
                     None => match p.data.get(12..14) {
                         Some([0x08, 0x06]) => format!("ARP, {} bytes", p.data.len()),
                         Some(&[a, b]) => format!("Ethernet type 0x{a:02x}{b:02x}, {} bytes", p.data.len()),
@@ -193,6 +189,27 @@ fn decode(files: &[PathBuf]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One packet of an underlay capture, with the tunnel message inside
+/// decoded. Step 04's messages have three zero bytes after their type;
+/// step 02's have a version, then a nonzero type.
+fn underlay_line(ip: &[u8]) -> String {
+    if let Some((sport, dport, payload)) = udp_payload(ip)
+        && (sport == lab04::PORT || dport == lab04::PORT)
+        && payload.get(1..4) == Some(&[0, 0, 0])
+    {
+        return format!(
+            "{} | {}",
+            Summary(ip),
+            step04_crypto::wire::MessageSummary(payload)
+        );
+    }
+    UnderlaySummary {
+        packet: ip,
+        port: lab02::PORT,
+    }
+    .to_string()
 }
 
 fn run_lab(lab: &Lab, out: Option<PathBuf>, fixtures: bool) -> anyhow::Result<Report> {
@@ -209,6 +226,11 @@ fn run_lab(lab: &Lab, out: Option<PathBuf>, fixtures: bool) -> anyhow::Result<Re
         }),
         "03" => lab03::run(&lab03::Options {
             out: out.unwrap_or_else(lab03::default_out),
+            fixtures,
+            quiet: false,
+        }),
+        "04" => lab04::run(&lab04::Options {
+            out: out.unwrap_or_else(lab04::default_out),
             fixtures,
             quiet: false,
         }),
@@ -253,14 +275,14 @@ fn check_exercise(lab: &Lab, attempt: Option<PathBuf>) -> anyhow::Result<bool> {
 fn shell(lab: &Lab) -> anyhow::Result<bool> {
     let mut report = Report::new(false);
     // Each lab's hosts stay up (and are removed) with `_up`.
-    let (_up, host, hint): (Box<dyn std::any::Any>, Host, &str) = match lab.number {
+    let (_up, host, hint): (Box<dyn std::any::Any>, Host, String) = match lab.number {
         "01" => {
             let up = lab01::up(&lab01::default_out(), &mut report)?;
             let host = up.host.clone();
             (
                 Box::new(up),
                 host,
-                "ip addr; ip route; ping -c 3 10.0.0.2; tcpdump -n -i tun0",
+                "ip addr; ip route; ping -c 3 10.0.0.2; tcpdump -n -i tun0".into(),
             )
         }
         "02" => {
@@ -269,7 +291,7 @@ fn shell(lab: &Lab) -> anyhow::Result<bool> {
             (
                 Box::new(up),
                 host,
-                "ping -c 3 10.0.0.1; tcpdump -n -X -i veth0 udp port 51820",
+                "ping -c 3 10.0.0.1; tcpdump -n -X -i veth0 udp port 51820".into(),
             )
         }
         "03" => {
@@ -278,8 +300,21 @@ fn shell(lab: &Lab) -> anyhow::Result<bool> {
             (
                 Box::new(up),
                 host,
-                "ping -6 -c 3 fd00::1; ip -6 route; tcpdump -n -i tun0",
+                "ping -6 -c 3 fd00::1; ip -6 route; tcpdump -n -i tun0".into(),
             )
+        }
+        "04" => {
+            let out = lab04::default_out();
+            let keys = lab04::Keys::generate(&env::step_binary(lab04::PACKAGE)?, &out)?;
+            let up = lab04::up(&out, &lab04::Setup::plain(&keys), &mut report)?;
+            let host = up.client.clone();
+            let hint = format!(
+                "ping -c 3 10.0.0.1; tcpdump -n -X -i veth0 udp port 51820; \
+                 kill -USR1 {} (the server's counters, in {})",
+                up.server_step.pid().unwrap_or_default(),
+                up.server_log.display()
+            );
+            (Box::new(up), host, hint)
         }
         other => bail!("lab {other} has no shell yet"),
     };

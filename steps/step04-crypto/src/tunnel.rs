@@ -530,6 +530,11 @@ impl Tunnel {
             return self.seal_for(id, packet, now, out).map(Some);
         }
         let peer = &mut self.peers[id];
+        if peer.endpoint.is_none() {
+            // A server's client that has never spoken: nowhere to send a
+            // handshake, so nothing to wait for.
+            return Err(self.drop_for(Some(id), DropReason::NoEndpoint));
+        }
         if peer.staged.len() >= self.limits.max_staged {
             peer.staged.pop_front();
             peer.stats.drops.count(DropReason::QueueFull);
@@ -741,6 +746,13 @@ impl Tunnel {
             initiator: false,
         });
         self.forget(replaced);
+        // One handshake at a time: answering theirs abandons ours (as in
+        // WireGuard), so the two ends never finish two crossing ones.
+        if let Handshake::Sent { state, .. } =
+            std::mem::replace(&mut self.peers[id].handshake, Handshake::None)
+        {
+            self.by_index.remove(&state.sender);
+        }
         let peer = &mut self.peers[id];
         // The initiation is authenticated and newer than any before: the
         // peer is where it came from.
@@ -966,8 +978,15 @@ impl Tunnel {
             }
             Handshake::None => {}
         }
-        let wants = peer.rekey_due || !usable && (!peer.staged.is_empty() || peer.config.keepalive.is_some());
-        if wants {
+        // A session we answered and the peer is about to confirm counts as
+        // on its way: starting our own handshake now would cross it.
+        let confirming = peer
+            .next
+            .as_ref()
+            .is_some_and(|s| now.saturating_duration_since(s.created) < limits.first_retry);
+        let wants = peer.rekey_due
+            || !usable && !confirming && (!peer.staged.is_empty() || peer.config.keepalive.is_some());
+        if wants && peer.endpoint.is_some() {
             return self.initiate(id, now, out).ok();
         }
         if !usable {

@@ -486,3 +486,50 @@ fn a_client_with_keepalive_connects_at_once_and_keeps_the_session_alive() {
     assert_eq!(p.client_sends(&client_ping(1)), vec![client_ping(1)]);
     assert_eq!(p.server.peer_stats(0).unwrap().drops.total(), 0);
 }
+
+#[test]
+fn a_server_with_nowhere_to_send_drops_once_and_stays_quiet() {
+    let mut p = Pair::new();
+    let mut out = vec![0u8; 2048];
+    assert_eq!(
+        p.server.encapsulate(&server_ping(1), p.now, &mut out),
+        Err(DropReason::NoEndpoint)
+    );
+    for _ in 0..100 {
+        p.advance(Duration::from_millis(200));
+        assert_eq!(p.server.poll(p.now, &mut out), None);
+    }
+    assert_eq!(p.server.peer_stats(0).unwrap().drops.total(), 1);
+}
+
+#[test]
+fn a_responder_with_packets_waiting_does_not_cross_the_handshake_it_answered() {
+    let mut p = Pair::new();
+    // The server had a session, the client restarted and lost it.
+    p.client_sends(&client_ping(1));
+    p.client = client(p.t0, 1, None);
+    p.advance(secs(200));
+    p.exchange(Vec::new());
+    let mut out = vec![0u8; 2048];
+    // The server has something for the client, and the client's new
+    // initiation arrives: the server answers and waits for confirmation.
+    let sent = p.server.encapsulate(&server_ping(1), p.now, &mut out);
+    assert!(matches!(sent, Ok(Some(_))) && out[0] == INITIATION, "{sent:?}");
+    let t = p
+        .client
+        .encapsulate(&client_ping(2), p.now, &mut out)
+        .unwrap()
+        .unwrap();
+    let init = out[..t.len].to_vec();
+    let Ok(Action::Reply(_)) = p.server.decapsulate(addr(CLIENT), &init, p.now, &mut out) else {
+        panic!("no response")
+    };
+    let handshakes_before = p.server.peer_stats(0).unwrap().handshakes;
+    // Its timers fire before the confirmation comes: no new initiation
+    // (after a second without one, it would try again).
+    p.advance(Duration::from_millis(500));
+    while let Some(t) = p.server.poll(p.now, &mut out) {
+        assert_ne!(out[0], INITIATION, "{t:?}");
+    }
+    assert_eq!(p.server.peer_stats(0).unwrap().handshakes, handshakes_before);
+}
