@@ -85,7 +85,8 @@ enum Command {
         #[arg(long, value_name = "PUBKEY")]
         server_key: String,
         /// Send a keepalive after this many seconds without sending (keeps
-        /// NAT mappings open).
+        /// NAT mappings open) [default: 25]. With 0, no keepalives, and the
+        /// first handshake waits for the first packet.
         #[arg(long, value_name = "SECS")]
         keepalive: Option<u64>,
         #[command(flatten)]
@@ -145,7 +146,11 @@ fn main() -> ExitCode {
                 allowed: vec!["0.0.0.0/0".parse()?, "::/0".parse()?],
                 endpoint: Some(server),
                 // Handshake at once; keep the session (and NAT) alive.
-                keepalive: Some(Duration::from_secs(keepalive.filter(|&s| s > 0).unwrap_or(25))),
+                keepalive: match keepalive {
+                    None => Some(Duration::from_secs(25)),
+                    Some(0) => None,
+                    Some(secs) => Some(Duration::from_secs(secs)),
+                },
             };
             tunnel_end(&common, |_| Ok(vec![peer]), Endpoint::Client { server })
         }),

@@ -30,11 +30,16 @@ use std::fmt;
 use std::time::Duration;
 
 use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroize;
 
 use crate::crypto::{KEY_LEN, TAG_LEN, dh, hash, kdf, mac, open, seal};
 use crate::wire::{INITIATION_LEN, InitiationPacket, RESPONSE_LEN, ResponsePacket};
 
-pub const CONSTRUCTION: &[u8] = b"Noise_IK_25519_ChaChaPoly_BLAKE2s";
+/// The protocol's name, hashed into the first chaining key. Not
+/// `Noise_IK_...`: like WireGuard, we also mix each ephemeral public key
+/// into the chaining key, which plain Noise IK does only in its
+/// pre-shared-key modes.
+pub const CONSTRUCTION: &[u8] = b"tunlab_IK_25519_ChaChaPoly_BLAKE2s";
 pub const IDENTIFIER: &[u8] = b"tunlab step04 v1";
 pub const LABEL_MAC1: &[u8] = b"tunlab mac1";
 /// Bytes of a TAI64N timestamp.
@@ -118,6 +123,29 @@ pub struct SessionKeys {
     pub local_index: u32,
     /// The index we put in messages to the peer.
     pub remote_index: u32,
+}
+
+// Keys and handshake state are wiped from memory when dropped (the
+// static and ephemeral secrets wipe themselves: x25519-dalek's `zeroize`).
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        self.send.zeroize();
+        self.receive.zeroize();
+    }
+}
+
+impl Drop for Initiator {
+    fn drop(&mut self) {
+        self.ck.zeroize();
+        self.h.zeroize();
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        self.ck.zeroize();
+        self.h.zeroize();
+    }
 }
 
 impl fmt::Debug for SessionKeys {

@@ -31,7 +31,9 @@ use crate::wire::{
 };
 
 // ANCHOR: limits
-/// The timers and limits, with WireGuard's values (its paper, section 6).
+/// The timers and limits. The session lifetimes are WireGuard's (its
+/// paper, section 6); the retry backoff, the rate limit and the staging
+/// queue are this step's own, simpler choices.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// After this many messages on a session, the initiator starts a new
@@ -51,8 +53,16 @@ pub struct Limits {
     /// `max_retry_interval`.
     pub first_retry: Duration,
     pub max_retry_interval: Duration,
-    /// After trying this long, give up (until there is traffic again).
+    /// After trying this long, give up: the staged packets are dropped
+    /// (`unanswered`). A peer with a keepalive starts a new round at once;
+    /// others wait for the next packet.
     pub rekey_attempt_time: Duration,
+    /// After receiving data and sending nothing back for this long, send
+    /// a keepalive, so the sender knows the session still works.
+    pub keepalive_timeout: Duration,
+    /// After sending data and hearing nothing back for this long, start a
+    /// new handshake: the peer may have restarted and lost the session.
+    pub new_handshake_timeout: Duration,
     /// A peer's initiations closer together than this are a flood.
     pub min_initiation_interval: Duration,
     /// Handshake messages processed per second from one source address,
@@ -73,6 +83,8 @@ impl Default for Limits {
             first_retry: Duration::from_secs(1),
             max_retry_interval: Duration::from_secs(8),
             rekey_attempt_time: Duration::from_secs(90),
+            keepalive_timeout: Duration::from_secs(10),
+            new_handshake_timeout: Duration::from_secs(15),
             min_initiation_interval: Duration::from_millis(20),
             handshakes_per_second: 10,
             handshake_burst: 5,
@@ -139,10 +151,12 @@ pub enum DropReason {
     NoRoom,
     /// A session that has used up its counters (never in practice).
     Exhausted,
+    /// A staged packet dropped because the handshake got no answer.
+    Unanswered,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::Truncated,
         DropReason::BadType,
         DropReason::BadReserved,
@@ -166,6 +180,7 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::NoRoom,
         DropReason::Exhausted,
+        DropReason::Unanswered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -193,6 +208,7 @@ impl DropReason {
             DropReason::QueueFull => "queue-full",
             DropReason::NoRoom => "no-room",
             DropReason::Exhausted => "exhausted",
+            DropReason::Unanswered => "unanswered",
         }
     }
 }
@@ -318,6 +334,12 @@ struct Peer {
     latest_initiation: Option<Instant>,
     last_handshake: Option<Instant>,
     last_sent: Option<Instant>,
+    /// When the first authenticated message since we last sent anything
+    /// arrived: the passive keepalive's timer.
+    heard_since_sent: Option<Instant>,
+    /// When we sent the first data message that nothing has come back
+    /// after yet.
+    unanswered_since: Option<Instant>,
     /// Inner packets waiting for a session.
     staged: VecDeque<Vec<u8>>,
     /// A rekey is due: `poll` starts it.
@@ -326,6 +348,15 @@ struct Peer {
 }
 
 impl Peer {
+    /// True while a session we answered waits for the peer to confirm it
+    /// (with its first data message): starting our own handshake now
+    /// would cross it.
+    fn confirming(&self, now: Instant, limits: &Limits) -> bool {
+        self.next
+            .as_ref()
+            .is_some_and(|s| now.saturating_duration_since(s.created) < limits.first_retry)
+    }
+
     fn usable(&self, now: Instant, limits: &Limits) -> bool {
         self.current.as_ref().is_some_and(|s| {
             now.saturating_duration_since(s.created) < limits.reject_after_time
@@ -420,6 +451,8 @@ impl Tunnel {
             latest_initiation: None,
             last_handshake: None,
             last_sent: None,
+            heard_since_sent: None,
+            unanswered_since: None,
             staged: VecDeque::new(),
             rekey_due: false,
             stats: PeerStats::default(),
@@ -541,8 +574,8 @@ impl Tunnel {
         }
         peer.staged.push_back(packet.to_vec());
         match peer.handshake {
-            Handshake::None => self.initiate(id, now, out).map(Some),
-            Handshake::Sent { .. } => Ok(None),
+            Handshake::None if !peer.confirming(now, &self.limits) => self.initiate(id, now, out).map(Some),
+            _ => Ok(None),
         }
     }
     // ANCHOR_END: encapsulate
@@ -598,9 +631,13 @@ impl Tunnel {
         let rekey = session.initiator
             && now.saturating_duration_since(session.created) >= limits.rekey_after_time
             || session.send_counter >= limits.rekey_after_messages;
-        peer.rekey_due |= rekey;
+        if rekey && matches!(peer.handshake, Handshake::None) {
+            peer.rekey_due = true;
+        }
         peer.last_sent = Some(now);
+        peer.heard_since_sent = None;
         if !packet.is_empty() {
+            peer.unanswered_since.get_or_insert(now);
             peer.stats.tx_packets += 1;
             peer.stats.tx_bytes += packet.len() as u64;
         }
@@ -649,6 +686,8 @@ impl Tunnel {
             attempts,
         };
         peer.rekey_due = false;
+        peer.unanswered_since = None;
+        peer.heard_since_sent = None;
         peer.last_sent = Some(now);
         Ok(Transmit {
             to,
@@ -797,6 +836,7 @@ impl Tunnel {
             .map_err(|e| self.drop_for(Some(id), e.into()))?;
         let peer = &mut self.peers[id];
         peer.handshake = Handshake::None;
+        peer.rekey_due = false;
         let retired = peer.previous.take();
         peer.previous = peer.current.replace(Session {
             keys,
@@ -881,6 +921,7 @@ impl Tunnel {
             let retired = peer.previous.take();
             peer.previous = std::mem::replace(&mut peer.current, confirmed);
             peer.last_handshake = Some(now);
+            peer.rekey_due = false;
             peer.stats.handshakes += 1;
             log::info!(
                 "handshake with {} complete (they initiated)",
@@ -890,6 +931,8 @@ impl Tunnel {
         }
         let peer = &mut self.peers[id];
         note_endpoint(peer, from);
+        peer.heard_since_sent.get_or_insert(now);
+        peer.unanswered_since = None;
         if plain.is_empty() {
             return Ok(Action::Nothing);
         }
@@ -963,7 +1006,9 @@ impl Tunnel {
                     else {
                         return None;
                     };
-                    peer.staged.clear();
+                    for _ in peer.staged.drain(..) {
+                        peer.stats.drops.count(DropReason::Unanswered);
+                    }
                     self.by_index.remove(&state.sender);
                     return None;
                 }
@@ -978,14 +1023,16 @@ impl Tunnel {
             }
             Handshake::None => {}
         }
-        // A session we answered and the peer is about to confirm counts as
-        // on its way: starting our own handshake now would cross it.
-        let confirming = peer
-            .next
-            .as_ref()
-            .is_some_and(|s| now.saturating_duration_since(s.created) < limits.first_retry);
-        let wants = peer.rekey_due
-            || !usable && !confirming && (!peer.staged.is_empty() || peer.config.keepalive.is_some());
+        let confirming = peer.confirming(now, limits);
+        // Data went out and nothing came back for a while: the peer may
+        // have lost the session (a restart); a new handshake finds out.
+        let unanswered = peer
+            .unanswered_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= limits.new_handshake_timeout);
+        let wants = !confirming
+            && (peer.rekey_due
+                || unanswered
+                || !usable && (!peer.staged.is_empty() || peer.config.keepalive.is_some()));
         if wants && peer.endpoint.is_some() {
             return self.initiate(id, now, out).ok();
         }
@@ -995,11 +1042,18 @@ impl Tunnel {
         if let Some(packet) = peer.staged.pop_front() {
             return self.seal_for(id, &packet, now, out).ok();
         }
-        let keepalive = peer.config.keepalive?;
-        if peer
-            .last_sent
-            .is_none_or(|t| now.saturating_duration_since(t) >= keepalive)
-        {
+        // A keepalive when one is configured and we have been quiet that
+        // long, or when data came in and we sent nothing back for
+        // `keepalive_timeout` (so the sender does not think us gone).
+        let quiet_for = |d: Duration| {
+            peer.last_sent
+                .is_none_or(|t| now.saturating_duration_since(t) >= d)
+        };
+        let persistent = peer.config.keepalive.is_some_and(quiet_for);
+        let passive = peer
+            .heard_since_sent
+            .is_some_and(|t| now.saturating_duration_since(t) >= limits.keepalive_timeout);
+        if persistent || passive {
             return self.seal_for(id, &[], now, out).ok();
         }
         None

@@ -533,3 +533,118 @@ fn a_responder_with_packets_waiting_does_not_cross_the_handshake_it_answered() {
     }
     assert_eq!(p.server.peer_stats(0).unwrap().handshakes, handshakes_before);
 }
+
+#[test]
+fn a_rekey_under_load_is_one_handshake() {
+    let mut p = Pair::new();
+    p.client_sends(&client_ping(0));
+    p.advance(secs(121));
+    let mut out = vec![0u8; 2048];
+    // A packet on the old session makes the rekey due; the timers start it.
+    let a = Pair::seal(&mut p.client, &client_ping(1), p.now);
+    let t = p.client.poll(p.now, &mut out).expect("the rekey");
+    assert_eq!(out[0], INITIATION);
+    let init = out[..t.len].to_vec();
+    // More packets go out on the old session while the handshake is on
+    // its way.
+    let b = Pair::seal(&mut p.client, &client_ping(2), p.now);
+    let (got, _) = p.exchange(vec![(true, a), (true, b), (true, init)]);
+    assert_eq!(got, vec![client_ping(1), client_ping(2)]);
+    // The rekey is done: nothing more to start.
+    p.advance(Duration::from_millis(100));
+    while let Some(t) = p.client.poll(p.now, &mut out) {
+        assert_ne!(out[0], INITIATION, "a second handshake: {t:?}");
+    }
+    assert_eq!(p.client.peer_stats(0).unwrap().handshakes, 2);
+    assert_eq!(p.server.peer_stats(0).unwrap().drops.total(), 0);
+}
+
+#[test]
+fn a_packet_while_the_responder_waits_for_confirmation_does_not_start_a_handshake() {
+    let mut p = Pair::new();
+    let mut out = vec![0u8; 2048];
+    let t = p
+        .client
+        .encapsulate(&client_ping(1), p.now, &mut out)
+        .unwrap()
+        .unwrap();
+    let init = out[..t.len].to_vec();
+    let Ok(Action::Reply(_)) = p.server.decapsulate(addr(CLIENT), &init, p.now, &mut out) else {
+        panic!("no response")
+    };
+    // The server's TUN gives it a packet for the client before the
+    // client's confirmation arrives: it waits, and sends it after.
+    assert_eq!(p.server.encapsulate(&server_ping(1), p.now, &mut out), Ok(None));
+    let response = {
+        let mut fresh = Pair::new();
+        let t = fresh
+            .client
+            .encapsulate(&client_ping(1), fresh.now, &mut out)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out[..t.len], init[..], "the runs are deterministic");
+        let Ok(Action::Reply(r)) = fresh.server.decapsulate(addr(CLIENT), &init, fresh.now, &mut out) else {
+            panic!()
+        };
+        out[..r.len].to_vec()
+    };
+    let (to_server, to_client) = p.exchange(vec![(false, response)]);
+    assert_eq!(to_server, vec![client_ping(1)]);
+    assert_eq!(to_client, vec![server_ping(1)]);
+    assert_eq!(p.server.peer_stats(0).unwrap().handshakes, 1);
+    assert_eq!(p.client.peer_stats(0).unwrap().handshakes, 1);
+}
+
+#[test]
+fn a_client_finds_a_restarted_server_within_seconds_of_sending() {
+    let mut p = Pair::new();
+    p.client_sends(&client_ping(1));
+    // The server restarts: it has forgotten the session.
+    p.server = server(p.t0, &[(1, "10.0.0.2/32")]);
+    p.advance(secs(1));
+    let mut delivered_at = None;
+    for i in 1..=40u16 {
+        p.advance(secs(1));
+        if !p.client_sends(&client_ping(i)).is_empty() {
+            delivered_at = Some(i);
+            break;
+        }
+    }
+    let at = delivered_at.expect("the client never got through");
+    assert!((14..=17).contains(&at), "got through after {at} s");
+    assert!(p.server.drops().get(DropReason::UnknownIndex) > 0);
+}
+
+#[test]
+fn a_receiver_that_has_nothing_to_say_still_confirms_it_is_alive() {
+    let mut p = Pair::new();
+    p.client_sends(&client_ping(1));
+    // One-way traffic for a minute: the server answers with a keepalive
+    // every 10 s or so, and the client never thinks it gone.
+    for seq in 2..60 {
+        p.advance(secs(1));
+        assert_eq!(p.client_sends(&client_ping(seq)), vec![client_ping(seq)]);
+    }
+    assert_eq!(
+        p.client.peer_stats(0).unwrap().handshakes,
+        1,
+        "no handshake for silence"
+    );
+}
+
+#[test]
+fn packets_staged_for_a_handshake_that_gets_no_answer_are_counted() {
+    let mut p = Pair::new();
+    let mut out = vec![0u8; 2048];
+    for seq in 1..=3 {
+        let _ = p.client.encapsulate(&client_ping(seq), p.now, &mut out);
+    }
+    for _ in 0..100 {
+        p.advance(secs(1));
+        while p.client.poll(p.now, &mut out).is_some() {}
+    }
+    assert_eq!(
+        p.client.peer_stats(0).unwrap().drops.get(DropReason::Unanswered),
+        3
+    );
+}
