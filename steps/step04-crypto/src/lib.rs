@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod crypto;
 pub mod entropy;
 pub mod keys;
