@@ -1,0 +1,438 @@
+//! The planner: which changes make a full tunnel on a client, and
+//! forwarding with NAT on a server. Pure functions of what the kernel said
+//! (parsed from `ip -j` output) and of the options, so the tests check the
+//! exact commands without privileges.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use step03_ipv6::cidr::IpCidr;
+
+use crate::journal::{Action, Change};
+
+/// How the kernel reaches an address: `ip -j route get ADDR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTo {
+    pub dev: String,
+    /// The next hop, or none when the address is on the link.
+    pub gateway: Option<IpAddr>,
+}
+
+// ANCHOR: parse_route_get
+/// Reads the output of `ip -j route get ADDR`: a JSON list with one route,
+/// whose fields are named (never read by position).
+pub fn parse_route_get(json: &str) -> anyhow::Result<RouteTo> {
+    let value: Value = serde_json::from_str(json).context("`ip -j route get` did not print JSON")?;
+    let route = value
+        .as_array()
+        .and_then(|routes| routes.first())
+        .context("`ip -j route get` found no route")?;
+    let dev = route
+        .get("dev")
+        .and_then(Value::as_str)
+        .context("the route has no device")?
+        .to_string();
+    let gateway = match route.get("gateway").and_then(Value::as_str) {
+        Some(text) => Some(
+            text.parse()
+                .with_context(|| format!("gateway `{text}` is not an address"))?,
+        ),
+        None => None,
+    };
+    Ok(RouteTo { dev, gateway })
+}
+// ANCHOR_END: parse_route_get
+
+fn cmd(parts: &[&str]) -> Action {
+    Action::Command(parts.iter().map(|s| s.to_string()).collect())
+}
+
+/// A route added with `ip [-6] route add SPEC` and removed with `del`.
+fn route(family: &str, spec: &[&str]) -> Change {
+    let mut add = vec!["ip", family, "route", "add"];
+    add.extend(spec);
+    let mut del = vec!["ip", family, "route", "del"];
+    del.extend(spec);
+    Change {
+        what: format!("route {}", spec.join(" ")),
+        apply: cmd(&add),
+        undo: cmd(&del),
+    }
+}
+
+fn table(name: &str, body: &str) -> Change {
+    Change {
+        what: format!("nft table inet {name}"),
+        apply: Action::Nft(format!("table inet {name} {{\n{body}}}\n")),
+        undo: cmd(&["nft", "delete", "table", "inet", name]),
+    }
+}
+
+/// What a client was asked for.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub tun: String,
+    pub server: SocketAddr,
+    /// How the kernel reached the server before we changed anything.
+    pub route_to_server: RouteTo,
+    /// The TUN device has an IPv6 address: tunnel IPv6, else block it.
+    pub ipv6_inside: bool,
+    pub dns: Option<IpAddr>,
+    /// The resolver file and its content now, when `dns` is given.
+    pub resolv_conf: Option<(PathBuf, String)>,
+    pub kill_switch: bool,
+}
+
+// ANCHOR: client_plan
+/// The changes for a full tunnel, in the order they are made:
+///
+/// 1. the kill switch, if asked, first: from then on nothing leaves
+///    outside the tunnel, not even while the routes are being changed;
+/// 2. a host route to the server through the interface and gateway the
+///    kernel uses for it now, so the tunnel's own datagrams never enter
+///    the tunnel;
+/// 3. 0.0.0.0/1 and 128.0.0.0/1 through the TUN device: together all of
+///    IPv4, and each more specific than any default route, which stays
+///    untouched (and comes back into use when the device goes);
+/// 4. the same for IPv6 with ::/1 and 8000::/1, or, without an IPv6
+///    address inside the tunnel, blackhole routes: IPv6 is tunnelled or
+///    dropped, never sent around the tunnel;
+/// 5. the resolver, if asked.
+pub fn client_plan(o: &ClientOptions) -> anyhow::Result<Vec<Change>> {
+    let mut changes = Vec::new();
+    if o.kill_switch {
+        changes.push(kill_switch(&o.tun, o.server));
+    }
+    let server = o.server.ip();
+    let (family, host_len) = if server.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
+    let host = format!("{server}/{host_len}");
+    let via = o.route_to_server.gateway.map(|g| g.to_string());
+    let mut spec = vec![host.as_str()];
+    if let Some(gw) = &via {
+        spec.extend(["via", gw]);
+    }
+    spec.extend(["dev", &o.route_to_server.dev]);
+    if o.route_to_server.dev == o.tun {
+        bail!(
+            "the server {server} is already routed through {}: start the client before anything else routes into it",
+            o.tun
+        );
+    }
+    changes.push(route(family, &spec));
+    for half in ["0.0.0.0/1", "128.0.0.0/1"] {
+        changes.push(route("-4", &[half, "dev", &o.tun]));
+    }
+    for half in ["::/1", "8000::/1"] {
+        if o.ipv6_inside {
+            changes.push(route("-6", &[half, "dev", &o.tun]));
+        } else {
+            changes.push(route("-6", &["blackhole", half]));
+        }
+    }
+    if let Some(dns) = o.dns {
+        let (path, old) = o.resolv_conf.clone().context("no resolver file to change")?;
+        changes.push(Change {
+            what: format!("resolver {dns} in {}", path.display()),
+            apply: Action::WriteFile {
+                path: path.clone(),
+                content: resolver(dns, &old),
+            },
+            undo: Action::WriteFile { path, content: old },
+        });
+    }
+    Ok(changes)
+}
+// ANCHOR_END: client_plan
+
+/// A resolver file naming `dns`, keeping the old file's `search` and
+/// `options` lines.
+fn resolver(dns: IpAddr, old: &str) -> String {
+    let kept: String = old
+        .lines()
+        .filter(|l| l.starts_with("search") || l.starts_with("options"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    format!("# set by step05-full-tunnel while it runs\nnameserver {dns}\n{kept}")
+}
+
+/// The name of a client's kill-switch table.
+pub fn kill_switch_table(tun: &str) -> String {
+    format!("tunlab_step05_ks_{tun}")
+}
+
+// ANCHOR: kill_switch
+/// An output chain that drops every packet leaving by any interface but
+/// the tunnel and loopback, except the tunnel's own datagrams to the
+/// server and IPv6 neighbour discovery on the link. It outlives the
+/// program when the program is killed: then nothing leaks until `down`.
+fn kill_switch(tun: &str, server: SocketAddr) -> Change {
+    let family = if server.is_ipv4() { "ip" } else { "ip6" };
+    let body = format!(
+        "  chain output {{\n    type filter hook output priority filter; policy drop;\n    \
+         oifname \"lo\" accept\n    oifname \"{tun}\" accept\n    \
+         {family} daddr {} udp dport {} accept\n    \
+         ip6 daddr {{ fe80::/10, ff02::/16 }} meta l4proto ipv6-icmp accept\n  }}\n",
+        server.ip(),
+        server.port()
+    );
+    table(&kill_switch_table(tun), &body)
+}
+// ANCHOR_END: kill_switch
+
+/// The name of a server's NAT table.
+pub fn nat_table(tun: &str) -> String {
+    format!("tunlab_step05_{tun}")
+}
+
+/// The sysctls a server turns on to forward, in both families.
+pub const FORWARDING: [&str; 2] = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"];
+
+// ANCHOR: server_plan
+/// The changes that make a server forward for its clients and masquerade
+/// them: forwarding on (the old values come back at the end), and a NAT
+/// table of our own that rewrites the source of packets from the tunnel's
+/// prefixes leaving by any other interface to that interface's address.
+/// `current` is each forwarding sysctl's value now.
+pub fn server_plan(tun: &str, addresses: &[IpCidr], current: &[(String, String)]) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (key, old) in current {
+        if old != "1" {
+            changes.push(Change {
+                what: format!("sysctl {key}=1 (was {old})"),
+                apply: Action::Sysctl {
+                    key: key.clone(),
+                    value: "1".into(),
+                },
+                undo: Action::Sysctl {
+                    key: key.clone(),
+                    value: old.clone(),
+                },
+            });
+        }
+    }
+    let mut rules = String::new();
+    for a in addresses {
+        let (family, network) = match a {
+            IpCidr::V4(c) => ("ip", format!("{}/{}", c.network(), c.prefix_len())),
+            IpCidr::V6(c) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(c.prefix_len()))
+                    .unwrap_or(0);
+                let net = std::net::Ipv6Addr::from_bits(c.address().to_bits() & mask);
+                ("ip6", format!("{net}/{}", c.prefix_len()))
+            }
+        };
+        rules.push_str(&format!(
+            "    oifname != \"{tun}\" {family} saddr {network} masquerade\n"
+        ));
+    }
+    // Into the tunnel from elsewhere, only replies: the server masquerades
+    // its clients, it does not expose them. Client to client (in and out
+    // of the TUN device) is allowed.
+    let body = format!(
+        "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{rules}  }}\n  \
+         chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
+         iifname != \"{tun}\" oifname \"{tun}\" ct state established,related accept\n    \
+         iifname != \"{tun}\" oifname \"{tun}\" drop\n  }}\n"
+    );
+    changes.push(table(&nat_table(tun), &body));
+    changes
+}
+// ANCHOR_END: server_plan
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(c: &Change) -> String {
+        match &c.apply {
+            Action::Command(a) => a.join(" "),
+            other => other.to_string(),
+        }
+    }
+
+    fn undo(c: &Change) -> String {
+        match &c.undo {
+            Action::Command(a) => a.join(" "),
+            other => other.to_string(),
+        }
+    }
+
+    #[test]
+    fn reads_ip_route_get_by_field_name() {
+        let via = r#"[{"dst":"198.51.100.7","gateway":"192.0.2.1","dev":"veth0","prefsrc":"192.0.2.2","flags":[],"uid":0,"cache":[]}]"#;
+        assert_eq!(
+            parse_route_get(via).unwrap(),
+            RouteTo {
+                dev: "veth0".into(),
+                gateway: Some("192.0.2.1".parse().unwrap())
+            }
+        );
+        let on_link =
+            r#"[{"dst":"192.0.2.1","dev":"eth9","prefsrc":"192.0.2.2","flags":[],"uid":0,"cache":[]}]"#;
+        assert_eq!(parse_route_get(on_link).unwrap().gateway, None);
+        // Fields in another order, and more of them, change nothing.
+        let v6 = r#"[{"dst":"2001:db8:100::2","from":"::","dev":"wlan0","gateway":"2001:db8:1::1","metric":1024,"flags":[],"pref":"medium"}]"#;
+        assert_eq!(parse_route_get(v6).unwrap().dev, "wlan0");
+        for bad in [
+            "",
+            "[]",
+            "{}",
+            r#"[{"gateway":"192.0.2.1"}]"#,
+            r#"[{"dev":"x","gateway":"nope"}]"#,
+        ] {
+            assert!(parse_route_get(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn options() -> ClientOptions {
+        ClientOptions {
+            tun: "tun0".into(),
+            server: "192.0.2.1:51820".parse().unwrap(),
+            route_to_server: RouteTo {
+                dev: "veth0".into(),
+                gateway: None,
+            },
+            ipv6_inside: true,
+            dns: None,
+            resolv_conf: None,
+            kill_switch: false,
+        }
+    }
+
+    #[test]
+    fn a_full_tunnel_over_an_on_link_server() {
+        let plan = client_plan(&options()).unwrap();
+        let applied: Vec<String> = plan.iter().map(argv).collect();
+        assert_eq!(
+            applied,
+            [
+                "ip -4 route add 192.0.2.1/32 dev veth0",
+                "ip -4 route add 0.0.0.0/1 dev tun0",
+                "ip -4 route add 128.0.0.0/1 dev tun0",
+                "ip -6 route add ::/1 dev tun0",
+                "ip -6 route add 8000::/1 dev tun0",
+            ]
+        );
+        assert_eq!(undo(&plan[0]), "ip -4 route del 192.0.2.1/32 dev veth0");
+    }
+
+    #[test]
+    fn a_server_behind_a_gateway_keeps_its_gateway() {
+        let mut o = options();
+        o.server = "203.0.113.9:51820".parse().unwrap();
+        o.route_to_server = RouteTo {
+            dev: "wlan0".into(),
+            gateway: Some("192.168.1.1".parse().unwrap()),
+        };
+        let plan = client_plan(&o).unwrap();
+        assert_eq!(
+            argv(&plan[0]),
+            "ip -4 route add 203.0.113.9/32 via 192.168.1.1 dev wlan0"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_server_gets_a_128_host_route() {
+        let mut o = options();
+        o.server = "[2001:db8::1]:51820".parse().unwrap();
+        o.route_to_server.gateway = Some("fe80::1".parse().unwrap());
+        let plan = client_plan(&o).unwrap();
+        assert_eq!(
+            argv(&plan[0]),
+            "ip -6 route add 2001:db8::1/128 via fe80::1 dev veth0"
+        );
+    }
+
+    #[test]
+    fn without_ipv6_inside_ipv6_is_blackholed_not_leaked() {
+        let mut o = options();
+        o.ipv6_inside = false;
+        let plan = client_plan(&o).unwrap();
+        let applied: Vec<String> = plan.iter().map(argv).collect();
+        assert!(applied.contains(&"ip -6 route add blackhole ::/1".to_string()));
+        assert!(applied.contains(&"ip -6 route add blackhole 8000::/1".to_string()));
+        assert!(!applied.iter().any(|a| a.contains("-6 route add ::/1 dev")));
+    }
+
+    #[test]
+    fn the_kill_switch_comes_first_and_the_resolver_undoes_to_what_was_there() {
+        let mut o = options();
+        o.dns = Some("198.51.100.53".parse().unwrap());
+        o.resolv_conf = Some(("/etc/resolv.conf".into(), "nameserver 192.0.2.53\n".into()));
+        o.kill_switch = true;
+        let plan = client_plan(&o).unwrap();
+        let dns = &plan[6];
+        assert!(
+            matches!(&dns.apply, Action::WriteFile { content, .. } if content.contains("nameserver 198.51.100.53"))
+        );
+        assert_eq!(
+            dns.undo,
+            Action::WriteFile {
+                path: "/etc/resolv.conf".into(),
+                content: "nameserver 192.0.2.53\n".into()
+            }
+        );
+        let Action::Nft(script) = &plan[0].apply else {
+            panic!()
+        };
+        assert!(script.starts_with("table inet tunlab_step05_ks_tun0 {"));
+        assert!(script.contains("policy drop;"));
+        assert!(script.contains("oifname \"tun0\" accept"));
+        assert!(script.contains("ip daddr 192.0.2.1 udp dport 51820 accept"));
+        assert_eq!(undo(&plan[0]), "nft delete table inet tunlab_step05_ks_tun0");
+    }
+
+    #[test]
+    fn a_server_already_reached_through_the_tunnel_is_refused() {
+        let mut o = options();
+        o.route_to_server.dev = "tun0".into();
+        assert!(client_plan(&o).is_err());
+    }
+
+    #[test]
+    fn a_server_turns_on_only_what_is_off_and_masquerades_its_prefixes() {
+        let addresses: Vec<IpCidr> = vec!["10.0.0.1/24".parse().unwrap(), "fd00::1/64".parse().unwrap()];
+        let current = vec![
+            ("net.ipv4.ip_forward".to_string(), "0".to_string()),
+            ("net.ipv6.conf.all.forwarding".to_string(), "1".to_string()),
+        ];
+        let plan = server_plan("tun0", &addresses, &current);
+        assert_eq!(plan.len(), 2);
+        assert_eq!(plan[0].what, "sysctl net.ipv4.ip_forward=1 (was 0)");
+        assert_eq!(
+            plan[0].undo,
+            Action::Sysctl {
+                key: "net.ipv4.ip_forward".into(),
+                value: "0".into()
+            }
+        );
+        let Action::Nft(script) = &plan[1].apply else {
+            panic!()
+        };
+        assert!(
+            script.contains("oifname != \"tun0\" ip saddr 10.0.0.0/24 masquerade"),
+            "{script}"
+        );
+        assert!(
+            script.contains("oifname != \"tun0\" ip6 saddr fd00::/64 masquerade"),
+            "{script}"
+        );
+        assert!(
+            script.contains("iifname != \"tun0\" oifname \"tun0\" drop"),
+            "{script}"
+        );
+        assert_eq!(undo(&plan[1]), "nft delete table inet tunlab_step05_tun0");
+    }
+
+    #[test]
+    fn the_resolver_keeps_search_and_options() {
+        let old = "nameserver 192.0.2.53\nsearch lab.example\noptions edns0\n";
+        assert_eq!(
+            resolver("10.0.0.1".parse().unwrap(), old),
+            "# set by step05-full-tunnel while it runs\nnameserver 10.0.0.1\nsearch lab.example\noptions edns0\n"
+        );
+    }
+}
