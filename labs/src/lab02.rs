@@ -8,7 +8,6 @@
 //! inner ping's payload is plainly readable.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,7 +18,7 @@ use crate::lab01::wait_for_tun;
 use crate::netns::{Host, Topology};
 use crate::process::{Capture, Running};
 use crate::report::Report;
-use crate::traffic::{iperf3, ping_counts, sha256, wait_for_listener, write_random};
+use crate::traffic::{iperf3, nc_transfer, ping_counts, write_random};
 
 pub const TOOLS: &[&str] = &["ip", "ss", "ping", "tcpdump", "nc", "iperf3", "sha256sum"];
 pub const PACKAGE: &str = "step02-plain-tunnel";
@@ -462,35 +461,8 @@ fn meltdown_run(
     Ok(intact.then_some(seconds))
 }
 
-/// Sends `data` from the client to the server through the tunnel with nc
-/// (each end gives up after `timeout` seconds); returns whether it arrived
-/// intact (sha256) and how long it took.
+/// Sends `data` from the client to the server (10.0.0.1) through the
+/// tunnel with nc; returns whether it arrived intact and how long it took.
 fn transfer(lab: &Up, data: &Path, received: &Path, timeout: u32) -> anyhow::Result<(bool, f64)> {
-    let mut listener = lab
-        .server
-        .command("sh")
-        .args([
-            "-c",
-            &format!("exec timeout {timeout} nc -l -p 5001 > '{}'", received.display()),
-        ])
-        .stdout(Stdio::null())
-        .spawn()?;
-    wait_for_listener(&lab.server, 5001)?;
-    let started = Instant::now();
-    let send = lab
-        .client
-        .command("sh")
-        .args([
-            "-c",
-            &format!(
-                "exec timeout {timeout} nc -N 10.0.0.1 5001 < '{}'",
-                data.display()
-            ),
-        ])
-        .status()?;
-    let done = listener.wait()?;
-    let seconds = started.elapsed().as_secs_f64();
-    let intact = send.success() && done.success() && sha256(data)? == sha256(received)?;
-    let _ = std::fs::remove_file(received);
-    Ok((intact, seconds))
+    nc_transfer(&lab.client, &lab.server, "10.0.0.1", data, received, timeout)
 }

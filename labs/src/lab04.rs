@@ -32,9 +32,9 @@ use nix::unistd::Pid;
 use crate::env;
 use crate::lab01::wait_for_tun;
 use crate::netns::{Host, Topology};
-use crate::process::Running;
+use crate::process::{Capture, CaptureOptions, Running};
 use crate::report::Report;
-use crate::traffic::{ping_counts, sha256, wait_for_listener, write_random};
+use crate::traffic::{nc_transfer, ping_counts, wait_for_udp_listener, write_random};
 
 pub const TOOLS: &[&str] = &["ip", "ss", "ping", "tcpdump", "nc", "python3", "sha256sum"];
 pub const PACKAGE: &str = "step04-crypto";
@@ -86,8 +86,10 @@ pub struct KeyPair {
 
 impl KeyPair {
     /// `step04-crypto genkey > file` (the file created with mode 0600
-    /// before anything is written to it), then `pubkey < file`.
+    /// before anything is written to it), then `pubkey < file`. `binary`
+    /// is step 04's or a later step's: their keys are the same.
     pub fn generate(binary: &Path, file: &Path) -> anyhow::Result<Self> {
+        let name = program_name(binary);
         // A file that exists keeps its mode when opened, so start afresh.
         let _ = std::fs::remove_file(file);
         let out = OpenOptions::new()
@@ -101,24 +103,25 @@ impl KeyPair {
             .stdin(Stdio::null())
             .stdout(out)
             .status()
-            .context("running step04-crypto genkey")?;
+            .with_context(|| format!("running {name} genkey"))?;
         if !status.success() {
-            bail!("step04-crypto genkey > {} failed ({status})", file.display());
+            bail!("{name} genkey > {} failed ({status})", file.display());
         }
         Self::load(binary, file)
     }
 
     /// The pair of an existing private key file: `pubkey < file`.
     pub fn load(binary: &Path, file: &Path) -> anyhow::Result<Self> {
+        let name = program_name(binary);
         let key = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
         let out = Command::new(binary)
             .arg("pubkey")
             .stdin(key)
             .output()
-            .context("running step04-crypto pubkey")?;
+            .with_context(|| format!("running {name} pubkey"))?;
         if !out.status.success() {
             bail!(
-                "step04-crypto pubkey < {} failed ({}): {}",
+                "{name} pubkey < {} failed ({}): {}",
                 file.display(),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -126,7 +129,7 @@ impl KeyPair {
         }
         let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if public.len() != 44 {
-            bail!("step04-crypto pubkey printed {public:?}, not a 44-character base64 key");
+            bail!("{name} pubkey printed {public:?}, not a 44-character base64 key");
         }
         Ok(Self {
             file: file.to_path_buf(),
@@ -139,9 +142,17 @@ impl KeyPair {
         self.public.get(..8).unwrap_or(&self.public)
     }
 
-    fn file_str(&self) -> anyhow::Result<&str> {
+    pub fn file_str(&self) -> anyhow::Result<&str> {
         self.file.to_str().context("key path is not UTF-8")
     }
+}
+
+/// The file name of a program, for messages.
+fn program_name(binary: &Path) -> String {
+    binary.file_name().map_or_else(
+        || binary.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// The keys of the server and of the client it lists.
@@ -180,7 +191,7 @@ fn private_copy(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// The hosts with the tunnel up. Drops in field order.
 pub struct Up {
     /// A capture of the underlay from before either end started, if asked.
-    pub underlay: Option<UnderlayCapture>,
+    pub underlay: Option<Capture>,
     pub server_step: Running,
     pub client_step: Running,
     /// The impairment relay, when there is one.
@@ -299,7 +310,7 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
     ));
     let underlay = setup
         .underlay
-        .map(|path| UnderlayCapture::start(&server, "veth0", path))
+        .map(|path| Capture::start_with(&server, "veth0", path, &CaptureOptions::bulk()))
         .transpose()?;
 
     let tag = setup.tag;
@@ -412,71 +423,7 @@ impl Up {
     }
 }
 
-/// `tcpdump` on the underlay, with a kernel buffer of 32 MB instead of the
-/// default 2 MB: a 2 MB buffer holds about 1400 full-size frames, 0.2 s of
-/// the transfer, and a busy machine can keep tcpdump off the CPU longer
-/// than that (it then drops frames, and says so when it stops).
-pub struct UnderlayCapture {
-    running: Running,
-    log: PathBuf,
-}
-
-impl UnderlayCapture {
-    /// Starts tcpdump on `interface` of `host`, writing `path`, and waits
-    /// until it listens. What it says goes to `path` + `.log`.
-    pub fn start(host: &Host, interface: &str, path: &Path) -> anyhow::Result<Self> {
-        let log = path.with_extension("pcap.log");
-        let args = [
-            "--immediate-mode",
-            "-U",
-            "-n",
-            "-B",
-            "32768",
-            "-i",
-            interface,
-            "-w",
-            path.to_str().context("capture path is not UTF-8")?,
-        ];
-        let mut running = Running::start(host, Path::new("tcpdump"), &args, &log)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let said = std::fs::read_to_string(&log).unwrap_or_default();
-            if said.contains("listening on") {
-                break;
-            }
-            if let Err(e) = running.check_alive() {
-                bail!("{e:#}: {}", said.trim());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "tcpdump on {interface} in {} did not start listening",
-                    host.name()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Self { running, log })
-    }
-
-    /// Stops tcpdump with SIGINT, so the file is complete. Returns how many
-    /// frames it says the kernel dropped.
-    pub fn finish(mut self) -> anyhow::Result<u64> {
-        let status = self.running.stop(Signal::SIGINT, Duration::from_secs(5))?;
-        let said = std::fs::read_to_string(&self.log).unwrap_or_default();
-        if !status.success() {
-            bail!("tcpdump failed ({status}): {}", said.trim());
-        }
-        // "0 packets dropped by kernel"
-        let dropped = said
-            .lines()
-            .find(|l| l.contains("dropped by kernel"))
-            .and_then(|l| l.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
-        Ok(dropped)
-    }
-}
-
-fn path_arg(path: &Path) -> anyhow::Result<String> {
+pub fn path_arg(path: &Path) -> anyhow::Result<String> {
     Ok(path.to_str().context("path is not UTF-8")?.to_string())
 }
 
@@ -537,7 +484,12 @@ fn main_session(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<
     );
 
     // 3. What the underlay showed of all that.
-    let dropped = lab.underlay.take().context("no underlay capture")?.finish()?;
+    let dropped = lab
+        .underlay
+        .take()
+        .context("no underlay capture")?
+        .finish()?
+        .dropped;
     let seen = inspect_underlay(&underlay, &data, dropped, report)?;
     let _ = std::fs::remove_file(&data);
 
@@ -1212,9 +1164,8 @@ fn reordering(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<()
     stop(&mut lab, "relay: ", report)
 }
 
-/// Sends `data` from the client to the server (10.0.0.1) through the tunnel
-/// with nc (each end gives up after `timeout` seconds); returns whether it
-/// arrived intact (sha256) and how long it took.
+/// Sends `data` from the client to the server (10.0.0.1) through the
+/// tunnel with nc; returns whether it arrived intact and how long it took.
 fn transfer(
     server: &Host,
     client: &Host,
@@ -1222,44 +1173,7 @@ fn transfer(
     received: &Path,
     timeout: u32,
 ) -> anyhow::Result<(bool, f64)> {
-    let mut listener = server
-        .command("sh")
-        .args([
-            "-c",
-            &format!("exec timeout {timeout} nc -l -p 5001 > '{}'", received.display()),
-        ])
-        .stdout(Stdio::null())
-        .spawn()?;
-    wait_for_listener(server, 5001)?;
-    let started = Instant::now();
-    let send = client
-        .command("sh")
-        .args([
-            "-c",
-            &format!(
-                "exec timeout {timeout} nc -N 10.0.0.1 5001 < '{}'",
-                data.display()
-            ),
-        ])
-        .status()?;
-    let done = listener.wait()?;
-    let seconds = started.elapsed().as_secs_f64();
-    let intact = send.success() && done.success() && sha256(data)? == sha256(received)?;
-    let _ = std::fs::remove_file(received);
-    Ok((intact, seconds))
-}
-
-/// Waits until something listens on UDP `port` in `host`.
-fn wait_for_udp_listener(host: &Host, port: u16) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let ss = host.run("ss", ["-Huln", &format!("sport = :{port}")])?;
-        if !ss.stdout.is_empty() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    bail!("nothing listens on UDP port {port} in {}", host.name())
+    nc_transfer(client, server, "10.0.0.1", data, received, timeout)
 }
 
 /// A log line saying a handshake completed.
@@ -1306,6 +1220,17 @@ impl PeerStatus {
     /// line does not list it.
     pub fn count(&self, name: &str) -> u64 {
         self.counts.get(name).copied().unwrap_or(0)
+    }
+
+    /// The packets of `sent N packets` (`direction` `sent`) or `received N
+    /// packets`, 0 when the line does not say.
+    pub fn packets(&self, direction: &str) -> u64 {
+        let words: Vec<&str> = self.line.split_whitespace().collect();
+        words
+            .windows(3)
+            .find(|w| w[0] == direction && w[2].starts_with("packets"))
+            .and_then(|w| w[1].parse().ok())
+            .unwrap_or(0)
     }
 
     /// The drop list of the line, e.g. `dropped 2 (replay 1, bad-tag 1)`.
@@ -1523,6 +1448,8 @@ mod tests {
         assert_eq!(peer.count("dropped"), 3);
         assert_eq!(peer.count("bad-tag"), 0);
         assert_eq!(peer.drops_text(), "dropped 3 (handshake-replay 1, replay 2)");
+        assert_eq!(peer.packets("sent"), 12);
+        assert_eq!(peer.packets("received"), 12);
         let other = status.peer("Zz+/9xYw").unwrap();
         assert_eq!(other.endpoint, "none");
         assert_eq!(status.total("unknown-peer"), 0);

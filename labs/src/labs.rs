@@ -49,6 +49,13 @@ pub const LABS: &[Lab] = &[
         package: "step04-crypto",
         exercise: Some("replay.rs"),
     },
+    Lab {
+        number: "05",
+        folder: "05-full-tunnel",
+        title: "a full tunnel: every packet through it, NAT on the server, host state always put back",
+        package: "step05-full-tunnel",
+        exercise: Some("plan.rs"),
+    },
 ];
 
 impl Lab {

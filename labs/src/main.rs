@@ -16,7 +16,7 @@ use step02_plain_tunnel::wire::{UnderlaySummary, udp_payload};
 use tunlab::labs::{LABS, Lab};
 use tunlab::netns::Host;
 use tunlab::report::Report;
-use tunlab::{env, exercise, lab01, lab02, lab03, lab04, netns};
+use tunlab::{env, exercise, lab01, lab02, lab03, lab04, lab05, netns};
 
 /// Run the tunlab classroom labs: each builds its own hosts from network
 /// namespaces, runs the real step binaries in them, drives real traffic and
@@ -43,8 +43,8 @@ enum Cmd {
         /// Where to save captures and logs [default: target/tunlab/labNN].
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
-        /// Also copy the captures to pcaps/stepNN/, re-recording the golden
-        /// fixtures (then review the snapshot diffs).
+        /// Also record the golden fixtures into pcaps/stepNN/ (then review
+        /// the snapshot diffs).
         #[arg(long)]
         fixtures: bool,
     },
@@ -151,7 +151,11 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
                 println!("nothing to clean");
             }
             for ns in removed {
-                println!("removed network namespace {ns}");
+                if ns.starts_with('/') {
+                    println!("removed {ns}");
+                } else {
+                    println!("removed network namespace {ns}");
+                }
             }
             Ok(true)
         }
@@ -234,6 +238,11 @@ fn run_lab(lab: &Lab, out: Option<PathBuf>, fixtures: bool) -> anyhow::Result<Re
             fixtures,
             quiet: false,
         }),
+        "05" => lab05::run(&lab05::Options {
+            out: out.unwrap_or_else(lab05::default_out),
+            fixtures,
+            quiet: false,
+        }),
         other => bail!("lab {other} cannot run yet"),
     }
 }
@@ -313,6 +322,21 @@ fn shell(lab: &Lab) -> anyhow::Result<bool> {
                  kill -USR1 {} (the server's counters, in {})",
                 up.server_step.pid().unwrap_or_default(),
                 up.server_log.display()
+            );
+            (Box::new(up), host, hint)
+        }
+        "05" => {
+            let out = lab05::default_out();
+            let keys = lab05::Keys::generate(&env::step_binary(lab05::PACKAGE)?, &out)?;
+            let up = lab05::up(&out, &lab05::Setup::plain(&keys), &mut report)?;
+            let host = up.client1.clone();
+            let hint = format!(
+                "ip route; nft list ruleset; cat /etc/resolv.conf; curl http://198.51.100.2/; \
+                 curl -o /dev/null http://198.51.100.2/bytes/10000000; getent ahosts www.example.test; \
+                 kill -USR1 {} (the server's counters, in {}); ip netns exec {} sh (the server)",
+                up.server_step.as_ref().and_then(|s| s.pid()).unwrap_or_default(),
+                up.server_log.display(),
+                up.server.netns()
             );
             (Box::new(up), host, hint)
         }

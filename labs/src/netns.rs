@@ -74,6 +74,7 @@ impl Topology {
         let ns = format!("{}{name}", self.prefix);
         ip(["netns", "add", &ns]).with_context(|| format!("creating lab host {name}"))?;
         self.namespaces.push(ns.clone());
+        remove_step_state(&ns);
         ip(["-n", &ns, "link", "set", "lo", "up"])?;
         Ok(Host {
             name: name.to_string(),
@@ -169,6 +170,19 @@ impl Host {
         self.ip(args).map(|_| ())
     }
 
+    /// Gives this host a resolver configuration of its own: writes
+    /// `/etc/netns/<namespace>/resolv.conf`, which `ip netns exec` (and so
+    /// [`Host::command`]) bind-mounts over `/etc/resolv.conf` for every
+    /// program it starts here. A program that rewrites `/etc/resolv.conf`
+    /// in place then changes this file, not the machine's. Deleting the
+    /// host removes the folder.
+    pub fn set_resolv_conf(&self, text: &str) -> anyhow::Result<()> {
+        let dir = etc_netns(&self.ns);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = dir.join("resolv.conf");
+        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))
+    }
+
     /// `ip -n NS args...`.
     pub fn ip<I, S>(&self, args: I) -> anyhow::Result<String>
     where
@@ -188,9 +202,60 @@ fn delete_namespace(ns: &str) -> anyhow::Result<()> {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         }
     }
+    remove_step_state(ns);
+    // A host's own /etc files (`Host::set_resolv_conf`); `ip netns del`
+    // leaves them.
+    let etc = etc_netns(ns);
+    if etc.exists() {
+        std::fs::remove_dir_all(&etc).with_context(|| format!("removing {}", etc.display()))?;
+    }
     // The kernel may take a moment to release a namespace whose processes
     // were just killed; `ip netns del` itself only unmounts the name.
     ip(["netns", "del", ns]).map(|_| ())
+}
+
+/// Where step 05 and later journal their changes to a host, one file per
+/// network namespace and TUN device: `step05-<netns name>-<tun>.state`.
+pub const STEP_STATE_DIR: &str = "/run/tunlab";
+
+/// Removes the journals (and their side files) that steps keep for
+/// namespace `ns`, which name it by its `ip netns` name or its inode
+/// number: `step05-<ns>-tun0.state`, `step05-netns<inode>-tun0.3.saved`.
+///
+/// Called when a namespace is created and when it is deleted. A namespace
+/// about to go takes everything its journals list with it (and a step
+/// killed with SIGKILL cannot remove its own). A new namespace cannot have
+/// journals of its own yet, and one found under its inode number belongs
+/// to a namespace that is gone (the kernel reuses the numbers): left
+/// there, it would make the next step started here undo changes that were
+/// never made here.
+fn remove_step_state(ns: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(format!("/run/netns/{ns}"))
+        .map(|m| m.ino())
+        .ok();
+    let Ok(entries) = std::fs::read_dir(STEP_STATE_DIR) else {
+        return;
+    };
+    let mut names = vec![format!("{ns}-")];
+    if let Some(inode) = inode {
+        names.push(format!("{inode}-"));
+        names.push(format!("netns{inode}-"));
+    }
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let ours = file.split_once('-').is_some_and(|(step, rest)| {
+            step.starts_with("step") && names.iter().any(|n| rest.starts_with(n.as_str()))
+        });
+        if ours {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// `/etc/netns/<ns>`: the files `ip netns exec` bind-mounts over `/etc`.
+fn etc_netns(ns: &str) -> std::path::PathBuf {
+    std::path::Path::new("/etc/netns").join(ns)
 }
 
 /// The lab namespaces that exist now.
@@ -219,6 +284,19 @@ pub fn remove_leftovers(all: bool) -> anyhow::Result<Vec<String>> {
         if all && !ours || !alive {
             delete_namespace(&ns)?;
             removed.push(ns);
+        }
+    }
+    // /etc/netns folders whose namespace is gone (a run killed between
+    // deleting the one and the other).
+    if let Ok(entries) = std::fs::read_dir("/etc/netns") {
+        let live = lab_namespaces()?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(PREFIX) && !live.contains(&name) {
+                std::fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+                removed.push(format!("/etc/netns/{name}"));
+            }
         }
     }
     Ok(removed)

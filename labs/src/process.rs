@@ -98,24 +98,81 @@ impl Drop for Running {
     }
 }
 
+/// How to run a [`Capture`]: tcpdump's defaults unless set.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureOptions {
+    /// tcpdump's kernel buffer in KiB (`-B`). The default, 2 MiB, holds
+    /// about 1400 full-size frames, 0.2 s of a bulk transfer through a lab
+    /// tunnel, and a busy machine can keep tcpdump off the CPU longer than
+    /// that (it then drops frames, and says so when it stops).
+    pub buffer_kib: Option<u32>,
+    /// A capture filter in pcap-filter syntax (`tcp port 80 or icmp`).
+    pub filter: Option<String>,
+    /// Save what tcpdump says on stderr next to the capture, in
+    /// `FILE.log` (`underlay.pcap.log`).
+    pub log: bool,
+}
+
+impl CaptureOptions {
+    /// For a capture that must keep up with a bulk transfer: a 32 MB
+    /// buffer, and tcpdump's words (with its drop count) kept in a log.
+    pub fn bulk() -> Self {
+        Self {
+            buffer_kib: Some(32768),
+            filter: None,
+            log: true,
+        }
+    }
+}
+
+/// What a finished [`Capture`] left.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub path: PathBuf,
+    /// How many frames tcpdump says the kernel dropped because its buffer
+    /// was full (`N packets dropped by kernel`): they are not in the file.
+    pub dropped: u64,
+}
+
 /// `tcpdump -U -w FILE` on one interface of a lab host.
 pub struct Capture {
     running: Running,
     path: PathBuf,
+    log: Option<PathBuf>,
     stderr: mpsc::Receiver<String>,
 }
 
 impl Capture {
-    /// Starts tcpdump and waits until it is really listening.
+    /// Starts tcpdump with its defaults and waits until it is really
+    /// listening.
     pub fn start(host: &Host, interface: &str, path: &Path) -> anyhow::Result<Self> {
+        Self::start_with(host, interface, path, &CaptureOptions::default())
+    }
+
+    /// Starts tcpdump as `options` say and waits until it is really
+    /// listening.
+    pub fn start_with(
+        host: &Host,
+        interface: &str,
+        path: &Path,
+        options: &CaptureOptions,
+    ) -> anyhow::Result<Self> {
         let path_str = path.to_str().context("capture path is not UTF-8")?;
         // --immediate-mode: hand each packet to tcpdump as it arrives (by
         // default the kernel batches them, and a batch still pending at
         // SIGINT is lost); -U: write each packet to the file at once;
         // -n: no name lookups. Whole packets are the default.
+        let mut args: Vec<String> = ["--immediate-mode", "-U", "-n"].map(String::from).into();
+        if let Some(kib) = options.buffer_kib {
+            args.extend(["-B".to_string(), kib.to_string()]);
+        }
+        args.extend(["-i", interface, "-w", path_str].map(String::from));
+        if let Some(filter) = &options.filter {
+            args.push(filter.clone());
+        }
         let mut child = host
             .command("tcpdump")
-            .args(["--immediate-mode", "-U", "-n", "-i", interface, "-w", path_str])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -133,33 +190,69 @@ impl Capture {
             what: "tcpdump".into(),
             child: Some(child),
         };
+        let mut said = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(line) if line.contains("listening on") => break,
-                Ok(_) => continue,
+                Ok(line) if line.contains("listening on") => {
+                    said.push(line);
+                    break;
+                }
+                Ok(line) => said.push(line),
                 Err(_) => bail!(
-                    "tcpdump on {interface} in {} did not start listening",
-                    host.name()
+                    "tcpdump on {interface} in {} did not start listening: {}",
+                    host.name(),
+                    said.join("; ")
                 ),
             }
+        }
+        let log = options.log.then(|| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(".log");
+            PathBuf::from(name)
+        });
+        if let Some(log) = &log {
+            std::fs::write(log, said.join("\n") + "\n")
+                .with_context(|| format!("writing {}", log.display()))?;
         }
         Ok(Self {
             running,
             path: path.to_path_buf(),
+            log,
             stderr: rx,
         })
     }
 
-    /// Stops tcpdump with SIGINT, so the file is complete, and returns its
-    /// path.
-    pub fn finish(mut self) -> anyhow::Result<PathBuf> {
+    /// Stops tcpdump with SIGINT, so the file is complete; returns its path
+    /// and how many frames the kernel dropped.
+    pub fn finish(mut self) -> anyhow::Result<Captured> {
         let status = self.running.stop(Signal::SIGINT, Duration::from_secs(5))?;
+        // The rest of what it said: the reader thread ends at tcpdump's
+        // end of stderr, which closes the channel.
+        let mut said = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(2)) {
+            said.push(line);
+        }
+        if let Some(log) = &self.log {
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(log)
+                .with_context(|| format!("opening {}", log.display()))?;
+            std::io::Write::write_all(&mut file, (said.join("\n") + "\n").as_bytes())?;
+        }
         if !status.success() {
-            let said: Vec<String> = self.stderr.try_iter().collect();
             bail!("tcpdump failed ({status}): {}", said.join("; "));
         }
-        Ok(self.path)
+        // "0 packets dropped by kernel"
+        let dropped = said
+            .iter()
+            .find(|l| l.contains("dropped by kernel"))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        Ok(Captured {
+            path: self.path,
+            dropped,
+        })
     }
 }

@@ -1,5 +1,6 @@
 //! Driving real traffic through a lab and reading what the tools say:
-//! ping's summary, a listening port, iperf3, checksums of files.
+//! ping's summary, a listening port, a file sent with nc, iperf3, checksums
+//! of files.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -29,6 +30,59 @@ pub fn wait_for_listener(host: &Host, port: u16) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(30));
     }
     bail!("nothing listens on port {port} in {}", host.name())
+}
+
+/// Waits until something listens on UDP `port` in `host`.
+pub fn wait_for_udp_listener(host: &Host, port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let ss = host.run("ss", ["-Huln", &format!("sport = :{port}")])?;
+        if !ss.stdout.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    bail!("nothing listens on UDP port {port} in {}", host.name())
+}
+
+/// Sends the file `data` from `sender` to `address` in `receiver` with nc
+/// on TCP port 5001 (`nc -l -p 5001 > received` there, `nc -N address
+/// 5001 < data` here; each gives up after `timeout` seconds). Returns
+/// whether it arrived intact (sha256) and how long it took; removes the
+/// received copy.
+pub fn nc_transfer(
+    sender: &Host,
+    receiver: &Host,
+    address: &str,
+    data: &Path,
+    received: &Path,
+    timeout: u32,
+) -> anyhow::Result<(bool, f64)> {
+    let mut listener = receiver
+        .command("sh")
+        .args([
+            "-c",
+            &format!("exec timeout {timeout} nc -l -p 5001 > '{}'", received.display()),
+        ])
+        .stdout(Stdio::null())
+        .spawn()?;
+    wait_for_listener(receiver, 5001)?;
+    let started = Instant::now();
+    let send = sender
+        .command("sh")
+        .args([
+            "-c",
+            &format!(
+                "exec timeout {timeout} nc -N {address} 5001 < '{}'",
+                data.display()
+            ),
+        ])
+        .status()?;
+    let done = listener.wait()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let intact = send.success() && done.success() && sha256(data)? == sha256(received)?;
+    let _ = std::fs::remove_file(received);
+    Ok((intact, seconds))
 }
 
 /// Runs iperf3 for 5 s from `client` to a one-shot server on `server`

@@ -648,3 +648,50 @@ fn packets_staged_for_a_handshake_that_gets_no_answer_are_counted() {
         3
     );
 }
+
+#[test]
+fn packets_the_server_drops_after_opening_them_do_not_make_the_client_rehandshake() {
+    let t0 = std::time::Instant::now();
+    let mut p = Pair {
+        server: server(t0, &[(1, "10.0.0.2/32")]),
+        client: client(t0, 1, Some(secs(25))),
+        t0,
+        now: t0,
+    };
+    p.exchange(Vec::new());
+    // A router solicitation from the client's link-local address every
+    // 4 s: sealed, opened, and dropped by the server (not the client's
+    // address). The server answers nothing, but its passive keepalive
+    // tells the client the session is alive.
+    let rs = {
+        let b = etherparse::PacketBuilder::ipv6(
+            [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            255,
+        )
+        .icmpv6(etherparse::Icmpv6Type::RouterSolicitation);
+        let mut v = Vec::new();
+        b.write(&mut v, &[0u8; 4]).unwrap();
+        v
+    };
+    for _ in 0..90 {
+        p.advance(secs(1));
+        if p.now.duration_since(t0).as_secs() % 4 == 0 {
+            let mut out = vec![0u8; 2048];
+            if let Ok(Some(t)) = p.client.encapsulate(&rs, p.now, &mut out) {
+                let m = out[..t.len].to_vec();
+                p.exchange(vec![(true, m)]);
+            }
+        }
+        p.exchange(Vec::new());
+    }
+    assert_eq!(p.client.peer_stats(0).unwrap().handshakes, 1);
+    assert!(
+        p.server
+            .peer_stats(0)
+            .unwrap()
+            .drops
+            .get(DropReason::SourceNotAllowed)
+            > 10
+    );
+}

@@ -15,7 +15,7 @@ use step02_plain_tunnel::run::{Endpoint, resolve};
 use step03_ipv6::cidr::IpCidr;
 use step04_crypto::cli::{Common, Started, client_peer, genkey, pubkey, server_peers, tunnel_end};
 use step05_full_tunnel::journal::{Journal, already_gone, recover};
-use step05_full_tunnel::plan::{self, ClientOptions, FORWARDING, parse_route_get};
+use step05_full_tunnel::plan::{self, ClientOptions, parse_route_get};
 use step05_full_tunnel::system::{Host, System};
 
 const PROGRAM: &str = "step05-full-tunnel";
@@ -304,9 +304,9 @@ fn server_setup(started: &Started<'_>, nat: bool, state: &Path) -> anyhow::Resul
     if !nat {
         return Ok(None);
     }
-    let current = FORWARDING
-        .iter()
-        .map(|key| Ok((key.to_string(), system.read_sysctl(key)?)))
+    let current = plan::server_sysctls(started.tun)
+        .into_iter()
+        .map(|(key, _)| Ok((key.clone(), system.read_sysctl(&key)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut journal = Journal::create(state, Box::new(system))?;
     for change in plan::server_plan(started.tun, started.addresses, &current) {

@@ -186,24 +186,38 @@ pub fn nat_table(tun: &str) -> String {
     format!("tunlab_step05_{tun}")
 }
 
-/// The sysctls a server turns on to forward, in both families.
-pub const FORWARDING: [&str; 2] = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"];
+/// The sysctls a server sets, and to what: forwarding on in both
+/// families; and no ICMP redirects out of the TUN device, which the kernel
+/// would otherwise send to a client whose packet for another client it
+/// routes back into the device it came from (Linux sends them unless both
+/// `all` and the device say no).
+pub fn server_sysctls(tun: &str) -> Vec<(String, &'static str)> {
+    vec![
+        ("net.ipv4.ip_forward".into(), "1"),
+        ("net.ipv6.conf.all.forwarding".into(), "1"),
+        ("net.ipv4.conf.all.send_redirects".into(), "0"),
+        (format!("net.ipv4.conf.{tun}.send_redirects"), "0"),
+    ]
+}
 
 // ANCHOR: server_plan
 /// The changes that make a server forward for its clients and masquerade
 /// them: forwarding on (the old values come back at the end), and a NAT
 /// table of our own that rewrites the source of packets from the tunnel's
 /// prefixes leaving by any other interface to that interface's address.
-/// `current` is each forwarding sysctl's value now.
+/// `current` is the value now of each of [`server_sysctls`].
 pub fn server_plan(tun: &str, addresses: &[IpCidr], current: &[(String, String)]) -> Vec<Change> {
     let mut changes = Vec::new();
-    for (key, old) in current {
-        if old != "1" {
+    for (key, wanted) in server_sysctls(tun) {
+        let Some((_, old)) = current.iter().find(|(k, _)| *k == key) else {
+            continue;
+        };
+        if old != wanted {
             changes.push(Change {
-                what: format!("sysctl {key}=1 (was {old})"),
+                what: format!("sysctl {key}={wanted} (was {old})"),
                 apply: Action::Sysctl {
                     key: key.clone(),
-                    value: "1".into(),
+                    value: wanted.into(),
                 },
                 undo: Action::Sysctl {
                     key: key.clone(),
@@ -400,7 +414,11 @@ mod tests {
             ("net.ipv6.conf.all.forwarding".to_string(), "1".to_string()),
         ];
         let plan = server_plan("tun0", &addresses, &current);
-        assert_eq!(plan.len(), 2);
+        assert_eq!(
+            plan.len(),
+            2,
+            "only what is not as wanted: ip_forward, and the table"
+        );
         assert_eq!(plan[0].what, "sysctl net.ipv4.ip_forward=1 (was 0)");
         assert_eq!(
             plan[0].undo,
@@ -433,6 +451,27 @@ mod tests {
         assert_eq!(
             resolver("10.0.0.1".parse().unwrap(), old),
             "# set by step05-full-tunnel while it runs\nnameserver 10.0.0.1\nsearch lab.example\noptions edns0\n"
+        );
+    }
+
+    #[test]
+    fn a_server_stops_redirecting_clients_to_each_other() {
+        let current: Vec<(String, String)> = server_sysctls("tun0")
+            .into_iter()
+            .map(|(k, _)| {
+                let v = if k.contains("redirects") { "1" } else { "0" };
+                (k, v.to_string())
+            })
+            .collect();
+        let plan = server_plan("tun0", &[], &current);
+        let whats: Vec<&str> = plan.iter().map(|c| c.what.as_str()).collect();
+        assert!(
+            whats.contains(&"sysctl net.ipv4.conf.tun0.send_redirects=0 (was 1)"),
+            "{whats:?}"
+        );
+        assert!(
+            whats.contains(&"sysctl net.ipv4.conf.all.send_redirects=0 (was 1)"),
+            "{whats:?}"
         );
     }
 }
