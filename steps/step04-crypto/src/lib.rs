@@ -23,3 +23,5 @@ pub mod tunnel;
 pub mod wire;
 
 pub use tunnel::{DropReason, Limits, PeerConfig, Tunnel};
+/// The key types of the handshake, for the steps built on this one.
+pub use x25519_dalek::{PublicKey, StaticSecret};

@@ -1,0 +1,540 @@
+//! The I/O shell around [`SecureChannel`] and [`Mux`]: one control
+//! connection on a blocking `TcpStream`, driven by plain threads.
+//!
+//! - A *reader* thread reads TCP, opens records, and hands stream frames
+//!   to the mux and session frames (Hello, Expose, ...) to the end's own
+//!   logic.
+//! - A *writer* thread takes frames from the mux, seals them and writes
+//!   them to TCP.
+//! - Each visitor stream has two *pump* threads: socket to mux and mux to
+//!   socket. A pump blocks only on its own socket, or waits on its own
+//!   stream's condition variable for data or credit, so a slow visitor
+//!   holds up nobody else (the mux's per-stream windows see to the rest).
+//!
+//! Everything shared sits behind one mutex: the mux, the channel, and
+//! the bookkeeping. Sealing happens under it; for a teaching shell one
+//! lock is worth more than the last bit of parallelism.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::mux::{Mux, StreamError};
+use crate::secure::{Event, SecureChannel};
+use crate::wire::{ErrorCode, Frame, MAX_DATA, Proto, Repr};
+
+/// How long a peer has to finish the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Session frames waiting for the end's logic; a peer that sends more
+/// breaks the protocol.
+const SESSION_QUEUE_LIMIT: usize = 16;
+/// Bytes the writer seals before it writes them in one go.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// A session frame, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionFrame {
+    Hello { version: u16 },
+    Expose { port: u16, proto: Proto },
+    Exposed { port: u16 },
+    Error { code: ErrorCode, text: String },
+}
+
+/// The peer closed the connection in the handshake: on a client, the
+/// server's way of saying no (it cannot send a sealed error before the
+/// keys exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClosedDuringHandshake;
+
+impl std::fmt::Display for ClosedDuringHandshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection closed during the handshake")
+    }
+}
+
+impl std::error::Error for ClosedDuringHandshake {}
+
+/// Runs the handshake on a fresh connection: writes `first` (the client's
+/// initiation, or nothing), then reads until the channel is established.
+/// Returns the peer's public key.
+pub fn handshake(tcp: &mut TcpStream, channel: &mut SecureChannel, first: &[u8]) -> anyhow::Result<[u8; 32]> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    tcp.write_all(first).context("sending the handshake")?;
+    let mut buf = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("no handshake within {HANDSHAKE_TIMEOUT:?}");
+        }
+        tcp.set_read_timeout(Some(left))?;
+        let n = match tcp.read(&mut buf) {
+            Ok(0) => return Err(ClosedDuringHandshake.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Err(ClosedDuringHandshake.into());
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("reading the handshake")),
+        };
+        channel.push(&buf[..n])?;
+        let mut out = Vec::new();
+        match channel.poll(&mut out)? {
+            Some(Event::Established { peer }) => {
+                tcp.write_all(&out).context("sending the handshake")?;
+                tcp.set_read_timeout(None)?;
+                return Ok(peer);
+            }
+            Some(Event::Frame(_)) => bail!("a frame before the handshake"),
+            None => {}
+        }
+    }
+}
+
+struct Inner {
+    mux: Mux,
+    channel: SecureChannel,
+    /// Why the connection ended, once it has.
+    dead: Option<String>,
+    /// One condition variable per stream, for its two pumps.
+    wakers: HashMap<u32, Arc<Condvar>>,
+    /// The visitor (or local service) socket of each stream, to shut
+    /// down when the connection dies, and how many of its two pumps still
+    /// run.
+    sockets: HashMap<u32, (TcpStream, u8)>,
+    session: VecDeque<SessionFrame>,
+}
+
+/// What to do with a stream the peer opened.
+pub type OnOpen = Arc<dyn Fn(Arc<Conn>, u32) + Send + Sync>;
+
+/// One established control connection.
+pub struct Conn {
+    inner: Mutex<Inner>,
+    /// The writer waits here for frames to send.
+    tx: Condvar,
+    /// The end's logic waits here for session frames and the end.
+    session_cv: Condvar,
+    tcp: TcpStream,
+}
+
+impl Conn {
+    /// Starts the reader and writer threads of an established connection.
+    pub fn start(
+        tcp: TcpStream,
+        mux: Mux,
+        channel: SecureChannel,
+        on_open: OnOpen,
+    ) -> anyhow::Result<Arc<Conn>> {
+        let conn = Arc::new(Conn {
+            inner: Mutex::new(Inner {
+                mux,
+                channel,
+                dead: None,
+                wakers: HashMap::new(),
+                sockets: HashMap::new(),
+                session: VecDeque::new(),
+            }),
+            tx: Condvar::new(),
+            session_cv: Condvar::new(),
+            tcp: tcp.try_clone()?,
+        });
+        let reader = conn.clone();
+        let read_tcp = tcp.try_clone()?;
+        thread::Builder::new()
+            .name("control-reader".into())
+            .spawn(move || {
+                let why = reader.read_loop(read_tcp, &on_open);
+                reader.kill(&why);
+            })?;
+        let writer = conn.clone();
+        thread::Builder::new()
+            .name("control-writer".into())
+            .spawn(move || {
+                if let Err(why) = writer.write_loop(tcp) {
+                    writer.kill(&why);
+                }
+            })?;
+        Ok(conn)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic in another thread of this connection poisons the lock;
+        // the data is still consistent enough to shut down.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the connection (once): every waiting thread wakes up and
+    /// sees it.
+    pub fn kill(&self, why: &str) {
+        let mut g = self.lock();
+        if g.dead.is_some() {
+            return;
+        }
+        log::info!("control connection closed: {why}");
+        g.dead = Some(why.to_string());
+        for (sock, _) in g.sockets.values() {
+            let _ = sock.shutdown(Shutdown::Both);
+        }
+        for w in g.wakers.values() {
+            w.notify_all();
+        }
+        drop(g);
+        let _ = self.tcp.shutdown(Shutdown::Both);
+        self.tx.notify_all();
+        self.session_cv.notify_all();
+    }
+
+    /// Why the connection ended, if it has.
+    pub fn dead(&self) -> Option<String> {
+        self.lock().dead.clone()
+    }
+
+    /// Sends a session frame.
+    pub fn send(&self, repr: &Repr<'_>) -> anyhow::Result<()> {
+        let mut g = self.lock();
+        g.mux.send_control(repr)?;
+        drop(g);
+        self.tx.notify_one();
+        Ok(())
+    }
+
+    /// The next session frame, waiting up to `timeout`; `None` on timeout
+    /// or when the connection ended.
+    pub fn next_session_frame(&self, timeout: Duration) -> Option<SessionFrame> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.lock();
+        loop {
+            if let Some(f) = g.session.pop_front() {
+                return Some(f);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if g.dead.is_some() || left.is_zero() {
+                return None;
+            }
+            g = self
+                .session_cv
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits until the connection ends, or `timeout`; returns why it
+    /// ended.
+    pub fn wait_dead(&self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.lock();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if g.dead.is_some() || left.is_zero() {
+                return g.dead.clone();
+            }
+            g = self
+                .session_cv
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    // ANCHOR: read_loop
+    /// Reads records until the connection fails; returns why.
+    fn read_loop(self: &Arc<Self>, mut tcp: TcpStream, on_open: &OnOpen) -> String {
+        let mut buf = vec![0u8; MAX_DATA];
+        loop {
+            let n = match tcp.read(&mut buf) {
+                Ok(0) => {
+                    let cut = self.lock().channel.has_partial();
+                    return if cut {
+                        "closed mid-record"
+                    } else {
+                        "closed by peer"
+                    }
+                    .into();
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return format!("reading: {e}"),
+            };
+            let mut opened = Vec::new();
+            let mut g = self.lock();
+            if g.dead.is_some() {
+                return "closed".into();
+            }
+            let inner = &mut *g;
+            if let Err(e) = inner.channel.push(&buf[..n]) {
+                return e.to_string();
+            }
+            loop {
+                let mut out = Vec::new();
+                let frame = match inner.channel.poll(&mut out) {
+                    Ok(None) => break,
+                    Ok(Some(Event::Frame(f))) => f,
+                    Ok(Some(Event::Established { .. })) => return "handshake again".into(),
+                    Err(e) => return e.to_string(),
+                };
+                let repr = match Repr::parse_bytes(frame) {
+                    Ok(r) => r,
+                    Err(e) => return format!("bad frame: {e}"),
+                };
+                log::trace!("<- {repr}");
+                let session = match repr {
+                    Repr::Hello { version } => SessionFrame::Hello { version },
+                    Repr::Expose { port, proto } => SessionFrame::Expose { port, proto },
+                    Repr::Exposed { port } => SessionFrame::Exposed { port },
+                    Repr::Error { code, text } => SessionFrame::Error {
+                        code,
+                        text: text.to_string(),
+                    },
+                    Repr::Ping { opaque } => {
+                        if let Err(e) = inner.mux.send_control(&Repr::Pong { opaque }) {
+                            return e.to_string();
+                        }
+                        continue;
+                    }
+                    Repr::Pong { .. } => continue,
+                    _ => {
+                        if let Err(e) = inner.mux.handle(&repr) {
+                            return e.to_string();
+                        }
+                        let stream = Frame::new_checked(frame).map_or(0, |f| f.stream());
+                        if let Some(w) = inner.wakers.get(&stream) {
+                            w.notify_all();
+                        }
+                        while let Some(id) = inner.mux.accept() {
+                            opened.push(id);
+                        }
+                        continue;
+                    }
+                };
+                if inner.session.len() >= SESSION_QUEUE_LIMIT {
+                    return "too many session frames".into();
+                }
+                inner.session.push_back(session);
+                self.session_cv.notify_all();
+            }
+            for &id in &opened {
+                inner.wakers.insert(id, Arc::new(Condvar::new()));
+            }
+            drop(g);
+            // Frames handled may have made some to send (credit, resets).
+            self.tx.notify_one();
+            for id in opened {
+                on_open(self.clone(), id);
+            }
+        }
+    }
+    // ANCHOR_END: read_loop
+
+    /// Seals and writes frames until the connection fails.
+    fn write_loop(&self, mut tcp: TcpStream) -> Result<(), String> {
+        let mut frame = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            let mut g = self.lock();
+            loop {
+                if g.dead.is_some() {
+                    return Ok(());
+                }
+                let inner = &mut *g;
+                while out.len() < WRITE_BATCH && inner.mux.poll_transmit(&mut frame) {
+                    if let Ok(f) = Frame::new_checked(&frame[..]) {
+                        // Data left: its stream has room again.
+                        if let Some(w) = inner.wakers.get(&f.stream()) {
+                            w.notify_all();
+                        }
+                    }
+                    inner.channel.seal(&frame, &mut out).map_err(|e| e.to_string())?;
+                    frame.clear();
+                }
+                if !out.is_empty() {
+                    break;
+                }
+                g = self.tx.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+            drop(g);
+            tcp.write_all(&out).map_err(|e| format!("writing: {e}"))?;
+        }
+    }
+
+    /// Opens a stream to the peer for `sock` and starts its pumps.
+    pub fn open_stream(self: &Arc<Self>, sock: TcpStream) -> anyhow::Result<u32> {
+        let mut g = self.lock();
+        if let Some(why) = &g.dead {
+            bail!("control connection closed: {why}");
+        }
+        let id = g.mux.open()?;
+        g.wakers.insert(id, Arc::new(Condvar::new()));
+        drop(g);
+        // Send the Open now: the visitor may be waiting for the service to
+        // speak first (SSH, SMTP), so no data may come to carry it.
+        self.tx.notify_one();
+        self.splice(id, sock);
+        Ok(id)
+    }
+
+    /// Resets a stream the peer opened that we cannot serve.
+    pub fn refuse(&self, id: u32) {
+        let mut g = self.lock();
+        g.mux.reset(id);
+        if g.sockets.contains_key(&id) {
+            // Its other pump wakes up and finds the stream gone.
+            if let Some(w) = g.wakers.get(&id) {
+                w.notify_all();
+            }
+        } else {
+            g.wakers.remove(&id);
+        }
+        drop(g);
+        self.tx.notify_one();
+    }
+
+    // ANCHOR: splice
+    /// Starts the two pumps between stream `id` and `sock`.
+    pub fn splice(self: &Arc<Self>, id: u32, sock: TcpStream) {
+        let clones = (sock.try_clone(), sock.try_clone());
+        let (Ok(reading), Ok(kept)) = clones else {
+            self.refuse(id);
+            return;
+        };
+        {
+            let mut g = self.lock();
+            if g.dead.is_some() {
+                let _ = sock.shutdown(Shutdown::Both);
+                return;
+            }
+            g.sockets.insert(id, (kept, 2));
+        }
+        let up = self.clone();
+        let down = self.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("stream-{id}-up"))
+            .spawn(move || up.socket_to_stream(id, reading))
+            .and_then(|_| {
+                thread::Builder::new()
+                    .name(format!("stream-{id}-down"))
+                    .spawn(move || down.stream_to_socket(id, sock))
+            });
+        if spawned.is_err() {
+            self.refuse(id);
+        }
+    }
+
+    /// Socket to mux: read what the visitor sends, write it into the
+    /// stream as credit allows; the socket's EOF becomes our Close.
+    fn socket_to_stream(&self, id: u32, mut sock: TcpStream) {
+        let mut buf = vec![0u8; MAX_DATA];
+        loop {
+            let n = match sock.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.refuse(id);
+                    return self.forget(id);
+                }
+            };
+            let mut g = self.lock();
+            if n == 0 {
+                g.mux.close(id);
+                drop(g);
+                self.tx.notify_one();
+                return self.forget(id);
+            }
+            let mut off = 0;
+            while off < n {
+                if g.dead.is_some() {
+                    return;
+                }
+                match g.mux.write(id, &buf[off..n]) {
+                    Ok(k) => {
+                        off += k;
+                        self.tx.notify_one();
+                    }
+                    Err(StreamError::WouldBlock) => {
+                        let Some(w) = g.wakers.get(&id).cloned() else {
+                            return;
+                        };
+                        g = w.wait(g).unwrap_or_else(|e| e.into_inner());
+                    }
+                    Err(StreamError::Reset | StreamError::Closed) => {
+                        let _ = sock.shutdown(Shutdown::Both);
+                        drop(g);
+                        return self.forget(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Mux to socket: write what arrives on the stream to the visitor;
+    /// the peer's Close becomes our socket's FIN.
+    fn stream_to_socket(&self, id: u32, mut sock: TcpStream) {
+        let mut buf = vec![0u8; MAX_DATA];
+        loop {
+            let mut g = self.lock();
+            let n = loop {
+                if g.dead.is_some() {
+                    return;
+                }
+                match g.mux.read(id, &mut buf) {
+                    Ok(n) => break n,
+                    Err(StreamError::WouldBlock) => {
+                        let Some(w) = g.wakers.get(&id).cloned() else {
+                            return;
+                        };
+                        g = w.wait(g).unwrap_or_else(|e| e.into_inner());
+                    }
+                    Err(StreamError::Reset | StreamError::Closed) => {
+                        let _ = sock.shutdown(Shutdown::Both);
+                        drop(g);
+                        return self.forget(id);
+                    }
+                }
+            };
+            drop(g);
+            // Reading may have made credit to grant.
+            self.tx.notify_one();
+            if n == 0 {
+                let _ = sock.shutdown(Shutdown::Write);
+                return self.forget(id);
+            }
+            if sock.write_all(&buf[..n]).is_err() {
+                self.refuse(id);
+                return self.forget(id);
+            }
+        }
+    }
+    // ANCHOR_END: splice
+
+    /// One pump is done; after both, the stream's socket and waker go
+    /// (the mux forgets the stream itself once both Closes crossed).
+    fn forget(&self, id: u32) {
+        let mut g = self.lock();
+        let done = match g.sockets.get_mut(&id) {
+            Some((_, pumps)) => {
+                *pumps -= 1;
+                *pumps == 0
+            }
+            None => false,
+        };
+        if done {
+            g.sockets.remove(&id);
+            g.wakers.remove(&id);
+        }
+    }
+
+    /// Streams open now.
+    pub fn stream_count(&self) -> usize {
+        self.lock().mux.stream_count()
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+}

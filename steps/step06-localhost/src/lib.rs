@@ -1,0 +1,23 @@
+//! Step 06: expose a local service through the server, the way bore and
+//! ngrok do it (layer 4): a client behind NAT keeps one control
+//! connection to the server, the server listens on a public port for it,
+//! and every visitor of that port becomes a stream carried over the
+//! control connection to the client, which connects it to the local
+//! service.
+//!
+//! - [`wire`]: the control protocol's frames.
+//! - [`secure`]: step 04's handshake and AEAD over a TCP byte stream.
+//! - [`mux`]: many visitor streams over one connection, each with its own
+//!   flow control.
+//! - [`conn`]: the I/O shell of one control connection: threads and
+//!   blocking sockets, no async runtime.
+//! - [`server`] and [`client`]: the two ends.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod conn;
+pub mod mux;
+pub mod secure;
+pub mod server;
+pub mod wire;
