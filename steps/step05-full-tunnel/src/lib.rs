@@ -6,6 +6,8 @@
 //!   full tunnel (client) and forwarding with NAT (server): pure functions.
 //! - [`journal`]: each change written down with its undo before the next,
 //!   undone in reverse on exit and after a crash.
+//! - [`setup`]: a client's and a server's changes, applied through the
+//!   journal; `down`.
 //! - [`system`]: the host behind a trait (commands, sysctls, files).
 //! - [`nat`]: what the kernel's masquerade does to a packet, byte by byte.
 
@@ -14,4 +16,5 @@
 pub mod journal;
 pub mod nat;
 pub mod plan;
+pub mod setup;
 pub mod system;

@@ -5,21 +5,15 @@
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use step01_ping_tun::host;
 use step02_plain_tunnel::run::{Endpoint, resolve};
-use step03_ipv6::cidr::IpCidr;
-use step04_crypto::cli::{Common, Started, client_peer, genkey, pubkey, server_peers, tunnel_end};
-use step05_full_tunnel::journal::{Journal, already_gone, recover};
-use step05_full_tunnel::plan::{self, ClientOptions, parse_route_get};
-use step05_full_tunnel::system::{Host, System};
+use step04_crypto::cli::{Common, client_peer, genkey, pubkey, server_peers, tunnel_end};
+use step05_full_tunnel::setup::{Wanted, apply_all, client_changes, default_state, down, server_changes};
 
 const PROGRAM: &str = "step05-full-tunnel";
-const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// A VPN: step 04's encrypted tunnel, with all of a client's traffic
 /// routed through the server, which forwards it and masquerades it.
@@ -135,41 +129,6 @@ impl HostArgs {
     }
 }
 
-// ANCHOR: default_state
-/// One state file per network namespace and TUN device: two namespaces on
-/// one machine (a lab's hosts) each have their own. A namespace is named by
-/// its `ip netns` name when it has one (the kernel reuses namespace inode
-/// numbers, so a killed run's file must not be found by a new namespace
-/// that happens to get the same number), else by its inode; the machine's
-/// own namespace is `host`.
-fn default_state(tun: &str) -> PathBuf {
-    PathBuf::from(format!("/run/tunlab/step05-{}-{tun}.state", netns_name()))
-}
-
-fn netns_name() -> String {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(me) = std::fs::metadata("/proc/self/ns/net") else {
-        return "host".into();
-    };
-    let named = std::fs::read_dir("/run/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .find(|entry| {
-            std::fs::metadata(entry.path()).is_ok_and(|m| m.ino() == me.ino() && m.dev() == me.dev())
-        });
-    if let Some(entry) = named {
-        return entry.file_name().to_string_lossy().into_owned();
-    }
-    let init = std::fs::metadata("/proc/1/ns/net");
-    if init.is_ok_and(|m| m.ino() == me.ino()) {
-        "host".into()
-    } else {
-        format!("netns{}", me.ino())
-    }
-}
-// ANCHOR_END: default_state
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -184,7 +143,13 @@ fn main() -> ExitCode {
         } => server_peers(&peers).and_then(|peers| {
             let state = host.path(&common.tun);
             tunnel_end(PROGRAM, &common, peers, Endpoint::Server { listen }, |started| {
-                server_setup(started, nat, &state)
+                apply_all(&state, |host| {
+                    if nat {
+                        server_changes(started, host)
+                    } else {
+                        Ok(Vec::new())
+                    }
+                })
             })
         }),
         Command::Client {
@@ -210,11 +175,11 @@ fn main() -> ExitCode {
                         dns,
                         kill_switch,
                     };
-                    client_setup(started, server, &wanted, &state)
+                    apply_all(&state, |host| client_changes(started, server, &wanted, host))
                 },
             )
         }),
-        Command::Down { tun, host } => down(&host.path(&tun)),
+        Command::Down { tun, host } => down(PROGRAM, &host.path(&tun)),
     };
     match result {
         Ok(code) => code,
@@ -223,131 +188,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// What a client asked for.
-struct Wanted {
-    full_tunnel: bool,
-    dns: Option<IpAddr>,
-    kill_switch: bool,
-}
-
-/// Undoes what an earlier run left in `state`, saying what it did.
-fn clean_up_after_earlier_run(state: &Path, system: &mut dyn System) -> anyhow::Result<()> {
-    if let Some(r) = recover(state, system)? {
-        log::warn!(
-            "an earlier run did not finish: undid {} change(s) it left ({} already gone)",
-            r.undone.len(),
-            r.failures.len()
-        );
-    }
-    Ok(())
-}
-
-// ANCHOR: client_setup
-fn client_setup(
-    started: &Started<'_>,
-    server: std::net::SocketAddr,
-    wanted: &Wanted,
-    state: &Path,
-) -> anyhow::Result<Option<Journal>> {
-    let mut system = Host;
-    clean_up_after_earlier_run(state, &mut system)?;
-    if !wanted.full_tunnel {
-        return Ok(None);
-    }
-    // Ask the kernel how it reaches the server now, before we route
-    // everything into the tunnel.
-    let json = system.run(
-        &[
-            "ip".into(),
-            "-j".into(),
-            "route".into(),
-            "get".into(),
-            server.ip().to_string(),
-        ],
-        None,
-    )?;
-    let route_to_server = parse_route_get(&json).with_context(|| format!("finding the route to {server}"))?;
-    let resolv_conf = match wanted.dns {
-        Some(_) => Some((
-            PathBuf::from(RESOLV_CONF),
-            system.read_file(Path::new(RESOLV_CONF))?,
-        )),
-        None => None,
-    };
-    let options = ClientOptions {
-        tun: started.tun.to_string(),
-        server,
-        route_to_server,
-        ipv6_inside: started.addresses.iter().any(|a| matches!(a, IpCidr::V6(_))),
-        dns: wanted.dns,
-        resolv_conf,
-        kill_switch: wanted.kill_switch,
-    };
-    let mut journal = Journal::create(state, Box::new(system))?;
-    for change in plan::client_plan(&options)? {
-        journal.apply(change)?;
-    }
-    log::info!(
-        "all traffic now goes through {} (state in {})",
-        started.tun,
-        state.display()
-    );
-    Ok(Some(journal))
-}
-// ANCHOR_END: client_setup
-
-fn server_setup(started: &Started<'_>, nat: bool, state: &Path) -> anyhow::Result<Option<Journal>> {
-    let mut system = Host;
-    clean_up_after_earlier_run(state, &mut system)?;
-    if !nat {
-        return Ok(None);
-    }
-    let current = plan::server_sysctls(started.tun)
-        .into_iter()
-        .map(|(key, _)| Ok((key.clone(), system.read_sysctl(&key)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut journal = Journal::create(state, Box::new(system))?;
-    for change in plan::server_plan(started.tun, started.addresses, &current) {
-        journal.apply(change)?;
-    }
-    log::info!(
-        "forwarding and masquerading for {} (state in {})",
-        started.tun,
-        state.display()
-    );
-    Ok(Some(journal))
-}
-
-fn down(state: &Path) -> anyhow::Result<ExitCode> {
-    host::init_logging(0);
-    if !host::has_net_admin() {
-        eprintln!(
-            "{PROGRAM}: {}",
-            host::needs_net_admin_message("undoing host changes")
-        );
-        return Ok(ExitCode::from(host::EXIT_NO_PERMISSION as u8));
-    }
-    let Some(r) = recover(state, &mut Host)? else {
-        println!("nothing to undo: no state file at {}", state.display());
-        return Ok(ExitCode::SUCCESS);
-    };
-    for what in &r.undone {
-        println!("undid: {what}");
-    }
-    let mut failed = false;
-    for failure in &r.failures {
-        if already_gone(failure) {
-            println!("already gone: {failure}");
-        } else {
-            println!("FAILED: {failure}");
-            failed = true;
-        }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
 }
