@@ -1370,6 +1370,14 @@ fn check_underlay(pcap: &Path, dropped: u64, report: &mut Report) -> anyhow::Res
             seen.tunnel
         ),
     );
+    // Step 04 rounds the tunnel MTU down to a multiple of 16, so the
+    // server's padding never makes a datagram too big for client1's
+    // smaller path.
+    report.check(
+        "no tunnel datagram on client1's 1400-byte path is fragmented",
+        seen.fragments == 0 && seen.tunnel > 0,
+        format!("{} of {} frames are IP fragments", seen.fragments, seen.tunnel),
+    );
     for (name, leaked) in [
         ("no TCP on client1's underlay", &seen.tcp),
         ("no DNS on client1's underlay", &seen.dns),

@@ -42,6 +42,7 @@ fn lab05_routes_everything_through_the_tunnel_and_leaves_the_hosts_as_they_were(
         "the server drops client1's packets from 10.0.0.3 as source-not-allowed",
         "20 MB downloaded by client1 over its 1400-byte path arrive intact (sha256 matches)",
         "client1's underlay capture holds the download",
+        "no tunnel datagram on client1's 1400-byte path is fragmented",
         "no TCP on client1's underlay",
         "no DNS on client1's underlay",
         "no ping (ICMP or ICMPv6 echo) on client1's underlay",
