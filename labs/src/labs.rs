@@ -56,6 +56,13 @@ pub const LABS: &[Lab] = &[
         package: "step05-full-tunnel",
         exercise: Some("plan.rs"),
     },
+    Lab {
+        number: "06",
+        folder: "06-localhost",
+        title: "publish a service that listens only on the client's 127.0.0.1, at layer 4 and at layer 3",
+        package: "step06-localhost",
+        exercise: Some("credit.rs"),
+    },
 ];
 
 impl Lab {

@@ -9,7 +9,7 @@
 //! - [`traffic`]: driving ping, nc, curl and iperf3 and reading what they say.
 //! - [`exercise`]: the checker of the coding exercises.
 //! - [`labs`]: the list of labs; [`lab01`], [`lab02`], [`lab03`], [`lab04`],
-//!   [`lab05`]: the labs.
+//!   [`lab05`], [`lab06`]: the labs.
 //! - [`relay`]: a userspace bad link (loss, delay, reordering) for UDP and TCP.
 
 #![forbid(unsafe_code)]
@@ -21,6 +21,7 @@ pub mod lab02;
 pub mod lab03;
 pub mod lab04;
 pub mod lab05;
+pub mod lab06;
 pub mod labs;
 pub mod netns;
 pub mod process;

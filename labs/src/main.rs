@@ -16,7 +16,7 @@ use step02_plain_tunnel::wire::{UnderlaySummary, udp_payload};
 use tunlab::labs::{LABS, Lab};
 use tunlab::netns::Host;
 use tunlab::report::Report;
-use tunlab::{env, exercise, lab01, lab02, lab03, lab04, lab05, netns};
+use tunlab::{env, exercise, lab01, lab02, lab03, lab04, lab05, lab06, netns};
 
 /// Run the tunlab classroom labs: each builds its own hosts from network
 /// namespaces, runs the real step binaries in them, drives real traffic and
@@ -240,6 +240,11 @@ fn run_lab(lab: &Lab, out: Option<PathBuf>, fixtures: bool) -> anyhow::Result<Re
         }),
         "05" => lab05::run(&lab05::Options {
             out: out.unwrap_or_else(lab05::default_out),
+            fixtures,
+            quiet: false,
+        }),
+        "06" => lab06::run(&lab06::Options {
+            out: out.unwrap_or_else(lab06::default_out),
             fixtures,
             quiet: false,
         }),

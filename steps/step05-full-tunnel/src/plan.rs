@@ -242,13 +242,17 @@ pub fn server_plan(tun: &str, addresses: &[IpCidr], current: &[(String, String)]
             "    oifname != \"{tun}\" {family} saddr {network} masquerade\n"
         ));
     }
-    // Into the tunnel from elsewhere, only replies: the server masquerades
-    // its clients, it does not expose them. Client to client (in and out
-    // of the TUN device) is allowed.
+    // Into the tunnel from elsewhere, only replies, and connections a DNAT
+    // rule sends in on purpose (step 06 publishes a client's port that
+    // way; step 05 has none): the server masquerades its clients, it does
+    // not expose them. Client to client (in and out of the TUN device) is
+    // allowed. A drop in any base chain is final, so the exception must be
+    // here, not in another table.
     let body = format!(
         "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{rules}  }}\n  \
          chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
          iifname != \"{tun}\" oifname \"{tun}\" ct state established,related accept\n    \
+         iifname != \"{tun}\" oifname \"{tun}\" ct status dnat accept\n    \
          iifname != \"{tun}\" oifname \"{tun}\" drop\n  }}\n"
     );
     changes.push(table(&nat_table(tun), &body));

@@ -4,20 +4,22 @@
 //! backoff, and asks for the port it had, so visitors find the service
 //! where it was.
 
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow};
 use step04_crypto::PublicKey;
+use step04_crypto::entropy::{Entropy, OsEntropy};
 use step04_crypto::keys;
 use step04_crypto::noise::{self, Identity};
 
 use crate::conn::{ClosedDuringHandshake, Conn, HANDSHAKE_TIMEOUT, OnOpen, SessionFrame, handshake};
+use crate::keepalive;
 use crate::mux::{self, Mux, Side};
 use crate::secure::{self, SecureChannel};
-use crate::wire::{Proto, Repr, VERSION};
+use crate::wire::{Proto, Protos, Repr, VERSION};
 
 /// What the client needs.
 pub struct ClientConfig {
@@ -34,6 +36,31 @@ pub struct ClientConfig {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub mux: mux::Config,
+    pub keepalive: keepalive::Config,
+    /// What to carry: TCP, and UDP on the same port numbers with `--udp`.
+    pub protos: Protos,
+    /// Where the handshakes' ephemeral keys come from: the kernel, or a
+    /// key log for decrypting captures (see step 04's `KeylogEntropy`).
+    pub entropy: Mutex<Box<dyn Entropy>>,
+}
+
+impl ClientConfig {
+    /// A client exposing TCP, with the default limits and timers.
+    pub fn new(server: String, identity: Arc<Identity>, server_key: PublicKey, local: SocketAddr) -> Self {
+        Self {
+            server,
+            identity,
+            server_key,
+            local,
+            remote_port: 0,
+            backoff_min: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+            mux: mux::Config::default(),
+            keepalive: keepalive::Config::default(),
+            protos: Protos::TCP,
+            entropy: Mutex::new(Box::new(OsEntropy)),
+        }
+    }
 }
 
 /// What happened, for the caller to show.
@@ -145,10 +172,15 @@ fn connect_once(
     let _ = tcp.set_nodelay(true);
     let mut first = Vec::new();
     let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let ephemeral = config
+        .entropy
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .ephemeral();
     let mut channel = SecureChannel::client(
         config.identity.clone(),
         config.server_key,
-        keys::generate(),
+        ephemeral,
         noise::tai64n(unix_now),
         &mut first,
     )
@@ -167,7 +199,16 @@ fn connect_once(
         return Err(retry(e.context(format!("handshake with {addr}"))));
     }
     let local = config.local;
-    let on_open: OnOpen = Arc::new(move |conn: Arc<Conn>, id| {
+    let on_open: OnOpen = Arc::new(move |conn: Arc<Conn>, id, proto| {
+        if proto == Proto::Udp {
+            return match udp_socket_to(local) {
+                Ok(sock) => conn.splice_udp(id, sock),
+                Err(e) => {
+                    log::warn!("flow #{id}: a socket to {local}: {e}");
+                    conn.release(id);
+                }
+            };
+        }
         let spawned = thread::Builder::new().name(format!("connect-{id}")).spawn({
             let conn = conn.clone();
             move || match TcpStream::connect_timeout(&local, HANDSHAKE_TIMEOUT) {
@@ -185,12 +226,19 @@ fn connect_once(
             conn.refuse(id);
         }
     });
-    let conn = Conn::start(tcp, Mux::new(Side::Client, config.mux), channel, on_open).map_err(retry)?;
+    let conn = Conn::start(
+        tcp,
+        Mux::new(Side::Client, config.mux),
+        channel,
+        config.keepalive,
+        on_open,
+    )
+    .map_err(retry)?;
     if !stop.watch(Some(conn.clone())) {
         conn.kill("stopped");
         return Ok(Outcome::Stopped);
     }
-    let result = serve(&conn, port, addr, stop, on_event);
+    let result = serve(&conn, port, config.protos, addr, stop, on_event);
     stop.watch(None);
     conn.kill("done");
     result
@@ -200,16 +248,14 @@ fn connect_once(
 fn serve(
     conn: &Arc<Conn>,
     port: u16,
+    protos: Protos,
     addr: SocketAddr,
     stop: &Stop,
     on_event: &mut impl FnMut(ClientEvent),
 ) -> Result<Outcome, Failure> {
-    let sent = conn.send(&Repr::Hello { version: VERSION }).and_then(|()| {
-        conn.send(&Repr::Expose {
-            port,
-            proto: Proto::Tcp,
-        })
-    });
+    let sent = conn
+        .send(&Repr::Hello { version: VERSION })
+        .and_then(|()| conn.send(&Repr::Expose { port, protos }));
     sent.map_err(Failure::Retry)?;
     let port = match conn.next_session_frame(HANDSHAKE_TIMEOUT) {
         Some(SessionFrame::Exposed { port }) => port,
@@ -225,7 +271,7 @@ fn serve(
             return Err(Failure::Retry(anyhow!("exposing a port on {addr}: {why}")));
         }
     };
-    log::info!("exposed at {}:{port}", addr.ip());
+    log::info!("exposed at {}:{port} ({protos})", addr.ip());
     on_event(ClientEvent::Exposed { port });
     loop {
         match conn.next_session_frame(Duration::from_secs(3600)) {
@@ -242,4 +288,16 @@ fn serve(
             }
         }
     }
+}
+
+/// A UDP socket connected to the local service, one per flow, so replies
+/// go back to the flow they answer.
+fn udp_socket_to(local: SocketAddr) -> std::io::Result<UdpSocket> {
+    let any = match local.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let sock = UdpSocket::bind((any, 0))?;
+    sock.connect(local)?;
+    Ok(sock)
 }

@@ -10,6 +10,12 @@
 //!   socket. A pump blocks only on its own socket, or waits on its own
 //!   stream's condition variable for data or credit, so a slow visitor
 //!   holds up nobody else (the mux's per-stream windows see to the rest).
+//!   A UDP flow has the same two pumps, with a datagram socket and
+//!   [`crate::datagram`]'s framing in between.
+//! - A *timer* thread runs the [`Keepalive`]: a Ping after 15 s of
+//!   silence from the peer, the end after 45 s. It kills the connection
+//!   by shutting the socket down, which also frees a writer blocked on a
+//!   peer that stopped reading.
 //!
 //! Everything shared sits behind one mutex: the mux, the channel, and
 //! the bookkeeping. Sealing happens under it; for a teaching shell one
@@ -17,16 +23,20 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
+use std::net::UdpSocket;
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::datagram::{self, Decoder};
+use crate::keepalive::{self, Keepalive};
 use crate::mux::{Mux, StreamError};
 use crate::secure::{Event, SecureChannel};
-use crate::wire::{ErrorCode, Frame, MAX_DATA, Proto, Repr};
+use crate::wire::{ErrorCode, Frame, MAX_DATA, Proto, Protos, Repr};
 
 /// How long a peer has to finish the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,7 +50,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionFrame {
     Hello { version: u16 },
-    Expose { port: u16, proto: Proto },
+    Expose { port: u16, protos: Protos },
     Exposed { port: u16 },
     Error { code: ErrorCode, text: String },
 }
@@ -106,10 +116,15 @@ struct Inner {
     /// run.
     sockets: HashMap<u32, (TcpStream, u8)>,
     session: VecDeque<SessionFrame>,
+    keepalive: Keepalive,
 }
 
-/// What to do with a stream the peer opened.
-pub type OnOpen = Arc<dyn Fn(Arc<Conn>, u32) + Send + Sync>;
+/// What to do with a stream the peer opened: a TCP visitor or a UDP flow.
+pub type OnOpen = Arc<dyn Fn(Arc<Conn>, u32, Proto) + Send + Sync>;
+
+/// A stream that is gone: reset, ended, or the connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamGone;
 
 /// One established control connection.
 pub struct Conn {
@@ -118,7 +133,12 @@ pub struct Conn {
     tx: Condvar,
     /// The end's logic waits here for session frames and the end.
     session_cv: Condvar,
+    /// The timer thread sleeps here until the next keepalive deadline.
+    timer_cv: Condvar,
     tcp: TcpStream,
+    /// Datagrams from the local service the client dropped because their
+    /// flow's stream had no room (see [`Conn::send_whole`]).
+    pub datagrams_dropped: AtomicU64,
 }
 
 impl Conn {
@@ -127,6 +147,7 @@ impl Conn {
         tcp: TcpStream,
         mux: Mux,
         channel: SecureChannel,
+        keepalive: keepalive::Config,
         on_open: OnOpen,
     ) -> anyhow::Result<Arc<Conn>> {
         let conn = Arc::new(Conn {
@@ -137,10 +158,13 @@ impl Conn {
                 wakers: HashMap::new(),
                 sockets: HashMap::new(),
                 session: VecDeque::new(),
+                keepalive: Keepalive::new(keepalive, Instant::now()),
             }),
             tx: Condvar::new(),
             session_cv: Condvar::new(),
+            timer_cv: Condvar::new(),
             tcp: tcp.try_clone()?,
+            datagrams_dropped: AtomicU64::new(0),
         });
         let reader = conn.clone();
         let read_tcp = tcp.try_clone()?;
@@ -158,8 +182,46 @@ impl Conn {
                     writer.kill(&why);
                 }
             })?;
+        let timer = conn.clone();
+        thread::Builder::new()
+            .name("control-timer".into())
+            .spawn(move || timer.timer_loop())?;
         Ok(conn)
     }
+
+    // ANCHOR: timer_loop
+    /// Runs the keepalive until the connection ends.
+    fn timer_loop(&self) {
+        let mut g = self.lock();
+        loop {
+            if g.dead.is_some() {
+                return;
+            }
+            let now = Instant::now();
+            match g.keepalive.poll(now) {
+                keepalive::Action::Dead(silent) => {
+                    drop(g);
+                    return self.kill(&format!("nothing from the peer for {silent:.1?}"));
+                }
+                keepalive::Action::Ping(opaque) => {
+                    log::debug!("peer silent: ping {opaque:#x}");
+                    if g.mux.send_control(&Repr::Ping { opaque }).is_err() {
+                        drop(g);
+                        return self.kill("peer does not read");
+                    }
+                    self.tx.notify_one();
+                }
+                keepalive::Action::Nothing => {}
+            }
+            let wait = g.keepalive.next_deadline().saturating_duration_since(now);
+            g = self
+                .timer_cv
+                .wait_timeout(g, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+    // ANCHOR_END: timer_loop
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic in another thread of this connection poisons the lock;
@@ -186,6 +248,7 @@ impl Conn {
         let _ = self.tcp.shutdown(Shutdown::Both);
         self.tx.notify_all();
         self.session_cv.notify_all();
+        self.timer_cv.notify_all();
     }
 
     /// Why the connection ended, if it has.
@@ -269,6 +332,9 @@ impl Conn {
             if let Err(e) = inner.channel.push(&buf[..n]) {
                 return e.to_string();
             }
+            // Any bytes count as a sign of life (a record too big for one
+            // read arrives in pieces, over a slow path perhaps).
+            inner.keepalive.on_receive(Instant::now());
             loop {
                 let mut out = Vec::new();
                 let frame = match inner.channel.poll(&mut out) {
@@ -284,7 +350,7 @@ impl Conn {
                 log::trace!("<- {repr}");
                 let session = match repr {
                     Repr::Hello { version } => SessionFrame::Hello { version },
-                    Repr::Expose { port, proto } => SessionFrame::Expose { port, proto },
+                    Repr::Expose { port, protos } => SessionFrame::Expose { port, protos },
                     Repr::Exposed { port } => SessionFrame::Exposed { port },
                     Repr::Error { code, text } => SessionFrame::Error {
                         code,
@@ -305,8 +371,8 @@ impl Conn {
                         if let Some(w) = inner.wakers.get(&stream) {
                             w.notify_all();
                         }
-                        while let Some(id) = inner.mux.accept() {
-                            opened.push(id);
+                        while let Some(opened_stream) = inner.mux.accept() {
+                            opened.push(opened_stream);
                         }
                         continue;
                     }
@@ -317,14 +383,14 @@ impl Conn {
                 inner.session.push_back(session);
                 self.session_cv.notify_all();
             }
-            for &id in &opened {
+            for &(id, _) in &opened {
                 inner.wakers.insert(id, Arc::new(Condvar::new()));
             }
             drop(g);
             // Frames handled may have made some to send (credit, resets).
             self.tx.notify_one();
-            for id in opened {
-                on_open(self.clone(), id);
+            for (id, proto) in opened {
+                on_open(self.clone(), id, proto);
             }
         }
     }
@@ -367,7 +433,7 @@ impl Conn {
         if let Some(why) = &g.dead {
             bail!("control connection closed: {why}");
         }
-        let id = g.mux.open()?;
+        let id = g.mux.open(Proto::Tcp)?;
         g.wakers.insert(id, Arc::new(Condvar::new()));
         drop(g);
         // Send the Open now: the visitor may be waiting for the service to
@@ -531,7 +597,171 @@ impl Conn {
     pub fn stream_count(&self) -> usize {
         self.lock().mux.stream_count()
     }
+
+    // ANCHOR: udp
+    /// Opens a stream for a UDP flow (the server, for a new visitor
+    /// address).
+    pub fn open_flow(&self) -> anyhow::Result<u32> {
+        let mut g = self.lock();
+        if let Some(why) = &g.dead {
+            bail!("control connection closed: {why}");
+        }
+        let id = g.mux.open(Proto::Udp)?;
+        g.wakers.insert(id, Arc::new(Condvar::new()));
+        Ok(id)
+    }
+
+    /// Writes `bytes` (one framed datagram) into stream `id` whole, or not
+    /// at all: `Ok(false)` when the stream has no room (the caller counts
+    /// the drop). A
+    /// datagram is never waited for: UDP may lose it, and waiting would
+    /// hold up the other flows read from the same socket.
+    pub fn send_whole(&self, id: u32, bytes: &[u8]) -> Result<bool, StreamGone> {
+        let mut g = self.lock();
+        if g.dead.is_some() {
+            return Err(StreamGone);
+        }
+        let room = g.mux.send_capacity(id).ok_or(StreamGone)?;
+        if room < bytes.len() {
+            return Ok(false);
+        }
+        g.mux.write(id, bytes).map_err(|_| StreamGone)?;
+        drop(g);
+        self.tx.notify_one();
+        Ok(true)
+    }
+
+    /// Whether stream `id` can still be written to.
+    pub fn is_open(&self, id: u32) -> bool {
+        let g = self.lock();
+        g.dead.is_none() && g.mux.send_capacity(id).is_some()
+    }
+
+    /// Reads stream `id` and cuts it into datagrams for `send`, until the
+    /// stream ends, is reset or the connection dies. Returns how many
+    /// datagrams were too long for `max` and skipped.
+    pub fn pump_datagrams(&self, id: u32, max: usize, mut send: impl FnMut(&[u8])) -> u64 {
+        let mut buf = vec![0u8; MAX_DATA];
+        let mut decoder = Decoder::new(max);
+        loop {
+            let mut g = self.lock();
+            let n = loop {
+                if g.dead.is_some() {
+                    return decoder.too_long;
+                }
+                match g.mux.read(id, &mut buf) {
+                    Ok(n) => break n,
+                    Err(StreamError::WouldBlock) => {
+                        let Some(w) = g.wakers.get(&id).cloned() else {
+                            return decoder.too_long;
+                        };
+                        g = w.wait(g).unwrap_or_else(|e| e.into_inner());
+                    }
+                    Err(StreamError::Reset | StreamError::Closed) => return decoder.too_long,
+                }
+            };
+            drop(g);
+            self.tx.notify_one();
+            if n == 0 {
+                return decoder.too_long;
+            }
+            decoder.push(&buf[..n]);
+            while let Some(d) = decoder.next_datagram() {
+                send(d);
+            }
+        }
+    }
+
+    /// Ends a UDP flow's stream (idle, or its socket failed): resets it,
+    /// wakes its pump, and forgets its waker.
+    pub fn release(&self, id: u32) {
+        let mut g = self.lock();
+        g.mux.reset(id);
+        if let Some(w) = g.wakers.remove(&id) {
+            w.notify_all();
+        }
+        drop(g);
+        self.tx.notify_one();
+    }
+
+    /// The client's end of a UDP flow the server opened: a socket
+    /// connected to the local service, and two pumps. The flow ends when
+    /// the server resets it (its idle timeout) or the connection ends.
+    pub fn splice_udp(self: &Arc<Self>, id: u32, sock: UdpSocket) {
+        let up_sock = sock.try_clone();
+        let Ok(up_sock) = up_sock.and_then(|u| u.set_read_timeout(Some(UDP_POLL)).map(|()| u)) else {
+            return self.release(id);
+        };
+        let up = self.clone();
+        let down = self.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("flow-{id}-up"))
+            .spawn(move || up.udp_to_stream(id, up_sock))
+            .and_then(|_| {
+                thread::Builder::new()
+                    .name(format!("flow-{id}-down"))
+                    .spawn(move || {
+                        down.pump_datagrams(id, datagram::MAX_DATAGRAM, |d| {
+                            // A refused send (nobody listens locally yet) loses
+                            // the datagram, as UDP would.
+                            let _ = sock.send(d);
+                        });
+                        down.release(id);
+                    })
+            });
+        if spawned.is_err() {
+            self.release(id);
+        }
+    }
+
+    /// Local service to stream: each datagram framed, whole or dropped.
+    fn udp_to_stream(&self, id: u32, sock: UdpSocket) {
+        let mut buf = vec![0u8; 65_536];
+        let mut framed = Vec::with_capacity(buf.len() + datagram::LENGTH_LEN);
+        loop {
+            let n = match sock.recv(&mut buf) {
+                Ok(n) => n,
+                // Timeouts: look whether the flow still exists. Refused:
+                // an ICMP port unreachable for an earlier send, which a
+                // connected UDP socket reports on the next call.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                            | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    if self.is_open(id) {
+                        continue;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    log::debug!("flow #{id}: {e}");
+                    return self.release(id);
+                }
+            };
+            framed.clear();
+            if datagram::encode(&buf[..n], &mut framed).is_err() {
+                continue;
+            }
+            match self.send_whole(id, &framed) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(StreamGone) => return,
+            }
+        }
+    }
+    // ANCHOR_END: udp
 }
+
+/// How often a pump blocked on a UDP socket looks whether its flow still
+/// exists (a UDP socket cannot be shut down to wake it).
+pub const UDP_POLL: Duration = Duration::from_millis(100);
 
 impl Drop for Conn {
     fn drop(&mut self) {

@@ -9,14 +9,25 @@
 //! - [`secure`]: step 04's handshake and AEAD over a TCP byte stream.
 //! - [`mux`]: many visitor streams over one connection, each with its own
 //!   flow control.
+//! - [`datagram`]: UDP datagrams over a stream, each with its length.
+//! - [`flows`]: the server's UDP flows, one per visitor address, with an
+//!   idle timeout.
+//! - [`keepalive`]: pings on a quiet control connection, and the end of a
+//!   silent one.
 //! - [`conn`]: the I/O shell of one control connection: threads and
 //!   blocking sockets, no async runtime.
 //! - [`server`] and [`client`]: the two ends.
+//! - [`l3`]: the layer-3 way: step 05's VPN with a public port forwarded
+//!   to a client (nftables DNAT) and delivered to its loopback.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod conn;
+pub mod datagram;
+pub mod flows;
+pub mod keepalive;
+pub mod l3;
 pub mod mux;
 pub mod secure;
 pub mod server;

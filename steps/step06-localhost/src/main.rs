@@ -1,30 +1,36 @@
-//! `step06-localhost`: expose a local TCP service through a server, over
-//! one encrypted, multiplexed control connection.
+//! `step06-localhost`: expose a local TCP (and UDP) service through a
+//! server, over one encrypted, multiplexed control connection.
 
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use step01_ping_tun::host;
 use step04_crypto::cli::{genkey, pubkey};
+use step04_crypto::entropy::{Entropy, OsEntropy};
 use step04_crypto::keys::{self, Short};
 use step04_crypto::noise::Identity;
+use step04_crypto::run::KeylogEntropy;
 use step06_localhost::client::{self, ClientConfig, ClientEvent, Stop};
-use step06_localhost::mux;
 use step06_localhost::secure::ServerKeys;
 use step06_localhost::server::{Server, ServerConfig};
+use step06_localhost::wire::Protos;
+use step06_localhost::{flows, l3};
 
 const PROGRAM: &str = "step06-localhost";
 
-/// Expose a local TCP service on a server's public port, like bore or
-/// ngrok: the client keeps one control connection (step 04's handshake and
-/// encryption), and every visitor becomes a stream inside it.
+/// Expose a local TCP service (and with --udp, UDP on the same port) on a
+/// server's public port, like bore or ngrok: the client keeps one control
+/// connection (step 04's handshake and encryption), and every visitor
+/// becomes a stream inside it (`server`, `expose`). Or at layer 3, through
+/// step 05's VPN: the server forwards a public port into the tunnel and the
+/// client delivers it to its loopback (`vpn-server`, `vpn-client`, `down`).
 ///
 /// Keys are step 04's: base64 x25519 keys, private ones in files only their
 /// owner can read.
@@ -36,7 +42,11 @@ const PROGRAM: &str = "step06-localhost";
         step06-localhost genkey > client.key && step06-localhost pubkey < client.key\n  \
         step06-localhost server --control 0.0.0.0:7835 --key server.key --peer CLIENT_PUBKEY\n  \
         step06-localhost expose 8000 --server 192.0.2.1:7835 --key client.key \\\n      \
-        --server-key SERVER_PUBKEY --remote-port 40000"
+        --server-key SERVER_PUBKEY --remote-port 40000 --udp\n  \
+        step06-localhost vpn-server --listen 0.0.0.0:51820 --key server.key \\\n      \
+        --peer CLIENT_PUBKEY=10.0.0.2/32 --address 10.0.0.1/24 --forward 18080=10.0.0.2:8080\n  \
+        step06-localhost vpn-client --server 192.0.2.1:51820 --key client.key \\\n      \
+        --server-key SERVER_PUBKEY --address 10.0.0.2/24 --deliver 8080"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -67,6 +77,15 @@ enum Command {
         /// The address public ports are bound on.
         #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED), value_name = "IP")]
         public_ip: IpAddr,
+        /// Forget a UDP flow (one visitor address) after this many seconds
+        /// with no datagram either way.
+        #[arg(long, default_value_t = flows::IDLE_TIMEOUT.as_secs(), value_name = "SECONDS")]
+        udp_idle_timeout: u64,
+        /// Append each handshake's ephemeral private key to FILE (mode
+        /// 600), so a capture of the control connection can be decrypted
+        /// later. For test sessions only.
+        #[arg(long, value_name = "FILE")]
+        keylog: Option<PathBuf>,
         /// Log more: -v shows every stream, -vv every frame.
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
@@ -74,7 +93,11 @@ enum Command {
     /// Expose LOCAL_PORT (on 127.0.0.1) through the server.
     #[command(after_help = "Example:\n  \
         step06-localhost expose 8000 --server 192.0.2.1:7835 --key client.key \\\n    \
-        --server-key SERVER_PUBKEY --remote-port 40000")]
+        --server-key SERVER_PUBKEY --remote-port 40000 --udp\n  \
+        step06-localhost vpn-server --listen 0.0.0.0:51820 --key server.key \\\n      \
+        --peer CLIENT_PUBKEY=10.0.0.2/32 --address 10.0.0.1/24 --forward 18080=10.0.0.2:8080\n  \
+        step06-localhost vpn-client --server 192.0.2.1:51820 --key client.key \\\n      \
+        --server-key SERVER_PUBKEY --address 10.0.0.2/24 --deliver 8080")]
     Expose {
         /// The local service's port.
         local_port: u16,
@@ -93,23 +116,48 @@ enum Command {
         /// The public port to ask for [default: any the server picks].
         #[arg(long, value_name = "PORT")]
         remote_port: Option<u16>,
+        /// Also forward UDP: datagrams to the public port go to LOCAL_PORT
+        /// over UDP, and the replies come back.
+        #[arg(long)]
+        udp: bool,
+        /// Append each handshake's ephemeral private key to FILE (mode
+        /// 600), so a capture of the control connection can be decrypted
+        /// later. For test sessions only.
+        #[arg(long, value_name = "FILE")]
+        keylog: Option<PathBuf>,
         /// Log more: -v shows every stream, -vv every frame.
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
     },
+    /// The layer-3 design: step 05's VPN, with ports forwarded to a client
+    /// (vpn-server --forward) and delivered to its loopback (vpn-client
+    /// --deliver); down undoes what a killed run left.
+    #[command(flatten)]
+    L3(Box<l3::L3Command>),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Genkey => genkey(),
         Command::Pubkey => pubkey(),
+        Command::L3(cmd) => l3::run(PROGRAM, *cmd),
         Command::Server {
             control,
             key,
             peers,
             public_ip,
+            udp_idle_timeout,
+            keylog,
             verbose,
-        } => serve(control, &key, &peers, public_ip, verbose),
+        } => serve(
+            control,
+            &key,
+            &peers,
+            public_ip,
+            Duration::from_secs(udp_idle_timeout),
+            keylog.as_deref(),
+            verbose,
+        ),
         Command::Expose {
             local_port,
             local_host,
@@ -117,6 +165,8 @@ fn main() -> ExitCode {
             key,
             server_key,
             remote_port,
+            udp,
+            keylog,
             verbose,
         } => expose(
             SocketAddr::new(local_host, local_port),
@@ -124,6 +174,8 @@ fn main() -> ExitCode {
             &key,
             &server_key,
             remote_port,
+            if udp { Protos::BOTH } else { Protos::TCP },
+            keylog.as_deref(),
             verbose,
         ),
     };
@@ -136,11 +188,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The kernel's randomness, or with `--keylog` the same and a key log.
+fn entropy(keylog: Option<&Path>) -> anyhow::Result<Box<dyn Entropy>> {
+    Ok(match keylog {
+        Some(path) => {
+            let log = KeylogEntropy::create(path)?;
+            log::warn!(
+                "writing ephemeral keys to {}: this session can be decrypted",
+                path.display()
+            );
+            Box::new(log)
+        }
+        None => Box::new(OsEntropy),
+    })
+}
+
 fn serve(
     control: SocketAddr,
-    key: &std::path::Path,
+    key: &Path,
     peers: &[String],
     public_ip: IpAddr,
+    udp_idle_timeout: Duration,
+    keylog: Option<&Path>,
     verbose: u8,
 ) -> anyhow::Result<ExitCode> {
     host::init_logging(verbose);
@@ -152,42 +221,40 @@ fn serve(
     for p in &allowed {
         log::info!("client {} may connect", Short(p));
     }
-    let server = Server::start(ServerConfig {
-        control,
-        public_ip,
-        keys: ServerKeys { identity, allowed },
-        mux: mux::Config::default(),
-    })?;
+    let mut config = ServerConfig::new(control, public_ip, ServerKeys { identity, allowed });
+    config.udp.idle_timeout = udp_idle_timeout;
+    config.entropy = entropy(keylog)?;
+    let server = Server::start(config)?;
     server.wait();
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn expose(
     local: SocketAddr,
     server: String,
-    key: &std::path::Path,
+    key: &Path,
     server_key: &str,
     remote_port: Option<u16>,
+    protos: Protos,
+    keylog: Option<&Path>,
     verbose: u8,
 ) -> anyhow::Result<ExitCode> {
     host::init_logging(verbose);
     let identity = Arc::new(Identity::new(keys::read_key_file(key)?));
     let server_key = keys::parse_public(server_key).context("--server-key")?;
-    let config = ClientConfig {
-        server: server.clone(),
-        identity,
-        server_key,
-        local,
-        remote_port: remote_port.unwrap_or(0),
-        backoff_min: Duration::from_millis(250),
-        backoff_max: Duration::from_secs(30),
-        mux: mux::Config::default(),
-    };
+    let mut config = ClientConfig::new(server.clone(), identity, server_key, local);
+    config.remote_port = remote_port.unwrap_or(0);
+    config.protos = protos;
+    config.entropy = Mutex::new(entropy(keylog)?);
     let host = server
         .rsplit_once(':')
         .map_or(server.as_str(), |(h, _)| h)
         .to_string();
     client::run(&config, &Stop::default(), |event| match event {
+        ClientEvent::Exposed { port } if protos.udp => {
+            println!("{local} is now at {host}:{port} ({protos})")
+        }
         ClientEvent::Exposed { port } => println!("{local} is now at {host}:{port}"),
         ClientEvent::Disconnected { why } => eprintln!("{PROGRAM}: disconnected ({why}); reconnecting"),
     })?;

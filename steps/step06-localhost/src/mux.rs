@@ -42,7 +42,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
-use crate::wire::{MAX_DATA, Repr};
+use crate::wire::{MAX_DATA, Proto, Repr};
 
 // ANCHOR: window
 /// The credit each side starts with on each stream, in bytes, and the
@@ -176,6 +176,9 @@ impl ByteQueue {
 
 #[derive(Debug)]
 struct Stream {
+    /// What the stream carries: a TCP visitor's bytes, or a UDP flow's
+    /// length-prefixed datagrams. The mux does not care; the ends do.
+    proto: Proto,
     send_buf: ByteQueue,
     /// Bytes we may still send (granted and not yet sent).
     send_credit: u32,
@@ -193,8 +196,9 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(open_pending: bool) -> Self {
+    fn new(proto: Proto, open_pending: bool) -> Self {
         Self {
+            proto,
             send_buf: ByteQueue::default(),
             send_credit: INITIAL_WINDOW,
             recv_buf: ByteQueue::default(),
@@ -224,7 +228,7 @@ pub struct Mux {
     next_id: u32,
     /// The highest id the peer has opened.
     peer_highest: u32,
-    accepted: VecDeque<u32>,
+    accepted: VecDeque<(u32, Proto)>,
     control: VecDeque<Vec<u8>>,
     resets: VecDeque<u32>,
     /// The stream that sent data last, for round-robin.
@@ -271,19 +275,20 @@ impl Mux {
             .map(|s| (s.send_buf.len(), s.recv_buf.len()))
     }
 
-    /// Opens a stream; the peer learns of it with the first frame sent.
-    pub fn open(&mut self) -> Result<u32, MuxError> {
+    /// Opens a stream carrying `proto`; the peer learns of it with the
+    /// first frame sent.
+    pub fn open(&mut self, proto: Proto) -> Result<u32, MuxError> {
         if self.streams.len() >= self.config.max_streams || self.next_id > u32::MAX - 2 {
             return Err(MuxError::TooManyStreams);
         }
         let id = self.next_id;
         self.next_id += 2;
-        self.streams.insert(id, Stream::new(true));
+        self.streams.insert(id, Stream::new(proto, true));
         Ok(id)
     }
 
-    /// The next stream the peer opened.
-    pub fn accept(&mut self) -> Option<u32> {
+    /// The next stream the peer opened, and what it carries.
+    pub fn accept(&mut self) -> Option<(u32, Proto)> {
         self.accepted.pop_front()
     }
 
@@ -313,6 +318,15 @@ impl Mux {
         // peer never reads them, `poll_transmit` is never called and
         // `handle` refuses more work (see there).
         self.resets.push_back(id);
+    }
+
+    /// How many bytes [`write`](Self::write) would take now; `None` if the
+    /// stream is gone, reset or closed our way. Whoever must write a
+    /// datagram whole or not at all (a UDP flow) checks this first.
+    pub fn send_capacity(&self, id: u32) -> Option<usize> {
+        let s = self.streams.get(&id).filter(|s| !s.reset && !s.fin_queued)?;
+        let limit = s.send_credit.min(INITIAL_WINDOW) as usize;
+        Some(limit.saturating_sub(s.send_buf.len()))
     }
 
     /// Ends our direction of the stream (FIN) once its buffered data is
@@ -394,7 +408,7 @@ impl Mux {
             return Err(MuxError::QueueFull);
         }
         match *frame {
-            Repr::Open { stream } => {
+            Repr::Open { stream, proto } => {
                 if !self.peer_parity(stream) || stream <= self.peer_highest {
                     return Err(MuxError::BadStreamId);
                 }
@@ -403,8 +417,8 @@ impl Mux {
                     self.counters.refused_streams += 1;
                     self.send_reset(stream);
                 } else {
-                    self.streams.insert(stream, Stream::new(false));
-                    self.accepted.push_back(stream);
+                    self.streams.insert(stream, Stream::new(proto, false));
+                    self.accepted.push_back((stream, proto));
                 }
             }
             Repr::Data { stream, bytes } => {
@@ -475,7 +489,13 @@ impl Mux {
             }
             if s.open_pending {
                 s.open_pending = false;
-                return emit(&Repr::Open { stream }, out);
+                return emit(
+                    &Repr::Open {
+                        stream,
+                        proto: s.proto,
+                    },
+                    out,
+                );
             }
             // Grant credit back once enough was read, but not after the
             // peer's Close: it will send nothing more.
@@ -573,7 +593,7 @@ mod tests {
         const LEN: usize = 1 << 20;
         const STUCK: usize = 17;
         let (mut server, mut client) = pair();
-        let ids: Vec<u32> = (0..STREAMS).map(|_| server.open().unwrap()).collect();
+        let ids: Vec<u32> = (0..STREAMS).map(|_| server.open(Proto::Tcp).unwrap()).collect();
         let payloads: Vec<Vec<u8>> = (0..STREAMS).map(|i| pattern(i, LEN)).collect();
         let mut written = vec![0usize; STREAMS];
         let mut received: Vec<Vec<u8>> = vec![Vec::new(); STREAMS];
@@ -594,7 +614,7 @@ mod tests {
                 }
             }
             pump(&mut server, &mut client);
-            while let Some(id) = client.accept() {
+            while let Some((id, _)) = client.accept() {
                 assert_eq!(id % 2, 0, "server streams are even");
             }
             for (i, &id) in ids.iter().enumerate() {
@@ -645,13 +665,13 @@ mod tests {
     #[test]
     fn half_close_lets_the_other_way_go_on() {
         let (mut server, mut client) = pair();
-        let id = client.open().unwrap();
+        let id = client.open(Proto::Tcp).unwrap();
         assert_eq!(id, 1);
         client.write(id, b"request").unwrap();
         client.close(id);
         assert_eq!(client.write(id, b"more"), Err(StreamError::Closed));
         pump(&mut client, &mut server);
-        assert_eq!(server.accept(), Some(id));
+        assert_eq!(server.accept(), Some((id, Proto::Tcp)));
         let mut buf = [0u8; 64];
         assert_eq!(server.read(id, &mut buf), Ok(7));
         assert_eq!(&buf[..7], b"request");
@@ -670,10 +690,10 @@ mod tests {
     #[test]
     fn reset_ends_both_ways_and_late_frames_are_only_counted() {
         let (mut server, mut client) = pair();
-        let id = server.open().unwrap();
+        let id = server.open(Proto::Tcp).unwrap();
         server.write(id, &[1; 100]).unwrap();
         pump(&mut server, &mut client);
-        assert_eq!(client.accept(), Some(id));
+        assert_eq!(client.accept(), Some((id, Proto::Tcp)));
         // The server writes more while the client's reset is on its way.
         server.write(id, &[2; 100]).unwrap();
         client.reset(id);
@@ -693,8 +713,16 @@ mod tests {
     fn a_peer_that_ignores_credit_gets_its_stream_reset() {
         let mut server = Mux::new(Side::Server, Config::default());
         let mut frame = |repr: Repr<'_>| server.handle(&repr);
-        frame(Repr::Open { stream: 1 }).unwrap();
-        frame(Repr::Open { stream: 3 }).unwrap();
+        frame(Repr::Open {
+            stream: 1,
+            proto: Proto::Tcp,
+        })
+        .unwrap();
+        frame(Repr::Open {
+            stream: 3,
+            proto: Proto::Tcp,
+        })
+        .unwrap();
         let chunk = [0u8; MAX_DATA];
         for _ in 0..INITIAL_WINDOW as usize / MAX_DATA {
             frame(Repr::Data {
@@ -730,7 +758,7 @@ mod tests {
     #[test]
     fn credit_comes_back_only_as_the_application_reads() {
         let (mut server, mut client) = pair();
-        let id = server.open().unwrap();
+        let id = server.open(Proto::Tcp).unwrap();
         let big = vec![9u8; 2 * INITIAL_WINDOW as usize];
         let n = server.write(id, &big).unwrap();
         assert_eq!(n, INITIAL_WINDOW as usize);
@@ -753,21 +781,42 @@ mod tests {
     fn bad_open_ids_end_the_connection_and_extra_streams_are_refused() {
         let mut server = Mux::new(Side::Server, Config { max_streams: 2 });
         assert_eq!(
-            server.handle(&Repr::Open { stream: 2 }),
+            server.handle(&Repr::Open {
+                stream: 2,
+                proto: Proto::Tcp
+            }),
             Err(MuxError::BadStreamId),
             "even ids are the server's"
         );
-        server.handle(&Repr::Open { stream: 5 }).unwrap();
+        server
+            .handle(&Repr::Open {
+                stream: 5,
+                proto: Proto::Tcp,
+            })
+            .unwrap();
         assert_eq!(
-            server.handle(&Repr::Open { stream: 3 }),
+            server.handle(&Repr::Open {
+                stream: 3,
+                proto: Proto::Tcp
+            }),
             Err(MuxError::BadStreamId),
             "ids only go up"
         );
-        server.handle(&Repr::Open { stream: 7 }).unwrap();
-        server.handle(&Repr::Open { stream: 9 }).unwrap();
+        server
+            .handle(&Repr::Open {
+                stream: 7,
+                proto: Proto::Tcp,
+            })
+            .unwrap();
+        server
+            .handle(&Repr::Open {
+                stream: 9,
+                proto: Proto::Tcp,
+            })
+            .unwrap();
         assert_eq!(server.counters.refused_streams, 1);
         assert_eq!(server.stream_count(), 2);
-        assert_eq!(server.open(), Err(MuxError::TooManyStreams));
+        assert_eq!(server.open(Proto::Tcp), Err(MuxError::TooManyStreams));
         assert_eq!(
             server.handle(&Repr::Ping { opaque: 1 }),
             Err(MuxError::NotAStreamFrame)
@@ -777,7 +826,12 @@ mod tests {
     #[test]
     fn data_after_close_is_a_stream_error() {
         let mut server = Mux::new(Side::Server, Config::default());
-        server.handle(&Repr::Open { stream: 1 }).unwrap();
+        server
+            .handle(&Repr::Open {
+                stream: 1,
+                proto: Proto::Tcp,
+            })
+            .unwrap();
         server.handle(&Repr::Close { stream: 1 }).unwrap();
         server
             .handle(&Repr::Data {
@@ -790,10 +844,38 @@ mod tests {
     }
 
     #[test]
+    fn a_udp_flow_is_opened_as_one_and_writes_whole_datagrams_or_none() {
+        let (mut server, mut client) = pair();
+        let id = server.open(Proto::Udp).unwrap();
+        assert_eq!(server.send_capacity(id), Some(INITIAL_WINDOW as usize));
+        pump(&mut server, &mut client);
+        assert_eq!(client.accept(), Some((id, Proto::Udp)));
+        // Fill the window but 10 bytes: an 11-byte datagram does not fit.
+        let fill = vec![0u8; INITIAL_WINDOW as usize - 10];
+        assert_eq!(server.write(id, &fill), Ok(fill.len()));
+        assert_eq!(server.send_capacity(id), Some(10));
+        pump(&mut server, &mut client);
+        assert_eq!(
+            server.send_capacity(id),
+            Some(10),
+            "sent, but not yet granted back"
+        );
+        let mut buf = vec![0u8; fill.len()];
+        assert_eq!(client.read(id, &mut buf), Ok(fill.len()));
+        pump(&mut server, &mut client);
+        assert_eq!(server.send_capacity(id), Some(INITIAL_WINDOW as usize));
+        server.close(id);
+        assert_eq!(server.send_capacity(id), None, "closed our way");
+        client.reset(id);
+        assert_eq!(client.send_capacity(id), None);
+        assert_eq!(client.send_capacity(99), None);
+    }
+
+    #[test]
     fn streams_take_turns() {
         let (mut server, mut client) = pair();
-        let a = server.open().unwrap();
-        let b = server.open().unwrap();
+        let a = server.open(Proto::Tcp).unwrap();
+        let b = server.open(Proto::Tcp).unwrap();
         server.write(a, &[0; 3 * MAX_DATA]).unwrap();
         server.write(b, &[0; 3 * MAX_DATA]).unwrap();
         let mut order = Vec::new();
@@ -819,7 +901,7 @@ mod tests {
             let data = vec![0u8; MAX_DATA];
             for (kind, stream, len, credit) in frames {
                 let repr = match kind {
-                    0 => Repr::Open { stream },
+                    0 => Repr::Open { stream, proto: if credit % 2 == 0 { Proto::Tcp } else { Proto::Udp } },
                     1 | 2 => Repr::Data { stream, bytes: &data[..len] },
                     3 => Repr::Window { stream, credit },
                     4 => Repr::Close { stream },

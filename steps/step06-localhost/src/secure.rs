@@ -225,6 +225,31 @@ impl SecureChannel {
         matches!(self.state, State::Open { .. }) && self.failed.is_none()
     }
 
+    // ANCHOR: mirror
+    /// A channel that opens what this one seals, from the first record:
+    /// the same session keys with the directions swapped. For decrypting
+    /// a recording of a session with this end's keys (a client replayed
+    /// from its key log reads both directions this way); `None` before
+    /// the handshake or once a record was sealed.
+    pub fn mirror(&self) -> Option<SecureChannel> {
+        let State::Open { keys, send: 0, .. } = &self.state else {
+            return None;
+        };
+        let mut keys = keys.clone();
+        std::mem::swap(&mut keys.send, &mut keys.receive);
+        Some(Self {
+            state: State::Open {
+                keys,
+                send: 0,
+                receive: 0,
+            },
+            input: Vec::new(),
+            consumed: 0,
+            failed: None,
+        })
+    }
+    // ANCHOR_END: mirror
+
     /// Whether part of a record is buffered: at the end of the stream, a
     /// record cut short.
     pub fn has_partial(&self) -> bool {
@@ -675,6 +700,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_mirror_opens_what_its_original_seals() {
+        let mut p = established();
+        let mut mirror = p.client.mirror().unwrap();
+        let mut wire = Vec::new();
+        p.client.seal(&hello(), &mut wire).unwrap();
+        p.client.seal_repr(&Repr::Ping { opaque: 9 }, &mut wire).unwrap();
+        let got = frames(&mut mirror, &wire).unwrap();
+        assert_eq!(got, frames(&mut p.server, &wire).unwrap());
+        assert_eq!(got.len(), 2);
+        // Too late once sealing began; never before the handshake.
+        assert!(p.client.mirror().is_none());
+        let keys = Arc::new(ServerKeys {
+            identity: identity(2),
+            allowed: vec![],
+        });
+        assert!(
+            SecureChannel::server(keys, StaticSecret::from([4; 32]))
+                .mirror()
+                .is_none()
+        );
     }
 
     #[test]

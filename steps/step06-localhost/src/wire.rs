@@ -15,16 +15,22 @@
 //! | type | frame   | body                                   | who sends it          |
 //! |------|---------|----------------------------------------|-----------------------|
 //! | 1    | Hello   | version (u16)                          | client, first         |
-//! | 2    | Expose  | port (u16, 0 = any), protocol (u8)     | client                |
+//! | 2    | Expose  | port (u16, 0 = any), protocols (1-2 u8)| client                |
 //! | 3    | Exposed | port (u16)                             | server                |
 //! | 4    | Error   | code (u16), text (UTF-8, ≤ 256 bytes)  | either                |
 //! | 5    | Ping    | opaque (u64)                           | either                |
 //! | 6    | Pong    | the ping's opaque (u64)                | either                |
-//! | 16   | Open    | (empty)                                | the stream's opener   |
+//! | 16   | Open    | (empty); 17 (u8) for a UDP flow        | the stream's opener   |
 //! | 17   | Data    | 1 to MAX_DATA bytes                    | either                |
 //! | 18   | Window  | credit (u32, > 0)                      | either                |
 //! | 19   | Close   | (empty): no more data this way (FIN)   | either                |
 //! | 20   | Reset   | (empty): the stream is gone both ways  | either                |
+//!
+//! Protocols are IANA's numbers (6 TCP, 17 UDP). Expose lists one or
+//! both, in ascending order, so a TCP-only Expose is `port, 6`. An Open
+//! with no body is a TCP visitor; one with body `17` is a UDP flow (one
+//! visitor address), whose stream carries length-prefixed datagrams (see
+//! [`crate::datagram`]).
 //!
 //! One frame travels in one sealed record (see [`crate::secure`]), and
 //! the record has its own length, so the frame's length field is checked
@@ -112,10 +118,11 @@ impl std::error::Error for Error {}
 fn body_len_ok(kind: u8, len: usize) -> Result<bool, Error> {
     Ok(match kind {
         kind::HELLO | kind::EXPOSED => len == 2,
-        kind::EXPOSE => len == 3,
+        kind::EXPOSE => len == 3 || len == 4,
         kind::ERROR => (2..=2 + MAX_ERROR_TEXT).contains(&len),
         kind::PING | kind::PONG => len == 8,
-        kind::OPEN | kind::CLOSE | kind::RESET => len == 0,
+        kind::OPEN => len <= 1,
+        kind::CLOSE | kind::RESET => len == 0,
         kind::DATA => (1..=MAX_DATA).contains(&len),
         kind::WINDOW => len == 4,
         _ => return Err(Error::BadType),
@@ -197,22 +204,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
 }
 // ANCHOR_END: frame_view
 
-/// The transport protocol of an exposed port. Only TCP is carried in this
-/// step; a UDP request gets an Error frame (its numbers are IANA's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A transport protocol carried through the tunnel (its numbers are
+/// IANA's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
     Tcp,
     Udp,
 }
 
 impl Proto {
-    fn number(self) -> u8 {
+    pub fn number(self) -> u8 {
         match self {
             Proto::Tcp => 6,
             Proto::Udp => 17,
         }
     }
-    fn from_number(n: u8) -> Option<Self> {
+    pub fn from_number(n: u8) -> Option<Self> {
         match n {
             6 => Some(Proto::Tcp),
             17 => Some(Proto::Udp),
@@ -226,6 +233,74 @@ impl fmt::Display for Proto {
         f.write_str(match self {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
+        })
+    }
+}
+
+// ANCHOR: protos
+/// The protocols an Expose asks for, on one port number: TCP, UDP or
+/// both (bore carries only TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protos {
+    pub tcp: bool,
+    pub udp: bool,
+}
+// ANCHOR_END: protos
+
+impl Protos {
+    pub const TCP: Protos = Protos {
+        tcp: true,
+        udp: false,
+    };
+    pub const UDP: Protos = Protos {
+        tcp: false,
+        udp: true,
+    };
+    pub const BOTH: Protos = Protos { tcp: true, udp: true };
+
+    /// Whether `proto` is one of them.
+    pub fn contains(self, proto: Proto) -> bool {
+        match proto {
+            Proto::Tcp => self.tcp,
+            Proto::Udp => self.udp,
+        }
+    }
+
+    /// The IANA numbers, ascending.
+    fn numbers(self) -> impl Iterator<Item = u8> {
+        [(self.tcp, Proto::Tcp), (self.udp, Proto::Udp)]
+            .into_iter()
+            .filter_map(|(on, p)| on.then_some(p.number()))
+    }
+
+    fn count(self) -> usize {
+        usize::from(self.tcp) + usize::from(self.udp)
+    }
+
+    /// Parses one or two known numbers in ascending order (so every set
+    /// has exactly one encoding).
+    fn from_numbers(numbers: &[u8]) -> Option<Self> {
+        let protos: Vec<Proto> = numbers
+            .iter()
+            .map(|&n| Proto::from_number(n))
+            .collect::<Option<_>>()?;
+        if numbers.windows(2).any(|w| w[0] >= w[1]) {
+            return None;
+        }
+        Some(Protos {
+            tcp: protos.contains(&Proto::Tcp),
+            udp: protos.contains(&Proto::Udp),
+        })
+    }
+}
+
+impl fmt::Display for Protos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match (self.tcp, self.udp) {
+            (true, true) => "tcp+udp",
+            (true, false) => "tcp",
+            (false, true) => "udp",
+            (false, false) => "nothing",
         })
     }
 }
@@ -283,12 +358,12 @@ impl fmt::Display for ErrorCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Repr<'a> {
     Hello { version: u16 },
-    Expose { port: u16, proto: Proto },
+    Expose { port: u16, protos: Protos },
     Exposed { port: u16 },
     Error { code: ErrorCode, text: &'a str },
     Ping { opaque: u64 },
     Pong { opaque: u64 },
-    Open { stream: u32 },
+    Open { stream: u32, proto: Proto },
     Data { stream: u32, bytes: &'a [u8] },
     Window { stream: u32, credit: u32 },
     Close { stream: u32 },
@@ -325,7 +400,7 @@ impl<'a> Repr<'a> {
             },
             kind::EXPOSE => Repr::Expose {
                 port: frame.u16_field(),
-                proto: Proto::from_number(body[2]).ok_or(Error::BadBody)?,
+                protos: Protos::from_numbers(&body[2..]).ok_or(Error::BadBody)?,
             },
             kind::EXPOSED => Repr::Exposed {
                 port: frame.u16_field(),
@@ -336,7 +411,15 @@ impl<'a> Repr<'a> {
             },
             kind::PING => Repr::Ping { opaque: u64_body() },
             kind::PONG => Repr::Pong { opaque: u64_body() },
-            kind::OPEN => Repr::Open { stream },
+            kind::OPEN => Repr::Open {
+                stream,
+                // TCP is the empty body, so UDP is the only number here.
+                proto: match body {
+                    [] => Proto::Tcp,
+                    [17] => Proto::Udp,
+                    _ => return Err(Error::BadBody),
+                },
+            },
             kind::DATA => Repr::Data { stream, bytes: body },
             kind::WINDOW => {
                 let credit = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
@@ -365,7 +448,7 @@ impl<'a> Repr<'a> {
             Repr::Error { .. } => (kind::ERROR, 0),
             Repr::Ping { .. } => (kind::PING, 0),
             Repr::Pong { .. } => (kind::PONG, 0),
-            Repr::Open { stream } => (kind::OPEN, stream),
+            Repr::Open { stream, .. } => (kind::OPEN, stream),
             Repr::Data { stream, .. } => (kind::DATA, stream),
             Repr::Window { stream, .. } => (kind::WINDOW, stream),
             Repr::Close { stream } => (kind::CLOSE, stream),
@@ -377,10 +460,16 @@ impl<'a> Repr<'a> {
     fn body_len(&self) -> usize {
         match self {
             Repr::Hello { .. } | Repr::Exposed { .. } => 2,
-            Repr::Expose { .. } => 3,
+            Repr::Expose { protos, .. } => 2 + protos.count(),
             Repr::Error { text, .. } => 2 + text.len(),
             Repr::Ping { .. } | Repr::Pong { .. } => 8,
-            Repr::Open { .. } | Repr::Close { .. } | Repr::Reset { .. } => 0,
+            Repr::Open {
+                proto: Proto::Tcp, ..
+            } => 0,
+            Repr::Open {
+                proto: Proto::Udp, ..
+            } => 1,
+            Repr::Close { .. } | Repr::Reset { .. } => 0,
             Repr::Data { bytes, .. } => bytes.len(),
             Repr::Window { .. } => 4,
         }
@@ -436,9 +525,9 @@ impl<'a> Repr<'a> {
         out.extend_from_slice(&header.buffer);
         match *self {
             Repr::Hello { version: n } | Repr::Exposed { port: n } => out.extend_from_slice(&n.to_be_bytes()),
-            Repr::Expose { port, proto } => {
+            Repr::Expose { port, protos } => {
                 out.extend_from_slice(&port.to_be_bytes());
-                out.push(proto.number());
+                out.extend(protos.numbers());
             }
             Repr::Error { code, text } => {
                 out.extend_from_slice(&code.number().to_be_bytes());
@@ -447,6 +536,9 @@ impl<'a> Repr<'a> {
             Repr::Ping { opaque } | Repr::Pong { opaque } => out.extend_from_slice(&opaque.to_be_bytes()),
             Repr::Data { bytes, .. } => out.extend_from_slice(bytes),
             Repr::Window { credit, .. } => out.extend_from_slice(&credit.to_be_bytes()),
+            Repr::Open {
+                proto: Proto::Udp, ..
+            } => out.push(Proto::Udp.number()),
             Repr::Open { .. } | Repr::Close { .. } | Repr::Reset { .. } => {}
         }
         Ok(())
@@ -457,13 +549,17 @@ impl fmt::Display for Repr<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Repr::Hello { version } => write!(f, "hello v{version}"),
-            Repr::Expose { port: 0, proto } => write!(f, "expose {proto} any port"),
-            Repr::Expose { port, proto } => write!(f, "expose {proto} port {port}"),
+            Repr::Expose { port: 0, protos } => write!(f, "expose {protos} any port"),
+            Repr::Expose { port, protos } => write!(f, "expose {protos} port {port}"),
             Repr::Exposed { port } => write!(f, "exposed port {port}"),
             Repr::Error { code, text } => write!(f, "error {code}: {}", text.escape_debug()),
             Repr::Ping { opaque } => write!(f, "ping {opaque:#x}"),
             Repr::Pong { opaque } => write!(f, "pong {opaque:#x}"),
-            Repr::Open { stream } => write!(f, "open #{stream}"),
+            Repr::Open {
+                stream,
+                proto: Proto::Tcp,
+            } => write!(f, "open #{stream}"),
+            Repr::Open { stream, proto } => write!(f, "open #{stream} {proto}"),
             Repr::Data { stream, bytes } => write!(f, "data #{stream} {} bytes", bytes.len()),
             Repr::Window { stream, credit } => write!(f, "window #{stream} +{credit}"),
             Repr::Close { stream } => write!(f, "close #{stream}"),
@@ -482,11 +578,15 @@ mod tests {
             Repr::Hello { version: VERSION },
             Repr::Expose {
                 port: 8080,
-                proto: Proto::Tcp,
+                protos: Protos::TCP,
             },
             Repr::Expose {
                 port: 0,
-                proto: Proto::Udp,
+                protos: Protos::UDP,
+            },
+            Repr::Expose {
+                port: 8000,
+                protos: Protos::BOTH,
             },
             Repr::Exposed { port: 40000 },
             Repr::Error {
@@ -499,7 +599,14 @@ mod tests {
             },
             Repr::Ping { opaque: 7 },
             Repr::Pong { opaque: u64::MAX },
-            Repr::Open { stream: 2 },
+            Repr::Open {
+                stream: 2,
+                proto: Proto::Tcp,
+            },
+            Repr::Open {
+                stream: 4,
+                proto: Proto::Udp,
+            },
             Repr::Data {
                 stream: 2,
                 bytes: b"GET / HTTP/1.1\r\n",
@@ -526,11 +633,27 @@ mod tests {
         out.clear();
         Repr::Expose {
             port: 8080,
-            proto: Proto::Tcp,
+            protos: Protos::TCP,
         }
         .emit(&mut out)
         .unwrap();
         assert_eq!(out, [2, 0, 0, 3, 0, 0, 0, 0, 0x1f, 0x90, 6]);
+        out.clear();
+        Repr::Expose {
+            port: 8080,
+            protos: Protos::BOTH,
+        }
+        .emit(&mut out)
+        .unwrap();
+        assert_eq!(out, [2, 0, 0, 4, 0, 0, 0, 0, 0x1f, 0x90, 6, 17]);
+        out.clear();
+        Repr::Open {
+            stream: 2,
+            proto: Proto::Udp,
+        }
+        .emit(&mut out)
+        .unwrap();
+        assert_eq!(out, [16, 0, 0, 1, 0, 0, 0, 2, 17]);
     }
 
     #[test]
@@ -592,10 +715,39 @@ mod tests {
         let mut b = good.clone();
         b[8..].fill(0);
         assert_eq!(Repr::parse_bytes(&b).err(), Some(Error::BadBody));
-        // Open with a body; Hello on a stream; bad UTF-8; unknown protocol.
+        // Open with a long body or one that is not UDP; Hello on a stream;
+        // bad UTF-8; unknown protocols, out of order or repeated; none.
         assert_eq!(
-            Repr::parse_bytes(&[16, 0, 0, 1, 0, 0, 0, 1, 0]).err(),
+            Repr::parse_bytes(&[16, 0, 0, 2, 0, 0, 0, 1, 17, 0]).err(),
             Some(Error::BadLength)
+        );
+        assert_eq!(
+            Repr::parse_bytes(&[16, 0, 0, 1, 0, 0, 0, 1, 6]).err(),
+            Some(Error::BadBody)
+        );
+        for protos in [[17, 6], [6, 6], [6, 1]] {
+            let frame = [&[2, 0, 0, 4, 0, 0, 0, 0, 0, 80][..], &protos].concat();
+            assert_eq!(
+                Repr::parse_bytes(&frame).err(),
+                Some(Error::BadBody),
+                "{protos:?}"
+            );
+        }
+        assert_eq!(
+            Repr::parse_bytes(&[2, 0, 0, 2, 0, 0, 0, 0, 0, 80]).err(),
+            Some(Error::BadLength)
+        );
+        assert_eq!(
+            Repr::Expose {
+                port: 80,
+                protos: Protos {
+                    tcp: false,
+                    udp: false
+                }
+            }
+            .emit(&mut Vec::new()),
+            Err(Error::BadLength),
+            "an Expose of no protocol has too short a body"
         );
         assert_eq!(
             Repr::parse_bytes(&[1, 0, 0, 2, 0, 0, 0, 1, 0, 1]).err(),

@@ -2,18 +2,19 @@
 //! system picks: no privileges, nothing leaves the loopback interface.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use step04_crypto::noise::Identity;
+use step04_crypto::noise::{self, Identity};
 use step04_crypto::{PublicKey, StaticSecret};
 use step06_localhost::client::{self, ClientConfig, ClientEvent, Stop};
-use step06_localhost::mux;
-use step06_localhost::secure::ServerKeys;
-use step06_localhost::server::{Server, ServerConfig};
+use step06_localhost::secure::{Event, SecureChannel, ServerKeys};
+use step06_localhost::server::{Server, ServerConfig, UdpStats};
+use step06_localhost::wire::{Protos, Repr};
+use step06_localhost::{flows, keepalive};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// The longest any one wait in these tests may take.
@@ -27,18 +28,17 @@ fn public(byte: u8) -> PublicKey {
     PublicKey::from(&secret(byte))
 }
 
-/// A server (key 2) accepting clients 1 and 3.
+/// The configuration of a server (key 2) accepting clients 1 and 3.
+fn server_config(control: SocketAddr) -> ServerConfig {
+    let keys = ServerKeys {
+        identity: Identity::new(secret(2)),
+        allowed: vec![public(1), public(3)],
+    };
+    ServerConfig::new(control, LOCALHOST, keys)
+}
+
 fn server_on(control: SocketAddr) -> Server {
-    Server::start(ServerConfig {
-        control,
-        public_ip: LOCALHOST,
-        keys: ServerKeys {
-            identity: Identity::new(secret(2)),
-            allowed: vec![public(1), public(3)],
-        },
-        mux: mux::Config::default(),
-    })
-    .unwrap()
+    Server::start(server_config(control)).unwrap()
 }
 
 /// A local service that sends back whatever it gets, then closes.
@@ -93,17 +93,24 @@ impl RunningClient {
     }
 }
 
-fn start_client(key: u8, server_key: u8, control: SocketAddr, local: SocketAddr, port: u16) -> RunningClient {
-    let config = ClientConfig {
-        server: control.to_string(),
-        identity: Arc::new(Identity::new(secret(key))),
-        server_key: public(server_key),
+fn client_config(key: u8, server_key: u8, control: SocketAddr, local: SocketAddr, port: u16) -> ClientConfig {
+    let mut config = ClientConfig::new(
+        control.to_string(),
+        Arc::new(Identity::new(secret(key))),
+        public(server_key),
         local,
-        remote_port: port,
-        backoff_min: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(100),
-        mux: mux::Config::default(),
-    };
+    );
+    config.remote_port = port;
+    config.backoff_min = Duration::from_millis(10);
+    config.backoff_max = Duration::from_millis(100);
+    config
+}
+
+fn start_client(key: u8, server_key: u8, control: SocketAddr, local: SocketAddr, port: u16) -> RunningClient {
+    run_client(client_config(key, server_key, control, local, port))
+}
+
+fn run_client(config: ClientConfig) -> RunningClient {
     let stop = Arc::new(Stop::default());
     let (tx, events) = mpsc::channel();
     let s = stop.clone();
@@ -274,6 +281,267 @@ fn a_service_that_speaks_first_reaches_a_silent_visitor() {
     let mut banner = Vec::new();
     conn.read_to_end(&mut banner).unwrap();
     assert_eq!(banner, b"220 hello\r\n");
+    client.finish().unwrap();
+    server.stop();
+}
+
+/// A local service on one port number for both protocols: TCP echo and
+/// UDP echo (each datagram sent back to its sender).
+fn echo_service_tcp_and_udp() -> SocketAddr {
+    for _ in 0..50 {
+        let tcp = echo_service();
+        let Ok(udp) = UdpSocket::bind(tcp) else {
+            continue;
+        };
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            while let Ok((n, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(&buf[..n], from);
+            }
+        });
+        return tcp;
+    }
+    panic!("no port free for both TCP and UDP");
+}
+
+/// Waits until `what` holds, or fails after [`PATIENCE`].
+fn eventually(what: &str, mut holds: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !holds() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// One visitor: sends `count` datagrams to the public port, one at a
+/// time, and checks each reply is its request.
+fn udp_visitor(port: u16, seed: usize, count: usize) {
+    let sock = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    sock.connect((LOCALHOST, port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    for i in 0..count {
+        // Lengths from 0 to 1400 bytes, different for every visitor.
+        let request = pattern(seed * 1000 + i, (seed * 131 + i * 29) % 1401);
+        sock.send(&request).unwrap();
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("visitor {seed}, datagram {i}: {e}"));
+        assert!(
+            buf[..n] == request[..],
+            "visitor {seed}, datagram {i}: reply differs"
+        );
+    }
+}
+
+#[test]
+fn udp_twenty_visitors_of_fifty_datagrams_each_with_tcp_alongside() {
+    let server = server_on((LOCALHOST, 0).into());
+    let local = echo_service_tcp_and_udp();
+    let mut config = client_config(1, 2, server.control_addr(), local, 0);
+    config.protos = Protos::BOTH;
+    let client = run_client(config);
+    let port = client.exposed_port();
+    // TCP visitors at the same time, on the same port number.
+    let tcp: Vec<_> = (0..4)
+        .map(|i| {
+            let payload = Arc::new(pattern(i, 256 * 1024));
+            thread::spawn(move || visit(port, payload.clone()) == *payload)
+        })
+        .collect();
+    let udp: Vec<_> = (0..20)
+        .map(|i| thread::spawn(move || udp_visitor(port, i, 50)))
+        .collect();
+    for v in udp {
+        v.join().unwrap();
+    }
+    for (i, v) in tcp.into_iter().enumerate() {
+        assert!(v.join().unwrap(), "tcp visitor {i}: bytes differ");
+    }
+    let stats = server.udp_stats();
+    assert_eq!(stats.open, 20, "one flow per visitor address: {stats:?}");
+    assert_eq!(
+        stats.counters,
+        flows::Counters {
+            opened: 20,
+            ..flows::Counters::default()
+        }
+    );
+    client.finish().unwrap();
+    server.stop();
+}
+
+#[test]
+fn udp_idle_flows_are_removed_after_the_timeout() {
+    let mut config = server_config((LOCALHOST, 0).into());
+    config.udp.idle_timeout = Duration::from_millis(300);
+    let server = Server::start(config).unwrap();
+    let local = echo_service_tcp_and_udp();
+    let mut config = client_config(1, 2, server.control_addr(), local, 0);
+    config.protos = Protos::BOTH;
+    let client = run_client(config);
+    let port = client.exposed_port();
+    let start = Instant::now();
+    for seed in 0..3 {
+        udp_visitor(port, seed, 2);
+    }
+    assert_eq!(server.udp_stats().counters.opened, 3);
+    eventually("the idle flows expire", || server.udp_stats().open == 0);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(server.udp_stats().counters.expired, 3);
+    // The same visitor address later is a new flow, and it works.
+    let sock = UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    for round in 0..2 {
+        sock.send_to(b"again", (LOCALHOST, port)).unwrap();
+        let (n, _) = sock.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"again");
+        if round == 0 {
+            eventually("the flow expires", || server.udp_stats().open == 0);
+        }
+    }
+    assert_eq!(server.udp_stats().counters.opened, 5);
+    // TCP on the same port is untouched by all this.
+    assert_eq!(visit(port, Arc::new(b"tcp".to_vec())), b"tcp");
+    client.finish().unwrap();
+    server.stop();
+}
+
+#[test]
+fn udp_datagrams_over_the_limit_and_flows_over_the_bound_are_dropped_and_counted() {
+    let mut config = server_config((LOCALHOST, 0).into());
+    config.udp.max_datagram = 1000;
+    config.udp.max_flows = 2;
+    let server = Server::start(config).unwrap();
+    let local = echo_service_tcp_and_udp();
+    let mut config = client_config(1, 2, server.control_addr(), local, 0);
+    config.protos = Protos::UDP;
+    let client = run_client(config);
+    let port = client.exposed_port();
+    // UDP only: nobody listens for TCP.
+    assert!(TcpStream::connect((LOCALHOST, port)).is_err());
+    let visitors: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind((LOCALHOST, 0)).unwrap()).collect();
+    let mut buf = [0u8; 2048];
+    for v in &visitors[..2] {
+        v.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        v.send_to(&[7; 1000], (LOCALHOST, port)).unwrap();
+        assert_eq!(v.recv_from(&mut buf).unwrap().0, 1000);
+    }
+    visitors[0].send_to(&[7; 1001], (LOCALHOST, port)).unwrap();
+    visitors[2].send_to(b"third", (LOCALHOST, port)).unwrap();
+    eventually("both drops are counted", || {
+        let c = server.udp_stats().counters;
+        c.too_long == 1 && c.too_many_flows == 1
+    });
+    assert_eq!(
+        server.udp_stats(),
+        UdpStats {
+            counters: flows::Counters {
+                opened: 2,
+                too_long: 1,
+                too_many_flows: 1,
+                ..flows::Counters::default()
+            },
+            open: 2,
+        }
+    );
+    client.finish().unwrap();
+    server.stop();
+}
+
+/// Connects to the server as client 1 by hand, finishes the handshake and
+/// says Hello, then reads whatever comes and answers nothing.
+fn silent_client(control: SocketAddr) -> (TcpStream, SecureChannel) {
+    let mut tcp = TcpStream::connect(control).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut first = Vec::new();
+    let mut channel = SecureChannel::client(
+        Arc::new(Identity::new(secret(1))),
+        public(2),
+        secret(11),
+        noise::tai64n(Duration::from_secs(1_800_000_000)),
+        &mut first,
+    )
+    .unwrap();
+    tcp.write_all(&first).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tcp.read(&mut buf).unwrap();
+        channel.push(&buf[..n]).unwrap();
+        if let Some(Event::Established { .. }) = channel.poll(&mut Vec::new()).unwrap() {
+            break;
+        }
+    }
+    let mut hello = Vec::new();
+    channel
+        .seal_repr(&Repr::Hello { version: 1 }, &mut hello)
+        .unwrap();
+    tcp.write_all(&hello).unwrap();
+    (tcp, channel)
+}
+
+#[test]
+fn a_silent_client_is_pinged_then_dropped() {
+    let mut config = server_config((LOCALHOST, 0).into());
+    config.keepalive = keepalive::Config {
+        ping_interval: Duration::from_millis(100),
+        dead_after: Duration::from_millis(1000),
+    };
+    let server = Server::start(config).unwrap();
+    let (mut tcp, mut channel) = silent_client(server.control_addr());
+    let start = Instant::now();
+    let mut pings = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the server closes the connection.
+    loop {
+        let n = match tcp.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("{e}"),
+        };
+        if n == 0 {
+            break;
+        }
+        channel.push(&buf[..n]).unwrap();
+        while let Some(Event::Frame(f)) = channel.poll(&mut Vec::new()).unwrap() {
+            match Repr::parse_bytes(f).unwrap() {
+                Repr::Ping { opaque } => pings.push((opaque, start.elapsed())),
+                other => panic!("{other}"),
+            }
+        }
+    }
+    let lasted = start.elapsed();
+    // A ping per interval of silence (some late, on a busy machine),
+    // numbered from 1, the first after one interval.
+    let numbers: Vec<u64> = pings.iter().map(|p| p.0).collect();
+    assert!(numbers.len() >= 3, "{pings:?}");
+    assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>());
+    assert!(pings[0].1 >= Duration::from_millis(90), "{pings:?}");
+    assert!(
+        lasted >= Duration::from_millis(990) && lasted < Duration::from_secs(10),
+        "{lasted:?}"
+    );
+    server.stop();
+}
+
+#[test]
+fn a_client_that_answers_pings_stays_connected() {
+    let fast = keepalive::Config {
+        ping_interval: Duration::from_millis(50),
+        dead_after: Duration::from_millis(500),
+    };
+    let mut config = server_config((LOCALHOST, 0).into());
+    config.keepalive = fast;
+    let server = Server::start(config).unwrap();
+    let mut config = client_config(1, 2, server.control_addr(), echo_service(), 0);
+    config.keepalive = fast;
+    let client = run_client(config);
+    let port = client.exposed_port();
+    // Quiet for three times the timeout: both ends ping, both answer.
+    thread::sleep(Duration::from_millis(1500));
+    assert!(client.events.try_recv().is_err(), "the connection broke");
+    assert_eq!(visit(port, Arc::new(b"still up".to_vec())), b"still up");
     client.finish().unwrap();
     server.stop();
 }

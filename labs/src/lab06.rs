@@ -1,0 +1,1495 @@
+//! Lab 06: publish a service that listens only on the client's 127.0.0.1,
+//! through the server, in two designs.
+//!
+//! Three hosts: `client` (192.0.2.2) on a link of its own to `server`
+//! (192.0.2.1), and `internet` (198.51.100.2), the visitor, behind the
+//! server (198.51.100.1). The visitor has no route to the client's link: it
+//! can only reach the server. On the client, three services listen on
+//! 127.0.0.1 only (`labs/06-localhost/services.py`): a web page on port
+//! 8080, a TCP echo and a UDP echo on port 9000. Nothing outside the client
+//! can reach them, not even the server on the same link.
+//!
+//! Layer 4, like bore and ngrok: `step06-localhost server` on the server,
+//! and one `step06-localhost expose` per port on the client. The client
+//! keeps an encrypted control connection to the server, the server listens
+//! on the public port, and each visitor's connection becomes a stream
+//! inside the control connection, which the client connects to
+//! 127.0.0.1:PORT. Layer 3, like a VPN with port forwarding:
+//! `step06-localhost vpn-server --forward 18080=10.0.0.2:8080` (step 05's
+//! server, plus a DNAT of the public port to the client's tunnel address)
+//! and `vpn-client --deliver 8080` (step 05's client, plus a DNAT of what
+//! arrives on the tunnel to 127.0.0.1, and `route_localnet` on the TUN
+//! device so that the kernel lets it).
+//!
+//! For each design the lab checks that the visitor gets the client's page
+//! through the public port, that 50 concurrent connections each echo 1 MB
+//! intact, that UDP datagrams are echoed, that a client killed with
+//! SIGKILL and started again is back on the same public port within
+//! seconds, and that a client with a key the server does not list gets
+//! nothing. It records each host's routes, rules, nftables ruleset and
+//! sysctls before anything starts, and checks that the layer-4 programs
+//! change none of it, and that the layer-3 programs put everything back,
+//! on a normal exit and, after SIGKILL, with `step06-localhost down`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+
+use crate::env;
+use crate::lab01::wait_for_tun;
+use crate::lab04::{KeyPair, path_arg, wait_for_handshake};
+use crate::lab05::{HostState, host_lines, state_in_log};
+use crate::netns::{Host, STEP_STATE_DIR, Topology};
+use crate::process::{Capture, CaptureOptions, Running};
+use crate::report::Report;
+use crate::traffic::{wait_for_listener, wait_for_udp_listener};
+
+pub const TOOLS: &[&str] = &["ip", "ss", "tcpdump", "nft", "curl", "python3"];
+/// What recording the fixtures needs besides: turning off checksum
+/// offload on every veth.
+pub const FIXTURE_TOOLS: &[&str] = &["ethtool"];
+pub const PACKAGE: &str = "step06-localhost";
+pub const TUN: &str = "tun0";
+/// The layer-4 server's control port.
+pub const CONTROL_PORT: u16 = 7835;
+/// The layer-3 server's tunnel port.
+pub const VPN_PORT: u16 = 51820;
+/// The client's services, on 127.0.0.1.
+pub const HTTP_PORT: u16 = 8080;
+pub const ECHO_PORT: u16 = 9000;
+/// The public ports of the layer-3 design (the layer-4 design publishes
+/// each service on its own port number).
+pub const L3_HTTP_PORT: u16 = 18080;
+pub const L3_ECHO_PORT: u16 = 19000;
+/// Addresses.
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+pub const SERVER_LINK_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const SERVER_PUBLIC_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const VISITOR_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// The client's tunnel address in the layer-3 design.
+pub const CLIENT_INNER: &str = "10.0.0.2";
+/// The load on the echo service: this many connections at once, each
+/// sending this many bytes and reading them back.
+pub const ECHO_CONNECTIONS: usize = 50;
+pub const ECHO_BYTES: usize = 1_000_000;
+/// The UDP datagrams sent to the echo, one at a time.
+pub const UDP_DATAGRAMS: usize = 20;
+/// The longest a client killed with SIGKILL may take to serve again.
+pub const RESTART_LIMIT: Duration = Duration::from_secs(10);
+/// The sysctls either design might change: forwarding (the layer-3
+/// server) and accepting 127.0.0.0/8 on other interfaces than `lo` (the
+/// layer-3 client, on its TUN device, which goes with it).
+pub const SYSCTLS: [&str; 3] = [
+    "net.ipv4.ip_forward",
+    "net.ipv6.conf.all.forwarding",
+    "net.ipv4.conf.all.route_localnet",
+];
+/// The nftables table of the layer-3 programs: `inet tunlab_step06_<tun>`.
+pub const TABLE_PREFIX: &str = "tunlab_step06_";
+
+/// The client's services and the visitor's load.
+pub const SERVICES_PY: &str = include_str!("../06-localhost/services.py");
+pub const VISITOR_PY: &str = include_str!("../06-localhost/visitor.py");
+
+pub fn default_out() -> PathBuf {
+    env::workspace_root().join("target").join("tunlab").join("lab06")
+}
+
+/// The keys: the server's, the client's, a second client the server also
+/// lists, and a stranger it does not.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub server: KeyPair,
+    pub client: KeyPair,
+    pub other: KeyPair,
+    pub stranger: KeyPair,
+}
+
+impl Keys {
+    /// Fresh keys in `dir`: `server.key`, `client.key`, `other.key`,
+    /// `stranger.key`.
+    pub fn generate(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self {
+            server: KeyPair::generate(binary, &dir.join("server.key"))?,
+            client: KeyPair::generate(binary, &dir.join("client.key"))?,
+            other: KeyPair::generate(binary, &dir.join("other.key"))?,
+            stranger: KeyPair::generate(binary, &dir.join("stranger.key"))?,
+        })
+    }
+}
+
+/// The three hosts, the client's services running. Drops in field order:
+/// the services, then the hosts.
+pub struct Hosts {
+    pub services: Running,
+    pub client: Host,
+    pub server: Host,
+    pub internet: Host,
+    /// The services' log: a line per request, echo connection and datagram.
+    pub services_log: PathBuf,
+    /// The state of the client and the server before any step started.
+    pub before_client: HostState,
+    pub before_server: HostState,
+    pub binary: PathBuf,
+    pub out: PathBuf,
+    /// `visitor.py`, written into `out`.
+    visitor: String,
+    _topology: Topology,
+}
+
+/// Builds the hosts and links, records the client's and the server's
+/// state, and starts the client's services. `offload_off`: turn off
+/// transmit checksum offload on every veth, so that captures on the
+/// server show real checksums (the server's own segments too).
+pub fn hosts(out: &Path, tag: &str, offload_off: bool, report: &mut Report) -> anyhow::Result<Hosts> {
+    env::require_tools(TOOLS)?;
+    if offload_off {
+        env::require_tools(FIXTURE_TOOLS)?;
+    }
+    let binary = env::step_binary(PACKAGE)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut topology = Topology::new()?;
+    let server = topology.host("server")?;
+    let client = topology.host("client")?;
+    let internet = topology.host("internet")?;
+    topology.link(&server, "veth-c", &client, "veth0")?;
+    topology.link(&server, "veth-inet", &internet, "veth0")?;
+    server.add_address("veth-c", "192.0.2.1/24")?;
+    client.add_address("veth0", "192.0.2.2/24")?;
+    server.add_address("veth-inet", "198.51.100.1/24")?;
+    internet.add_address("veth0", "198.51.100.2/24")?;
+    // The client reaches everything through the server; the visitor only
+    // the server's link (no route to 192.0.2.0/24 at all).
+    client.ip(["-4", "route", "add", "default", "via", "192.0.2.1"])?;
+    // The server starts as a host that does not forward (a new namespace
+    // copies the machine's IPv4 settings), and neither host accepts
+    // 127.0.0.0/8 from outside: what a program turns on, it must turn off.
+    for host in [&server, &client] {
+        for key in SYSCTLS {
+            write_sysctl(host, key, "0")?;
+        }
+    }
+    if offload_off {
+        for (host, dev) in [
+            (&internet, "veth0"),
+            (&client, "veth0"),
+            (&server, "veth-c"),
+            (&server, "veth-inet"),
+        ] {
+            let off = host.run("ethtool", ["-K", dev, "tx", "off"])?;
+            if !off.status.success() {
+                bail!(
+                    "ethtool -K {dev} tx off in {} failed: {}",
+                    host.name(),
+                    String::from_utf8_lossy(&off.stderr).trim()
+                );
+            }
+        }
+    }
+    report.note(format!(
+        "hosts: client 192.0.2.2 ({}) linked to server 192.0.2.1 ({}); the visitor, internet \
+         198.51.100.2 ({}), behind the server's 198.51.100.1, with no route to 192.0.2.0/24",
+        client.netns(),
+        server.netns(),
+        internet.netns()
+    ));
+    let before_client = HostState6::read(&client)?;
+    let before_server = HostState6::read(&server)?;
+    before_client.save(&out.join(format!("state-client-before-{tag}.txt")))?;
+    before_server.save(&out.join(format!("state-server-before-{tag}.txt")))?;
+
+    let script = out.join("services.py");
+    std::fs::write(&script, SERVICES_PY).with_context(|| format!("writing {}", script.display()))?;
+    let visitor = out.join("visitor.py");
+    std::fs::write(&visitor, VISITOR_PY).with_context(|| format!("writing {}", visitor.display()))?;
+    let services_log = out.join(format!("services-{tag}.log"));
+    let services = Running::start(
+        &client,
+        Path::new("python3"),
+        &[path_arg(&script)?, "--name".into(), "client".into()],
+        &services_log,
+    )?;
+    let ready = wait_for_listener(&client, HTTP_PORT)
+        .and_then(|()| wait_for_listener(&client, ECHO_PORT))
+        .and_then(|()| wait_for_udp_listener(&client, ECHO_PORT));
+    if let Err(e) = ready {
+        bail!(
+            "{e:#}: the client's services did not start; their log:\n{}",
+            std::fs::read_to_string(&services_log).unwrap_or_default()
+        );
+    }
+    Ok(Hosts {
+        services,
+        client,
+        server,
+        internet,
+        services_log,
+        before_client,
+        before_server,
+        binary,
+        out: out.to_path_buf(),
+        visitor: path_arg(&visitor)?,
+        _topology: topology,
+    })
+}
+
+// ---------------------------------------------------------------------
+// Host state.
+
+/// Lab 05's host state (routes and rules of both families, the nftables
+/// ruleset, the forwarding sysctls) and `route_localnet`.
+pub struct HostState6;
+
+impl HostState6 {
+    pub fn read(host: &Host) -> anyhow::Result<HostState> {
+        let mut state = HostState::read(host, false)?;
+        for key in SYSCTLS {
+            if !state.items.iter().any(|(w, _)| w == key) {
+                state
+                    .items
+                    .push((key.to_string(), read_sysctl(host, key)? + "\n"));
+            }
+        }
+        Ok(state)
+    }
+}
+
+fn sysctl_path(key: &str) -> String {
+    format!("/proc/sys/{}", key.replace('.', "/"))
+}
+
+/// A sysctl inside `host` (each namespace has its own), or the error.
+pub fn read_sysctl(host: &Host, key: &str) -> anyhow::Result<String> {
+    let out = host.run("cat", [sysctl_path(key)])?;
+    Ok(stdout_of(&out, &format!("reading {key} in {}", host.name()))?
+        .trim()
+        .to_string())
+}
+
+fn write_sysctl(host: &Host, key: &str, value: &str) -> anyhow::Result<()> {
+    let out = host.run("sh", ["-c", &format!("echo {value} > {}", sysctl_path(key))])?;
+    stdout_of(&out, &format!("setting {key}={value} in {}", host.name())).map(drop)
+}
+
+fn stdout_of(out: &Output, what: &str) -> anyhow::Result<String> {
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A check that `host`'s state is what it was before, with a unified diff
+/// when it is not; saves the state as `state-<file>.txt`.
+fn same_state(
+    name: &str,
+    host: &Host,
+    before: &HostState,
+    file: &str,
+    out: &Path,
+    report: &mut Report,
+) -> anyhow::Result<bool> {
+    let now = HostState6::read(host)?;
+    now.save(&out.join(format!("state-{file}.txt")))?;
+    let diff = before.diff(&now);
+    Ok(report.check(
+        format!("{name} equals the state before"),
+        diff.is_none(),
+        match diff {
+            None => now.summary() + &format!(", route_localnet {}", now.item(SYSCTLS[2]).trim()),
+            Some(diff) => format!("it differs:\n{diff}"),
+        },
+    ))
+}
+
+/// The tables of `host`'s nftables ruleset: `table inet tunlab_step06_tun0`.
+fn tables(host: &Host) -> Vec<String> {
+    host.run("nft", ["list", "tables"])
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The layer-3 table of `host`, its whole text, if there is one.
+fn step_table(host: &Host) -> Option<(String, String)> {
+    let line = tables(host).into_iter().find(|t| t.contains(TABLE_PREFIX))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (family, name) = (words.get(1)?.to_string(), words.get(2)?.to_string());
+    let text = host
+        .run("nft", ["list", "table", &family, &name])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    Some((format!("{family} {name}"), text))
+}
+
+// ---------------------------------------------------------------------
+// Traffic.
+
+/// `curl -sS --max-time SECS URL` in `host`: the body, or curl's error.
+fn curl(host: &Host, url: &str, secs: f64) -> anyhow::Result<Result<String, String>> {
+    let out = host.run("curl", ["-sS", "--max-time", &format!("{secs}"), url])?;
+    Ok(if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(format!("{said} ({})", out.status))
+    })
+}
+
+fn page_url(port: u16) -> String {
+    format!("http://{SERVER_PUBLIC_IP}:{port}/")
+}
+
+/// The client's page, as the services write it.
+fn is_page(body: &str) -> bool {
+    body.starts_with("hello from client: you are ")
+}
+
+/// Who the service saw: the address after "you are".
+fn seen_as(body: &str) -> &str {
+    body.rsplit("you are ").next().unwrap_or("").trim()
+}
+
+/// Runs `visitor.py ARGS` in the internet host: (exit status ok, its last
+/// line, every line).
+fn visitor(hosts: &Hosts, args: &[String]) -> anyhow::Result<(bool, String, String)> {
+    let mut all = vec![hosts.visitor.clone()];
+    all.extend(args.iter().cloned());
+    let out = hosts
+        .internet
+        .command("timeout")
+        .arg("60")
+        .arg("python3")
+        .args(&all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .context("running visitor.py in internet")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let last = text.lines().last().unwrap_or("no output").trim().to_string();
+    Ok((out.status.success(), last, text))
+}
+
+/// Check 1: the visitor gets the client's page through `port`.
+fn page(hosts: &Hosts, design: &str, port: u16, report: &mut Report) -> anyhow::Result<Option<String>> {
+    let url = page_url(port);
+    let answer = curl(&hosts.internet, &url, 5.0)?;
+    let ok = answer.as_deref().is_ok_and(is_page);
+    report.check(
+        format!("{design}: the visitor gets the client's page at {url}"),
+        ok,
+        match &answer {
+            Ok(body) => format!(
+                "{body:?}: the service on the client's 127.0.0.1:{HTTP_PORT} saw the connection come from {}",
+                seen_as(body)
+            ),
+            Err(e) => format!("curl failed: {e}"),
+        },
+    );
+    Ok(answer
+        .ok()
+        .filter(|b| is_page(b))
+        .map(|b| seen_as(&b).to_string()))
+}
+
+/// Check 2: 50 visitors at once each echo 1 MB through `port`.
+fn echo(hosts: &Hosts, design: &str, port: u16, report: &mut Report) -> anyhow::Result<()> {
+    let (ok, last, all) = visitor(
+        hosts,
+        &[
+            "tcp".into(),
+            SERVER_PUBLIC_IP.to_string(),
+            port.to_string(),
+            "--connections".into(),
+            ECHO_CONNECTIONS.to_string(),
+            "--bytes".into(),
+            ECHO_BYTES.to_string(),
+            "--timeout".into(),
+            "40".into(),
+        ],
+    )?;
+    let bad: Vec<&str> = all
+        .lines()
+        .filter(|l| l.starts_with("connection "))
+        .take(3)
+        .collect();
+    report.check(
+        format!(
+            "{design}: {ECHO_CONNECTIONS} visitors at once each echo {} MB through {SERVER_PUBLIC_IP}:{port}, every sha256 matches",
+            ECHO_BYTES / 1_000_000
+        ),
+        ok,
+        if bad.is_empty() {
+            last
+        } else {
+            format!("{last}; such as: {}", bad.join("; "))
+        },
+    );
+    Ok(())
+}
+
+/// Check 3: UDP datagrams echoed through `port`.
+fn udp(
+    hosts: &Hosts,
+    design: &str,
+    port: u16,
+    missing: Option<&str>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let (ok, last, _) = visitor(
+        hosts,
+        &[
+            "udp".into(),
+            SERVER_PUBLIC_IP.to_string(),
+            port.to_string(),
+            "--count".into(),
+            UDP_DATAGRAMS.to_string(),
+        ],
+    )?;
+    report.check(
+        format!("{design}: {UDP_DATAGRAMS} UDP datagrams to {SERVER_PUBLIC_IP}:{port} all come back equal"),
+        ok,
+        match missing {
+            Some(why) => format!("{last} ({why})"),
+            None => last,
+        },
+    );
+    Ok(())
+}
+
+/// Polls the page at `port` from the visitor until it answers, for up to
+/// 15 s; the time from `since` to the first answer.
+fn back_after(hosts: &Hosts, port: u16, since: Instant) -> anyhow::Result<Option<Duration>> {
+    let deadline = since + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if curl(&hosts.internet, &page_url(port), 1.0)?.is_ok_and(|b| is_page(&b)) {
+            return Ok(Some(since.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(None)
+}
+
+fn restart_check(design: &str, port: u16, back: Option<Duration>, note: &str, report: &mut Report) {
+    report.check(
+        format!(
+            "{design}: a client killed with SIGKILL and started again serves on {SERVER_PUBLIC_IP}:{port} again within {} s",
+            RESTART_LIMIT.as_secs()
+        ),
+        back.is_some_and(|d| d < RESTART_LIMIT),
+        match back {
+            Some(d) => format!("the page came back {:.2} s after the SIGKILL{note}", d.as_secs_f64()),
+            None => format!("not back 15 s after the SIGKILL{note}"),
+        },
+    );
+}
+
+// ---------------------------------------------------------------------
+// Waiting for programs.
+
+/// Polls `ready` for up to `secs`, failing early with the log if `step`
+/// exits.
+fn wait_until(
+    step: &mut Running,
+    log: &Path,
+    what: &str,
+    secs: u64,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if let Err(e) = step.check_alive() {
+            bail!("{e:#}; its log {}:\n{}", log.display(), read(log));
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{what} did not happen within {secs} s; the log {}:\n{}",
+                log.display(),
+                read(log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn read(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Waits up to `secs` for `step` to exit by itself: its status, or `None`
+/// if it still runs (it is then stopped with SIGTERM).
+fn exits_within(mut step: Running, secs: u64) -> anyhow::Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if step.check_alive().is_err() {
+            return Ok(Some(step.stop(Signal::SIGKILL, Duration::from_secs(1))?));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = step.stop(Signal::SIGTERM, Duration::from_secs(5));
+    Ok(None)
+}
+
+/// The first line of `log` that contains `needle`, trimmed of the log's
+/// prefix up to the module name.
+fn line_with(log: &Path, needle: &str) -> Option<String> {
+    read(log).lines().find(|l| l.contains(needle)).map(|l| {
+        let l = l.trim();
+        l.find("] ").map_or(l, |at| &l[at + 2..]).to_string()
+    })
+}
+
+/// Whether `binary ARGS --help` mentions `word`: what the binary can do
+/// now (it is still growing).
+fn help_mentions(binary: &Path, args: &[&str], word: &str) -> bool {
+    Command::new(binary)
+        .args(args)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(word))
+}
+
+// ---------------------------------------------------------------------
+// Layer 4.
+
+/// How the layer-4 server and the exposing clients are started.
+struct L4<'a> {
+    hosts: &'a Hosts,
+    keys: &'a Keys,
+    /// `expose --udp` exists.
+    udp: bool,
+}
+
+impl L4<'_> {
+    fn server(&self, tag: &str) -> anyhow::Result<(Running, PathBuf)> {
+        let h = self.hosts;
+        let control = format!("{SERVER_LINK_IP}:{CONTROL_PORT}");
+        let args: Vec<String> = [
+            "server",
+            "--control",
+            &control,
+            "--key",
+            self.keys.server.file_str()?,
+            "--peer",
+            &self.keys.client.public,
+            "--peer",
+            &self.keys.other.public,
+            "--public-ip",
+            &SERVER_PUBLIC_IP.to_string(),
+        ]
+        .map(String::from)
+        .into();
+        let log = h.out.join(format!("server-{tag}.log"));
+        let mut step = Running::start(&h.server, &h.binary, &args, &log)?;
+        wait_until(&mut step, &log, "the control port", 10, || {
+            wait_for_listener(&h.server, CONTROL_PORT).is_ok()
+        })?;
+        Ok((step, log))
+    }
+
+    /// Starts `expose PORT --remote-port PORT` (and `--udp` for the echo)
+    /// with `key`, logging to `expose-<name>.log`. Does not wait.
+    fn expose(
+        &self,
+        key: &KeyPair,
+        port: u16,
+        remote: u16,
+        udp: bool,
+        keylog: Option<&Path>,
+        name: &str,
+    ) -> anyhow::Result<(Running, PathBuf)> {
+        let h = self.hosts;
+        let server = format!("{SERVER_LINK_IP}:{CONTROL_PORT}");
+        let mut args: Vec<String> = [
+            "expose",
+            &port.to_string(),
+            "--server",
+            &server,
+            "--key",
+            key.file_str()?,
+            "--server-key",
+            &self.keys.server.public,
+            "--remote-port",
+            &remote.to_string(),
+        ]
+        .map(String::from)
+        .into();
+        if udp && self.udp {
+            args.push("--udp".into());
+        }
+        if let Some(keylog) = keylog {
+            let _ = std::fs::remove_file(keylog);
+            args.extend(["--keylog".into(), path_arg(keylog)?]);
+        }
+        let log = h.out.join(format!("expose-{name}.log"));
+        let step = Running::start(&h.client, &h.binary, &args, &log)?;
+        Ok((step, log))
+    }
+
+    /// Starts an expose and waits until the server listens on its port.
+    fn exposed(
+        &self,
+        port: u16,
+        udp: bool,
+        keylog: Option<&Path>,
+        name: &str,
+    ) -> anyhow::Result<(Running, PathBuf)> {
+        let (mut step, log) = self.expose(&self.keys.client, port, port, udp, keylog, name)?;
+        let server = &self.hosts.server;
+        wait_until(&mut step, &log, &format!("exposing port {port}"), 10, || {
+            read(&log).contains("exposed at")
+                && wait_for_listener(server, port).is_ok()
+                && (!(udp && self.udp) || wait_for_udp_listener(server, port).is_ok())
+        })?;
+        Ok((step, log))
+    }
+}
+
+/// The layer-4 design, checks 1 to 6.
+fn layer4(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()> {
+    let udp_flag = help_mentions(&hosts.binary, &["expose"], "--udp");
+    let l4 = L4 {
+        hosts,
+        keys,
+        udp: udp_flag,
+    };
+    let (server, server_log) = l4.server("l4")?;
+    let (http, http_log) = l4.exposed(HTTP_PORT, false, None, "8080")?;
+    let (echo_step, _) = l4.exposed(ECHO_PORT, true, None, "9000")?;
+    report.note(format!(
+        "started {PACKAGE} server --control {SERVER_LINK_IP}:{CONTROL_PORT} --public-ip {SERVER_PUBLIC_IP} \
+         (key {}), and in the client expose {HTTP_PORT} --remote-port {HTTP_PORT} and expose {ECHO_PORT} \
+         --remote-port {ECHO_PORT}{} (key {})",
+        keys.server.short(),
+        if udp_flag { " --udp" } else { "" },
+        keys.client.short()
+    ));
+    let exposed: Vec<String> = read(&server_log)
+        .lines()
+        .filter(|l| l.contains(" exposed on "))
+        .map(|l| l[l.find(keys.client.short()).unwrap_or(0)..].trim().to_string())
+        .collect();
+    report.check(
+        format!("L4: the server listens on {SERVER_PUBLIC_IP}:{HTTP_PORT} and :{ECHO_PORT} for the client"),
+        [HTTP_PORT, ECHO_PORT].iter().all(|p| {
+            exposed
+                .iter()
+                .any(|l| l.ends_with(&format!("{SERVER_PUBLIC_IP}:{p}")))
+        }),
+        format!("its log: {}", exposed.join("; ")),
+    );
+    let running_client = HostState6::read(&hosts.client)?;
+    let running_server = HostState6::read(&hosts.server)?;
+    report.check(
+        "L4: while it runs, neither the client nor the server has changed its routes, rules, nftables or sysctls",
+        hosts.before_client.diff(&running_client).is_none() && hosts.before_server.diff(&running_server).is_none(),
+        [
+            ("client", hosts.before_client.diff(&running_client)),
+            ("server", hosts.before_server.diff(&running_server)),
+        ]
+        .iter()
+        .map(|(n, d)| match d {
+            None => format!("{n}: as before"),
+            Some(d) => format!("{n}:\n{d}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; "),
+    );
+
+    if let Some(seen) = page(hosts, "L4", HTTP_PORT, report)? {
+        report.note(format!(
+            "the service saw {seen}: the expose process's own connection to 127.0.0.1:{HTTP_PORT}, not the visitor"
+        ));
+    }
+    echo(hosts, "L4", ECHO_PORT, report)?;
+    udp(
+        hosts,
+        "L4",
+        ECHO_PORT,
+        (!udp_flag).then_some("this build of expose has no --udp"),
+        report,
+    )?;
+    wrong_key_l4(&l4, &server_log, report)?;
+    port_in_use(&l4, report)?;
+
+    // Check 4: SIGKILL and start again.
+    let mut http = http;
+    http.stop(Signal::SIGKILL, Duration::from_secs(5))?;
+    let killed = Instant::now();
+    let (again, again_log) = l4.expose(&keys.client, HTTP_PORT, HTTP_PORT, false, None, "8080-again")?;
+    let back = back_after(hosts, HTTP_PORT, killed)?;
+    let short = keys.client.short();
+    let replaced = read(&server_log)
+        .lines()
+        .filter(|l| l.contains(short) && (l.contains(" gone: ") || l.contains("replaced")))
+        .map(|l| l[l.find(short).unwrap_or(0)..].trim().to_string())
+        .collect::<Vec<_>>();
+    let replaced = if replaced.is_empty() {
+        String::new()
+    } else {
+        format!("; the server: {}", replaced.join("; "))
+    };
+    restart_check("L4", HTTP_PORT, back, &replaced, report);
+    let _ = http_log;
+
+    // Check 6: nothing changed, and nothing after the end either.
+    let mut stopped = Vec::new();
+    for (name, mut step) in [
+        ("expose 8080", again),
+        ("expose 9000", echo_step),
+        ("server", server),
+    ] {
+        let status = step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
+        stopped.push(format!("{name}: {status}"));
+    }
+    let _ = again_log;
+    report.note(format!("stopped with SIGTERM: {}", stopped.join("; ")));
+    same_state(
+        "L4: after exit, the client's host state",
+        &hosts.client,
+        &hosts.before_client,
+        "client-after-l4",
+        &hosts.out,
+        report,
+    )?;
+    same_state(
+        "L4: after exit, the server's host state",
+        &hosts.server,
+        &hosts.before_server,
+        "server-after-l4",
+        &hosts.out,
+        report,
+    )?;
+    Ok(())
+}
+
+/// Check 5, layer 4: a client whose key the server does not list.
+fn wrong_key_l4(l4: &L4<'_>, server_log: &Path, report: &mut Report) -> anyhow::Result<()> {
+    const PORT: u16 = 8081;
+    let before = read(server_log).lines().filter(|l| l.contains("refused")).count();
+    let (step, log) = l4.expose(&l4.keys.stranger, HTTP_PORT, PORT, false, None, "stranger")?;
+    let status = exits_within(step, 5)?;
+    let refusals: Vec<String> = read(server_log)
+        .lines()
+        .filter(|l| l.contains("refused"))
+        .skip(before)
+        .map(|l| l.trim().to_string())
+        .collect();
+    let listening = wait_for_listener_now(&l4.hosts.server, PORT);
+    let said = read(&log);
+    report.check(
+        format!("L4: a client whose key the server does not list gets no port ({SERVER_PUBLIC_IP}:{PORT})"),
+        !listening && !said.contains("exposed at") && !refusals.is_empty(),
+        format!(
+            "the client {}; its last words: {:?}; the server: {}",
+            match status {
+                Some(s) => format!("exited ({s})"),
+                None => "was still trying after 5 s".into(),
+            },
+            said.lines().last().unwrap_or("").trim(),
+            refusals
+                .first()
+                .map(|l| l[l.find("] ").map_or(0, |a| a + 2)..].to_string())
+                .unwrap_or_else(|| "no refusal in its log".into())
+        ),
+    );
+    Ok(())
+}
+
+/// Is anything listening on TCP `port` in `host` now?
+fn wait_for_listener_now(host: &Host, port: u16) -> bool {
+    host.run("ss", ["-Htln", &format!("sport = :{port}")])
+        .is_ok_and(|o| !o.stdout.is_empty())
+}
+
+/// A second client (its key listed) asks for a port the first holds.
+fn port_in_use(l4: &L4<'_>, report: &mut Report) -> anyhow::Result<()> {
+    let (step, log) = l4.expose(&l4.keys.other, HTTP_PORT, HTTP_PORT, false, None, "other")?;
+    let status = exits_within(step, 5)?;
+    let said = line_with(&log, "port-in-use");
+    let still = curl(&l4.hosts.internet, &page_url(HTTP_PORT), 5.0)?;
+    report.check(
+        format!("L4: a second client asking for port {HTTP_PORT}, which the first holds, gets port-in-use"),
+        said.is_some() && status.is_some_and(|s| !s.success()) && still.as_deref().is_ok_and(is_page),
+        format!(
+            "{}; it {}; the page still comes from the first client: {}",
+            said.unwrap_or_else(|| "no port-in-use in its log".into()),
+            match status {
+                Some(s) => format!("exited ({s})"),
+                None => "was still running after 5 s".into(),
+            },
+            still.is_ok()
+        ),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// Layer 3.
+
+/// How the layer-3 ends are started.
+struct L3<'a> {
+    hosts: &'a Hosts,
+    keys: &'a Keys,
+}
+
+impl L3<'_> {
+    fn server(&self, tag: &str, pcap: Option<&Path>) -> anyhow::Result<(Running, PathBuf)> {
+        let h = self.hosts;
+        let listen = format!("0.0.0.0:{VPN_PORT}");
+        let peer = format!("{}={CLIENT_INNER}/32", self.keys.client.public);
+        let forward_http = format!("{L3_HTTP_PORT}={CLIENT_INNER}:{HTTP_PORT}");
+        let forward_echo = format!("{L3_ECHO_PORT}={CLIENT_INNER}:{ECHO_PORT}");
+        let mut args: Vec<String> = [
+            "vpn-server",
+            "--listen",
+            &listen,
+            "--key",
+            self.keys.server.file_str()?,
+            "--peer",
+            &peer,
+            "--address",
+            "10.0.0.1/24",
+            "--forward",
+            &forward_http,
+            "--forward",
+            &forward_echo,
+        ]
+        .map(String::from)
+        .into();
+        if let Some(pcap) = pcap {
+            args.extend(["--pcap".into(), path_arg(pcap)?]);
+        }
+        let log = h.out.join(format!("vpn-server-{tag}.log"));
+        let mut step = Running::start(&h.server, &h.binary, &args, &log)?;
+        wait_for_tun(&h.server, &mut step, &log, TUN, "10.0.0.1/24")?;
+        wait_until(&mut step, &log, "the server's socket and its table", 10, || {
+            wait_for_udp_listener(&h.server, VPN_PORT).is_ok() && step_table(&h.server).is_some()
+        })?;
+        Ok((step, log))
+    }
+
+    /// Starts the client in the client host (or with `key` in `host`
+    /// without waiting for anything).
+    fn client_args(
+        &self,
+        key: &KeyPair,
+        server: Ipv4Addr,
+        address: &str,
+        deliver: bool,
+    ) -> anyhow::Result<Vec<String>> {
+        let server = format!("{server}:{VPN_PORT}");
+        let mut args: Vec<String> = [
+            "vpn-client",
+            "--server",
+            &server,
+            "--key",
+            key.file_str()?,
+            "--server-key",
+            &self.keys.server.public,
+            "--address",
+            address,
+        ]
+        .map(String::from)
+        .into();
+        if deliver {
+            for port in [HTTP_PORT, ECHO_PORT] {
+                args.extend(["--deliver".into(), port.to_string()]);
+            }
+        }
+        Ok(args)
+    }
+
+    /// Starts the client and waits for its handshake, its table and
+    /// `route_localnet` on its TUN device.
+    fn client(&self, tag: &str) -> anyhow::Result<(Running, PathBuf)> {
+        let h = self.hosts;
+        let args = self.client_args(&self.keys.client, SERVER_LINK_IP, "10.0.0.2/24", true)?;
+        let log = h.out.join(format!("vpn-client-{tag}.log"));
+        let mut step = Running::start(&h.client, &h.binary, &args, &log)?;
+        wait_for_tun(&h.client, &mut step, &log, TUN, "10.0.0.2/24")?;
+        wait_for_handshake(&mut step, &log)?;
+        let key = format!("net.ipv4.conf.{TUN}.route_localnet");
+        wait_until(
+            &mut step,
+            &log,
+            "route_localnet and the client's table",
+            10,
+            || read_sysctl(&h.client, &key).is_ok_and(|v| v == "1") && step_table(&h.client).is_some(),
+        )?;
+        Ok((step, log))
+    }
+}
+
+/// The layer-3 design, checks 1 to 6.
+fn layer3(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()> {
+    if !help_mentions(&hosts.binary, &[], "vpn-server") || !help_mentions(&hosts.binary, &[], "vpn-client") {
+        report.check(
+            format!("L3: {PACKAGE} has the vpn-server and vpn-client commands"),
+            false,
+            format!("`{PACKAGE} --help` lists neither vpn-server nor vpn-client: the layer-3 design is not in this build"),
+        );
+        return Ok(());
+    }
+    let l3 = L3 { hosts, keys };
+    let (server, server_log) = l3.server("l3", None)?;
+    let (client, client_log) = l3.client("l3")?;
+    report.note(format!(
+        "started {PACKAGE} vpn-server --listen 0.0.0.0:{VPN_PORT} --address 10.0.0.1/24 --peer C={CLIENT_INNER}/32 \
+         --forward {L3_HTTP_PORT}={CLIENT_INNER}:{HTTP_PORT} --forward {L3_ECHO_PORT}={CLIENT_INNER}:{ECHO_PORT} \
+         (key {}), and in the client vpn-client --address 10.0.0.2/24 --deliver {HTTP_PORT} --deliver {ECHO_PORT} \
+         (key {}); handshake complete",
+        keys.server.short(),
+        keys.client.short()
+    ));
+    running_state(hosts, &server_log, &client_log, report)?;
+    if let Some(seen) = page(hosts, "L3", L3_HTTP_PORT, report)? {
+        report.note(format!(
+            "the service saw {seen}: {}",
+            if seen == VISITOR_IP.to_string() {
+                "the visitor's own address, carried through the tunnel"
+            } else if seen == "10.0.0.1" {
+                "the server's tunnel address: the server masquerades what it forwards into the tunnel"
+            } else {
+                "neither the visitor nor the server's tunnel address"
+            }
+        ));
+    }
+    echo(hosts, "L3", L3_ECHO_PORT, report)?;
+    udp(hosts, "L3", L3_ECHO_PORT, None, report)?;
+    wrong_key_l3(&l3, report)?;
+
+    // Check 4 and 6: SIGKILL, down, the state as before, start again.
+    let state = state_in_log(&read(&client_log));
+    let mut client = client;
+    client.stop(Signal::SIGKILL, Duration::from_secs(5))?;
+    let killed = Instant::now();
+    down(hosts, &hosts.client, "client", state.as_deref(), report)?;
+    same_state(
+        "L3: after SIGKILL and down, the client's host state",
+        &hosts.client,
+        &hosts.before_client,
+        "client-after-l3-down",
+        &hosts.out,
+        report,
+    )?;
+    let (client, client_log) = l3.client("l3-again")?;
+    let back = back_after(hosts, L3_HTTP_PORT, killed)?;
+    restart_check(
+        "L3",
+        L3_HTTP_PORT,
+        back,
+        " (including down and reading the host's state)",
+        report,
+    );
+    stop(hosts, client, &client_log, "client", "l3", report)?;
+
+    // The server: SIGKILL and down, then a fresh pair, then a normal end.
+    let state = state_in_log(&read(&server_log));
+    let mut server = server;
+    server.stop(Signal::SIGKILL, Duration::from_secs(5))?;
+    down(hosts, &hosts.server, "server", state.as_deref(), report)?;
+    same_state(
+        "L3: after SIGKILL and down, the server's host state",
+        &hosts.server,
+        &hosts.before_server,
+        "server-after-l3-down",
+        &hosts.out,
+        report,
+    )?;
+    let (server, server_log) = l3.server("l3-fresh", None)?;
+    let (client, client_log) = l3.client("l3-fresh")?;
+    let answer = curl(&hosts.internet, &page_url(L3_HTTP_PORT), 5.0)?;
+    report.check(
+        "L3: a fresh server and client on the restored hosts serve the page again",
+        answer.as_deref().is_ok_and(is_page),
+        format!("{answer:?}"),
+    );
+    stop(hosts, client, &client_log, "client", "l3-fresh", report)?;
+    stop(hosts, server, &server_log, "server", "l3-fresh", report)?;
+    Ok(())
+}
+
+/// What each layer-3 end changed while it runs.
+fn running_state(
+    hosts: &Hosts,
+    server_log: &Path,
+    client_log: &Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let server_now = HostState6::read(&hosts.server)?;
+    server_now.save(&hosts.out.join("state-server-l3-running.txt"))?;
+    let client_now = HostState6::read(&hosts.client)?;
+    client_now.save(&hosts.out.join("state-client-l3-running.txt"))?;
+    for (name, before, now) in [
+        ("server", &hosts.before_server, &server_now),
+        ("client", &hosts.before_client, &client_now),
+    ] {
+        if let Some(diff) = before.diff(now) {
+            std::fs::write(hosts.out.join(format!("{name}-l3-running.diff")), diff)?;
+        }
+    }
+    let (name, table) = step_table(&hosts.server).unwrap_or_default();
+    let forwards = [L3_HTTP_PORT, L3_ECHO_PORT].iter().all(|p| {
+        table
+            .lines()
+            .any(|l| l.contains(&format!("dport {p}")) && l.contains("dnat") && l.contains(CLIENT_INNER))
+    });
+    report.check(
+        format!("L3: the server forwards and DNATs {L3_HTTP_PORT} and {L3_ECHO_PORT} to {CLIENT_INNER} (table {name})"),
+        forwards && server_now.item(SYSCTLS[0]).trim() == "1",
+        format!(
+            "ip_forward {}; {}; its log: {}",
+            server_now.item(SYSCTLS[0]).trim(),
+            if forwards {
+                "a dnat rule for each public port".to_string()
+            } else {
+                format!("no dnat to {CLIENT_INNER} for each port in:\n{table}")
+            },
+            host_lines(&read(server_log)).join("; ")
+        ),
+    );
+    let (name, table) = step_table(&hosts.client).unwrap_or_default();
+    let delivers = [HTTP_PORT, ECHO_PORT].iter().all(|p| {
+        table
+            .lines()
+            .any(|l| l.contains(&format!("dport {p}")) && l.contains("dnat") && l.contains("127.0.0.1"))
+    });
+    let localnet =
+        read_sysctl(&hosts.client, &format!("net.ipv4.conf.{TUN}.route_localnet")).unwrap_or_default();
+    report.check(
+        format!("L3: the client DNATs {HTTP_PORT} and {ECHO_PORT} from {TUN} to 127.0.0.1, with route_localnet on {TUN} (table {name})"),
+        delivers && localnet == "1",
+        format!(
+            "net.ipv4.conf.{TUN}.route_localnet {localnet}; {}; its log: {}",
+            if delivers {
+                "a dnat rule to 127.0.0.1 for each port".to_string()
+            } else {
+                format!("no dnat to 127.0.0.1 for each port in:\n{table}")
+            },
+            host_lines(&read(client_log)).join("; ")
+        ),
+    );
+    Ok(())
+}
+
+/// Check 5, layer 3: a client with an unlisted key, on the visitor's host
+/// (which reaches the server's 198.51.100.1:51820), gets no handshake.
+fn wrong_key_l3(l3: &L3<'_>, report: &mut Report) -> anyhow::Result<()> {
+    let h = l3.hosts;
+    let args = l3.client_args(&l3.keys.stranger, SERVER_PUBLIC_IP, "10.0.0.9/24", false)?;
+    let log = h.out.join("vpn-client-stranger.log");
+    let step = Running::start(&h.internet, &h.binary, &args, &log)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let status = exits_within(step, 0)?;
+    let said = read(&log);
+    let completed = said
+        .lines()
+        .find(|l| l.contains("handshake with") && l.contains("complete"))
+        .map(str::to_string);
+    report.check(
+        "L3: a client whose key the server does not list gets no handshake",
+        completed.is_none(),
+        completed.unwrap_or_else(|| {
+            format!(
+                "in 3 s its log has {} lines about the handshake, none says it completed{}",
+                said.lines().filter(|l| l.contains("handshake")).count(),
+                status.map_or(String::new(), |s| format!("; it exited ({s})"))
+            )
+        }),
+    );
+    Ok(())
+}
+
+/// `step06-localhost down` in `host`, after a SIGKILL.
+fn down(
+    hosts: &Hosts,
+    host: &Host,
+    name: &str,
+    state: Option<&Path>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let state_left = state.is_some_and(Path::exists);
+    let out = host.run(&path_arg(&hosts.binary)?, ["down"])?;
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    std::fs::write(
+        hosts.out.join(format!("{name}-down.log")),
+        said.clone() + &String::from_utf8_lossy(&out.stderr),
+    )?;
+    let undid: Vec<&str> = said
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("undid: "))
+        .collect();
+    report.check(
+        format!("L3: {PACKAGE} down in the {name} undoes what the killed {name} left"),
+        out.status.success() && !undid.is_empty() && state_left && !state.is_some_and(Path::exists),
+        format!(
+            "{}; the state file {} {} before and {} after; undid: {}",
+            out.status,
+            state.map_or("(none named in the log)".into(), |p| p.display().to_string()),
+            if state_left { "was there" } else { "was not there" },
+            if state.is_some_and(Path::exists) {
+                "is still there"
+            } else {
+                "is gone"
+            },
+            if undid.is_empty() {
+                format!("nothing ({})", String::from_utf8_lossy(&out.stderr).trim())
+            } else {
+                undid.join(", ")
+            }
+        ),
+    );
+    Ok(())
+}
+
+/// Stops a layer-3 end with SIGTERM; checks its exit status, its host's
+/// state and that its state file is gone.
+fn stop(
+    hosts: &Hosts,
+    mut step: Running,
+    log: &Path,
+    name: &str,
+    tag: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let status = step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
+    report.check(
+        format!("L3: the {name} ({tag}) exits with status 0 on SIGTERM"),
+        status.success(),
+        status.to_string(),
+    );
+    let (host, before) = match name {
+        "client" => (&hosts.client, &hosts.before_client),
+        _ => (&hosts.server, &hosts.before_server),
+    };
+    same_state(
+        &format!("L3: after the {name} ({tag}) exits, its host state"),
+        host,
+        before,
+        &format!("{name}-after-{tag}"),
+        &hosts.out,
+        report,
+    )?;
+    let state = state_in_log(&read(log));
+    report.check(
+        format!("L3: the {name} ({tag}) leaves no state file in {STEP_STATE_DIR}"),
+        state.as_deref().is_none_or(|p| !p.exists()),
+        state.map_or("its log names none".into(), |p| {
+            format!("{} is gone", p.display())
+        }),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// Before either design: the services are on loopback only.
+
+fn loopback_only(hosts: &Hosts, report: &mut Report) -> anyhow::Result<()> {
+    let listening = hosts.client.run("ss", ["-Htlnu"])?;
+    let lines: Vec<String> = String::from_utf8_lossy(&listening.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let ours: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(&format!(":{HTTP_PORT} ")) || l.contains(&format!(":{ECHO_PORT} ")))
+        .collect();
+    report.check(
+        format!("the client's services listen on 127.0.0.1 only ({HTTP_PORT}/tcp, {ECHO_PORT}/tcp, {ECHO_PORT}/udp)"),
+        ours.len() == 3 && ours.iter().all(|l| l.contains("127.0.0.1:")),
+        ours.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; "),
+    );
+    let direct = format!("http://{CLIENT_IP}:{HTTP_PORT}/");
+    let from_internet = curl(&hosts.internet, &direct, 2.0)?;
+    report.check(
+        format!("the visitor cannot reach {direct} (it has no route to the client)"),
+        from_internet.is_err(),
+        match from_internet {
+            Ok(body) => format!("it answered {body:?}"),
+            Err(e) => e,
+        },
+    );
+    let from_server = curl(&hosts.server, &direct, 2.0)?;
+    report.check(
+        format!("the server, on the client's own link, is refused at {direct} (loopback only)"),
+        from_server
+            .as_ref()
+            .is_err_and(|e| e.contains("refused") || e.contains("(7)")),
+        match from_server {
+            Ok(body) => format!("it answered {body:?}"),
+            Err(e) => e,
+        },
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// The lab.
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub out: PathBuf,
+    /// Also record the golden fixtures into `pcaps/step06/`.
+    pub fixtures: bool,
+    pub quiet: bool,
+}
+
+/// Runs lab 06.
+pub fn run(options: &Options) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let mut report = Report::new(options.quiet);
+    let out = &options.out;
+    std::fs::create_dir_all(out)?;
+    let binary = env::step_binary(PACKAGE)?;
+    let keys = Keys::generate(&binary, out)?;
+    report.note(format!(
+        "fresh keys in {}: server {}..., client {}..., other {}... (listed too), stranger {}... (not listed)",
+        out.display(),
+        keys.server.short(),
+        keys.client.short(),
+        keys.other.short(),
+        keys.stranger.short()
+    ));
+    {
+        let hosts = hosts(out, "l4", false, &mut report)?;
+        loopback_only(&hosts, &mut report)?;
+        if let Err(e) = layer4(&hosts, &keys, &mut report) {
+            report.check("L4: the session ran to its end", false, format!("{e:#}"));
+        }
+    }
+    {
+        let hosts = hosts(out, "l3", false, &mut report)?;
+        if let Err(e) = layer3(&hosts, &keys, &mut report) {
+            report.check("L3: the session ran to its end", false, format!("{e:#}"));
+        }
+    }
+    if options.fixtures {
+        if let Err(e) = record_fixtures(out, &binary, &mut report) {
+            report.check("fixtures: recorded", false, format!("{e:#}"));
+        }
+    }
+    report.note(format!(
+        "the lab took {:.1} s; captures and logs are in {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    ));
+    Ok(report)
+}
+
+/// The fixed test-only keys of `pcaps/step06/` (made once, kept in git),
+/// copied with mode 0600 into `dir`.
+fn fixture_keys(binary: &Path, pcaps: &Path, dir: &Path, report: &mut Report) -> anyhow::Result<Keys> {
+    let pair = |side: &str| -> anyhow::Result<KeyPair> {
+        let kept = pcaps.join(format!("test-only-{side}.key"));
+        if !kept.exists() {
+            KeyPair::generate(binary, &kept)?;
+            report.note(format!("created the test-only key {}", kept.display()));
+        }
+        let copy = dir.join(format!("{side}.key"));
+        private_copy(&kept, &copy)?;
+        KeyPair::load(binary, &copy)
+    };
+    let server = pair("server")?;
+    let client = pair("client")?;
+    // Not used by the fixtures: any keys will do.
+    Ok(Keys {
+        other: client.clone(),
+        stranger: client.clone(),
+        server,
+        client,
+    })
+}
+
+/// Copies a key file into `to` with mode 0600: a key checked out by git has
+/// the mode of the checkout (0644, usually), which the program refuses.
+fn private_copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    let _ = std::fs::remove_file(to);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .with_context(|| format!("creating {}", to.display()))?;
+    std::io::Write::write_all(&mut file, &key)?;
+    Ok(())
+}
+
+/// The golden fixtures in `pcaps/step06/`: (a) layer 4, the control
+/// connection on the server's link to the client (`control.pcap`, `tcp
+/// port 7835`) while the client exposes 8080 and the visitor fetches the
+/// page once, with the client's ephemeral keys (`client.keylog`) to
+/// decrypt it; (b) layer 3, one fetch through 18080: what the server's
+/// TUN carried (`l3-server-tun.pcap`) and the same flow on its internet
+/// side (`l3-outside.pcap`). Transmit checksum offload is off on every
+/// veth, so the captures carry real checksums, which the lab verifies.
+fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Result<()> {
+    let dir = out.join("fixtures");
+    std::fs::create_dir_all(&dir)?;
+    let pcaps = env::workspace_root().join("pcaps").join("step06");
+    std::fs::create_dir_all(&pcaps)?;
+    let keys = fixture_keys(binary, &pcaps, &dir, report)?;
+    let hosts = hosts(&dir, "fixtures", true, report)?;
+    let mut copies: Vec<(PathBuf, &str)> = Vec::new();
+
+    // (a) Layer 4.
+    if !help_mentions(binary, &["expose"], "--keylog") {
+        report.check(
+            "fixtures: expose has --keylog",
+            false,
+            format!(
+                "`{PACKAGE} expose --help` has no --keylog: control.pcap could not be decrypted, not recorded"
+            ),
+        );
+    } else {
+        let l4 = L4 {
+            hosts: &hosts,
+            keys: &keys,
+            udp: false,
+        };
+        let (mut server, _) = l4.server("fixtures")?;
+        let control = dir.join("control.pcap");
+        let capture = Capture::start_with(
+            &hosts.server,
+            "veth-c",
+            &control,
+            &CaptureOptions {
+                filter: Some(format!("tcp port {CONTROL_PORT}")),
+                ..CaptureOptions::default()
+            },
+        )?;
+        let keylog = dir.join("client.keylog");
+        let (mut expose, _) = l4.exposed(HTTP_PORT, false, Some(&keylog), "fixtures")?;
+        let answer = curl(&hosts.internet, &page_url(HTTP_PORT), 5.0)?;
+        report.check(
+            "fixtures: L4, one curl through the exposed port",
+            answer.as_deref().is_ok_and(is_page),
+            format!("{answer:?}"),
+        );
+        expose.stop(Signal::SIGTERM, Duration::from_secs(5))?;
+        let captured = capture.finish()?;
+        server.stop(Signal::SIGTERM, Duration::from_secs(5))?;
+        copies.push((captured.path, "control.pcap"));
+        copies.push((keylog, "client.keylog"));
+    }
+
+    // (b) Layer 3.
+    if !help_mentions(binary, &[], "vpn-server") {
+        report.check(
+            "fixtures: vpn-server exists",
+            false,
+            "the layer-3 fixtures need vpn-server and vpn-client",
+        );
+    } else {
+        let l3 = L3 {
+            hosts: &hosts,
+            keys: &keys,
+        };
+        let tun = dir.join("l3-server-tun.pcap");
+        let (server, server_log) = l3.server("fixtures", Some(&tun))?;
+        let (client, client_log) = l3.client("fixtures")?;
+        let outside = dir.join("l3-outside.pcap");
+        let capture = Capture::start_with(
+            &hosts.server,
+            "veth-inet",
+            &outside,
+            &CaptureOptions {
+                filter: Some(format!("tcp port {L3_HTTP_PORT}")),
+                ..CaptureOptions::default()
+            },
+        )?;
+        let answer = curl(&hosts.internet, &page_url(L3_HTTP_PORT), 5.0)?;
+        report.check(
+            "fixtures: L3, one curl through the forwarded port",
+            answer.as_deref().is_ok_and(is_page),
+            format!("{answer:?}"),
+        );
+        let captured = capture.finish()?;
+        stop(&hosts, client, &client_log, "client", "fixtures", report)?;
+        stop(&hosts, server, &server_log, "server", "fixtures", report)?;
+        copies.push((tun, "l3-server-tun.pcap"));
+        copies.push((captured.path, "l3-outside.pcap"));
+    }
+    for (path, name) in &copies {
+        if name.ends_with(".pcap") && *name != "l3-server-tun.pcap" {
+            let (total, bad) = bad_checksums(path)?;
+            report.check(
+                format!("fixtures: every TCP checksum in {name} verifies"),
+                total > 0 && bad.is_empty(),
+                if bad.is_empty() {
+                    format!("{total} TCP segments")
+                } else {
+                    format!("{} of {total} do not, such as: {}", bad.len(), bad[0])
+                },
+            );
+        }
+    }
+    for (from, to) in &copies {
+        std::fs::copy(from, pcaps.join(to)).with_context(|| format!("copying {}", from.display()))?;
+    }
+    if !copies.is_empty() {
+        report.note(format!(
+            "recorded {} in {}",
+            copies.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", "),
+            pcaps.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The TCP segments of an Ethernet capture, and a line for each whose
+/// checksum does not verify.
+fn bad_checksums(pcap: &Path) -> anyhow::Result<(usize, Vec<String>)> {
+    let (_, frames) = step01_ping_tun::pcap::read_any(pcap)?;
+    let mut total = 0;
+    let mut bad = Vec::new();
+    for frame in &frames {
+        let Some(ip) = step01_ping_tun::pcap::ip_in_ethernet(&frame.data) else {
+            continue;
+        };
+        total += 1;
+        if !step03_ipv6::checksum::verify_transport(ip).unwrap_or(false) {
+            bad.push(step01_ping_tun::Summary(ip).to_string());
+        }
+    }
+    Ok((total, bad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_who_the_service_saw() {
+        let body = "hello from client: you are 127.0.0.1";
+        assert!(is_page(body));
+        assert_eq!(seen_as(body), "127.0.0.1");
+        assert!(!is_page("you are 127.0.0.1"));
+    }
+
+    #[test]
+    fn the_services_and_the_visitor_say_what_the_lab_reads() {
+        assert!(SERVICES_PY.contains("hello from {NAME}: you are"));
+        assert!(SERVICES_PY.contains("\"127.0.0.1\""));
+        assert!(VISITOR_PY.contains("connections intact"));
+        assert!(VISITOR_PY.contains("answered"));
+    }
+}
