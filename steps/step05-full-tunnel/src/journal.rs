@@ -297,6 +297,18 @@ fn owner(text: &str) -> Option<u32> {
 /// True when `pid` is a running step 05 process (and not a reused pid).
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.starts_with("step05-full-tun"))
+        && !zombie(pid)
+}
+
+/// True when `pid` has exited but not been reaped yet (a zombie, state
+/// `Z`): killed, its changes no longer anyone's.
+pub fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .is_some_and(|state| state.trim_start().starts_with('Z'))
+    })
 }
 
 /// True when an undo failed because its object is already gone (a route

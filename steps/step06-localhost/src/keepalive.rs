@@ -8,7 +8,7 @@
 //! client that is gone. So each side, once it has heard nothing for
 //! [`PING_INTERVAL`], sends a Ping (and another every interval it stays
 //! silent); a live peer answers each with a Pong. Hearing nothing at all
-//! for [`DEAD_AFTER`] (three pings unanswered) ends the connection. The
+//! for [`DEAD_AFTER`] (the pings at 15 and 30 s unanswered) ends the connection. The
 //! same pings keep NAT mappings on the path fresh in both directions.
 
 use std::time::{Duration, Instant};
@@ -107,7 +107,7 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
 
     #[test]
-    fn a_silent_peer_gets_three_pings_then_the_connection_ends() {
+    fn a_silent_peer_gets_two_pings_then_the_connection_ends() {
         let t0 = Instant::now();
         let mut k = Keepalive::new(Config::default(), t0);
         assert_eq!(k.next_deadline(), t0 + 15 * S);

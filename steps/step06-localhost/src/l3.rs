@@ -293,7 +293,10 @@ fn refuse_if_running(state: &Path) -> anyhow::Result<()> {
         return Ok(());
     };
     let comm = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
-    if pid != std::process::id() && comm(&pid.to_string()).is_some_and(|c| Some(c) == comm("self")) {
+    if pid != std::process::id()
+        && comm(&pid.to_string()).is_some_and(|c| Some(c) == comm("self"))
+        && !step05_full_tunnel::journal::zombie(pid)
+    {
         bail!(
             "the run with pid {pid} is still using {}: stop it (kill {pid}) and it undoes its changes itself",
             state.display()

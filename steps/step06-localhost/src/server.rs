@@ -105,7 +105,11 @@ impl PublicPort {
                     if stopped.load(Ordering::SeqCst) {
                         break;
                     }
-                    let Ok(visitor) = visitor else { continue };
+                    let Ok(visitor) = visitor else {
+                        // EMFILE and its like repeat: never spin on them.
+                        thread::sleep(Duration::from_millis(100));
+                        continue;
+                    };
                     let _ = visitor.set_nodelay(true);
                     let from = peer(&visitor);
                     match conn.open_stream(visitor) {
@@ -378,16 +382,26 @@ impl Server {
                     if s.stopping.load(Ordering::SeqCst) {
                         break;
                     }
-                    let Ok(tcp) = tcp else { continue };
+                    let Ok(tcp) = tcp else {
+                        // EMFILE and its like repeat: never spin on them.
+                        thread::sleep(Duration::from_millis(100));
+                        continue;
+                    };
                     if s.handshaking.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING_HANDSHAKES {
                         s.handshaking.fetch_sub(1, Ordering::SeqCst);
                         s.counters.refused.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    let s = s.clone();
-                    let _ = thread::Builder::new()
+                    let session_shared = s.clone();
+                    let spawned = thread::Builder::new()
                         .name("control-session".into())
-                        .spawn(move || session(&s, tcp));
+                        .spawn(move || session(&session_shared, tcp));
+                    if spawned.is_err() {
+                        // The session never ran, so it never gives its
+                        // handshake slot back: give it back here.
+                        s.handshaking.fetch_sub(1, Ordering::SeqCst);
+                        s.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             })?;
         log::info!(
