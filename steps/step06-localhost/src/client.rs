@@ -275,7 +275,13 @@ fn serve(
     on_event(ClientEvent::Exposed { port });
     loop {
         match conn.next_session_frame(Duration::from_secs(3600)) {
-            Some(SessionFrame::Error { code, text }) => log::warn!("server: {code}: {text}"),
+            // The server took the port back (another connection with our
+            // key took it over): trying again would take it back in turn.
+            Some(SessionFrame::Error { code, text }) => {
+                return Err(Failure::Fatal(anyhow!(
+                    "the server at {addr} ended port {port}: {code}: {text}"
+                )));
+            }
             Some(other) => log::warn!("server: unexpected {other:?}"),
             None => {
                 if let Some(why) = conn.dead() {

@@ -109,6 +109,8 @@ struct Inner {
     channel: SecureChannel,
     /// Why the connection ended, once it has.
     dead: Option<String>,
+    /// Close once what is queued has been written, for this reason.
+    closing: Option<String>,
     /// One condition variable per stream, for its two pumps.
     wakers: HashMap<u32, Arc<Condvar>>,
     /// The visitor (or local service) socket of each stream, to shut
@@ -155,6 +157,7 @@ impl Conn {
                 mux,
                 channel,
                 dead: None,
+                closing: None,
                 wakers: HashMap::new(),
                 sockets: HashMap::new(),
                 session: VecDeque::new(),
@@ -254,6 +257,13 @@ impl Conn {
     /// Why the connection ended, if it has.
     pub fn dead(&self) -> Option<String> {
         self.lock().dead.clone()
+    }
+
+    /// Closes the connection once the frames queued so far (an Error
+    /// frame saying why, say) have been written.
+    pub fn close_after_flush(&self, why: &str) {
+        self.lock().closing = Some(why.to_string());
+        self.tx.notify_all();
     }
 
     /// Sends a session frame.
@@ -419,6 +429,11 @@ impl Conn {
                 }
                 if !out.is_empty() {
                     break;
+                }
+                if let Some(why) = g.closing.take() {
+                    drop(g);
+                    self.kill(&why);
+                    return Ok(());
                 }
                 g = self.tx.wait(g).unwrap_or_else(|e| e.into_inner());
             }

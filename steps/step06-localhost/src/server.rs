@@ -611,9 +611,14 @@ fn expose(
                 format!("port {port} is exposed by another client"),
             ));
         }
-        // The same client again: its old connection is dead or dying.
+        // The same client again: its old connection is dead or dying. If
+        // it is not (two live clients with one key), the old one is told,
+        // and gives up instead of taking the port back.
         if let Some(old) = ports.remove(&port) {
-            old.conn.kill("replaced by a new connection with the same key");
+            let text = format!("port {port} was taken over by a newer connection with the same key");
+            let _ = old.conn.send(&Repr::error(ErrorCode::PortInUse, &text));
+            old.conn
+                .close_after_flush("replaced by a new connection with the same key");
             retire(s, old.stop());
         }
     }

@@ -545,3 +545,25 @@ fn a_client_that_answers_pings_stays_connected() {
     client.finish().unwrap();
     server.stop();
 }
+
+#[test]
+fn two_live_clients_with_one_key_do_not_take_the_port_from_each_other() {
+    let server = server_on((LOCALHOST, 0).into());
+    let local = echo_service();
+    let first = start_client(1, 2, server.control_addr(), local, 0);
+    let port = first.exposed_port();
+    // The same key again, for the same port: the newer connection takes it
+    // (the older one may be a connection that broke unnoticed), and the
+    // older client is told, and gives up instead of taking it back.
+    let second = start_client(1, 2, server.control_addr(), local, port);
+    assert_eq!(second.exposed_port(), port);
+    let err = format!("{:#}", first.result().unwrap_err());
+    assert!(err.contains("taken over"), "{err}");
+    // The port stays with the second client.
+    for _ in 0..5 {
+        assert_eq!(visit(port, Arc::new(b"still here".to_vec())), b"still here");
+        thread::sleep(Duration::from_millis(50));
+    }
+    second.finish().unwrap();
+    server.stop();
+}
