@@ -227,16 +227,7 @@ pub fn examine(packets: &[Captured], target: Ipv4Addr) -> Seen {
     seen
 }
 
-/// What `tunlab run 01` was asked to do.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub out: PathBuf,
-    /// Also copy the scenario captures to `pcaps/step01/` (re-recording the
-    /// golden fixtures).
-    pub fixtures: bool,
-    /// Print nothing; only return the report.
-    pub quiet: bool,
-}
+pub use crate::labs::Options;
 
 /// Runs lab 01 and returns its checks.
 pub fn run(options: &Options) -> anyhow::Result<Report> {

@@ -181,14 +181,7 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
     })
 }
 
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub out: PathBuf,
-    /// Also record a short session into `pcaps/step02/` (the golden
-    /// fixtures).
-    pub fixtures: bool,
-    pub quiet: bool,
-}
+pub use crate::labs::Options;
 
 /// Runs lab 02 over UDP, then over TCP.
 pub fn run(options: &Options) -> anyhow::Result<Report> {

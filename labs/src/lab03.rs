@@ -51,13 +51,7 @@ pub fn default_out() -> PathBuf {
     env::workspace_root().join("target").join("tunlab").join("lab03")
 }
 
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub out: PathBuf,
-    /// Also record the golden fixtures into `pcaps/step03/`.
-    pub fixtures: bool,
-    pub quiet: bool,
-}
+pub use crate::labs::Options;
 
 /// The lab's hosts with the tunnel up. Drops in field order.
 pub struct Up {

@@ -427,14 +427,7 @@ pub fn path_arg(path: &Path) -> anyhow::Result<String> {
     Ok(path.to_str().context("path is not UTF-8")?.to_string())
 }
 
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub out: PathBuf,
-    /// Also record a short session into `pcaps/step04/` (the golden
-    /// fixtures), with the fixed test-only keys kept there.
-    pub fixtures: bool,
-    pub quiet: bool,
-}
+pub use crate::labs::Options;
 
 /// Runs lab 04: the main session (checks 1 to 6 and 8), then the transfer
 /// through a link that reorders and duplicates.

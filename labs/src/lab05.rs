@@ -994,15 +994,7 @@ fn url(address: &str, path: &str) -> String {
 // ---------------------------------------------------------------------
 // The lab.
 
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub out: PathBuf,
-    /// Also record one NAT'd flow into `pcaps/step05/` (the golden
-    /// fixtures): what the server's TUN carried, and the same flow on the
-    /// server's internet side.
-    pub fixtures: bool,
-    pub quiet: bool,
-}
+pub use crate::labs::Options;
 
 /// Runs lab 05.
 pub fn run(options: &Options) -> anyhow::Result<Report> {

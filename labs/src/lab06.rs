@@ -1243,13 +1243,7 @@ fn loopback_only(hosts: &Hosts, report: &mut Report) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------
 // The lab.
 
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub out: PathBuf,
-    /// Also record the golden fixtures into `pcaps/step06/`.
-    pub fixtures: bool,
-    pub quiet: bool,
-}
+pub use crate::labs::Options;
 
 /// Runs lab 06.
 pub fn run(options: &Options) -> anyhow::Result<Report> {

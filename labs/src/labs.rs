@@ -77,3 +77,15 @@ impl Lab {
         workspace_root().join("labs").join(self.folder)
     }
 }
+
+/// What `tunlab run NN` was asked to do, for any lab.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the lab writes its captures, logs and reports.
+    pub out: PathBuf,
+    /// Also record the lab's golden fixtures into `pcaps/stepNN/` (each
+    /// lab's module says what it records).
+    pub fixtures: bool,
+    /// Print nothing; only return the report.
+    pub quiet: bool,
+}
