@@ -266,15 +266,7 @@ pub fn recover(path: &Path, system: &mut dyn System) -> anyhow::Result<Option<Re
     };
     let mut done = Vec::new();
     let mut sides = Vec::new();
-    if let Some(pid) = owner(&text)
-        && pid != std::process::id()
-        && alive(pid)
-    {
-        bail!(
-            "the run with pid {pid} is still using {}: stop it (kill {pid}) and it undoes its changes itself",
-            path.display()
-        );
-    }
+    refuse_if_owned(path, &text)?;
     for line in text
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
@@ -294,10 +286,28 @@ fn owner(text: &str) -> Option<u32> {
     text.lines().next()?.strip_prefix("# pid ")?.trim().parse().ok()
 }
 
-/// True when `pid` is a running step 05 process (and not a reused pid).
+// ANCHOR: owner
+/// Refuses to go on when the state file (its text) belongs to a run that
+/// is still going: that run undoes its own changes when it stops.
+pub fn refuse_if_owned(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(pid) = owner(text)
+        && pid != std::process::id()
+        && alive(pid)
+    {
+        bail!(
+            "the run with pid {pid} is still using {}: stop it (kill {pid}) and it undoes its changes itself",
+            path.display()
+        );
+    }
+    Ok(())
+}
+// ANCHOR_END: owner
+
+/// True when `pid` is a running process of this same program (so not a
+/// pid the kernel has since given to something else), and not a zombie.
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.starts_with("step05-full-tun"))
-        && !zombie(pid)
+    let comm = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
+    comm(&pid.to_string()).is_some_and(|c| Some(c) == comm("self")) && !zombie(pid)
 }
 
 /// True when `pid` has exited but not been reaped yet (a zombie, state

@@ -276,33 +276,13 @@ pub fn run(program: &str, cmd: L3Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Step 05's journal refuses to undo the changes of a live step 05 run,
-/// which it knows by its process name; a live run of this binary it would
-/// not know. So `down` checks first: is the owner in the state file's
-/// first line (`# pid N`) a running process of this same program?
+/// `down` checks first whether the state file's owner (`# pid N`, its
+/// first line) is a live run of this program, as step 05's journal does.
 fn refuse_if_running(state: &Path) -> anyhow::Result<()> {
-    let Ok(text) = std::fs::read_to_string(state) else {
-        return Ok(());
-    };
-    let Some(pid) = text
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("# pid "))
-        .and_then(|p| p.trim().parse::<u32>().ok())
-    else {
-        return Ok(());
-    };
-    let comm = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
-    if pid != std::process::id()
-        && comm(&pid.to_string()).is_some_and(|c| Some(c) == comm("self"))
-        && !step05_full_tunnel::journal::zombie(pid)
-    {
-        bail!(
-            "the run with pid {pid} is still using {}: stop it (kill {pid}) and it undoes its changes itself",
-            state.display()
-        );
+    match std::fs::read_to_string(state) {
+        Ok(text) => step05_full_tunnel::journal::refuse_if_owned(state, &text),
+        Err(_) => Ok(()),
     }
-    Ok(())
 }
 
 // ANCHOR: forward_spec
