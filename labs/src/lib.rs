@@ -4,6 +4,8 @@
 //!
 //! - [`netns`]: lab hosts (namespaces), cleanup on drop and of crashed runs.
 //! - [`process`]: programs and tcpdump captures running in lab hosts.
+//! - [`bench`]: `tunlab bench`, every tunnel measured against the bare
+//!   link and the userspace WireGuard implementations.
 //! - [`env`]: what a lab needs from the machine (root, tools, binaries).
 //! - [`report`]: the PASS/FAIL lines of a lab.
 //! - [`traffic`]: driving ping, nc, curl and iperf3 and reading what they say.
@@ -14,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod env;
 pub mod exercise;
 pub mod lab01;

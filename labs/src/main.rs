@@ -16,7 +16,7 @@ use step02_plain_tunnel::wire::{UnderlaySummary, udp_payload};
 use tunlab::labs::{LABS, Lab};
 use tunlab::netns::Host;
 use tunlab::report::Report;
-use tunlab::{env, exercise, lab01, lab02, lab03, lab04, lab05, lab06, netns};
+use tunlab::{bench, env, exercise, lab01, lab02, lab03, lab04, lab05, lab06, netns};
 
 /// Run the tunlab classroom labs: each builds its own hosts from network
 /// namespaces, runs the real step binaries in them, drives real traffic and
@@ -24,7 +24,7 @@ use tunlab::{env, exercise, lab01, lab02, lab03, lab04, lab05, lab06, netns};
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  cargo run -p tunlab -- list\n  sudo -E cargo run -p tunlab -- run 01\n  sudo -E cargo run -p tunlab -- check 01\n  sudo -E cargo run -p tunlab -- shell 01\n  cargo run -p tunlab -- decode pcaps/step01/ping-default.pcap\n  sudo -E cargo run -p tunlab -- clean"
+    after_help = "Examples:\n  cargo run -p tunlab -- list\n  sudo -E cargo run -p tunlab -- run 01\n  sudo -E cargo run -p tunlab -- check 01\n  sudo -E cargo run -p tunlab -- shell 01\n  cargo run -p tunlab -- decode pcaps/step01/ping-default.pcap\n  sudo -E cargo run -p tunlab -- clean\n  sudo -E cargo run --release -p tunlab -- bench"
 )]
 struct Args {
     #[command(subcommand)]
@@ -65,6 +65,35 @@ enum Cmd {
     Decode {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+    /// Measure every tunnel step against the bare link and against
+    /// wireguard-go and boringtun, on a topology of its own: iperf3 TCP and
+    /// UDP, ping, CPU time and memory (needs root). Build with --release:
+    /// sudo -E cargo run --release -p tunlab -- bench
+    Bench {
+        /// How many times each contestant is measured (interleaved).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 4)]
+        seconds: u32,
+        /// iperf3 runs spent finding the highest UDP rate with under 1%
+        /// loss (0: no UDP figure).
+        #[arg(long, default_value_t = 5)]
+        udp_probes: u32,
+        /// Measure only these, e.g. --only veth,step02,wireguard-go [default:
+        /// all]: veth, step02 ... step06, wireguard-go, boringtun,
+        /// boringtun-1t.
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        only: Vec<String>,
+        /// Where to write bench.json, bench.md, bench.svg and the logs
+        /// [default: target/tunlab/bench].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Also copy bench.json, bench.md and bench.svg into the book
+        /// (book/src/bench/), for the performance chapter.
+        #[arg(long)]
+        book: bool,
     },
     /// Remove lab hosts left behind by runs that crashed or were killed.
     Clean {
@@ -143,6 +172,34 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
             }
             other => other.map(|()| true),
         },
+        Cmd::Bench {
+            rounds,
+            seconds,
+            udp_probes,
+            only,
+            out,
+            book,
+        } => {
+            env::require_root()?;
+            clean_up_on_signals(true)?;
+            let options = bench::Options {
+                out: out.unwrap_or_else(bench::Options::default_out),
+                rounds,
+                seconds,
+                udp_probes,
+                only,
+            };
+            let results = bench::run(&options)?;
+            println!("\n{}", results.terminal());
+            println!("written: {}/bench.{{json,md,svg}}", options.out.display());
+            if book {
+                let dir = env::workspace_root().join("book").join("src").join("bench");
+                std::fs::create_dir_all(&dir)?;
+                bench::write(&dir, &results)?;
+                println!("written: {}/bench.{{json,md,svg}}", dir.display());
+            }
+            Ok(true)
+        }
         Cmd::Clean { all } => {
             env::require_root()?;
             env::require_tools(&["ip"])?;

@@ -1,0 +1,879 @@
+//! `tunlab bench`: every tunnel measured against the bare link and against
+//! the userspace WireGuard implementations, in one run, on one topology.
+//!
+//! Two lab hosts, `a` and `b`, joined by one veth pair: the physical limit
+//! of this machine. Each contestant is started on both hosts, measured from
+//! `a` to `b` (iperf3 TCP with 1 and 4 streams, the highest UDP rate with
+//! under 1% loss, ping at idle and under load, CPU time and peak memory of
+//! the tunnel processes), and stopped. The rounds are interleaved (round 1
+//! measures every contestant once, then round 2 again, each round starting
+//! one contestant later) so that the machine's drift, a busy neighbour or a
+//! warm cache, hits every contestant alike. Each figure is the median of
+//! the rounds, with the lowest and highest kept.
+//!
+//! Traffic never leaves the two namespaces, and every load is bounded by
+//! iperf3's `-t` and a `timeout`.
+
+pub mod measure;
+pub mod results;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::env;
+use crate::lab04::KeyPair;
+use crate::netns::{Host, Topology};
+use crate::process::Running;
+use measure::{Iperf, Rtts, Target};
+use results::{Figure, Machine, Outcome, Results, Row, Series, Settings};
+
+/// The programs the benchmark runs itself.
+pub const TOOLS: &[&str] = &["ip", "iperf3", "ping", "timeout", "getconf"];
+
+/// Install hints for the other implementations.
+const WIREGUARD_GO_INSTALL: &str = "apt-get install --no-install-recommends wireguard-go wireguard-tools";
+const BORINGTUN_INSTALL: &str =
+    "cargo install --locked boringtun-cli (and apt-get install --no-install-recommends wireguard-tools)";
+
+/// Underlay addresses of the two hosts.
+const A_UNDERLAY: &str = "192.0.2.1";
+const B_UNDERLAY: &str = "192.0.2.2";
+/// The port the iperf3 server listens on in `b`.
+const IPERF_PORT: u16 = 5201;
+
+/// What `tunlab bench` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the results and the logs go.
+    pub out: PathBuf,
+    /// How many times each contestant is measured.
+    pub rounds: u32,
+    /// Seconds per iperf3 run (the UDP probes take half as long each).
+    pub seconds: u32,
+    /// iperf3 runs spent finding the highest UDP rate with under 1% loss.
+    pub udp_probes: u32,
+    /// Contestants to measure, by name; all when empty.
+    pub only: Vec<String>,
+}
+
+impl Options {
+    pub fn default_out() -> PathBuf {
+        env::workspace_root().join("target").join("tunlab").join("bench")
+    }
+}
+
+/// One thing measured: the bare link, a step, or another implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contestant {
+    Veth,
+    Step02,
+    Step03,
+    Step04,
+    Step05,
+    Step06,
+    WireguardGo,
+    Boringtun,
+    BoringtunOneThread,
+}
+
+impl Contestant {
+    pub const ALL: [Contestant; 9] = [
+        Contestant::Veth,
+        Contestant::Step02,
+        Contestant::Step03,
+        Contestant::Step04,
+        Contestant::Step05,
+        Contestant::Step06,
+        Contestant::WireguardGo,
+        Contestant::Boringtun,
+        Contestant::BoringtunOneThread,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Contestant::Veth => "veth",
+            Contestant::Step02 => "step02",
+            Contestant::Step03 => "step03",
+            Contestant::Step04 => "step04",
+            Contestant::Step05 => "step05",
+            Contestant::Step06 => "step06",
+            Contestant::WireguardGo => "wireguard-go",
+            Contestant::Boringtun => "boringtun",
+            Contestant::BoringtunOneThread => "boringtun-1t",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            Contestant::Veth => "the bare veth pair, no tunnel: the physical limit of this machine",
+            Contestant::Step02 => {
+                "step 02's plaintext tunnel over UDP (two threads, one packet per system call)"
+            }
+            Contestant::Step03 => "step 03: step 02 plus MSS clamping and ICMP too-big answers",
+            Contestant::Step04 => "step 04: x25519 handshake, ChaCha20-Poly1305, replay window",
+            Contestant::Step05 => "step 05's VPN ends (step 04's data path; no --nat or --full-tunnel here)",
+            Contestant::Step06 => {
+                "step 06's localhost tunnel (`expose`): TCP streams and UDP flows inside one encrypted TCP control connection; no ping"
+            }
+            Contestant::WireguardGo => "wireguard-go, configured with wg, MTU 1420",
+            Contestant::Boringtun => "boringtun-cli with its default 4 threads, MTU 1420",
+            Contestant::BoringtunOneThread => "boringtun-cli with --threads 1, MTU 1420",
+        }
+    }
+
+    /// The step crate whose binary this contestant runs.
+    fn package(self) -> Option<&'static str> {
+        match self {
+            Contestant::Step02 => Some("step02-plain-tunnel"),
+            Contestant::Step03 => Some("step03-ipv6"),
+            Contestant::Step04 => Some("step04-crypto"),
+            Contestant::Step05 => Some("step05-full-tunnel"),
+            Contestant::Step06 => Some("step06-localhost"),
+            _ => None,
+        }
+    }
+
+    /// Whether ping can cross it (step 06's `expose` carries TCP and UDP
+    /// ports, not IP packets).
+    fn carries_ping(self) -> bool {
+        self != Contestant::Step06
+    }
+
+    /// A small number of its own, for its interface names, subnet and port.
+    fn number(self) -> u8 {
+        match self {
+            Contestant::Veth => 1,
+            Contestant::Step02 => 2,
+            Contestant::Step03 => 3,
+            Contestant::Step04 => 4,
+            Contestant::Step05 => 5,
+            Contestant::Step06 => 6,
+            Contestant::WireguardGo => 7,
+            Contestant::Boringtun => 8,
+            Contestant::BoringtunOneThread => 9,
+        }
+    }
+
+    /// `None` when it can run here; otherwise how to install what is
+    /// missing.
+    fn missing(self) -> Option<String> {
+        let wg = || {
+            (!env::on_path("wg")).then(|| {
+                "wg is not installed: apt-get install --no-install-recommends wireguard-tools".to_string()
+            })
+        };
+        match self {
+            Contestant::WireguardGo if !env::on_path("wireguard-go") => {
+                Some(format!("not installed: {WIREGUARD_GO_INSTALL}"))
+            }
+            Contestant::WireguardGo => wg(),
+            Contestant::Boringtun | Contestant::BoringtunOneThread if boringtun_binary().is_none() => {
+                Some(format!("not installed: {BORINGTUN_INSTALL}"))
+            }
+            Contestant::Boringtun | Contestant::BoringtunOneThread => wg(),
+            _ => None,
+        }
+    }
+}
+
+/// boringtun-cli on the PATH, or where `cargo install` puts it (sudo's
+/// PATH often lacks `~/.cargo/bin`).
+fn boringtun_binary() -> Option<PathBuf> {
+    if env::on_path("boringtun-cli") {
+        return Some(PathBuf::from("boringtun-cli"));
+    }
+    let homes = [
+        std::env::var_os("CARGO_HOME").map(PathBuf::from),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")),
+    ];
+    homes
+        .into_iter()
+        .flatten()
+        .map(|home| home.join("bin").join("boringtun-cli"))
+        .find(|p| p.is_file())
+}
+
+/// Finds contestants by name.
+pub fn select(names: &[String]) -> anyhow::Result<Vec<Contestant>> {
+    if names.is_empty() {
+        return Ok(Contestant::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|name| {
+            Contestant::ALL
+                .into_iter()
+                .find(|c| c.name() == name)
+                .with_context(|| {
+                    let all: Vec<_> = Contestant::ALL.iter().map(|c| c.name()).collect();
+                    format!("there is no contestant {name}; there are {}", all.join(", "))
+                })
+        })
+        .collect()
+}
+
+/// One contestant's figures in one round, or why the round failed.
+type Round = Result<Vec<(Figure, f64)>, String>;
+
+/// The two hosts and what every contestant shares.
+struct Bench {
+    a: Host,
+    b: Host,
+    out: PathBuf,
+    /// Key pairs for the encrypted contestants (x25519, base64: the steps
+    /// and WireGuard read the same format).
+    a_key: KeyPair,
+    b_key: KeyPair,
+    ticks: f64,
+}
+
+/// A contestant started on both hosts.
+struct Started {
+    /// The tunnel's processes, stopped when this is dropped.
+    processes: Vec<Running>,
+    /// Where iperf3 and ping reach `b` through it.
+    target: Target,
+}
+
+impl Started {
+    fn pids(&self) -> Vec<u32> {
+        self.processes.iter().filter_map(Running::pid).collect()
+    }
+
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        self.processes.iter_mut().try_for_each(Running::check_alive)
+    }
+
+    fn cpu_seconds(&self, ticks: f64) -> anyhow::Result<f64> {
+        self.pids()
+            .into_iter()
+            .map(|pid| measure::cpu_seconds(pid, ticks))
+            .sum()
+    }
+}
+
+/// Runs the benchmark and writes `bench.json`, `bench.md` and `bench.svg`
+/// into `options.out`.
+pub fn run(options: &Options) -> anyhow::Result<Results> {
+    env::require_root()?;
+    env::require_tools(TOOLS)?;
+    if options.rounds == 0 || options.seconds == 0 {
+        bail!("--rounds and --seconds must be at least 1");
+    }
+    let contestants = select(&options.only)?;
+    std::fs::create_dir_all(&options.out).with_context(|| format!("creating {}", options.out.display()))?;
+
+    let mut binaries = Vec::new();
+    for c in &contestants {
+        if let Some(package) = c.package() {
+            binaries.push((*c, env::step_binary(package)?));
+        }
+    }
+    let machine = machine(&binaries)?;
+    let date = utc_now();
+    println!("{date} — {}", machine.line());
+    if machine.profile != "release" {
+        println!(
+            "note: a {} build measures unoptimized code; for real figures run: sudo -E cargo run --release -p tunlab -- bench",
+            machine.profile
+        );
+    }
+
+    let mut topology = Topology::new()?;
+    let a = topology.host("a")?;
+    let b = topology.host("b")?;
+    topology.link(&a, "ua", &b, "ub")?;
+    a.add_address("ua", &format!("{A_UNDERLAY}/24"))?;
+    b.add_address("ub", &format!("{B_UNDERLAY}/24"))?;
+    // Step 04 makes the keys; WireGuard reads the same format.
+    let key_tool = env::step_binary("step04-crypto")?;
+    let bench = Bench {
+        a_key: KeyPair::generate(&key_tool, &options.out.join("a.key"))?,
+        b_key: KeyPair::generate(&key_tool, &options.out.join("b.key"))?,
+        a,
+        b,
+        out: options.out.clone(),
+        ticks: measure::ticks_per_second(),
+    };
+    let _iperf_server = Running::start(
+        &bench.b,
+        Path::new("iperf3"),
+        &["-s", "-p", &IPERF_PORT.to_string()],
+        &options.out.join("iperf3-server.log"),
+    )?;
+    crate::traffic::wait_for_listener(&bench.b, IPERF_PORT)?;
+
+    let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); contestants.len()];
+    let available: Vec<Option<String>> = contestants.iter().map(|c| c.missing()).collect();
+    for (c, why) in contestants.iter().zip(&available) {
+        if let Some(why) = why {
+            println!("{}: {why}", c.name());
+        }
+    }
+    for round in 0..options.rounds {
+        let n = contestants.len();
+        for k in 0..n {
+            let i = (k + round as usize) % n;
+            let contestant = contestants[i];
+            if available[i].is_some() {
+                continue;
+            }
+            let binary = binaries
+                .iter()
+                .find(|(c, _)| *c == contestant)
+                .map(|(_, p)| p.as_path());
+            let started = Instant::now();
+            let result = measure_once(&bench, contestant, binary, options)
+                .map_err(|e| format!("round {}: {e:#}", round + 1));
+            match &result {
+                Ok(figures) => println!(
+                    "round {}/{} {:<13} {} ({:.0} s)",
+                    round + 1,
+                    options.rounds,
+                    contestant.name(),
+                    brief(figures),
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(e) => println!("{} failed: {e}", contestant.name()),
+            }
+            rounds[i].push(result);
+        }
+    }
+
+    let rows = contestants
+        .iter()
+        .zip(rounds)
+        .zip(available)
+        .map(|((c, runs), missing)| Row {
+            name: c.name().into(),
+            description: c.description().into(),
+            outcome: match missing {
+                Some(why) => Outcome::Missing(why),
+                None => collect(runs),
+            },
+        })
+        .collect();
+    let results = Results {
+        machine,
+        settings: Settings {
+            rounds: options.rounds,
+            seconds: options.seconds,
+            udp_probes: options.udp_probes,
+            udp_payload: measure::UDP_PAYLOAD,
+        },
+        date,
+        rows,
+    };
+    write(&options.out, &results)?;
+    Ok(results)
+}
+
+/// Writes `bench.json`, `bench.md` and `bench.svg` into `dir`.
+pub fn write(dir: &Path, results: &Results) -> anyhow::Result<()> {
+    let files = [
+        ("bench.json", format!("{:#}\n", results.json())),
+        ("bench.md", results.markdown()),
+        ("bench.svg", results.svg()),
+    ];
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The figures of one round, as a short line for the progress output.
+fn brief(figures: &[(Figure, f64)]) -> String {
+    let get = |f: Figure| figures.iter().find(|(g, _)| *g == f).map(|(_, v)| *v);
+    let mut parts = Vec::new();
+    for (f, label, unit) in [
+        (Figure::Tcp1, "TCP×1", "Gbit/s"),
+        (Figure::Tcp4, "TCP×4", "Gbit/s"),
+        (Figure::Udp, "UDP", "Gbit/s"),
+        (Figure::RttIdleMean, "RTT", "ms"),
+    ] {
+        if let Some(v) = get(f) {
+            parts.push(format!("{label} {v:.2} {unit}"));
+        }
+    }
+    parts.join(", ")
+}
+
+/// Turns the rounds of one contestant into series, one per figure.
+fn collect(runs: Vec<Round>) -> Outcome {
+    let mut series: Vec<(Figure, Series)> = Figure::ALL.iter().map(|&f| (f, Series::default())).collect();
+    let mut failures = Vec::new();
+    for run in runs {
+        match run {
+            Ok(figures) => {
+                for (figure, value) in figures {
+                    if let Some((_, s)) = series.iter_mut().find(|(f, _)| *f == figure) {
+                        s.0.push(value);
+                    }
+                }
+            }
+            Err(why) => failures.push(why),
+        }
+    }
+    Outcome::Measured { series, failures }
+}
+
+/// Starts `contestant`, measures it once, and stops it.
+fn measure_once(
+    bench: &Bench,
+    contestant: Contestant,
+    binary: Option<&Path>,
+    options: &Options,
+) -> anyhow::Result<Vec<(Figure, f64)>> {
+    let mut started = start(bench, contestant, binary)?;
+    let target = started.target.clone();
+    let mut figures = Vec::new();
+    let ping_interval = Duration::from_millis(10);
+
+    // Wait until the tunnel carries traffic (the handshake, for the
+    // encrypted ones), then idle pings: 100 at 10 ms.
+    wait_until_up(bench, contestant, &target)?;
+    if contestant.carries_ping() {
+        let idle = measure::ping(&bench.a, &target.address, 100, ping_interval)?;
+        push_rtts(&mut figures, &idle, Figure::RttIdleMean, Figure::RttIdleP99)?;
+    }
+
+    // One TCP stream, with pings alongside it (the "loaded" RTT) and the
+    // tunnel processes' CPU time read before and after.
+    let cpu_before = started.cpu_seconds(bench.ticks)?;
+    let mut pinger = None;
+    if contestant.carries_ping() {
+        let count = (options.seconds * 1000 / 10).saturating_sub(50).max(10);
+        pinger = Some(
+            measure::ping_command(&bench.a, &target.address, count, ping_interval)
+                .spawn()
+                .context("starting ping")?,
+        );
+    }
+    let tcp1 = measure::iperf3(&bench.a, &target, options.seconds, 1, None);
+    let cpu_after = started.cpu_seconds(bench.ticks)?;
+    if let Some(pinger) = pinger {
+        let out = pinger.wait_with_output().context("waiting for ping")?;
+        let loaded = measure::parse_ping(&String::from_utf8_lossy(&out.stdout));
+        push_rtts(&mut figures, &loaded, Figure::RttLoadMean, Figure::RttLoadP99)?;
+    }
+    let tcp1 = tcp1?;
+    figures.push((Figure::Tcp1, tcp1.received_bps / 1e9));
+    if contestant != Contestant::Veth && tcp1.received_bytes > 0.0 {
+        figures.push((
+            Figure::CpuPerGb,
+            (cpu_after - cpu_before) / (tcp1.received_bytes / 1e9),
+        ));
+    }
+
+    let tcp4 = measure::iperf3(&bench.a, &target, options.seconds, 4, None)?;
+    figures.push((Figure::Tcp4, tcp4.received_bps / 1e9));
+
+    if options.udp_probes > 0 {
+        let seconds = (options.seconds / 2).max(1);
+        let best: Option<Iperf> =
+            measure::udp_max_rate(&bench.a, &target, seconds, options.udp_probes, tcp1.received_bps)?;
+        // No figure when even the lowest rate tried lost 1%.
+        if let Some(best) = best {
+            figures.push((Figure::Udp, best.received_bps / 1e9));
+        }
+    }
+
+    if contestant != Contestant::Veth {
+        started.check_alive()?;
+        let rss: f64 = started
+            .pids()
+            .into_iter()
+            .map(measure::peak_rss)
+            .sum::<anyhow::Result<f64>>()?;
+        figures.push((Figure::PeakRss, rss / (1024.0 * 1024.0)));
+    }
+    Ok(figures)
+}
+
+fn push_rtts(figures: &mut Vec<(Figure, f64)>, rtts: &Rtts, mean: Figure, p99: Figure) -> anyhow::Result<()> {
+    match (rtts.mean(), rtts.p99()) {
+        (Some(m), Some(p)) => {
+            figures.push((mean, m));
+            figures.push((p99, p));
+            Ok(())
+        }
+        _ => bail!("no ping was answered"),
+    }
+}
+
+/// Waits up to 10 s for the first ping (or, for step 06, a TCP connection
+/// to the public port) to get through.
+fn wait_until_up(bench: &Bench, contestant: Contestant, target: &Target) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let ok = if contestant.carries_ping() {
+            bench
+                .a
+                .run("ping", ["-n", "-c", "1", "-W", "1", &target.address])?
+                .status
+                .success()
+        } else {
+            let port = target.port.to_string();
+            bench
+                .a
+                .run(
+                    "timeout",
+                    [
+                        "1",
+                        "bash",
+                        "-c",
+                        &format!("exec 3<>/dev/tcp/{}/{port}", target.address),
+                    ],
+                )?
+                .status
+                .success()
+        };
+        if ok {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{} carried nothing within 10 s", contestant.name())
+}
+
+/// Starts `contestant` on both hosts: `b` is the server end (where iperf3
+/// listens), `a` the client end.
+fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow::Result<Started> {
+    let n = contestant.number();
+    let (a_inner, b_inner) = (format!("10.77.{n}.1"), format!("10.77.{n}.2"));
+    let (a_tun, b_tun) = (format!("tl{n}a"), format!("tl{n}b"));
+    let port = format!("{}", 51800 + u16::from(n));
+    let log = |end: &str| bench.out.join(format!("{}-{end}.log", contestant.name()));
+    let listen = format!("{B_UNDERLAY}:{port}");
+    let target = |address: &str| Target {
+        address: address.into(),
+        port: IPERF_PORT,
+    };
+    let step = || binary.with_context(|| format!("{} has no binary", contestant.name()));
+    match contestant {
+        Contestant::Veth => Ok(Started {
+            processes: Vec::new(),
+            target: target(B_UNDERLAY),
+        }),
+        Contestant::Step02 | Contestant::Step03 => {
+            let binary = step()?;
+            let server = Running::start(
+                &bench.b,
+                binary,
+                &[
+                    "server",
+                    "--listen",
+                    &listen,
+                    "--tun",
+                    &b_tun,
+                    "--address",
+                    &format!("{b_inner}/24"),
+                ],
+                &log("server"),
+            )?;
+            let client = Running::start(
+                &bench.a,
+                binary,
+                &[
+                    "client",
+                    "--server",
+                    &listen,
+                    "--tun",
+                    &a_tun,
+                    "--address",
+                    &format!("{a_inner}/24"),
+                ],
+                &log("client"),
+            )?;
+            Ok(Started {
+                processes: vec![server, client],
+                target: target(&b_inner),
+            })
+        }
+        Contestant::Step04 | Contestant::Step05 => {
+            let binary = step()?;
+            let peer = format!("{}={a_inner}/32", bench.a_key.public);
+            let server = Running::start(
+                &bench.b,
+                binary,
+                &[
+                    "server",
+                    "--listen",
+                    &listen,
+                    "--key",
+                    bench.b_key.file_str()?,
+                    "--peer",
+                    &peer,
+                    "--tun",
+                    &b_tun,
+                    "--address",
+                    &format!("{b_inner}/24"),
+                ],
+                &log("server"),
+            )?;
+            let client = Running::start(
+                &bench.a,
+                binary,
+                &[
+                    "client",
+                    "--server",
+                    &listen,
+                    "--key",
+                    bench.a_key.file_str()?,
+                    "--server-key",
+                    &bench.b_key.public,
+                    "--tun",
+                    &a_tun,
+                    "--address",
+                    &format!("{a_inner}/24"),
+                ],
+                &log("client"),
+            )?;
+            Ok(Started {
+                processes: vec![server, client],
+                target: target(&b_inner),
+            })
+        }
+        Contestant::Step06 => {
+            // The server end runs on `a`, where the visitor (iperf3's
+            // client) is; `expose` runs on `b` and delivers to b's iperf3
+            // on 127.0.0.1.
+            let binary = step()?;
+            let control = format!("{A_UNDERLAY}:{port}");
+            let public = 45000 + u16::from(n);
+            let server = Running::start(
+                &bench.a,
+                binary,
+                &[
+                    "server",
+                    "--control",
+                    &control,
+                    "--key",
+                    bench.a_key.file_str()?,
+                    "--peer",
+                    &bench.b_key.public,
+                ],
+                &log("server"),
+            )?;
+            crate::traffic::wait_for_listener(&bench.a, 51800 + u16::from(n))?;
+            let expose = Running::start(
+                &bench.b,
+                binary,
+                &[
+                    "expose",
+                    &IPERF_PORT.to_string(),
+                    "--udp",
+                    "--server",
+                    &control,
+                    "--key",
+                    bench.b_key.file_str()?,
+                    "--server-key",
+                    &bench.a_key.public,
+                    "--remote-port",
+                    &public.to_string(),
+                ],
+                &log("expose"),
+            )?;
+            Ok(Started {
+                processes: vec![server, expose],
+                target: Target {
+                    address: A_UNDERLAY.into(),
+                    port: public,
+                },
+            })
+        }
+        Contestant::WireguardGo | Contestant::Boringtun | Contestant::BoringtunOneThread => {
+            // The control sockets live in /var/run/wireguard/NAME.sock,
+            // shared by all namespaces: the two ends need different names.
+            let a_end = start_wireguard(contestant, &bench.a, &a_tun, &log("a"))?;
+            let b_end = start_wireguard(contestant, &bench.b, &b_tun, &log("b"))?;
+            let (a_port, b_port) = (51800 + u16::from(n), 51900 + u16::from(n));
+            configure_wireguard(
+                &bench.a,
+                &a_tun,
+                &bench.a_key,
+                a_port,
+                &bench.b_key.public,
+                &b_inner,
+                &format!("{B_UNDERLAY}:{b_port}"),
+                &a_inner,
+            )?;
+            configure_wireguard(
+                &bench.b,
+                &b_tun,
+                &bench.b_key,
+                b_port,
+                &bench.a_key.public,
+                &a_inner,
+                &format!("{A_UNDERLAY}:{a_port}"),
+                &b_inner,
+            )?;
+            Ok(Started {
+                processes: vec![a_end, b_end],
+                target: target(&b_inner),
+            })
+        }
+    }
+}
+
+/// Starts wireguard-go or boringtun-cli in the foreground in `host`, and
+/// waits for its control socket.
+fn start_wireguard(contestant: Contestant, host: &Host, name: &str, log: &Path) -> anyhow::Result<Running> {
+    let socket = PathBuf::from(format!("/var/run/wireguard/{name}.sock"));
+    let running = match contestant {
+        Contestant::WireguardGo => Running::start(host, Path::new("wireguard-go"), &["-f", name], log)?,
+        _ => {
+            let binary = boringtun_binary().context("boringtun-cli is not installed")?;
+            let threads = if contestant == Contestant::BoringtunOneThread {
+                "1"
+            } else {
+                "4"
+            };
+            Running::start(
+                host,
+                &binary,
+                &["-f", "--disable-drop-privileges", "--threads", threads, name],
+                log,
+            )?
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !socket.exists() {
+        if Instant::now() > deadline {
+            bail!(
+                "{} made no control socket {} within 5 s",
+                contestant.name(),
+                socket.display()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(running)
+}
+
+/// `wg set` and `ip` for one WireGuard end: key, port, the one peer, the
+/// address and MTU 1420 (wg-quick's default).
+#[allow(clippy::too_many_arguments)]
+fn configure_wireguard(
+    host: &Host,
+    name: &str,
+    key: &KeyPair,
+    port: u16,
+    peer: &str,
+    peer_inner: &str,
+    endpoint: &str,
+    inner: &str,
+) -> anyhow::Result<()> {
+    let out = host.run(
+        "wg",
+        [
+            "set",
+            name,
+            "private-key",
+            key.file_str()?,
+            "listen-port",
+            &port.to_string(),
+            "peer",
+            peer,
+            "allowed-ips",
+            &format!("{peer_inner}/32"),
+            "endpoint",
+            endpoint,
+        ],
+    )?;
+    if !out.status.success() {
+        bail!(
+            "wg set {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    host.add_address(name, &format!("{inner}/24"))?;
+    host.ip(["link", "set", name, "mtu", "1420", "up"])?;
+    Ok(())
+}
+
+/// The machine: CPUs, CPU model, kernel, and the versions of what ran.
+fn machine(binaries: &[(Contestant, PathBuf)]) -> anyhow::Result<Machine> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let profile = binaries
+        .first()
+        .and_then(|(_, p)| p.parent()?.file_name()?.to_str().map(str::to_string))
+        .map(|dir| if dir == "debug" { "dev".to_string() } else { dir })
+        .unwrap_or_else(|| "none".into());
+    let mut versions = vec![(
+        "iperf3".to_string(),
+        first_word_after(&version_of("iperf3", &["--version"]), "iperf"),
+    )];
+    if env::on_path("wireguard-go") {
+        versions.push((
+            "wireguard-go".into(),
+            version_of("wireguard-go", &["--version"])
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("?")
+                .into(),
+        ));
+    }
+    if let Some(boringtun) = boringtun_binary() {
+        let text = version_of(&boringtun.to_string_lossy(), &["--version"]);
+        versions.push((
+            "boringtun-cli".into(),
+            text.split_whitespace().last().unwrap_or("?").into(),
+        ));
+    }
+    Ok(Machine {
+        cpus: thread::available_parallelism().map_or(1, usize::from),
+        cpu_model,
+        kernel,
+        profile,
+        versions,
+    })
+}
+
+fn version_of(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// `3.12` from `iperf 3.12 (cJSON 1.7.15)`.
+fn first_word_after(text: &str, word: &str) -> String {
+    text.split_whitespace()
+        .skip_while(|w| *w != word)
+        .nth(1)
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// `2026-11-23 18:04 UTC`, from `date -u`.
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,81 @@
+//! The benchmark's machinery, run short: one contestant (step 02), one
+//! round, one second per iperf3 run. It checks that `tunlab bench` still
+//! builds its topology, drives traffic and writes a well-formed table, JSON
+//! and chart; the figures themselves are not judged (speed is measured by
+//! the benchmark, never asserted by a test). Needs root; without it the
+//! test says SKIPPED (and fails under CI).
+
+use tunlab::bench::{self, Options, TOOLS};
+
+#[test]
+fn a_short_bench_run_writes_a_well_formed_table_json_and_chart() {
+    if !tunlab::env::lab_test_can_run(
+        "a_short_bench_run_writes_a_well_formed_table_json_and_chart",
+        TOOLS,
+    ) {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("tunlab-test-{}-bench", std::process::id()));
+    let results = bench::run(&Options {
+        out: out.clone(),
+        rounds: 1,
+        seconds: 1,
+        udp_probes: 1,
+        only: vec!["step02".into()],
+    })
+    .unwrap();
+
+    // The terminal table: a heading line and one row of nine numbers.
+    let table = results.terminal();
+    println!("{table}");
+    let heading = table
+        .lines()
+        .find(|l| l.starts_with("contestant"))
+        .expect("a heading line");
+    assert!(heading.contains("TCP 1 stream Gbit/s"), "{heading}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("step02"))
+        .expect("a step02 row");
+    let cells: Vec<&str> = row.split_whitespace().skip(1).collect();
+    assert_eq!(cells.len(), 9, "{row}");
+    for (cell, figure) in cells.iter().zip(bench::results::Figure::ALL) {
+        // The UDP probe may find no rate under 1% loss in one try: "-".
+        if *cell == "-" && figure == bench::results::Figure::Udp {
+            continue;
+        }
+        let value: f64 = cell
+            .parse()
+            .unwrap_or_else(|_| panic!("{figure:?} is {cell:?}, not a number: {row}"));
+        assert!(value > 0.0, "{figure:?} is {value}: {row}");
+    }
+
+    // The JSON: the machine, and step 02's one round of each figure.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
+    assert!(json["machine"]["cpus"].as_u64().is_some_and(|n| n >= 1));
+    assert!(json["machine"]["kernel"].as_str().is_some_and(|k| !k.is_empty()));
+    let step02 = &json["contestants"][0];
+    assert_eq!(step02["name"], "step02");
+    let tcp = &step02["figures"]["tcp_1_stream_gbit_s"];
+    assert_eq!(tcp["runs"].as_array().map(Vec::len), Some(1));
+    assert!(tcp["median"].as_f64().is_some_and(|v| v > 0.0), "{tcp}");
+    assert_eq!(step02["failures"], serde_json::json!([]));
+
+    // The markdown table: every line has as many cells as the heading.
+    let markdown = std::fs::read_to_string(out.join("bench.md")).unwrap();
+    let lines: Vec<&str> = markdown.lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(lines.len(), 3, "heading, rule and one row:\n{markdown}");
+    let columns = lines[0].matches('|').count();
+    assert!(
+        lines.iter().all(|l| l.matches('|').count() == columns),
+        "{markdown}"
+    );
+    assert!(lines[2].starts_with("| step02 |"), "{markdown}");
+
+    // The chart: an SVG with step 02's bar.
+    let svg = std::fs::read_to_string(out.join("bench.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains(">step02</text>"), "{svg}");
+    let _ = std::fs::remove_dir_all(&out);
+}
