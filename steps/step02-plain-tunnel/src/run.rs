@@ -396,6 +396,33 @@ fn poll_all<C: Core>(shared: &Shared<C>, out: &mut [u8], send: impl Fn(&Transmit
     }
 }
 
+// ANCHOR: receive_buffer
+/// How many bytes of datagrams the UDP socket may hold while the network
+/// thread is busy: about 2000 full-size datagrams.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Gives the UDP socket a receive buffer of [`RECEIVE_BUFFER`] bytes. The
+/// default, 208 KiB (`net.core.rmem_default`), holds about 90 datagrams of
+/// a bulk transfer: when decryption falls behind for a moment, the kernel
+/// drops the rest (`UdpRcvbufErrors` in `nstat`), and every drop is a TCP
+/// loss inside the tunnel, which halves the sender's rate. `SO_RCVBUFFORCE`
+/// may exceed `net.core.rmem_max`; it needs CAP_NET_ADMIN, which creating
+/// the TUN device needed too. Without it, `SO_RCVBUF` gets what the limit
+/// allows.
+fn enlarge_receive_buffer(socket: &UdpSocket) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    if setsockopt(socket, sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err() {
+        let _ = setsockopt(socket, sockopt::RcvBuf, &RECEIVE_BUFFER);
+    }
+    // The kernel reports twice what was asked: half is for its own
+    // bookkeeping.
+    match getsockopt(socket, sockopt::RcvBuf) {
+        Ok(size) => log::info!("UDP receive buffer: {} KiB", size / 2 / 1024),
+        Err(e) => log::warn!("reading the UDP receive buffer size failed: {e}"),
+    }
+}
+// ANCHOR_END: receive_buffer
+
 // ANCHOR: udp
 /// UDP: one socket; every message is one datagram. Returns the sender the
 /// main thread uses.
@@ -410,6 +437,7 @@ fn start_udp<C: Core>(
         Endpoint::Client { .. } => "[::]:0".parse()?,
     };
     let socket = Arc::new(UdpSocket::bind(bind).with_context(|| format!("binding UDP socket to {bind}"))?);
+    enlarge_receive_buffer(&socket);
     socket.set_read_timeout(Some(TICK))?;
     log::info!("UDP socket on {}", socket.local_addr()?);
     let (net_socket, net_shared) = (Arc::clone(&socket), Arc::clone(shared));
