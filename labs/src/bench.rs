@@ -42,6 +42,8 @@ const BORINGTUN_INSTALL: &str =
 /// Underlay addresses of the two hosts.
 const A_UNDERLAY: &str = "192.0.2.1";
 const B_UNDERLAY: &str = "192.0.2.2";
+/// How long a contestant that is up is left alone before it is measured.
+const SETTLE: Duration = Duration::from_secs(1);
 /// The port the iperf3 server listens on in `b`.
 const IPERF_PORT: u16 = 5201;
 
@@ -435,10 +437,14 @@ fn measure_once(
     let ping_interval = Duration::from_millis(10);
 
     // Wait until the tunnel carries traffic (the handshake, for the
-    // encrypted ones), then idle pings: 100 at 10 ms.
+    // encrypted ones), and a second more: the kernel goes on removing the
+    // previous contestant's devices after its programs have exited, and
+    // that work would land in this one's idle pings. Then 200 pings at
+    // 10 ms.
     wait_until_up(bench, contestant, &target)?;
+    thread::sleep(SETTLE);
     if contestant.carries_ping() {
-        let idle = measure::ping(&bench.a, &target.address, 100, ping_interval)?;
+        let idle = measure::ping(&bench.a, &target.address, 200, ping_interval)?;
         push_rtts(&mut figures, &idle, Figure::RttIdleMean, Figure::RttIdleP99)?;
     }
 
@@ -689,7 +695,10 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
         }
         Contestant::WireguardGo | Contestant::Boringtun | Contestant::BoringtunOneThread => {
             // The control sockets live in /var/run/wireguard/NAME.sock,
-            // shared by all namespaces: the two ends need different names.
+            // shared by all namespaces (and by other runs): the two ends
+            // need different names, and this run's differ from another's.
+            let run = std::process::id() % 100_000;
+            let (a_tun, b_tun) = (format!("{a_tun}{run}"), format!("{b_tun}{run}"));
             let a_end = start_wireguard(contestant, &bench.a, &a_tun, &log("a"))?;
             let b_end = start_wireguard(contestant, &bench.b, &b_tun, &log("b"))?;
             let (a_port, b_port) = (51800 + u16::from(n), 51900 + u16::from(n));
@@ -725,6 +734,8 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
 /// waits for its control socket.
 fn start_wireguard(contestant: Contestant, host: &Host, name: &str, log: &Path) -> anyhow::Result<Running> {
     let socket = PathBuf::from(format!("/var/run/wireguard/{name}.sock"));
+    // A run that was killed leaves its socket behind; ours must be new.
+    let _ = std::fs::remove_file(&socket);
     let running = match contestant {
         Contestant::WireguardGo => Running::start(host, Path::new("wireguard-go"), &["-f", name], log)?,
         _ => {

@@ -17,6 +17,12 @@ use crate::netns::Host;
 /// contestant fragments.
 pub const UDP_PAYLOAD: u32 = 1200;
 
+/// The highest rate the UDP search starts at, in bits per second. iperf3
+/// sends one datagram per system call, so its UDP tops out far below TCP,
+/// whose sender hands the kernel 64 KB at a time: starting from the bare
+/// veth's TCP figure would spend every probe on rates iperf3 cannot send.
+pub const UDP_FIRST_RATE: f64 = 1e9;
+
 /// Where and how iperf3 reaches the server end.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -113,9 +119,8 @@ pub fn parse_iperf3(json: &Value, udp: bool) -> anyhow::Result<Iperf> {
 }
 
 /// The highest UDP rate with under 1% loss, found with `probes` iperf3 runs
-/// of `seconds` each: start at half of `guess` (the TCP figure; UDP with
-/// small datagrams costs iperf3 a system call per datagram, so it is
-/// slower), double while the loss stays under 1%, then halve the interval
+/// of `seconds` each: start at half of `guess` (the TCP figure) but at
+/// most [`UDP_FIRST_RATE`], double while the loss stays under 1%, then halve the interval
 /// between the best rate that passed and the lowest that failed. Returns
 /// the passing run with the most received throughput, or `None` when no
 /// rate passed.
@@ -128,7 +133,7 @@ pub fn udp_max_rate(
 ) -> anyhow::Result<Option<Iperf>> {
     let mut best: Option<Iperf> = None;
     let (mut passed, mut failed): (f64, Option<f64>) = (0.0, None);
-    let mut rate = (guess / 2.0).max(10e6);
+    let mut rate = (guess / 2.0).clamp(10e6, UDP_FIRST_RATE);
     for _ in 0..probes {
         let run = iperf3(client, target, seconds, 1, Some(rate))?;
         if run.lost_percent < 1.0 {
