@@ -145,19 +145,11 @@ impl Contestant {
         self != Contestant::Step06
     }
 
-    /// A small number of its own, for its interface names, subnet and port.
+    /// Its place in [`Contestant::ALL`], from 1: a number of its own for its
+    /// interface names, subnet and ports.
     fn number(self) -> u8 {
-        match self {
-            Contestant::Veth => 1,
-            Contestant::Step02 => 2,
-            Contestant::Step03 => 3,
-            Contestant::Step04 => 4,
-            Contestant::Step05 => 5,
-            Contestant::Step06 => 6,
-            Contestant::WireguardGo => 7,
-            Contestant::Boringtun => 8,
-            Contestant::BoringtunOneThread => 9,
-        }
+        let index = Contestant::ALL.iter().position(|c| *c == self).unwrap_or(0);
+        u8::try_from(index + 1).unwrap_or(u8::MAX)
     }
 
     /// `None` when it can run here; otherwise how to install what is
@@ -512,34 +504,20 @@ fn push_rtts(figures: &mut Vec<(Figure, f64)>, rtts: &Rtts, mean: Figure, p99: F
     }
 }
 
-/// Waits up to 10 s for the first ping (or, for step 06, a TCP connection
-/// to the public port) to get through.
+/// Waits up to 10 s for the first ping to get through (for step 06, up to
+/// 5 s for the public port to open).
 fn wait_until_up(bench: &Bench, contestant: Contestant, target: &Target) -> anyhow::Result<()> {
+    if !contestant.carries_ping() {
+        // Step 06's server opens the public port once `expose` has
+        // connected and asked for it.
+        return crate::traffic::wait_for_listener(&bench.a, target.port);
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let ok = if contestant.carries_ping() {
-            bench
-                .a
-                .run("ping", ["-n", "-c", "1", "-W", "1", &target.address])?
-                .status
-                .success()
-        } else {
-            let port = target.port.to_string();
-            bench
-                .a
-                .run(
-                    "timeout",
-                    [
-                        "1",
-                        "bash",
-                        "-c",
-                        &format!("exec 3<>/dev/tcp/{}/{port}", target.address),
-                    ],
-                )?
-                .status
-                .success()
-        };
-        if ok {
+        let ping = bench
+            .a
+            .run("ping", ["-n", "-c", "1", "-W", "1", &target.address])?;
+        if ping.status.success() {
             return Ok(());
         }
         thread::sleep(Duration::from_millis(100));
