@@ -113,7 +113,7 @@ impl Contestant {
         match self {
             Contestant::Veth => "the bare veth pair, no tunnel: the physical limit of this machine",
             Contestant::Step02 => {
-                "step 02's plaintext tunnel over UDP (two threads, one packet per system call)"
+                "step 02's plaintext tunnel over UDP (one thread, one packet per system call)"
             }
             Contestant::Step03 => "step 03: step 02 plus MSS clamping and ICMP too-big answers",
             Contestant::Step04 => "step 04: x25519 handshake, ChaCha20-Poly1305, replay window",
