@@ -112,16 +112,24 @@ impl FrameReader {
         Ok(Some(message_len))
     }
 
-    /// Called when the stream has ended: an error if it ended mid-frame.
+    /// Called when the stream has ended: an error if it ended mid-frame,
+    /// or if what is left starts with an impossible length.
     pub fn finish(&self) -> Result<(), FrameError> {
         if self.len == 0 {
             return Ok(());
         }
-        let missing = match self.buffer.get(..PREFIX_LEN).filter(|_| self.len >= PREFIX_LEN) {
-            Some(p) => PREFIX_LEN + usize::from(u16::from_be_bytes([p[0], p[1]])) - self.len,
-            None => PREFIX_LEN - self.len,
+        let Some(prefix) = self.buffer.get(..PREFIX_LEN).filter(|_| self.len >= PREFIX_LEN) else {
+            return Err(FrameError::Truncated {
+                missing: PREFIX_LEN.saturating_sub(self.len),
+            });
         };
-        Err(FrameError::Truncated { missing })
+        let message_len = usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
+        if message_len < HEADER_LEN || message_len > self.max_message {
+            return Err(FrameError::BadLength(message_len));
+        }
+        Err(FrameError::Truncated {
+            missing: (PREFIX_LEN + message_len).saturating_sub(self.len),
+        })
     }
 }
 // ANCHOR_END: frame_reader
@@ -217,5 +225,28 @@ mod tests {
     fn prefix_limits() {
         assert_eq!(prefix(65535), Some([0xff, 0xff]));
         assert_eq!(prefix(65536), None);
+    }
+
+    #[test]
+    fn finish_after_an_impossible_length_reports_it() {
+        // A prefix of 3 (shorter than a header) followed by more bytes than
+        // that frame would hold: `next_frame` refuses it, and `finish`
+        // must say why instead of computing a negative shortfall.
+        let mut reader = FrameReader::new(100);
+        let stream = [0, 3, 1, 2, 3, 4, 5, 6, 7];
+        reader.space()[..stream.len()].copy_from_slice(&stream);
+        reader.filled(stream.len());
+        let mut out = [0u8; 100];
+        assert_eq!(reader.next_frame(&mut out), Err(FrameError::BadLength(3)));
+        assert_eq!(reader.finish(), Err(FrameError::BadLength(3)));
+    }
+
+    #[test]
+    fn finish_counts_what_is_missing() {
+        let mut reader = FrameReader::new(100);
+        let stream = [0, 6, 1, 1, 0];
+        reader.space()[..stream.len()].copy_from_slice(&stream);
+        reader.filled(stream.len());
+        assert_eq!(reader.finish(), Err(FrameError::Truncated { missing: 3 }));
     }
 }
