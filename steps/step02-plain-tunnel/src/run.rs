@@ -12,11 +12,13 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use signal_hook::consts::SIGUSR1;
 use step01_ping_tun::Ipv4Cidr;
 use step01_ping_tun::Summary;
@@ -344,7 +346,6 @@ fn from_tun<C: Core>(
         Err(reason) => log::info!("drop ({reason}) from {}: {}", shared.tun, Summary(packet)),
     }
 }
-
 // ANCHOR_END: from_tun
 
 // ANCHOR: read_tun
@@ -528,8 +529,6 @@ fn udp_loop<C: Core>(config: &Config, shared: &Shared<C>, shutdown: &Shutdown) -
 /// most. A signal ends the wait early; the caller looks at the shutdown
 /// flag.
 fn wait_readable(device: &SyncDevice, socket: &UdpSocket) -> anyhow::Result<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::AsFd;
     let mut fds = [
         PollFd::new(device.as_fd(), PollFlags::POLLIN),
         PollFd::new(socket.as_fd(), PollFlags::POLLIN),
@@ -545,8 +544,6 @@ fn wait_readable(device: &SyncDevice, socket: &UdpSocket) -> anyhow::Result<()> 
 /// is full the datagram waits (for one [`TICK`] at most) until there is
 /// room, as a blocking send would; only then is it dropped.
 fn send_datagram(socket: &UdpSocket, message: &[u8], to: SocketAddr) {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::AsFd;
     let mut result = socket.send_to(message, to);
     if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
         let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
