@@ -87,9 +87,9 @@ impl FrameReader {
         self.len = (self.len + n).min(self.buffer.len());
     }
 
-    /// The next whole message, copied into `out`: `Ok(Some(len))`, or
-    /// `Ok(None)` when more bytes are needed.
-    pub fn next_frame(&mut self, out: &mut [u8]) -> Result<Option<usize>, FrameError> {
+    /// The length of the message whose prefix starts the buffer: `Ok(None)`
+    /// while the prefix is incomplete, an error if it is impossible.
+    fn message_len(&self) -> Result<Option<usize>, FrameError> {
         let Some(prefix) = self.buffer.get(..PREFIX_LEN).filter(|_| self.len >= PREFIX_LEN) else {
             return Ok(None);
         };
@@ -97,6 +97,15 @@ impl FrameReader {
         if message_len < HEADER_LEN || message_len > self.max_message {
             return Err(FrameError::BadLength(message_len));
         }
+        Ok(Some(message_len))
+    }
+
+    /// The next whole message, copied into `out`: `Ok(Some(len))`, or
+    /// `Ok(None)` when more bytes are needed.
+    pub fn next_frame(&mut self, out: &mut [u8]) -> Result<Option<usize>, FrameError> {
+        let Some(message_len) = self.message_len()? else {
+            return Ok(None);
+        };
         let frame_len = PREFIX_LEN + message_len;
         if self.len < frame_len {
             // Room for the rest is guaranteed: the buffer holds two frames.
@@ -118,17 +127,12 @@ impl FrameReader {
         if self.len == 0 {
             return Ok(());
         }
-        let Some(prefix) = self.buffer.get(..PREFIX_LEN).filter(|_| self.len >= PREFIX_LEN) else {
-            return Err(FrameError::Truncated {
-                missing: PREFIX_LEN.saturating_sub(self.len),
-            });
+        let frame_len = match self.message_len()? {
+            Some(message_len) => PREFIX_LEN + message_len,
+            None => PREFIX_LEN,
         };
-        let message_len = usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
-        if message_len < HEADER_LEN || message_len > self.max_message {
-            return Err(FrameError::BadLength(message_len));
-        }
         Err(FrameError::Truncated {
-            missing: (PREFIX_LEN + message_len).saturating_sub(self.len),
+            missing: frame_len.saturating_sub(self.len),
         })
     }
 }
