@@ -18,7 +18,7 @@ use step01_ping_tun::counts::{Counts, Reason};
 use step02_plain_tunnel::tunnel::ip_packet_len;
 use step02_plain_tunnel::{Action, Transmit};
 use step03_ipv6::cidr::IpCidr;
-use step03_ipv6::hook::TokenBucket;
+use step03_ipv6::rate::TokenBucket;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::crypto::{KEY_LEN, TAG_LEN, open, seal};
