@@ -247,7 +247,7 @@ pub fn ipv4_icmp_header() -> anyhow::Result<Figure> {
     }
     let items: Vec<String> = reasons
         .iter()
-        .map(|(reason, names)| format!("{} → {}", names.join(", "), reason.as_str()))
+        .map(|(reason, names)| format!("{} → {reason}", names.join(", ")))
         .collect();
     for line in wrap(&items.join("   ·   "), Font::Small, WIDTH - 2.0 * MARGIN - 20.0) {
         y += line_height(Font::Small) + 2.0;
