@@ -296,14 +296,11 @@ impl Canvas {
             Anchor::Middle => " text-anchor=\"middle\"",
             Anchor::End => " text-anchor=\"end\"",
         };
-        let fill_attr = if fill == color::INK {
-            String::new()
-        } else {
-            format!(" fill=\"{fill}\"")
-        };
+        // The colour is an attribute of each text, not a rule of the style
+        // sheet: a rule would override every attribute.
         let _ = writeln!(
             self.body,
-            "<text x=\"{}\" y=\"{}\" class=\"{}\"{anchor_attr}{fill_attr}>{}</text>",
+            "<text x=\"{}\" y=\"{}\" class=\"{}\"{anchor_attr} fill=\"{fill}\">{}</text>",
             num(x),
             num(y),
             font.class(),
@@ -506,7 +503,7 @@ impl Canvas {
 /// The fonts, once per file. Text is dark on the white card whatever the
 /// page's theme.
 const STYLE: &str = "<style>
-text{font-family:'DejaVu Sans',Verdana,sans-serif;fill:#1f2328}
+text{font-family:'DejaVu Sans',Verdana,sans-serif}
 .ti{font-size:17px;font-weight:bold}
 .bo{font-size:12px}
 .bd{font-size:12px;font-weight:bold}
