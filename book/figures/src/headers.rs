@@ -411,7 +411,7 @@ pub fn tcp_pseudo_header() -> anyhow::Result<Figure> {
             190.0,
         ),
         ("TCP header", "checksum field taken as 0", Paint::PLAIN, 190.0),
-        ("TCP data", "", Paint::PLAIN, 140.0),
+        ("TCP data", "none in a SYN", Paint::PLAIN, 140.0),
     ];
     let total: f64 = boxes.iter().map(|b| b.3).sum();
     let mut bx = (WIDTH - total) / 2.0;

@@ -280,8 +280,9 @@ pub fn handshake_ladder() -> anyhow::Result<Figure> {
     ladder.time_column = Some("time, ms".into());
     ladder.note_width = 260.0;
     let start = first.time;
-    const SHOWN_DATA: usize = 3;
-    let mut data_shown = 0;
+    // Shown: everything up to the server's first data message; the rest
+    // is counted, with the highest counter each way.
+    let (mut client_data, mut server_data) = (false, false);
     let mut rest = (0, 0u64, 0u64);
     for Message {
         time, from, bytes: m, ..
@@ -289,58 +290,70 @@ pub fn handshake_ladder() -> anyhow::Result<Figure> {
     {
         let (a, b) = if *from == client { (0, 1) } else { (1, 0) };
         let ms = format!("{:.1}", (*time - start).as_secs_f64() * 1000.0);
-        let msg = match message_type(m) {
+        let note = match message_type(m) {
             Some(INITIATION) => {
                 let p = InitiationPacket::new_checked(&m[..]).map_err(|e| anyhow::anyhow!("{e}"))?;
-                Msg::new(a, b, "handshake initiation")
-                    .detail(format!("{} bytes, sender {:#010x}", m.len(), p.sender()))
-                    .color(color::OUTER)
+                ladder.msg(
+                    Msg::new(a, b, "handshake initiation")
+                        .detail(format!("{} bytes, sender {:#010x}", m.len(), p.sender()))
+                        .color(color::OUTER)
+                        .time(ms),
+                );
+                None
             }
             Some(RESPONSE) => {
                 let p = ResponsePacket::new_checked(&m[..]).map_err(|e| anyhow::anyhow!("{e}"))?;
-                Msg::new(a, b, "handshake response")
-                    .detail(format!(
-                        "{} bytes, sender {:#010x}, receiver {:#010x}",
-                        m.len(),
-                        p.sender(),
-                        p.receiver()
-                    ))
-                    .color(color::OUTER)
+                ladder.msg(
+                    Msg::new(a, b, "handshake response")
+                        .detail(format!(
+                            "{} bytes, sender {:#010x}, receiver {:#010x}",
+                            m.len(),
+                            p.sender(),
+                            p.receiver()
+                        ))
+                        .color(color::OUTER)
+                        .time(ms),
+                );
+                Some(Row::note(
+                    0,
+                    "handshake done: the client has its keys and confirms them at once",
+                    Paint::GOOD,
+                ))
             }
             Some(DATA) => {
                 let p = DataPacket::new_checked(&m[..]).map_err(|e| anyhow::anyhow!("{e}"))?;
-                if data_shown == SHOWN_DATA {
+                if server_data {
                     rest.0 += 1;
                     let counter = if a == 0 { &mut rest.1 } else { &mut rest.2 };
                     *counter = (*counter).max(p.counter());
                     continue;
                 }
-                data_shown += 1;
-                Msg::new(a, b, format!("data, counter {}", p.counter()))
-                    .detail(format!(
-                        "{} bytes, receiver {:#010x}, {} bytes sealed",
-                        m.len(),
-                        p.receiver(),
-                        p.ciphertext().len()
-                    ))
-                    .color(color::SEALED)
+                ladder.msg(
+                    Msg::new(a, b, format!("data, counter {}", p.counter()))
+                        .detail(format!(
+                            "{} bytes, receiver {:#010x}, {} bytes sealed",
+                            m.len(),
+                            p.receiver(),
+                            p.ciphertext().len()
+                        ))
+                        .color(color::SEALED)
+                        .time(ms),
+                );
+                let first = a == 0 && !client_data;
+                client_data |= a == 0;
+                server_data |= a == 1;
+                first.then(|| {
+                    Row::note(
+                        1,
+                        "this first data message confirms the session: the server may send now",
+                        Paint::GOOD,
+                    )
+                })
             }
             _ => bail!("pcaps/{source}: a message of unknown type"),
         };
-        let first_data = message_type(m) == Some(DATA) && data_shown == 1;
-        ladder.msg(msg.time(ms));
-        match message_type(m) {
-            Some(RESPONSE) => ladder.push(Row::note(
-                0,
-                "handshake done: the client has its keys and confirms them at once",
-                Paint::GOOD,
-            )),
-            _ if first_data => ladder.push(Row::note(
-                1,
-                "this first data message confirms the session: the server may send now",
-                Paint::GOOD,
-            )),
-            _ => {}
+        if let Some(note) = note {
+            ladder.push(note);
         }
     }
     ladder.push(Row::Gap(format!(
@@ -352,8 +365,8 @@ pub fn handshake_ladder() -> anyhow::Result<Figure> {
     Ok(Figure::from_canvas(
         c,
         &format!(
-            "Every message of pcaps/{source} up to the first data each way, read with step 04's wire \
-             views: sizes are UDP payloads, indices as recorded, times from the first message. Each side \
+            "The messages of pcaps/{source} up to the server's first data message, read with step \
+             04's wire views: sizes are UDP payloads, indices as recorded, times from the first message. Each side \
              picks its own index and the other puts it in every message it sends back, so a data \
              message names its session in four bytes."
         ),
