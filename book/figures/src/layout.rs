@@ -145,7 +145,7 @@ pub fn draw_grid(canvas: &mut Canvas, x: f64, y: f64, width: f64, fields: &[Fiel
         grid.rows.push((row * 4, top));
         // A field of whole rows gets one box.
         let len = field.bits.end - field.bits.start;
-        if field.bits.start % 32 == 0 && len >= 64 && len % 32 == 0 {
+        if field.bits.start.is_multiple_of(32) && len >= 64 && len.is_multiple_of(32) {
             let rows = len / 32;
             let h = ROW * f64::from(rows.min(MAX_ROWS));
             let r = Rect::new(x, top, width, h);
