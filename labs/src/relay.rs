@@ -1,6 +1,6 @@
 //! A userspace bad link: a relay that forwards UDP datagrams or TCP streams
 //! between clients and one upstream address and, on the way, drops, delays,
-//! jitters, duplicates and reorders them.
+//! jitters, duplicates, reorders and corrupts them.
 //!
 //! # Why a relay
 //!
@@ -17,6 +17,16 @@
 //! datagrams behind it overtake it. That is what a bad IP path does to the
 //! packets of a UDP tunnel: the TCP connections inside the tunnel see real
 //! loss and recover from it end to end.
+//!
+//! `corrupt` flips one bit of a datagram, at a uniformly chosen place. A
+//! bit error on a real link is caught by the link's CRC or by the UDP
+//! checksum, and the datagram is dropped before any program sees it; this
+//! relay sends the changed datagram on with a fresh, valid checksum, which
+//! is what a man in the middle (or a middlebox with a bug) does. A tunnel
+//! must then drop it: an encrypted one because its authentication tag
+//! fails. [`UdpRelay::set_impairments`] changes the impairments of a
+//! running relay (`tunlab-relay` does on SIGUSR1 and SIGUSR2), so a test
+//! can stop them and watch the tunnel recover.
 //!
 //! # TCP: what a lossy path does to one TCP connection
 //!
@@ -85,8 +95,8 @@ pub const MAX_DELAY: Duration = Duration::from_secs(60);
 pub const TICK: Duration = Duration::from_millis(100);
 
 /// What the relay does to the traffic. Parse one from a spec such as
-/// `loss=0.02,delay=20ms,jitter=5ms,dup=0.01,reorder=0.05,seed=7`; missing
-/// keys are zero, and `""` or `"none"` is a clean link.
+/// `loss=0.02,delay=20ms,jitter=5ms,dup=0.01,reorder=0.05,corrupt=0.01,seed=7`;
+/// missing keys are zero, and `""` or `"none"` is a clean link.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Impairments {
     /// Probability (0 to 1) that a datagram is dropped (UDP), or that a chunk
@@ -101,6 +111,8 @@ pub struct Impairments {
     /// Probability that a datagram is held `delay` + 1 ms longer, so later
     /// ones overtake it (UDP only).
     pub reorder: f64,
+    /// Probability that one bit of a datagram is flipped (UDP only).
+    pub corrupt: f64,
     /// Seed of the decisions: same seed, same input order, same decisions.
     pub seed: u64,
 }
@@ -134,6 +146,7 @@ impl FromStr for Impairments {
                 "loss" => imp.loss = probability(key, value)?,
                 "dup" | "duplicate" => imp.duplicate = probability(key, value)?,
                 "reorder" => imp.reorder = probability(key, value)?,
+                "corrupt" => imp.corrupt = probability(key, value)?,
                 "delay" => imp.delay = duration(key, value)?,
                 "jitter" => imp.jitter = duration(key, value)?,
                 "seed" => {
@@ -143,7 +156,7 @@ impl FromStr for Impairments {
                 }
                 _ => {
                     return Err(SpecError(format!(
-                        "unknown key `{key}`; the keys are loss, delay, jitter, dup, reorder, seed"
+                        "unknown key `{key}`; the keys are loss, delay, jitter, dup, reorder, corrupt, seed"
                     )));
                 }
             }
@@ -193,12 +206,13 @@ impl fmt::Display for Impairments {
         let ms = |d: Duration| d.as_nanos() as f64 / 1e6;
         write!(
             f,
-            "loss={},delay={}ms,jitter={}ms,dup={},reorder={},seed={}",
+            "loss={},delay={}ms,jitter={}ms,dup={},reorder={},corrupt={},seed={}",
             self.loss,
             ms(self.delay),
             ms(self.jitter),
             self.duplicate,
             self.reorder,
+            self.corrupt,
             self.seed
         )
     }
@@ -249,16 +263,38 @@ struct Fate {
 struct Decider {
     imp: Impairments,
     rng: SplitMix64,
+    /// Corruption draws from a stream of its own, so that adding it left
+    /// every other decision of a seed as it was.
+    corruption: SplitMix64,
 }
 
+/// The streams of corruption decisions start after those of the others.
+const CORRUPTION_STREAMS: u64 = 1 << 32;
+
 impl Decider {
-    fn new(mut imp: Impairments, stream: u64) -> Self {
-        imp.delay = imp.delay.min(MAX_DELAY);
-        imp.jitter = imp.jitter.min(MAX_DELAY);
-        Decider {
+    fn new(imp: Impairments, stream: u64) -> Self {
+        let mut decider = Decider {
             imp,
             rng: SplitMix64::stream(imp.seed, stream),
-        }
+            corruption: SplitMix64::stream(imp.seed, CORRUPTION_STREAMS + stream),
+        };
+        decider.set(imp);
+        decider
+    }
+
+    /// New impairments from the next decision on; the draws go on where
+    /// they were.
+    fn set(&mut self, mut imp: Impairments) {
+        imp.delay = imp.delay.min(MAX_DELAY);
+        imp.jitter = imp.jitter.min(MAX_DELAY);
+        self.imp = imp;
+    }
+
+    /// Which bit of a datagram of `len` bytes to flip, if any. Always two
+    /// draws.
+    fn corruption(&mut self, len: usize) -> Option<usize> {
+        let [coin, place] = [(); 2].map(|()| self.corruption.unit());
+        (coin < self.imp.corrupt && len > 0).then(|| ((place * (len * 8) as f64) as usize).min(len * 8 - 1))
     }
 
     /// A UDP datagram's fate. Always four draws, so one datagram's outcome
@@ -316,6 +352,8 @@ pub struct Counters {
     pub duplicated: u64,
     /// Datagrams held back so later ones overtake them (UDP).
     pub reordered: u64,
+    /// Datagrams sent on with one bit flipped (UDP).
+    pub corrupted: u64,
     /// Datagrams dropped because the queue was full or there were too many
     /// clients (UDP).
     pub overflowed: u64,
@@ -327,13 +365,14 @@ impl fmt::Display for Counters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "received {} forwarded {} ({} bytes) dropped {} duplicated {} reordered {} overflowed {} retransmitted {}",
+            "received {} forwarded {} ({} bytes) dropped {} duplicated {} reordered {} corrupted {} overflowed {} retransmitted {}",
             self.received,
             self.forwarded,
             self.bytes,
             self.dropped,
             self.duplicated,
             self.reordered,
+            self.corrupted,
             self.overflowed,
             self.retransmitted
         )
@@ -506,6 +545,15 @@ impl UdpRelay {
         *lock(&self.shared.stats)
     }
 
+    /// From the next datagram on, impairs as `imp` says (its seed is
+    /// ignored: the decisions go on from where they were). Datagrams
+    /// already queued keep the fate they were given.
+    pub fn set_impairments(&self, imp: Impairments) {
+        for decider in &self.shared.deciders {
+            lock(decider).set(imp);
+        }
+    }
+
     /// Stops all threads (within about one [`TICK`]); what is still queued is
     /// dropped. Dropping the relay does the same.
     pub fn stop(&mut self) {
@@ -526,7 +574,10 @@ impl Drop for UdpRelay {
 impl UdpShared {
     /// Decides one datagram's fate and queues what survives.
     fn impair(&self, dir: Dir, bytes: &[u8], to: Dest) {
-        let fate = lock(&self.deciders[dir as usize]).datagram();
+        let (fate, flip) = {
+            let mut decider = lock(&self.deciders[dir as usize]);
+            (decider.datagram(), decider.corruption(bytes.len()))
+        };
         let at = Instant::now() + fate.delay;
         // Counted before it is queued, so `forwarded` never runs ahead. Lock
         // order: stats, then schedule (the scheduler never holds both).
@@ -539,6 +590,17 @@ impl UdpShared {
         }
         counters.duplicated += u64::from(fate.duplicated);
         counters.reordered += u64::from(fate.reordered);
+        counters.corrupted += u64::from(flip.is_some());
+        let changed: Vec<u8>;
+        let bytes = match flip {
+            Some(bit) => {
+                let mut copy = bytes.to_vec();
+                copy[bit / 8] ^= 1 << (bit % 8);
+                changed = copy;
+                &changed[..]
+            }
+            None => bytes,
+        };
         let mut schedule = lock(&self.schedule);
         for _ in 0..1 + u8::from(fate.duplicated) {
             if schedule.bytes + bytes.len() > MAX_QUEUE_BYTES {
@@ -1118,6 +1180,70 @@ mod tests {
         assert!((200..400).contains(&lost), "{lost} of 1000 lost at loss=0.3");
     }
 
+    #[test]
+    fn udp_corrupt_one_flips_one_bit_of_each_datagram() {
+        let server = udp();
+        let relay = udp_relay(&server, "corrupt=1,seed=5");
+        let client = udp();
+        let sent: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i, 0x55, 0xaa, 0, 0xff, i, i, i]).collect();
+        for d in &sent {
+            client.send_to(d, relay.local_addr()).expect("send");
+        }
+        assert_eq!(settle(&relay, 40).corrupted, 40);
+        let got = drain(&server);
+        assert_eq!(got.len(), 40);
+        let mut places = std::collections::BTreeSet::new();
+        for (a, b) in sent.iter().zip(&got) {
+            let flipped: Vec<(usize, u8)> = a
+                .iter()
+                .zip(b)
+                .enumerate()
+                .filter(|(_, (x, y))| x != y)
+                .map(|(i, (x, y))| (i, x ^ y))
+                .collect();
+            assert!(
+                matches!(flipped[..], [(_, bit)] if bit.count_ones() == 1),
+                "{a:02x?} became {b:02x?}"
+            );
+            places.insert(flipped[0]);
+        }
+        assert!(places.len() > 10, "the flipped bit moves: {places:?}");
+    }
+
+    #[test]
+    fn corruption_leaves_the_other_decisions_of_a_seed_as_they_were() {
+        let fates = |spec: &str| {
+            let mut decider = Decider::new(imp(spec), 0);
+            (0..500).map(|_| decider.datagram()).collect::<Vec<_>>()
+        };
+        let plain = "loss=0.3,dup=0.2,reorder=0.1,delay=10ms,jitter=5ms,seed=42";
+        assert_eq!(fates(plain), fates(&format!("{plain},corrupt=0.5")));
+        let mut decider = Decider::new(imp("corrupt=0.25,seed=1"), 0);
+        let hit = (0..1000).filter(|_| decider.corruption(100).is_some()).count();
+        assert!(
+            (150..350).contains(&hit),
+            "{hit} of 1000 corrupted at corrupt=0.25"
+        );
+        assert_eq!(
+            decider.corruption(0),
+            None,
+            "an empty datagram has no bit to flip"
+        );
+    }
+
+    #[test]
+    fn impairments_change_while_the_relay_runs() {
+        let server = udp();
+        let relay = udp_relay(&server, "loss=1");
+        send_numbered(&relay, 10);
+        assert_eq!(settle(&relay, 10).dropped, 10);
+        relay.set_impairments(Impairments::default());
+        send_numbered(&relay, 10);
+        let up = settle(&relay, 20);
+        assert_eq!((up.dropped, up.forwarded), (10, 10));
+        assert_eq!(drain(&server).len(), 10, "a clean link after the change");
+    }
+
     /// `len` bytes that differ for each `seed` and do not repeat with a short
     /// period, so a misplaced chunk cannot go unnoticed.
     fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -1176,13 +1302,14 @@ mod tests {
 
     #[test]
     fn spec_parsing_accepts_good_and_rejects_bad() {
-        let full = imp("loss=0.02,delay=20ms,jitter=5ms,dup=0.01,reorder=0.05,seed=7");
+        let full = imp("loss=0.02,delay=20ms,jitter=5ms,dup=0.01,reorder=0.05,corrupt=0.03,seed=7");
         let expected = Impairments {
             loss: 0.02,
             delay: Duration::from_millis(20),
             jitter: Duration::from_millis(5),
             duplicate: 0.01,
             reorder: 0.05,
+            corrupt: 0.03,
             seed: 7,
         };
         assert_eq!(full, expected);
@@ -1197,6 +1324,7 @@ mod tests {
             ("loss=2", "between 0 and 1"),
             ("loss=NaN", "between 0 and 1"),
             ("dup=-0.1", "between 0 and 1"),
+            ("corrupt=1.5", "between 0 and 1"),
             ("loss", "not KEY=VALUE"),
             ("loss=0.1,,delay=1ms", "not KEY=VALUE"),
             ("delay=20", "with a unit"),

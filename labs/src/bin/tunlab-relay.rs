@@ -13,19 +13,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 use tunlab::relay::{Impairments, Stats, TcpRelay, UdpRelay};
 
 /// Relay UDP or TCP to one upstream address through a bad link: loss, delay,
-/// jitter, duplication, reordering. Prints the counters when stopped by
-/// SIGINT or SIGTERM.
+/// jitter, duplication, reordering, corruption. Prints the counters when
+/// stopped by SIGINT or SIGTERM. A UDP relay stops impairing on SIGUSR1 (a
+/// clean link) and starts again on SIGUSR2.
 #[derive(Debug, Parser)]
 #[command(
     version,
     after_help = "Examples:\n  \
                   tunlab-relay udp --listen 0.0.0.0:51820 --upstream 198.51.100.2:51820 \\\n      \
-                  --impair loss=0.02,delay=20ms,jitter=5ms,dup=0.01,reorder=0.05,seed=7\n  \
+                  --impair loss=0.02,delay=20ms,jitter=5ms,dup=0.01,reorder=0.05,corrupt=0.01,seed=7\n  \
                   tunlab-relay tcp --listen 0.0.0.0:443 --upstream 198.51.100.2:443 --impair loss=0.02,delay=20ms -v\n\n\
                   `tunlab-relay udp --help` explains SPEC."
 )]
@@ -36,7 +37,8 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Mode {
-    /// Relay UDP: each datagram may be dropped, duplicated, delayed or reordered.
+    /// Relay UDP: each datagram may be dropped, duplicated, delayed, reordered
+    /// or corrupted.
     Udp(Opts),
     /// Relay TCP: in-order byte streams; a "lost" chunk waits 200 ms more.
     Tcp(Opts),
@@ -52,12 +54,12 @@ struct Opts {
     upstream: SocketAddr,
     /// What to do to the traffic, e.g. loss=0.02,delay=20ms,jitter=5ms,seed=7.
     ///
-    /// SPEC is comma-separated KEY=VALUE; missing keys are 0. loss, dup and
-    /// reorder are probabilities from 0 to 1; delay and jitter are durations
-    /// with a unit (us, ms or s); the same seed repeats the same decisions.
-    /// With tcp, loss cannot drop bytes from a stream: a "lost" chunk is
-    /// delivered one 200 ms retransmission timeout late instead, and dup and
-    /// reorder do not apply.
+    /// SPEC is comma-separated KEY=VALUE; missing keys are 0. loss, dup,
+    /// reorder and corrupt (one bit flipped) are probabilities from 0 to 1;
+    /// delay and jitter are durations with a unit (us, ms or s); the same
+    /// seed repeats the same decisions. With tcp, loss cannot drop bytes
+    /// from a stream: a "lost" chunk is delivered one 200 ms retransmission
+    /// timeout late instead, and dup, reorder and corrupt do not apply.
     #[arg(long, value_name = "SPEC", default_value = "none")]
     impair: Impairments,
     /// Print the counters every second.
@@ -92,6 +94,22 @@ impl Relay {
             Relay::Tcp(relay) => relay.stats(),
         }
     }
+
+    /// Turns the impairments off (a clean link) or back on; only a UDP
+    /// relay can.
+    fn impair(&self, on: bool, spec: Impairments) -> &'static str {
+        match self {
+            Relay::Udp(relay) if on => {
+                relay.set_impairments(spec);
+                "impairments on"
+            }
+            Relay::Udp(relay) => {
+                relay.set_impairments(Impairments::default());
+                "impairments off"
+            }
+            Relay::Tcp(_) => "a TCP relay cannot change its impairments; ignored",
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -106,7 +124,8 @@ fn main() -> ExitCode {
 
 fn run(mode: Mode) -> anyhow::Result<()> {
     // Before starting the relay, so no signal finds the default handler.
-    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGUSR2]).context("installing signal handlers")?;
     let (kind, started, opts) = match mode {
         Mode::Udp(o) => (
             "udp",
@@ -130,12 +149,19 @@ fn run(mode: Mode) -> anyhow::Result<()> {
 
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let _ = tx.send(signals.forever().next());
+        for signal in signals.forever() {
+            if tx.send(signal).is_err() {
+                break;
+            }
+        }
     });
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
             Err(RecvTimeoutError::Timeout) if opts.verbose => println!("{}", relay.stats()),
             Err(RecvTimeoutError::Timeout) => {}
+            Ok(signal @ (SIGUSR1 | SIGUSR2)) => {
+                println!("tunlab-relay: {}", relay.impair(signal == SIGUSR2, opts.impair));
+            }
             Ok(_) | Err(RecvTimeoutError::Disconnected) => break,
         }
     }
