@@ -23,7 +23,7 @@ use x25519_dalek::PublicKey;
 
 use crate::entropy::{Entropy, OsEntropy};
 use crate::keys::{self, Short};
-use crate::run::{KeylogEntropy, tun_mtu};
+use crate::run::{KeylogEntropy, limits_from_env, tun_mtu};
 use crate::{PeerConfig, Tunnel};
 
 /// The flags of both ends.
@@ -182,7 +182,8 @@ pub fn tunnel_end<G>(
         None => Box::new(OsEntropy),
     };
     let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let mut tunnel = Tunnel::new(secret, usize::from(mtu), entropy, Instant::now(), unix_now);
+    let mut tunnel = Tunnel::new(secret, usize::from(mtu), entropy, Instant::now(), unix_now)
+        .with_limits(limits_from_env()?);
     log::info!("our public key is {}", keys::public_to_string(tunnel.public()));
     for peer in peers {
         log::info!(

@@ -6,16 +6,16 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use step02_plain_tunnel::run::Core;
 use step02_plain_tunnel::{Action, Transmit};
 use x25519_dalek::StaticSecret;
 
 use crate::entropy::{Entropy, OsEntropy};
 use crate::keys;
-use crate::tunnel::{DropReason, MAX_OVERHEAD, Tunnel};
+use crate::tunnel::{DropReason, Limits, MAX_OVERHEAD, Tunnel};
 use crate::wire::{DATA_OVERHEAD, MessageSummary};
 
 // ANCHOR: core
@@ -73,6 +73,46 @@ pub fn tun_mtu(underlay_mtu: u16, peer: SocketAddr) -> u16 {
     room / 16 * 16
 }
 // ANCHOR_END: tun_mtu
+
+/// For tests only: the environment variable that shortens the rekey
+/// interval, in seconds. `TUNLAB_TEST_REKEY_AFTER=10` makes the initiator
+/// of each session start a new handshake once the session is 10 seconds
+/// old, instead of 120 (WireGuard's REKEY-AFTER-TIME, its paper's section
+/// 6.1), so a soak test sees hundreds of rekeys in half an hour, not
+/// fifteen. A session is still dropped at 180 seconds. Nothing else reads
+/// it, and a real deployment has no reason to set it.
+pub const REKEY_AFTER_ENV: &str = "TUNLAB_TEST_REKEY_AFTER";
+
+/// The core's limits: the defaults, with the rekey interval of
+/// [`REKEY_AFTER_ENV`] if that is set.
+pub fn limits_from_env() -> anyhow::Result<Limits> {
+    let mut limits = Limits::default();
+    if let Some(after) = rekey_after(std::env::var_os(REKEY_AFTER_ENV).as_deref())? {
+        log::warn!(
+            "{REKEY_AFTER_ENV}={}: rekeying every {} s (a test setting)",
+            after.as_secs(),
+            after.as_secs()
+        );
+        limits.rekey_after_time = after;
+    }
+    Ok(limits)
+}
+
+/// Reads the value of [`REKEY_AFTER_ENV`]: whole seconds from 1 to the
+/// default interval (120).
+fn rekey_after(value: Option<&std::ffi::OsStr>) -> anyhow::Result<Option<Duration>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let most = Limits::default().rekey_after_time.as_secs();
+    match value.to_str().and_then(|v| v.parse::<u64>().ok()) {
+        Some(s) if (1..=most).contains(&s) => Ok(Some(Duration::from_secs(s))),
+        _ => bail!(
+            "{REKEY_AFTER_ENV}={}: want whole seconds from 1 to {most}",
+            value.to_string_lossy()
+        ),
+    }
+}
 
 /// Randomness from the kernel, with each ephemeral private key also
 /// written to a key log, so a capture of the session can be decrypted
@@ -132,6 +172,21 @@ mod tests {
         assert_eq!(tun_mtu(1500, "[2001:db8::1]:51820".parse().unwrap()), 1408);
         assert_eq!(tun_mtu(1400, "192.0.2.1:51820".parse().unwrap()), 1328);
         assert_eq!(tun_mtu(20, "192.0.2.1:1".parse().unwrap()), 0);
+    }
+
+    #[test]
+    fn the_test_rekey_interval_is_read_and_checked() {
+        let read = |v: &str| rekey_after(Some(std::ffi::OsStr::new(v)));
+        assert_eq!(rekey_after(None).unwrap(), None, "unset: WireGuard's 120 s");
+        assert_eq!(read("10").unwrap(), Some(Duration::from_secs(10)));
+        assert_eq!(read("120").unwrap(), Some(Duration::from_secs(120)));
+        for bad in ["0", "121", "-1", "1.5", "ten", ""] {
+            let e = read(bad).unwrap_err().to_string();
+            assert!(
+                e.contains(REKEY_AFTER_ENV) && e.contains("from 1 to 120"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
