@@ -222,6 +222,15 @@ fn routing_pending(ip: &Ipv6Slice<'_>) -> bool {
 /// stored 0 (no checksum) alone and send a result of 0 as 0xffff (RFC 768).
 /// A checksum that was wrong stays wrong by the same amount: an incremental
 /// update does not hide corruption that happened before it.
+///
+/// Both promises fail in one corner, where the two zeros meet: data whose
+/// words are all zero. Its sum is +0, so the only checksum that verifies is
+/// 0xffff. An update that makes the data all zero gives 0x0000, which does
+/// not verify; and an update of all-zero data whose checksum is 0x0000
+/// (wrong) gives the right one. A pseudo-header or an IPv4 header is never
+/// all zero, so only ICMP for IPv4, which has neither, can meet it: an
+/// echo message of type 0 (reply), code 0, identifier and sequence number
+/// 0 and no data. (The fuzz target `step03_checksum` found this.)
 pub fn update(checksum: u16, old: u16, new: u16) -> u16 {
     fold(u32::from(!checksum) + u32::from(!old) + u32::from(new))
 }
@@ -405,6 +414,29 @@ mod tests {
         assert!(verify(&header));
         header[10..12].fill(0);
         assert_eq!(checksum(&header), new);
+    }
+
+    /// The corner of `update`'s documentation: an ICMP echo reply that is
+    /// all zero but for its checksum (type 0, code 0, identifier and
+    /// sequence 0, no data), as NAT rewrites its identifier.
+    #[test]
+    fn all_zero_icmp_is_where_the_two_zeros_meet() {
+        let reply = |id: u16, sum: u16| {
+            let mut m = [0u8; 8];
+            m[2..4].copy_from_slice(&sum.to_be_bytes());
+            m[4..6].copy_from_slice(&id.to_be_bytes());
+            m
+        };
+        // Identifier 0x1234 to 0: the update gives 0x0000, recomputation
+        // 0xffff, and only 0xffff verifies.
+        let sum = checksum(&reply(0x1234, 0));
+        assert!(verify(&reply(0x1234, sum)));
+        let updated = update(sum, 0x1234, 0);
+        assert_eq!((updated, checksum(&reply(0, 0))), (0x0000, 0xffff));
+        assert!(!verify(&reply(0, updated)) && verify(&reply(0, 0xffff)));
+        // And back: the wrong 0x0000 of all-zero data becomes right.
+        assert!(!verify(&reply(0, 0)));
+        assert!(verify(&reply(0x1234, update(0, 0, 0x1234))));
     }
 
     /// A field at an odd offset updates with its bytes swapped.
