@@ -10,6 +10,9 @@ fuzz_target!(|packet: &[u8]| {
     let mut out = [0u8; 65536];
     if let Outcome::Reply(n) = responder.handle(packet, &mut out) {
         assert!(n <= packet.len(), "a reply is never longer than its request");
-        assert!(step01_ping_tun::checksum::verify(&out[..20]), "reply's IPv4 header checksum");
+        assert!(
+            step01_ping_tun::checksum::verify(&out[..20]),
+            "reply's IPv4 header checksum"
+        );
     }
 });

@@ -35,7 +35,11 @@ fuzz_target!(|data: &[u8]| {
                 assert!(result.is_err(), "a client took a message from a stranger");
             }
             if let Ok(Action::WriteToTun(n)) = result {
-                assert_eq!(&out[..n], &message[4..], "delivered bytes differ from the payload");
+                assert_eq!(
+                    &out[..n],
+                    &message[4..],
+                    "delivered bytes differ from the payload"
+                );
                 assert_eq!(ip_packet_len(&out[..n]), Some(n), "delivered a partial IP packet");
             }
         }

@@ -29,7 +29,9 @@ fn reference(stream: &[u8]) -> (Vec<Vec<u8>>, bool) {
 
 fuzz_target!(|data: &[u8]| {
     // The first byte sets the size of every read (1 to 256 bytes).
-    let Some((&cut, stream)) = data.split_first() else { return };
+    let Some((&cut, stream)) = data.split_first() else {
+        return;
+    };
     let cut = usize::from(cut) + 1;
     let (expected, bad) = reference(stream);
     let mut reader = FrameReader::new(MAX);
@@ -40,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
         let mut chunk = chunk;
         while !chunk.is_empty() {
             let space = reader.space();
-            assert!(!space.is_empty(), "no room while frames are taken as they complete");
+            assert!(
+                !space.is_empty(),
+                "no room while frames are taken as they complete"
+            );
             let n = space.len().min(chunk.len());
             space[..n].copy_from_slice(&chunk[..n]);
             reader.filled(n);

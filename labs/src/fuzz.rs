@@ -25,8 +25,36 @@ pub enum Seeds {
     UdpPayloads(&'static [&'static str]),
     /// The TCP payload of every segment in these captures.
     TcpPayloads(&'static [&'static str]),
-    /// The lines of these text files.
+    /// The TCP payloads of one direction of the connections to `port` in a
+    /// capture: the client's bytes (`to_port`) or the server's.
+    TcpSegments {
+        pcap: &'static str,
+        port: u16,
+        to_port: bool,
+    },
+    /// The frames of the control connection recorded in lab 06
+    /// (`pcaps/step06/control.pcap`), decrypted with the test-only keys and
+    /// the key log stored beside it: the client's or the server's.
+    Step06Frames { from_client: bool },
+    /// The whole content of each of these files.
     Files(&'static [&'static str]),
+    /// The seeds of each of these sources.
+    Union(&'static [Seeds]),
+    /// For targets that read their input as records (`fuzz/src/lib.rs`: an
+    /// op byte, a 2-byte big-endian length, the bytes): each seed of each
+    /// entry alone, as a record with the entry's op and its bytes after
+    /// the entry's prefix; and one more seed with all of them in a row, in
+    /// capture order (a whole recorded session).
+    Records(&'static [Record]),
+}
+
+/// One source of [`Seeds::Records`].
+#[derive(Debug, Clone, Copy)]
+pub struct Record {
+    pub op: u8,
+    /// Bytes the target reads before the seed (its parameters).
+    pub prefix: &'static [u8],
+    pub of: Seeds,
 }
 
 /// One fuzz target: a file `fuzz/fuzz_targets/NAME.rs`.
@@ -37,6 +65,14 @@ pub struct Target {
     pub what: &'static str,
     pub seeds: Seeds,
 }
+
+/// Every IP packet the labs recorded on a TUN device or an underlay.
+const ALL_PACKETS: &[&str] = &["step01", "step02", "step03", "step04", "step05", "step06"];
+
+/// A NAT target's parameters before each packet: the new address
+/// (198.51.100.1, as lab 05's server masquerades to, in 16 bytes) and
+/// port (40000).
+const NAT_PREFIX: &[u8] = &[198, 51, 100, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x9c, 0x40];
 
 /// Every target, in the order of the steps.
 pub const TARGETS: &[Target] = &[
@@ -55,7 +91,129 @@ pub const TARGETS: &[Target] = &[
         what: "step 02's TCP framing on a byte stream cut anywhere",
         seeds: Seeds::UdpPayloads(&["step02/underlay.pcap"]),
     },
+    Target {
+        name: "step03_checksum",
+        what: "step 03's incremental checksum update against recomputation",
+        // Change the first word of the transport header (a port).
+        seeds: Seeds::Records(&[Record {
+            op: 0,
+            prefix: &[0, 0, 0x12, 0x34],
+            of: Seeds::Packets(ALL_PACKETS),
+        }]),
+    },
+    Target {
+        name: "step03_clamp",
+        what: "step 03's MSS clamp on packets from the TUN device",
+        // Clamp to 1360, lab 03's limit for a 1400-byte tunnel over IPv4.
+        seeds: Seeds::Records(&[Record {
+            op: 0,
+            prefix: &[0x05, 0x50],
+            of: Seeds::Packets(ALL_PACKETS),
+        }]),
+    },
+    Target {
+        name: "step03_too_big",
+        what: "step 03's fragmentation-needed and packet-too-big errors",
+        // An MTU of 1280 from 10.0.0.1 (IPv4 records) and fd00::1 (IPv6).
+        seeds: Seeds::Records(&[
+            Record {
+                op: 0,
+                prefix: &[0x05, 0x00, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                of: Seeds::Packets(ALL_PACKETS),
+            },
+            Record {
+                op: 1,
+                prefix: &[0x05, 0x00, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                of: Seeds::Packets(ALL_PACKETS),
+            },
+        ]),
+    },
+    Target {
+        name: "step04_decapsulate",
+        what: "step 04's server on datagrams, in the session recorded in lab 04",
+        seeds: Seeds::Records(&[Record {
+            op: 0,
+            prefix: &[],
+            of: Seeds::UdpPayloads(&["step04/underlay.pcap"]),
+        }]),
+    },
+    Target {
+        name: "step04_handshake",
+        what: "step 04's handshake, both roles, through a hostile network",
+        seeds: Seeds::Records(&[
+            Record {
+                op: 0,
+                prefix: &[],
+                of: Seeds::Packets(&["step04/client-tun.pcap"]),
+            },
+            Record {
+                op: 1,
+                prefix: &[],
+                of: Seeds::Packets(&["step04/server-tun.pcap"]),
+            },
+        ]),
+    },
+    Target {
+        name: "step05_nat",
+        what: "step 05's NAT (snat, dnat, TTL) on forwarded packets",
+        seeds: Seeds::Records(&[
+            Record {
+                op: 0,
+                prefix: NAT_PREFIX,
+                of: Seeds::Packets(&["step05", "step06/l3-server-tun.pcap"]),
+            },
+            Record {
+                op: 3,
+                prefix: NAT_PREFIX,
+                of: Seeds::Packets(&["step05"]),
+            },
+        ]),
+    },
+    Target {
+        name: "step06_frame",
+        what: "step 06's control frames, as they come out of a record",
+        seeds: Seeds::Union(&[
+            Seeds::Step06Frames { from_client: true },
+            Seeds::Step06Frames { from_client: false },
+        ]),
+    },
+    Target {
+        name: "step06_secure",
+        what: "step 06's record layer, both roles, in the session recorded in lab 06",
+        seeds: Seeds::Records(&[
+            Record {
+                op: 0,
+                prefix: &[],
+                of: Seeds::TcpSegments {
+                    pcap: "step06/control.pcap",
+                    port: STEP06_PORT,
+                    to_port: false,
+                },
+            },
+            Record {
+                op: 1,
+                prefix: &[],
+                of: Seeds::TcpSegments {
+                    pcap: "step06/control.pcap",
+                    port: STEP06_PORT,
+                    to_port: true,
+                },
+            },
+        ]),
+    },
+    Target {
+        name: "step06_mux",
+        what: "step 06's stream multiplexer, server side, facing a hostile client",
+        seeds: Seeds::Records(&[Record {
+            op: 0,
+            prefix: &[],
+            of: Seeds::Step06Frames { from_client: true },
+        }]),
+    },
 ];
+
+/// Step 06's control port in lab 06's recording.
+const STEP06_PORT: u16 = 7835;
 
 /// What one target's run showed.
 #[derive(Debug, Clone, Default)]
@@ -115,75 +273,227 @@ pub fn find(name: &str) -> anyhow::Result<&'static Target> {
 /// Writes `target`'s seeds into `dir`, one file each; returns how many.
 pub fn write_seeds(target: &Target, dir: &Path) -> anyhow::Result<usize> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let pcaps = workspace_root().join("pcaps");
-    let mut seeds: Vec<Vec<u8>> = Vec::new();
-    let captures = |names: &[&str]| -> anyhow::Result<Vec<(DataLink, Vec<u8>)>> {
-        let mut packets = Vec::new();
-        for name in names {
-            let path = pcaps.join(name);
-            let files = if path.is_dir() {
-                let mut files: Vec<PathBuf> = std::fs::read_dir(&path)?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
-                    .collect();
-                files.sort();
-                files
-            } else {
-                vec![path]
-            };
-            for file in files {
-                let (link, captured) =
-                    pcap::read_any(&file).with_context(|| format!("reading {}", file.display()))?;
-                packets.extend(captured.into_iter().map(|c| (link, c.data)));
-            }
-        }
-        Ok(packets)
-    };
-    let ip_of = |link: DataLink, data: &[u8]| -> Option<Vec<u8>> {
-        match link {
-            DataLink::ETHERNET => pcap::ip_in_ethernet(data).map(<[u8]>::to_vec),
-            _ => Some(data.to_vec()),
-        }
-    };
-    match target.seeds {
-        Seeds::Packets(names) => {
-            for (link, data) in captures(names)? {
-                seeds.extend(ip_of(link, &data));
-            }
-        }
-        Seeds::UdpPayloads(names) => {
-            for (link, data) in captures(names)? {
-                if let Some(ip) = ip_of(link, &data)
-                    && let Some((_, _, payload)) = udp_payload(&ip)
-                {
-                    seeds.push(payload.to_vec());
+    let mut seeds = match target.seeds {
+        Seeds::Records(records) => {
+            let mut seeds = Vec::new();
+            let mut session = Vec::new();
+            for r in records {
+                for blob in blobs(&r.of)? {
+                    let mut body = r.prefix.to_vec();
+                    body.extend_from_slice(&blob);
+                    let mut one = Vec::new();
+                    record(&mut one, r.op, &body);
+                    session.extend_from_slice(&one);
+                    seeds.push(one);
                 }
             }
+            seeds.push(session);
+            seeds
         }
-        Seeds::TcpPayloads(names) => {
-            for (link, data) in captures(names)? {
-                if let Some(ip) = ip_of(link, &data)
-                    && let Ok(sliced) = etherparse::SlicedPacket::from_ip(&ip)
-                    && let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport
-                    && !tcp.payload().is_empty()
-                {
-                    seeds.push(tcp.payload().to_vec());
-                }
-            }
-        }
-        Seeds::Files(names) => {
-            for name in names {
-                let text = std::fs::read(workspace_root().join(name))?;
-                seeds.push(text);
-            }
-        }
-    }
+        other => blobs(&other)?,
+    };
     seeds.sort();
     seeds.dedup();
     for (i, seed) in seeds.iter().enumerate() {
         std::fs::write(dir.join(format!("seed-{i:04}")), seed)?;
     }
     Ok(seeds.len())
+}
+
+/// One record as the targets read them (fuzz/src/lib.rs, `Records`): the
+/// op, the length (2 bytes, big-endian), the bytes.
+fn record(out: &mut Vec<u8>, op: u8, body: &[u8]) {
+    let body = &body[..body.len().min(usize::from(u16::MAX))];
+    out.push(op);
+    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// The packets of these captures (files, or every .pcap of a folder of
+/// pcaps/), in order, with their link types.
+fn captures(names: &[&str]) -> anyhow::Result<Vec<(DataLink, Vec<u8>)>> {
+    let pcaps = workspace_root().join("pcaps");
+    let mut packets = Vec::new();
+    for name in names {
+        let path = pcaps.join(name);
+        let files = if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&path)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+                .collect();
+            files.sort();
+            files
+        } else {
+            vec![path]
+        };
+        for file in files {
+            let (link, captured) =
+                pcap::read_any(&file).with_context(|| format!("reading {}", file.display()))?;
+            packets.extend(captured.into_iter().map(|c| (link, c.data)));
+        }
+    }
+    Ok(packets)
+}
+
+/// The IP packet of a captured record.
+fn ip_of(link: DataLink, data: &[u8]) -> Option<&[u8]> {
+    match link {
+        DataLink::ETHERNET => pcap::ip_in_ethernet(data),
+        _ => Some(data),
+    }
+}
+
+/// The TCP segment of a captured record: (source port, destination port,
+/// sequence number, payload).
+fn tcp_of(link: DataLink, data: &[u8]) -> Option<(u16, u16, u32, Vec<u8>)> {
+    let sliced = etherparse::SlicedPacket::from_ip(ip_of(link, data)?).ok()?;
+    match sliced.transport? {
+        etherparse::TransportSlice::Tcp(tcp) => Some((
+            tcp.source_port(),
+            tcp.destination_port(),
+            tcp.sequence_number(),
+            tcp.payload().to_vec(),
+        )),
+        _ => None,
+    }
+}
+
+/// The seeds of one source, in capture order.
+fn blobs(seeds: &Seeds) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    match *seeds {
+        Seeds::Packets(names) => {
+            for (link, data) in captures(names)? {
+                out.extend(ip_of(link, &data).map(<[u8]>::to_vec));
+            }
+        }
+        Seeds::UdpPayloads(names) => {
+            for (link, data) in captures(names)? {
+                if let Some(ip) = ip_of(link, &data)
+                    && let Some((_, _, payload)) = udp_payload(ip)
+                {
+                    out.push(payload.to_vec());
+                }
+            }
+        }
+        Seeds::TcpPayloads(names) => {
+            for (link, data) in captures(names)? {
+                if let Some((_, _, _, payload)) = tcp_of(link, &data)
+                    && !payload.is_empty()
+                {
+                    out.push(payload);
+                }
+            }
+        }
+        Seeds::TcpSegments { pcap, port, to_port } => {
+            out = tcp_stream(pcap, port, to_port)?.1;
+        }
+        Seeds::Step06Frames { from_client } => out = step06_frames(from_client)?,
+        Seeds::Files(names) => {
+            for name in names {
+                out.push(std::fs::read(workspace_root().join(name))?);
+            }
+        }
+        Seeds::Union(sources) => {
+            for source in sources {
+                out.extend(blobs(source)?);
+            }
+        }
+        Seeds::Records(_) => bail!("records of records"),
+    }
+    Ok(out)
+}
+
+/// One direction of the TCP connections to `port` in a capture: the bytes
+/// in order, and the payload of each segment. Segments are taken in
+/// capture order, a sequence number seen before only once: the recordings
+/// have no loss and no reordering (the golden tests check that).
+fn tcp_stream(name: &str, port: u16, to_port: bool) -> anyhow::Result<(Vec<u8>, Vec<Vec<u8>>)> {
+    let mut seen = Vec::new();
+    let mut stream = Vec::new();
+    let mut segments = Vec::new();
+    for (link, data) in captures(&[name])? {
+        let Some((sport, dport, seq, payload)) = tcp_of(link, &data) else {
+            continue;
+        };
+        let ours = if to_port { dport == port } else { sport == port };
+        if ours && !payload.is_empty() && !seen.contains(&seq) {
+            seen.push(seq);
+            stream.extend_from_slice(&payload);
+            segments.push(payload);
+        }
+    }
+    Ok((stream, segments))
+}
+
+/// The frames of lab 06's recorded control connection, decrypted: the
+/// client is replayed from its test-only static key, the ephemeral key in
+/// its key log and the timestamp in its initiation (which the server's
+/// test-only key opens); it must write the recorded initiation byte for
+/// byte, and the recorded response then gives it the session's keys.
+fn step06_frames(from_client: bool) -> anyhow::Result<Vec<Vec<u8>>> {
+    use std::sync::Arc;
+
+    use step04_crypto::noise::{self, Identity};
+    use step04_crypto::wire::{INITIATION_LEN, InitiationPacket};
+    use step04_crypto::{PublicKey, StaticSecret};
+    use step06_localhost::secure::{Event, SecureChannel};
+
+    let dir = workspace_root().join("pcaps").join("step06");
+    let key = |name: &str| -> anyhow::Result<StaticSecret> {
+        let text = std::fs::read_to_string(dir.join(name))?;
+        step04_crypto::keys::parse_secret(&text).with_context(|| format!("{name} is not a key"))
+    };
+    let (server_key, client_key) = (key("test-only-server.key")?, key("test-only-client.key")?);
+    let keylog = std::fs::read_to_string(dir.join("client.keylog"))?;
+    let ephemeral = *step04_crypto::run::read_keylog(&keylog)
+        .first()
+        .context("client.keylog has no key")?;
+    let (up, _) = tcp_stream("step06/control.pcap", STEP06_PORT, true)?;
+    let (down, _) = tcp_stream("step06/control.pcap", STEP06_PORT, false)?;
+    let initiation = up
+        .get(2..2 + INITIATION_LEN)
+        .context("no initiation in control.pcap")?;
+    let message = InitiationPacket::new_checked(initiation).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let incoming = noise::consume_initiation(&Identity::new(server_key.clone()), &message)
+        .map_err(|e| anyhow::anyhow!("the server key does not open the initiation: {e:?}"))?;
+    let mut sent = Vec::new();
+    let mut client = SecureChannel::client(
+        Arc::new(Identity::new(client_key)),
+        PublicKey::from(&server_key),
+        StaticSecret::from(ephemeral),
+        incoming.timestamp,
+        &mut sent,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !up.starts_with(&sent) {
+        bail!("the replayed client does not write the recorded initiation");
+    }
+    let frames = |channel: &mut SecureChannel, bytes: &[u8]| -> anyhow::Result<Vec<Vec<u8>>> {
+        channel.push(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut out = Vec::new();
+        while let Some(event) = channel
+            .poll(&mut Vec::new())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            if let Event::Frame(f) = event {
+                out.push(f.to_vec());
+            }
+        }
+        Ok(out)
+    };
+    // The response establishes the client; its mirror opens the client's
+    // own records, from the first.
+    let response_len = 2 + step04_crypto::wire::RESPONSE_LEN;
+    let from_server = frames(&mut client, down.get(..response_len).context("no response")?)?;
+    let mut mirror = client.mirror().context("no session after the response")?;
+    Ok(if from_client {
+        frames(&mut mirror, &up[sent.len()..])?
+    } else {
+        let mut all = from_server;
+        all.extend(frames(&mut client, &down[response_len..])?);
+        all
+    })
 }
 
 /// The environment cargo-fuzz needs on a stable toolchain: its sanitizer
@@ -256,6 +566,79 @@ pub fn run(target: &Target, seconds: u64) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
+/// Writes `fuzz.json` (each target's figures) and `fuzz.md` (a table
+/// made from the JSON alone) into `dir`. A target this run did not touch
+/// keeps the figures `fuzz.json` already had for it, so a run of one
+/// target updates its line only.
+pub fn write_report(dir: &Path, seconds: u64, outcomes: &[Outcome]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("fuzz.json");
+    let mut targets: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["targets"].as_array().cloned())
+        .unwrap_or_default();
+    for o in outcomes {
+        let entry = serde_json::json!({
+            "name": o.name,
+            "seconds": if o.seconds > 0 { o.seconds } else { seconds },
+            "runs": o.runs,
+            "coverage": o.coverage,
+            "features": o.features,
+            "corpus": o.corpus,
+            "crash": o.crash.as_ref().map(|p| p.display().to_string()),
+        });
+        match targets.iter_mut().find(|t| t["name"] == o.name.as_str()) {
+            Some(t) => *t = entry,
+            None => targets.push(entry),
+        }
+    }
+    // In the order of TARGETS, then any others.
+    let rank = |name: &str| TARGETS.iter().position(|t| t.name == name).unwrap_or(usize::MAX);
+    targets.sort_by_key(|t| rank(t["name"].as_str().unwrap_or("")));
+    let json = serde_json::json!({ "targets": targets });
+    std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")?;
+    std::fs::write(dir.join("fuzz.md"), markdown(&json)?)?;
+    Ok(())
+}
+
+/// The table of `fuzz.md`, from the JSON `write_report` writes.
+pub fn markdown(json: &serde_json::Value) -> anyhow::Result<String> {
+    let mut md = String::from(
+        "| target | time | executions | per second | coverage (edges) | features | corpus | crashes |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for t in json["targets"].as_array().context("no targets")? {
+        let number = |key: &str| t[key].as_u64().with_context(|| format!("{key} of {}", t["name"]));
+        let (seconds, runs) = (number("seconds")?, number("runs")?);
+        md.push_str(&format!(
+            "| `{}` | {} min | {} | {} | {} | {} | {} | {} |\n",
+            t["name"].as_str().context("name")?,
+            seconds / 60,
+            thousands(runs),
+            thousands(runs.checked_div(seconds).unwrap_or(0)),
+            number("coverage")?,
+            number("features")?,
+            number("corpus")?,
+            if t["crash"].is_null() { "none" } else { "**crash**" },
+        ));
+    }
+    Ok(md)
+}
+
+/// 1234567 as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// libFuzzer's own figures from its log.
 pub fn parse(name: &str, log: &str) -> Outcome {
     let mut outcome = Outcome {
@@ -326,6 +709,38 @@ mod tests {
             crash_file(crash),
             Some(PathBuf::from("target/fuzz/artifacts/t/crash-abc"))
         );
+    }
+
+    #[test]
+    fn the_report_keeps_each_targets_latest_run() {
+        let dir = std::env::temp_dir().join(format!("tunlab-fuzz-report-{}", std::process::id()));
+        let outcome = |name: &str, runs| Outcome {
+            name: name.into(),
+            runs,
+            seconds: 600,
+            coverage: 100,
+            features: 300,
+            corpus: 40,
+            crash: None,
+        };
+        write_report(
+            &dir,
+            600,
+            &[
+                outcome("step01_responder", 1_234_567),
+                outcome("step02_framing", 5),
+            ],
+        )
+        .unwrap();
+        write_report(&dir, 600, &[outcome("step01_responder", 7_000_000)]).unwrap();
+        let md = std::fs::read_to_string(dir.join("fuzz.md")).unwrap();
+        assert!(
+            md.contains("| `step01_responder` | 10 min | 7,000,000 | 11,666 | 100 | 300 | 40 | none |"),
+            "{md}"
+        );
+        assert!(md.contains("| `step02_framing` | 10 min | 5 | 0 |"), "{md}");
+        assert_eq!(md.lines().count(), 4);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
