@@ -27,7 +27,11 @@
 //! - [`bench`]: `tunlab bench`, every tunnel measured against the bare
 //!   link and the userspace WireGuard implementations.
 //! - [`fuzz`]: `tunlab fuzz`, the coverage-guided fuzz targets run for a time.
-//! - [`relay`]: a userspace bad link (loss, delay, reordering) for UDP and TCP.
+//! - [`relay`]: a userspace bad link (loss, delay, reordering, corruption)
+//!   for UDP and TCP.
+//! - [`soak`]: `tunlab soak`, step 05's VPN run for a long time through a
+//!   bad link, with restarts, roaming and rekeys, watched for leaks and
+//!   stalls.
 
 #![forbid(unsafe_code)]
 
@@ -50,6 +54,7 @@ pub mod netns;
 pub mod process;
 pub mod relay;
 pub mod report;
+pub mod soak;
 pub mod steplog;
 pub mod topology;
 pub mod traffic;

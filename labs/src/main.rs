@@ -22,7 +22,7 @@ use tunlab::env::{self, CannotElevate, EXIT_UNPRIVILEGED};
 use tunlab::labs::{LABS, Lab, Options};
 use tunlab::report::Report;
 use tunlab::topology::TUNNEL_PORT;
-use tunlab::{bench, exercise, fuzz, netns};
+use tunlab::{bench, exercise, fuzz, netns, soak};
 
 /// Run the tunlab classroom labs: each builds its own hosts from network
 /// namespaces, runs the real step binaries in them, drives real traffic and
@@ -36,7 +36,8 @@ use tunlab::{bench, exercise, fuzz, netns};
     after_help = "Examples:\n  cargo run -p tunlab -- list\n  cargo run -p tunlab -- doctor\n  \
                   cargo run -p tunlab -- run 01\n  cargo run -p tunlab -- check 01\n  \
                   cargo run -p tunlab -- shell 01\n  cargo run -p tunlab -- decode pcaps/step01/ping-default.pcap\n  \
-                  cargo run -p tunlab -- clean\n  cargo run --release -p tunlab -- bench\n\n\
+                  cargo run -p tunlab -- clean\n  cargo run --release -p tunlab -- bench\n  \
+                  cargo run -p tunlab -- fuzz --seconds 60\n  cargo run -p tunlab -- soak --minutes 30\n\n\
                   Exit status: 0 when every check passed, 1 when a check failed (or something went wrong), \
                   2 on a usage error, 77 when the lab cannot run here (no way to root, or the machine lacks \
                   what it needs: see `tunlab doctor`)."
@@ -133,6 +134,33 @@ enum Cmd {
         /// List the targets and what each feeds, and stop.
         #[arg(long)]
         list: bool,
+        /// Also write the report (fuzz.json, fuzz.md) into the book
+        /// (book/src/hardening/), for the hardening chapter.
+        #[arg(long)]
+        book: bool,
+    },
+    /// Run step 05's VPN (lab 05's hosts: two clients, a NAT server, the
+    /// internet host) for a long time through an impairment relay that
+    /// loses, duplicates, reorders and corrupts half of the time, with
+    /// iperf3 both ways, pings, rekeys every 10 s, roaming and client
+    /// restarts; sample memory and ping gaps, and fail on a panic, a stall
+    /// after the impairment stops, or memory that grows (as root: tunlab
+    /// asks sudo). Writes soak.json and soak.md to target/tunlab/soak/.
+    Soak {
+        /// How long, in minutes.
+        #[arg(long, default_value_t = 30, conflicts_with = "seconds")]
+        minutes: u64,
+        /// How long, in seconds (for a short smoke run), instead.
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Where to write soak.json, soak.md and the logs [default:
+        /// target/tunlab/soak].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Also copy soak.json and soak.md into the book
+        /// (book/src/hardening/), for the hardening chapter.
+        #[arg(long)]
+        book: bool,
     },
     /// Remove lab hosts left behind by runs that crashed or were killed
     /// (as root: tunlab asks sudo).
@@ -325,6 +353,7 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
             seconds,
             targets,
             list,
+            book,
         } => {
             if list {
                 for t in fuzz::TARGETS {
@@ -345,7 +374,7 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
                 chosen.len()
             );
             fuzz::build()?;
-            let mut crashed = false;
+            let mut outcomes = Vec::new();
             for (i, target) in chosen.iter().enumerate() {
                 println!(
                     "[{}/{}] {} for {seconds} s: {}",
@@ -356,10 +385,52 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
                 );
                 let outcome = fuzz::run(target, seconds)?;
                 println!("{outcome}");
-                crashed |= outcome.crash.is_some();
+                outcomes.push(outcome);
             }
-            println!("corpora and logs: {}", fuzz::work_dir().display());
+            let crashed = outcomes.iter().any(|o| o.crash.is_some());
+            fuzz::write_report(&fuzz::work_dir(), seconds, &outcomes)?;
+            println!(
+                "corpora, logs and fuzz.{{json,md}}: {}",
+                fuzz::work_dir().display()
+            );
+            if book {
+                let dir = env::workspace_root().join("book").join("src").join("hardening");
+                fuzz::write_report(&dir, seconds, &outcomes)?;
+                println!("written: {}/fuzz.{{json,md}}", dir.display());
+            }
             Ok(u8::from(crashed))
+        }
+        Cmd::Soak {
+            minutes,
+            seconds,
+            out,
+            book,
+        } => {
+            if !ready("tunlab soak", &soak::NEEDS) {
+                return Ok(EXIT_UNPRIVILEGED);
+            }
+            if !env::is_root() {
+                return env::run_as_root("tunlab soak", &soak::NEEDS, &own_args());
+            }
+            clean_up_on_signals(true)?;
+            let duration = std::time::Duration::from_secs(seconds.unwrap_or(minutes * 60));
+            if duration < std::time::Duration::from_secs(30) {
+                return Err(Usage("a soak needs at least 30 seconds (--seconds 30)".into()).into());
+            }
+            let options = soak::Options {
+                duration,
+                out: out.unwrap_or_else(soak::Options::default_out),
+                quiet: false,
+            };
+            let result = soak::run(&options)?;
+            println!("\n{}", soak::summary(&result));
+            println!("written: {}/soak.{{json,md}}", options.out.display());
+            if book {
+                let dir = env::workspace_root().join("book").join("src").join("hardening");
+                soak::write(&dir, &result)?;
+                println!("written: {}/soak.{{json,md}}", dir.display());
+            }
+            Ok(if result.passed() { 0 } else { 1 })
         }
         Cmd::Clean { all } => {
             const NEEDS: Needs = Needs {
