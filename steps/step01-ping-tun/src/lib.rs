@@ -5,6 +5,7 @@
 //! drops (and counts) everything else.
 //!
 //! - [`checksum`]: the RFC 1071 Internet checksum.
+//! - [`counts`]: counters by reason, shared by every step.
 //! - [`wire`]: one-line, tcpdump-like summaries of packets.
 //! - [`responder`]: the sans-IO core, request bytes in, reply bytes out.
 //! - [`pcap`]: recording and reading LINKTYPE_RAW captures.
@@ -14,6 +15,7 @@
 
 pub mod checksum;
 pub mod cidr;
+pub mod counts;
 pub mod host;
 pub mod pcap;
 pub mod responder;

@@ -7,6 +7,7 @@
 //! - [`clamp`]: TCP MSS clamping.
 //! - [`pmtu`]: "fragmentation needed" and "packet too big" errors.
 //! - [`hook`]: clamping and path MTU errors, applied by the step 02 tunnel.
+//! - [`rate`]: a token bucket, to limit how often something happens.
 
 #![forbid(unsafe_code)]
 
@@ -16,4 +17,5 @@ pub mod clamp;
 pub mod device;
 pub mod hook;
 pub mod pmtu;
+pub mod rate;
 pub mod respond;
