@@ -1275,9 +1275,10 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         }
     }
     if options.fixtures
-        && let Err(e) = record_fixtures(out, &binary, &mut report) {
-            report.check("fixtures: recorded", false, format!("{e:#}"));
-        }
+        && let Err(e) = record_fixtures(out, &binary, &mut report)
+    {
+        report.check("fixtures: recorded", false, format!("{e:#}"));
+    }
     report.note(format!(
         "the lab took {:.1} s; captures and logs are in {}",
         started.elapsed().as_secs_f64(),

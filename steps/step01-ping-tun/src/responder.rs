@@ -16,8 +16,8 @@ use etherparse::{
 };
 
 use crate::checksum;
-use crate::cidr::Ipv4Cidr;
 use crate::counts::{Counts, Reason};
+use ipnet::Ipv4Net;
 
 // ANCHOR: drop_reason
 /// Why a packet got no reply. Each reason has its own counter.
@@ -118,7 +118,7 @@ impl fmt::Display for Counters {
 /// Answers pings for every address of a subnet except its own.
 #[derive(Debug, Clone)]
 pub struct Responder {
-    subnet: Ipv4Cidr,
+    subnet: Ipv4Net,
     counters: Counters,
 }
 
@@ -129,7 +129,7 @@ impl Responder {
     /// A responder for the subnet of the TUN device's address. The kernel
     /// answers pings to the device's own address itself, so they never reach
     /// us; every other unicast address of the subnet is ours to answer.
-    pub fn new(subnet: Ipv4Cidr) -> Self {
+    pub fn new(subnet: Ipv4Net) -> Self {
         Self {
             subnet,
             counters: Counters::default(),
@@ -212,7 +212,7 @@ impl Responder {
         let s = &self.subnet;
         // A /31 (RFC 3021) or /32 has no network or broadcast address.
         let special = s.prefix_len() < 31 && (dst == s.network() || dst == s.broadcast());
-        s.contains(dst) && dst != s.address() && !special
+        s.contains(&dst) && dst != s.addr() && !special
     }
 }
 

@@ -1,6 +1,6 @@
 //! Step 03: IPv6 inside and outside the tunnel, and checksum recomputation.
 //!
-//! - [`cidr`]: addresses of either family.
+//! - [`cli`]: parsing addresses of either family.
 //! - [`device`]: a dual-stack TUN device.
 //! - [`respond`]: step 01's ping responder for both families (ICMPv6 echo).
 //! - [`checksum`]: pseudo-headers and the RFC 1624 incremental update.
@@ -12,8 +12,8 @@
 #![forbid(unsafe_code)]
 
 pub mod checksum;
-pub mod cidr;
 pub mod clamp;
+pub mod cli;
 pub mod device;
 pub mod hook;
 pub mod pmtu;

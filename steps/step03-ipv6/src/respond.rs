@@ -15,7 +15,7 @@ use step01_ping_tun::run::Handler;
 use step01_ping_tun::{DropReason, Responder};
 
 use crate::checksum;
-use crate::cidr::Ipv6Cidr;
+use ipnet::Ipv6Net;
 
 // ANCHOR: drop6
 /// Why an IPv6 packet got no reply.
@@ -109,7 +109,7 @@ pub struct Counters6 {
 #[derive(Debug, Clone)]
 pub struct DualResponder {
     v4: Option<Responder>,
-    v6: Option<Ipv6Cidr>,
+    v6: Option<Ipv6Net>,
     counters6: Counters6,
 }
 
@@ -117,7 +117,7 @@ pub struct DualResponder {
 pub const REPLY_HOP_LIMIT: u8 = 64;
 
 impl DualResponder {
-    pub fn new(v4: Option<Responder>, v6: Option<Ipv6Cidr>) -> Self {
+    pub fn new(v4: Option<Responder>, v6: Option<Ipv6Net>) -> Self {
         Self {
             v4,
             v6,
@@ -170,7 +170,7 @@ impl DualResponder {
         };
         // Checked after the type, so neighbour discovery and MLD (sent to
         // multicast groups) are counted as what they are.
-        if !prefix.contains(dst) || dst == prefix.address() || dst.is_multicast() {
+        if !prefix.contains(&dst) || dst == prefix.addr() || dst.is_multicast() {
             return Err(Drop6::NotForUs);
         }
         write_echo_reply6(dst, src, echo, icmp.payload(), out)
@@ -249,7 +249,7 @@ mod tests {
     const PEER: &str = "fd00::2";
 
     fn responder() -> DualResponder {
-        let v6 = Ipv6Cidr::new(US.parse().unwrap(), 64).unwrap();
+        let v6 = Ipv6Net::new(US.parse().unwrap(), 64).unwrap();
         DualResponder::new(Some(Responder::new("10.0.0.1/24".parse().unwrap())), Some(v6))
     }
 

@@ -14,10 +14,10 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use step01_ping_tun::counts::{Counts, Reason};
 use step02_plain_tunnel::tunnel::ip_packet_len;
 use step02_plain_tunnel::{Action, Transmit};
-use step03_ipv6::cidr::IpCidr;
 use step03_ipv6::rate::TokenBucket;
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -249,7 +249,7 @@ pub type Drops = Counts<DropReason>;
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
     pub public: PublicKey,
-    pub allowed: Vec<IpCidr>,
+    pub allowed: Vec<IpNet>,
     /// Where to send, until an authenticated message says otherwise.
     pub endpoint: Option<SocketAddr>,
     /// Send a keepalive after this long without sending (and start a
@@ -564,7 +564,7 @@ impl Tunnel {
             .iter()
             .enumerate()
             .flat_map(|(id, p)| p.config.allowed.iter().map(move |c| (id, c)))
-            .filter(|(_, c)| c.contains(ip))
+            .filter(|(_, c)| c.contains(&ip))
             .max_by_key(|(_, c)| c.prefix_len())
             .map(|(id, _)| id)
     }
@@ -922,7 +922,7 @@ impl Tunnel {
         // Cryptokey routing: the peer may only speak from its own
         // addresses.
         let allowed = inner_addresses(packet)
-            .is_some_and(|(source, _)| self.peers[id].config.allowed.iter().any(|c| c.contains(source)));
+            .is_some_and(|(source, _)| self.peers[id].config.allowed.iter().any(|c| c.contains(&source)));
         if !allowed {
             return Err(self.drop_for(Some(id), DropReason::SourceNotAllowed));
         }
