@@ -4,6 +4,8 @@
 //!
 //! - [`netns`]: lab hosts (namespaces), cleanup on drop and of crashed runs.
 //! - [`process`]: programs and tcpdump captures running in lab hosts.
+//! - [`book_output`]: the book's quoted program output, checked against
+//!   the real thing.
 //! - [`bench`]: `tunlab bench`, every tunnel measured against the bare
 //!   link and the userspace WireGuard implementations.
 //! - [`env`]: what a lab needs from the machine (root, tools, binaries).
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod book_output;
 pub mod env;
 pub mod exercise;
 pub mod lab01;
