@@ -9,7 +9,7 @@
 //!   the folder.
 //! - `<!-- output: cmd COMMAND -->`: the output (stdout and stderr) of
 //!   COMMAND, run with `sh` from the workspace root, without root, with
-//!   `TZ=UTC`. `cargo run -q -p PACKAGE --` in COMMAND stands for the
+//!   `TZ=UTC` and an empty `HOME` (no personal tool settings). `cargo run -q -p PACKAGE --` in COMMAND stands for the
 //!   package's binary. The plain test `labs/tests/book_output.rs` runs them.
 //!
 //! The block's lines must appear in the output in the same order and next

@@ -85,14 +85,19 @@ fn installed(tool: &str) -> bool {
 }
 
 /// Runs `command` as the book says: with sh, from the workspace root,
-/// TZ=UTC; stdout and stderr together, as a terminal shows them.
+/// TZ=UTC; stdout and stderr together, as a terminal shows them. HOME is
+/// an empty folder, so that no one's personal settings (a Wireshark
+/// profile, a plugin) change what a tool prints.
 fn run(command: &str) -> Result<String, String> {
     let resolved = resolve(command)?;
+    let home = std::env::temp_dir().join(format!("tunlab-book-output-{}", std::process::id()));
+    std::fs::create_dir_all(&home).map_err(|e| format!("creating {}: {e}", home.display()))?;
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!("exec 2>&1; {resolved}"))
         .current_dir(workspace_root())
         .env("TZ", "UTC")
+        .env("HOME", &home)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
