@@ -187,8 +187,16 @@ fn packet_too_big(
     out: &mut [u8],
 ) -> Result<TooBig, &'static str> {
     let mtu = mtu.max(IPV6_MIN_MTU);
-    let len = Ipv6Header::LEN + ip.extensions().slice().len() + ip.payload().payload.len();
-    let datagram = packet.get(..len).ok_or("malformed")?;
+    // RFC 8200 §3: the payload length counts every byte after the fixed
+    // header, extension headers included. 0 is a jumbogram's (RFC 2675
+    // §3), which needs a Jumbo Payload option and a link whose MTU is over
+    // 65,575 bytes; no tunnel carries one, and etherparse would read the
+    // rest of the buffer as its payload, however long the packet says it is.
+    let payload_length = usize::from(ip.header().payload_length());
+    if payload_length == 0 {
+        return Err("a payload length of 0 (a jumbogram)");
+    }
+    let datagram = packet.get(..Ipv6Header::LEN + payload_length).ok_or("malformed")?;
     if datagram.len() <= usize::from(mtu) {
         return Ok(TooBig::Forward);
     }
@@ -572,6 +580,20 @@ mod tests {
         assert_eq!(
             too_big(&tcp(true, 1500), 1420, US6.into(), &mut small),
             TooBig::Drop(NO_ROOM)
+        );
+    }
+
+    /// An IPv6 packet whose payload length is 0 says it is 40 bytes long,
+    /// whatever follows it: no error for it, however many bytes follow
+    /// (found by the fuzz target `step03_too_big`: etherparse reads a
+    /// length of 0 as "up to the end").
+    #[test]
+    fn a_payload_length_of_0_is_no_packet_too_big() {
+        let mut packet = tcp(true, 1500);
+        packet[4..6].fill(0);
+        assert_eq!(
+            outcome(&packet, 1420, US6.into()),
+            TooBig::Drop("a payload length of 0 (a jumbogram)")
         );
     }
 
