@@ -278,6 +278,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+    // ANCHOR: liveness
     // Now the network behaves: everything in flight arrives, in order,
     // and time passes a second at a time. Each end keeps sending a packet
     // that is new (its marker); both must get one through.
@@ -308,4 +309,5 @@ fuzz_target!(|data: &[u8]| {
     panic!(
         "the two ends did not reach each other in three minutes (client got {client_got}, server got {server_got})"
     );
+    // ANCHOR_END: liveness
 });

@@ -356,8 +356,16 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
             book,
         } => {
             if list {
+                // `tunlab fuzz --list | head` closes the pipe early: not an error.
+                let mut out = std::io::stdout().lock();
                 for t in fuzz::TARGETS {
-                    println!("{:<28} {}", t.name, t.what);
+                    if let Err(e) = writeln!(out, "{:<28} {}", t.name, t.what) {
+                        return if e.kind() == ErrorKind::BrokenPipe {
+                            Ok(0)
+                        } else {
+                            Err(e.into())
+                        };
+                    }
                 }
                 return Ok(0);
             }
