@@ -122,6 +122,9 @@ pub enum DropReason {
     HandshakeReplay,
     /// An initiation too soon after the peer's last one.
     HandshakeFlood,
+    /// An initiation that crossed ours on the way, from a peer whose public
+    /// key is smaller than ours: it answers ours, and we keep it.
+    HandshakeCrossed,
     /// A response to no initiation of ours in flight: late, duplicated or
     /// forged.
     UnexpectedResponse,
@@ -166,6 +169,7 @@ impl Reason for DropReason {
         DropReason::UnknownPeer,
         DropReason::HandshakeReplay,
         DropReason::HandshakeFlood,
+        DropReason::HandshakeCrossed,
         DropReason::UnexpectedResponse,
         DropReason::UnknownIndex,
         DropReason::Expired,
@@ -194,6 +198,7 @@ impl Reason for DropReason {
             DropReason::UnknownPeer => "unknown-peer",
             DropReason::HandshakeReplay => "handshake-replay",
             DropReason::HandshakeFlood => "handshake-flood",
+            DropReason::HandshakeCrossed => "handshake-crossed",
             DropReason::UnexpectedResponse => "unexpected-response",
             DropReason::UnknownIndex => "unknown-index",
             DropReason::Expired => "expired",
@@ -746,6 +751,26 @@ impl Tunnel {
         {
             return Err(self.drop_for(Some(id), DropReason::HandshakeFlood));
         }
+        // ANCHOR: crossed
+        // Both ends started a handshake at once, and the initiations
+        // crossed on the one path between them. If each answered the
+        // other's and dropped its own, each would hold a session the other
+        // never confirms, and with the same timers on both sides they would
+        // cross again at every retry, for as long as both have packets to
+        // send. (WireGuard breaks the tie with a random jitter on its
+        // retries.) Here the keys break it, the same way at both ends: the
+        // end whose public key is smaller gives way and answers; the other
+        // keeps its own initiation, which the first is answering. An
+        // initiation from another address than the one ours went to is no
+        // crossing: the peer moved or restarted, ours may never reach it,
+        // and we answer.
+        if matches!(peer.handshake, Handshake::Sent { .. })
+            && peer.endpoint == Some(from)
+            && self.identity.public().as_bytes() > incoming.remote.as_bytes()
+        {
+            return Err(self.drop_for(Some(id), DropReason::HandshakeCrossed));
+        }
+        // ANCHOR_END: crossed
         let index = self.new_index(id);
         let ephemeral = self.entropy.ephemeral();
         let keys = match noise::respond(&incoming, ephemeral, index, out) {
@@ -763,8 +788,9 @@ impl Tunnel {
             initiator: false,
         });
         self.forget(replaced);
-        // One handshake at a time: answering theirs abandons ours (as in
-        // WireGuard), so the two ends never finish two crossing ones.
+        // One handshake at a time: answering theirs abandons ours, so the
+        // two ends never finish two crossing ones (if ours was in flight,
+        // we are the end that gives way, above).
         if let Handshake::Sent { state, .. } =
             std::mem::replace(&mut self.peers[id].handshake, Handshake::None)
         {

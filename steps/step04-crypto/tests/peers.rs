@@ -512,7 +512,8 @@ fn a_responder_with_packets_waiting_does_not_cross_the_handshake_it_answered() {
     p.exchange(Vec::new());
     let mut out = vec![0u8; 2048];
     // The server has something for the client, and the client's new
-    // initiation arrives: the server answers and waits for confirmation.
+    // initiation arrives, from the new port a restarted program gets: the
+    // server answers and waits for confirmation.
     let sent = p.server.encapsulate(&server_ping(1), p.now, &mut out);
     assert!(matches!(sent, Ok(Some(_))) && out[0] == INITIATION, "{sent:?}");
     let t = p
@@ -521,7 +522,8 @@ fn a_responder_with_packets_waiting_does_not_cross_the_handshake_it_answered() {
         .unwrap()
         .unwrap();
     let init = out[..t.len].to_vec();
-    let Ok(Action::Reply(_)) = p.server.decapsulate(addr(CLIENT), &init, p.now, &mut out) else {
+    let new_port = addr("192.0.2.2:40001");
+    let Ok(Action::Reply(_)) = p.server.decapsulate(new_port, &init, p.now, &mut out) else {
         panic!("no response")
     };
     let handshakes_before = p.server.peer_stats(0).unwrap().handshakes;
@@ -532,6 +534,49 @@ fn a_responder_with_packets_waiting_does_not_cross_the_handshake_it_answered() {
         assert_ne!(out[0], INITIATION, "{t:?}");
     }
     assert_eq!(p.server.peer_stats(0).unwrap().handshakes, handshakes_before);
+}
+
+/// Both ends have a packet for the other and no session, and start their
+/// handshakes at the same moment: the initiations cross. Found by the
+/// `step04_handshake` fuzz target: each end answered the other's and
+/// abandoned its own, held a session the other never confirmed, and with
+/// the same timers they crossed again at every retry, for ever. The keys
+/// now settle it at the first crossing.
+#[test]
+fn crossing_handshakes_settle_at_once() {
+    let mut p = Pair::new();
+    // A first session, a packet each way, so that the server knows where
+    // the client is and neither waits for an answer; then both sessions
+    // expire.
+    p.client_sends(&client_ping(1));
+    let back = Pair::seal(&mut p.server, &server_ping(1), p.now);
+    p.exchange(vec![(false, back)]);
+    p.advance(secs(200));
+    let mut out = vec![0u8; 2048];
+    let mut initiation = |end: &mut step04_crypto::Tunnel, packet: &[u8], now| {
+        let t = end.encapsulate(packet, now, &mut out).unwrap().unwrap();
+        assert_eq!(out[0], INITIATION);
+        out[..t.len].to_vec()
+    };
+    let from_client = initiation(&mut p.client, &client_ping(2), p.now);
+    let from_server = initiation(&mut p.server, &server_ping(2), p.now);
+    // Both on the wire at once, then a second at a time, as the timers go.
+    let (mut at_server, mut at_client) = p.exchange(vec![(true, from_client), (false, from_server)]);
+    for _ in 0..10 {
+        p.advance(secs(1));
+        let (s, c) = p.exchange(Vec::new());
+        at_server.extend(s);
+        at_client.extend(c);
+    }
+    assert_eq!(at_server, vec![client_ping(2)]);
+    assert_eq!(at_client, vec![server_ping(2)]);
+    // One of the two initiations was dropped as crossed, by the end with
+    // the larger key; the other became the session.
+    let crossed =
+        [&p.client, &p.server].map(|t| t.peer_stats(0).unwrap().drops.get(DropReason::HandshakeCrossed));
+    assert_eq!(crossed.iter().sum::<u64>(), 1, "{crossed:?}");
+    let larger_is_server = public(2).as_bytes() > public(1).as_bytes();
+    assert_eq!(crossed[usize::from(larger_is_server)], 1);
 }
 
 #[test]
