@@ -196,7 +196,9 @@ fn packet_too_big(
     if payload_length == 0 {
         return Err("a payload length of 0 (a jumbogram)");
     }
-    let datagram = packet.get(..Ipv6Header::LEN + payload_length).ok_or("malformed")?;
+    let datagram = packet
+        .get(..Ipv6Header::LEN + payload_length)
+        .ok_or("malformed")?;
     if datagram.len() <= usize::from(mtu) {
         return Ok(TooBig::Forward);
     }
