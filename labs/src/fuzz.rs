@@ -536,6 +536,7 @@ pub fn run(target: &Target, seconds: u64) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(&artifacts)?;
     let _ = std::fs::remove_dir_all(&seeds);
     write_seeds(target, &seeds)?;
+    let started = std::time::Instant::now();
     let output = cargo_fuzz()?
         .args(["run", "--debug-assertions", target.name])
         .arg(&corpus)
@@ -553,6 +554,11 @@ pub fn run(target: &Target, seconds: u64) -> anyhow::Result<Outcome> {
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     std::fs::write(work_dir().join(format!("{}.log", target.name)), &log)?;
     let mut outcome = parse(target.name, &log);
+    // libFuzzer says how long it ran only when it ran to the end; a crash
+    // stops it early, and the clock says how early.
+    if outcome.seconds == 0 {
+        outcome.seconds = started.elapsed().as_secs();
+    }
     if !output.status.success() {
         outcome.crash = Some(crash_file(&log).unwrap_or(artifacts));
     }
@@ -570,7 +576,7 @@ pub fn run(target: &Target, seconds: u64) -> anyhow::Result<Outcome> {
 /// made from the JSON alone) into `dir`. A target this run did not touch
 /// keeps the figures `fuzz.json` already had for it, so a run of one
 /// target updates its line only.
-pub fn write_report(dir: &Path, seconds: u64, outcomes: &[Outcome]) -> anyhow::Result<()> {
+pub fn write_report(dir: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("fuzz.json");
     let mut targets: Vec<serde_json::Value> = std::fs::read_to_string(&path)
@@ -581,7 +587,7 @@ pub fn write_report(dir: &Path, seconds: u64, outcomes: &[Outcome]) -> anyhow::R
     for o in outcomes {
         let entry = serde_json::json!({
             "name": o.name,
-            "seconds": if o.seconds > 0 { o.seconds } else { seconds },
+            "seconds": o.seconds,
             "runs": o.runs,
             "coverage": o.coverage,
             "features": o.features,
@@ -612,9 +618,13 @@ pub fn markdown(json: &serde_json::Value) -> anyhow::Result<String> {
         let number = |key: &str| t[key].as_u64().with_context(|| format!("{key} of {}", t["name"]));
         let (seconds, runs) = (number("seconds")?, number("runs")?);
         md.push_str(&format!(
-            "| `{}` | {} min | {} | {} | {} | {} | {} | {} |\n",
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} |\n",
             t["name"].as_str().context("name")?,
-            seconds / 60,
+            if seconds >= 60 && seconds.is_multiple_of(60) {
+                format!("{} min", seconds / 60)
+            } else {
+                format!("{seconds} s")
+            },
             thousands(runs),
             thousands(runs.checked_div(seconds).unwrap_or(0)),
             number("coverage")?,
@@ -725,14 +735,13 @@ mod tests {
         };
         write_report(
             &dir,
-            600,
             &[
                 outcome("step01_responder", 1_234_567),
                 outcome("step02_framing", 5),
             ],
         )
         .unwrap();
-        write_report(&dir, 600, &[outcome("step01_responder", 7_000_000)]).unwrap();
+        write_report(&dir, &[outcome("step01_responder", 7_000_000)]).unwrap();
         let md = std::fs::read_to_string(dir.join("fuzz.md")).unwrap();
         assert!(
             md.contains("| `step01_responder` | 10 min | 7,000,000 | 11,666 | 100 | 300 | 40 | none |"),

@@ -396,14 +396,14 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
                 outcomes.push(outcome);
             }
             let crashed = outcomes.iter().any(|o| o.crash.is_some());
-            fuzz::write_report(&fuzz::work_dir(), seconds, &outcomes)?;
+            fuzz::write_report(&fuzz::work_dir(), &outcomes)?;
             println!(
                 "corpora, logs and fuzz.{{json,md}}: {}",
                 fuzz::work_dir().display()
             );
             if book {
                 let dir = env::workspace_root().join("book").join("src").join("hardening");
-                fuzz::write_report(&dir, seconds, &outcomes)?;
+                fuzz::write_report(&dir, &outcomes)?;
                 println!("written: {}/fuzz.{{json,md}}", dir.display());
             }
             Ok(u8::from(crashed))
