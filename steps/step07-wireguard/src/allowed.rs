@@ -78,7 +78,11 @@ impl<T: Copy + Eq> AllowedIps<T> {
     }
 
     fn family(&mut self, v6: bool) -> (&mut Family<T>, u8) {
-        if v6 { (&mut self.v6, 128) } else { (&mut self.v4, 32) }
+        if v6 {
+            (&mut self.v6, 128)
+        } else {
+            (&mut self.v4, 32)
+        }
     }
 
     /// Gives `net` (its host bits ignored, as `wg` does) to `owner`,

@@ -305,7 +305,9 @@ mod tests {
         let m = message(&mut jar, now);
         let msg = Initiation::new_checked(&m[..]).unwrap();
         let mut out = [0u8; 64];
-        checker.reply(&msg, from, now, &mut counter_random(), &mut out).unwrap();
+        checker
+            .reply(&msg, from, now, &mut counter_random(), &mut out)
+            .unwrap();
         // We sent another message since: its mac1 differs.
         let mut other = vec![0u8; INITIATION_LEN];
         other[0] = 1;
@@ -318,10 +320,14 @@ mod tests {
         let m = message(&mut jar2, now);
         let msg = Initiation::new_checked(&m[..]).unwrap();
         let mut wrong = CookieChecker::new(&initiator);
-        wrong.reply(&msg, from, now, &mut counter_random(), &mut out).unwrap();
+        wrong
+            .reply(&msg, from, now, &mut counter_random(), &mut out)
+            .unwrap();
         assert!(!jar2.consume_reply(&CookieReply::new_checked(&out[..]).unwrap(), now));
         // Nor a reply whose sealed cookie was changed.
-        checker.reply(&msg, from, now, &mut counter_random(), &mut out).unwrap();
+        checker
+            .reply(&msg, from, now, &mut counter_random(), &mut out)
+            .unwrap();
         out[40] ^= 1;
         assert!(!jar2.consume_reply(&CookieReply::new_checked(&out[..]).unwrap(), now));
     }

@@ -579,9 +579,18 @@ impl Device {
             self.remove_peer(id);
         }
         self.checker = identity.as_ref().map(|i| CookieChecker::new(i.public()));
+        // Two devices started at the same moment must not draw the same
+        // jitter: mix our public key into the generator.
+        if let Some(i) = &identity {
+            let mut k = [0u8; 8];
+            k.copy_from_slice(&i.public().as_bytes()[..8]);
+            self.jitter ^= u64::from_le_bytes(k) | 1;
+        }
         self.identity = identity;
         for id in 0..self.peers.len() {
-            let Some(peer) = self.peers[id].as_mut() else { continue };
+            let Some(peer) = self.peers[id].as_mut() else {
+                continue;
+            };
             if let Some(p) = peer.handshake.take() {
                 self.by_index.remove(&p.state.sender);
             }
@@ -601,7 +610,9 @@ impl Device {
 
     /// Every peer's id, in the order they were added (ids are reused).
     pub fn peer_ids(&self) -> Vec<PeerId> {
-        (0..self.peers.len()).filter(|&i| self.peers[i].is_some()).collect()
+        (0..self.peers.len())
+            .filter(|&i| self.peers[i].is_some())
+            .collect()
     }
 
     fn peer(&self, id: PeerId) -> Option<&Peer> {
@@ -876,7 +887,13 @@ impl Device {
     // ANCHOR: seal
     /// Seals the packet at `buf[16..16 + len]` on the peer's current
     /// session: header before it, zero padding to 16 and the tag after.
-    fn seal_in(&mut self, id: PeerId, buf: &mut [u8], len: usize, now: Instant) -> Result<Transmit, DropReason> {
+    fn seal_in(
+        &mut self,
+        id: PeerId,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+    ) -> Result<Transmit, DropReason> {
         let mtu = self.mtu;
         let jitter = self.jitter();
         let Some(peer) = self.peer_mut(id) else {
@@ -1199,7 +1216,12 @@ impl Device {
         };
         if !self.sources.contains_key(&key) && self.sources.len() >= MAX_SOURCES {
             // Forget the source heard from longest ago.
-            if let Some(oldest) = self.sources.iter().min_by_key(|(_, (_, seen))| *seen).map(|(k, _)| *k) {
+            if let Some(oldest) = self
+                .sources
+                .iter()
+                .min_by_key(|(_, (_, seen))| *seen)
+                .map(|(k, _)| *k)
+            {
                 self.sources.remove(&oldest);
             }
         }
@@ -1236,7 +1258,8 @@ impl Device {
         let Some(identity) = self.identity.as_ref() else {
             return Err(self.drop_for(None, DropReason::NoKey));
         };
-        let incoming = noise::consume_initiation(identity, &msg).map_err(|e| self.drop_for(None, e.into()))?;
+        let incoming =
+            noise::consume_initiation(identity, &msg).map_err(|e| self.drop_for(None, e.into()))?;
         let Some(id) = self.peer_id(&incoming.remote) else {
             return Err(self.drop_for(None, DropReason::UnknownPeer));
         };
@@ -1345,7 +1368,10 @@ impl Device {
             }
             None => {
                 let old_current = std::mem::replace(&mut peer.current, new);
-                (peer.previous.take(), std::mem::replace(&mut peer.previous, old_current))
+                (
+                    peer.previous.take(),
+                    std::mem::replace(&mut peer.previous, old_current),
+                )
             }
         };
         peer.stats.rx_bytes += wire::RESPONSE_LEN as u64;
@@ -1432,7 +1458,10 @@ impl Device {
             peer.timers.zero_key_material = None;
             let sessions = [peer.current.take(), peer.next.take(), peer.previous.take()];
             let pending = peer.handshake.take();
-            log::info!("{}: no new session for 9 minutes, keys wiped", Short(&peer.public));
+            log::info!(
+                "{}: no new session for 9 minutes, keys wiped",
+                Short(&peer.public)
+            );
             for s in sessions {
                 self.forget(s);
             }
@@ -1510,17 +1539,16 @@ impl Device {
             }
             // Too soon after the last initiation: later.
         }
+        // Packets that waited for a session go out once there is one.
+        // Without one, they wait: the retransmit timer (with its jitter)
+        // sends the next initiation, never this check, or two peers whose
+        // initiations crossed would retry in lockstep.
         let peer = self.peer_mut(id)?;
-        if !peer.staged.is_empty() {
-            if peer.can_send(now) {
-                let packet = peer.staged.pop_front()?;
-                let room = out.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len())?;
-                room.copy_from_slice(&packet);
-                return self.seal_in(id, out, packet.len(), now).ok();
-            }
-            if peer.handshake.is_none() {
-                return self.initiate(id, false, now, out);
-            }
+        if !peer.staged.is_empty() && peer.can_send(now) {
+            let packet = peer.staged.pop_front()?;
+            let room = out.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len())?;
+            room.copy_from_slice(&packet);
+            return self.seal_in(id, out, packet.len(), now).ok();
         }
         None
     }

@@ -374,10 +374,7 @@ mod tests {
     #[test]
     fn a_different_preshared_key_fails_the_response() {
         assert!(handshake([5; 32], [5; 32]).is_ok());
-        assert_eq!(
-            handshake([5; 32], [6; 32]).err(),
-            Some(HandshakeError::Failed)
-        );
+        assert_eq!(handshake([5; 32], [6; 32]).err(), Some(HandshakeError::Failed));
         assert_eq!(handshake([0; 32], [6; 32]).err(), Some(HandshakeError::Failed));
     }
 

@@ -29,8 +29,7 @@ pub const REKEY_ATTEMPT_TIME: Duration = Duration::from_secs(90);
 /// the least time between two initiations to one peer.
 pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many retries fit in `REKEY_ATTEMPT_TIME` (90 / 5 = 18).
-pub const MAX_TIMER_HANDSHAKES: u32 =
-    (REKEY_ATTEMPT_TIME.as_secs() / REKEY_TIMEOUT.as_secs()) as u32;
+pub const MAX_TIMER_HANDSHAKES: u32 = (REKEY_ATTEMPT_TIME.as_secs() / REKEY_TIMEOUT.as_secs()) as u32;
 /// Up to this much (in milliseconds, exclusive) is added at random to each
 /// `REKEY_TIMEOUT`, so that two peers that started together do not retry
 /// in lockstep forever (section 6.1: "plus jitter").

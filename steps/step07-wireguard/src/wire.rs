@@ -213,7 +213,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Initiation<T> {
     /// A view over the first [`INITIATION_LEN`] bytes of `buffer` (or
     /// `None` when it is shorter), with the header written.
     pub fn new_emit(mut buffer: T) -> Option<Self> {
-        write_header(buffer.as_mut().get_mut(..INITIATION_LEN)?, MessageType::Initiation);
+        write_header(
+            buffer.as_mut().get_mut(..INITIATION_LEN)?,
+            MessageType::Initiation,
+        );
         Some(Self { buffer })
     }
     fn bytes_mut(&mut self) -> &mut [u8] {
@@ -571,7 +574,10 @@ mod tests {
         c[0] = 3;
         assert!(CookieReply::new_checked(&c[..]).is_ok());
         assert_eq!(CookieReply::new_checked(&c[..63]).unwrap_err(), Error::Truncated);
-        assert_eq!(MessageSummary(&[9, 0]).to_string(), "malformed (bad-type), 2 bytes");
+        assert_eq!(
+            MessageSummary(&[9, 0]).to_string(),
+            "malformed (bad-type), 2 bytes"
+        );
         assert_eq!(MessageSummary(&[]).to_string(), "malformed (truncated), 0 bytes");
         assert!(Initiation::new_emit(&mut [0u8; 147][..]).is_none());
         assert!(Response::new_emit(&mut [0u8; 91][..]).is_none());
