@@ -23,6 +23,7 @@ pub mod cookie;
 pub mod device;
 pub mod noise;
 pub mod timers;
+pub mod uapi;
 pub mod wire;
 
 pub use device::{Device, DropReason, PeerId};
