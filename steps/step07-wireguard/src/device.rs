@@ -915,7 +915,11 @@ impl Device {
         header.copy_from_slice(&h);
         let (body, tag) = rest.split_at_mut(padded);
         body[len..].fill(0);
-        tag.copy_from_slice(&seal(&session.keys.send, counter, &h, body));
+        // Section 5.4.6: `AEAD(T_send, counter, P, empty)`: unlike step 04,
+        // the header is not associated data (a changed header changes the
+        // index or counter, and so the key or nonce, and the tag fails
+        // anyway).
+        tag.copy_from_slice(&seal(&session.keys.send, counter, &[], body));
         // Section 6.2: the initiator rekeys after REKEY_AFTER_TIME or
         // REKEY_AFTER_MESSAGES, when it next sends.
         let age = now.saturating_duration_since(session.created);
@@ -1099,8 +1103,8 @@ impl Device {
             Check::Duplicate => return Err(self.drop_for(Some(id), DropReason::Replay)),
             Check::TooOld => return Err(self.drop_for(Some(id), DropReason::TooOld)),
         }
-        // 2. Decrypt and verify the tag over header and payload.
-        if open(&session.keys.receive, counter, header, body, tag).is_err() {
+        // 2. Decrypt and verify the tag (no associated data: section 5.4.6).
+        if open(&session.keys.receive, counter, &[], body, tag).is_err() {
             return Err(self.drop_for(Some(id), DropReason::BadTag));
         }
         // 3. Only now, with the message known to be genuine, does it

@@ -22,6 +22,8 @@ pub mod allowed;
 pub mod cookie;
 pub mod device;
 pub mod noise;
+pub mod quick;
+pub mod run;
 pub mod timers;
 pub mod uapi;
 pub mod wire;

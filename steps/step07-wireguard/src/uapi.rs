@@ -87,7 +87,10 @@ pub enum Op {
     ListenPort(u16),
     Fwmark(u32),
     ReplacePeers,
-    Peer { public: [u8; 32], ops: Vec<PeerOp> },
+    Peer {
+        public: [u8; 32],
+        ops: Vec<PeerOp>,
+    },
 }
 
 /// A request on the socket.
@@ -141,7 +144,8 @@ fn parse_true(value: &str) -> Result<(), Errno> {
 /// `line`; false at the end of the stream.
 fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>) -> Result<bool, Errno> {
     line.clear();
-    let n = reader.by_ref()
+    let n = reader
+        .by_ref()
         .take(MAX_LINE as u64 + 1)
         .read_until(b'\n', line)
         .map_err(|_| Errno::Io)?;
@@ -267,7 +271,12 @@ pub trait Sockets {
 /// Applies a set to `device`, in order, as wireguard-go does: a peer line
 /// block creates the peer unless `update_only` says not to; `remove`
 /// removes it; a peer with our own public key is ignored.
-pub fn apply(device: &mut Device, ops: Vec<Op>, sockets: &mut dyn Sockets, now: Instant) -> Result<(), Errno> {
+pub fn apply(
+    device: &mut Device,
+    ops: Vec<Op>,
+    sockets: &mut dyn Sockets,
+    now: Instant,
+) -> Result<(), Errno> {
     for op in ops {
         match op {
             Op::PrivateKey(key) => {
@@ -453,14 +462,32 @@ mod tests {
         // replace_allowed_ips, and removing one allowed IP.
         run(&mut d, &format!("set=1\npublic_key={}\nreplace_allowed_ips=true\nallowed_ip=10.0.0.9/32\nallowed_ip=10.0.0.8/32\nallowed_ip=-10.0.0.8/32\n\n", public_hex(2))).unwrap();
         let id = d.peer_id(&PublicKey::from(&StaticSecret::from([2; 32]))).unwrap();
-        assert_eq!(d.peer_info(id).unwrap().allowed, vec!["10.0.0.9/32".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            d.peer_info(id).unwrap().allowed,
+            vec!["10.0.0.9/32".parse::<IpNet>().unwrap()]
+        );
         // update_only does not create.
-        run(&mut d, &format!("set=1\npublic_key={}\nupdate_only=true\nallowed_ip=10.0.0.4/32\n\n", public_hex(4))).unwrap();
+        run(
+            &mut d,
+            &format!(
+                "set=1\npublic_key={}\nupdate_only=true\nallowed_ip=10.0.0.4/32\n\n",
+                public_hex(4)
+            ),
+        )
+        .unwrap();
         assert_eq!(d.peer_ids().len(), 2);
-        run(&mut d, &format!("set=1\npublic_key={}\nremove=true\n\n", public_hex(3))).unwrap();
+        run(
+            &mut d,
+            &format!("set=1\npublic_key={}\nremove=true\n\n", public_hex(3)),
+        )
+        .unwrap();
         assert_eq!(d.peer_ids().len(), 1);
         // Our own key as a peer is ignored.
-        run(&mut d, &format!("set=1\npublic_key={}\nallowed_ip=10.0.0.1/32\n\n", public_hex(1))).unwrap();
+        run(
+            &mut d,
+            &format!("set=1\npublic_key={}\nallowed_ip=10.0.0.1/32\n\n", public_hex(1)),
+        )
+        .unwrap();
         assert_eq!(d.peer_ids().len(), 1);
         run(&mut d, "set=1\nreplace_peers=true\n\n").unwrap();
         assert!(d.peer_ids().is_empty());
@@ -477,10 +504,22 @@ mod tests {
             ("set=1\nlisten_port=65536\n\n".into(), Errno::Invalid),
             ("set=1\nno equals sign\n\n".into(), Errno::Protocol),
             ("set=1\nbogus=1\n\n".into(), Errno::Invalid),
-            (format!("set=1\npublic_key={}\nendpoint=nowhere\n\n", public_hex(2)), Errno::Invalid),
-            (format!("set=1\npublic_key={}\nallowed_ip=10.0.0.0/33\n\n", public_hex(2)), Errno::Invalid),
-            (format!("set=1\npublic_key={}\nprotocol_version=2\n\n", public_hex(2)), Errno::Invalid),
-            (format!("set=1\npublic_key={}\nremove=yes\n\n", public_hex(2)), Errno::Invalid),
+            (
+                format!("set=1\npublic_key={}\nendpoint=nowhere\n\n", public_hex(2)),
+                Errno::Invalid,
+            ),
+            (
+                format!("set=1\npublic_key={}\nallowed_ip=10.0.0.0/33\n\n", public_hex(2)),
+                Errno::Invalid,
+            ),
+            (
+                format!("set=1\npublic_key={}\nprotocol_version=2\n\n", public_hex(2)),
+                Errno::Invalid,
+            ),
+            (
+                format!("set=1\npublic_key={}\nremove=yes\n\n", public_hex(2)),
+                Errno::Invalid,
+            ),
             (format!("set=1\n{}\n\n", "x".repeat(1000)), Errno::Protocol),
             ("set=1\nlisten_port=1\n\n".into(), Errno::AddrInUse),
             ("hello=1\n\n".into(), Errno::Protocol),
