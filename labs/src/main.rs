@@ -214,7 +214,11 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
-        Cmd::Fuzz { seconds, targets, list } => {
+        Cmd::Fuzz {
+            seconds,
+            targets,
+            list,
+        } => {
             if list {
                 for t in fuzz::TARGETS {
                     println!("{:<28} {}", t.name, t.what);
@@ -224,13 +228,25 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
             let chosen: Vec<&fuzz::Target> = if targets.is_empty() {
                 fuzz::TARGETS.iter().collect()
             } else {
-                targets.iter().map(|t| fuzz::find(t)).collect::<anyhow::Result<_>>()?
+                targets
+                    .iter()
+                    .map(|t| fuzz::find(t))
+                    .collect::<anyhow::Result<_>>()?
             };
-            println!("building {} fuzz targets (AddressSanitizer, debug assertions)", chosen.len());
+            println!(
+                "building {} fuzz targets (AddressSanitizer, debug assertions)",
+                chosen.len()
+            );
             fuzz::build()?;
             let mut crashed = false;
             for (i, target) in chosen.iter().enumerate() {
-                println!("[{}/{}] {} for {seconds} s: {}", i + 1, chosen.len(), target.name, target.what);
+                println!(
+                    "[{}/{}] {} for {seconds} s: {}",
+                    i + 1,
+                    chosen.len(),
+                    target.name,
+                    target.what
+                );
                 let outcome = fuzz::run(target, seconds)?;
                 println!("{outcome}");
                 crashed |= outcome.crash.is_some();

@@ -23,10 +23,10 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use step01_ping_tun::responder::write_nonzero;
+use step01_ping_tun::counts::{Counts, Reason};
 use step02_plain_tunnel::tunnel::ip_packet_len;
 use step02_plain_tunnel::{Action, Transmit};
-use step03_ipv6::hook::TokenBucket;
+use step03_ipv6::rate::TokenBucket;
 use step04_crypto::crypto::{KEY_LEN, TAG_LEN, open, seal};
 use step04_crypto::entropy::Entropy;
 use step04_crypto::keys::Short;
@@ -110,8 +110,8 @@ pub enum DropReason {
     Unanswered,
 }
 
-impl DropReason {
-    pub const ALL: [DropReason; 26] = [
+impl Reason for DropReason {
+    const ALL: &'static [DropReason] = &[
         DropReason::Truncated,
         DropReason::BadType,
         DropReason::BadReserved,
@@ -140,7 +140,7 @@ impl DropReason {
         DropReason::Unanswered,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             DropReason::Truncated => "truncated",
             DropReason::BadType => "bad-type",
@@ -170,11 +170,15 @@ impl DropReason {
             DropReason::Unanswered => "unanswered",
         }
     }
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.name())
     }
 }
 
@@ -199,30 +203,7 @@ impl From<HandshakeError> for DropReason {
 // ANCHOR_END: drop_reason
 
 /// Drops by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Drops([u64; DropReason::ALL.len()]);
-
-impl Drops {
-    pub fn get(&self, reason: DropReason) -> u64 {
-        self.0[reason as usize]
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.iter().sum()
-    }
-
-    fn count(&mut self, reason: DropReason) {
-        self.0[reason as usize] += 1;
-    }
-}
-
-impl fmt::Display for Drops {
-    /// `dropped 3 (replay 2, bad-tag 1)`
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "dropped {}", self.total())?;
-        write_nonzero(f, DropReason::ALL.map(|r| (r, self.get(r))))
-    }
-}
+pub type Drops = Counts<DropReason>;
 
 // ANCHOR: load
 /// When the device counts as under load, and what a source may then send.
@@ -741,8 +722,8 @@ impl Device {
 
     fn drop_for(&mut self, peer: Option<PeerId>, reason: DropReason) -> DropReason {
         match peer.and_then(|id| self.peer_mut(id)) {
-            Some(p) => p.stats.drops.count(reason),
-            None => self.drops.count(reason),
+            Some(p) => p.stats.drops.increment(reason),
+            None => self.drops.increment(reason),
         }
         reason
     }
@@ -878,7 +859,7 @@ impl Device {
         }
         if peer.staged.len() >= MAX_STAGED_PACKETS {
             peer.staged.pop_front();
-            peer.stats.drops.count(DropReason::QueueFull);
+            peer.stats.drops.increment(DropReason::QueueFull);
         }
         peer.staged.push_back(packet);
         Ok(self.initiate(id, false, now, out))
@@ -1488,7 +1469,7 @@ impl Device {
                 let n = peer.staged.len();
                 peer.staged.clear();
                 for _ in 0..n {
-                    peer.stats.drops.count(DropReason::Unanswered);
+                    peer.stats.drops.increment(DropReason::Unanswered);
                 }
                 if peer.timers.zero_key_material.is_none() {
                     peer.timers.zero_key_material = Some(now + REJECT_AFTER_TIME * 3);
@@ -1586,7 +1567,7 @@ impl Device {
                 });
                 let s = &p.stats;
                 format!(
-                    "peer {} endpoint {endpoint} handshake {handshake}: received {} bytes, sent {} bytes, handshakes {}, {}",
+                    "peer {} endpoint {endpoint} handshake {handshake}: received {} bytes, sent {} bytes, handshakes {}, dropped {}",
                     Short(&p.public),
                     s.rx_bytes,
                     s.tx_bytes,
@@ -1596,7 +1577,7 @@ impl Device {
             })
             .collect();
         lines.push(format!(
-            "unattributed: {}; cookie replies sent {}",
+            "unattributed: dropped {}; cookie replies sent {}",
             self.drops, self.cookie_replies
         ));
         lines
