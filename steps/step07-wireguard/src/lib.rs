@@ -11,6 +11,8 @@
 //! - [`allowed`]: cryptokey routing's longest-prefix table.
 //! - [`device`]: the sans-IO core, many peers, configured at run time.
 //! - [`uapi`]: the `get=1` / `set=1` configuration protocol.
+//! - [`run`]: the I/O shell: TUN device, sockets, UAPI socket.
+//! - [`conf`] and [`quick`]: wg-quick's file, `up` and `down`.
 //!
 //! What it reuses from step 04: the primitives (BLAKE2s, HMAC, HKDF,
 //! ChaCha20-Poly1305, X25519), the replay window, the entropy source, the
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod allowed;
+pub mod conf;
 pub mod cookie;
 pub mod device;
 pub mod noise;
@@ -29,3 +32,7 @@ pub mod uapi;
 pub mod wire;
 
 pub use device::{Device, DropReason, PeerId};
+
+/// Set in the environment of the background copy of the program that
+/// `step07-wireguard IFNAME` and `up` start.
+pub const DAEMON_ENV: &str = "STEP07_WIREGUARD_DAEMON";

@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use step01_ping_tun::host::{self, Shutdown};
+use step07_wireguard::DAEMON_ENV;
+use step07_wireguard::quick;
 use step07_wireguard::run::{Options, serve, socket_path};
 
 const PROGRAM: &str = "step07-wireguard";
-/// Set in the environment of the background copy `step07-wireguard IFNAME`
-/// starts of itself.
-const DAEMON_ENV: &str = "STEP07_WIREGUARD_DAEMON";
 
 /// A WireGuard interface in user space: creates the TUN device IFNAME and
 /// serves WireGuard's configuration protocol on
@@ -49,6 +48,10 @@ struct Cli {
     /// Log more: -v shows every packet, -vv everything.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Take a wg-quick configuration on stdin, configure the interface
+    /// and the host from it, say `ready` on stdout (what `up` does).
+    #[arg(long, hide = true)]
+    from_stdin: bool,
     /// The interface (and TUN device) name, e.g. wg0.
     #[arg(value_name = "IFNAME")]
     ifname: Option<String>,
@@ -79,8 +82,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match (&cli.command, &cli.ifname) {
-        (Some(Command::Up { config }), _) => step07_wireguard::quick::up(PROGRAM, config, cli.verbose),
-        (Some(Command::Down { config }), _) => step07_wireguard::quick::down(PROGRAM, config, cli.verbose),
+        (Some(Command::Up { config }), _) => quick::up(PROGRAM, config, cli.verbose),
+        (Some(Command::Down { config }), _) => quick::down(PROGRAM, config, cli.verbose),
         (None, Some(ifname)) => interface(&cli, ifname),
         (None, None) => {
             eprintln!(
@@ -104,7 +107,7 @@ fn interface(cli: &Cli, ifname: &str) -> anyhow::Result<ExitCode> {
         eprintln!("{PROGRAM}: {}", host::needs_net_admin_message(&what));
         return Ok(ExitCode::from(host::EXIT_NO_PERMISSION as u8));
     }
-    if !cli.foreground && std::env::var_os(DAEMON_ENV).is_none() {
+    if !cli.foreground && !cli.from_stdin && std::env::var_os(DAEMON_ENV).is_none() {
         return background(ifname);
     }
     if std::env::var_os(DAEMON_ENV).is_some() {
@@ -120,13 +123,32 @@ fn interface(cli: &Cli, ifname: &str) -> anyhow::Result<ExitCode> {
         keylog: cli.keylog.clone(),
     };
     let daemon = std::env::var_os(DAEMON_ENV).is_some();
-    let status = serve(&options, &shutdown, || {
-        // The starting process has seen we are ready and exits: from now
-        // on the background copy's log goes nowhere (run with -f to see it).
-        if daemon && let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-            let _ = nix::unistd::dup2_stderr(&null);
-        }
-    })?;
+    let config = if cli.from_stdin {
+        Some(quick::config_from_stdin()?)
+    } else {
+        None
+    };
+    let status = serve(
+        &options,
+        &shutdown,
+        |device, net| match &config {
+            Some(c) => quick::configure(ifname, c, device, net),
+            None => Ok(None),
+        },
+        || {
+            if cli.from_stdin {
+                println!("ready");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            }
+            // The starting process has seen we are ready and exits: from
+            // now on the background copy's output goes nowhere (run with
+            // -f to see the log).
+            if daemon && let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                let _ = nix::unistd::dup2_stdout(&null);
+                let _ = nix::unistd::dup2_stderr(&null);
+            }
+        },
+    )?;
     for line in status.lines() {
         log::info!("{ifname}: {line}");
     }

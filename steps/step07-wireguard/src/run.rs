@@ -327,9 +327,17 @@ pub fn create_tun(name: &str) -> anyhow::Result<SyncDevice> {
 // ANCHOR: serve
 /// Runs the interface until SIGINT or SIGTERM: the TUN device, the UDP
 /// sockets, and the UAPI socket at `/var/run/wireguard/IFNAME.sock`,
-/// which is removed again on the way out. `ready` is called once the
+/// which is removed again on the way out. `setup` runs once the device
+/// exists, before any traffic (`up` configures it there and changes the
+/// host); what it returns is dropped when the interface stops, which is
+/// where the host is put back. `ready` is called after it, once the
 /// socket accepts connections.
-pub fn serve(options: &Options, shutdown: &Shutdown, ready: impl FnOnce()) -> anyhow::Result<String> {
+pub fn serve<G>(
+    options: &Options,
+    shutdown: &Shutdown,
+    setup: impl FnOnce(&mut Device, &mut Net) -> anyhow::Result<G>,
+    ready: impl FnOnce(),
+) -> anyhow::Result<String> {
     let tun = create_tun(&options.ifname)?;
     let listener = bind_uapi(&options.ifname)?;
     let path = socket_path(&options.ifname);
@@ -370,6 +378,11 @@ pub fn serve(options: &Options, shutdown: &Shutdown, ready: impl FnOnce()) -> an
         recorder: Mutex::new(recorder),
     });
     lock(&shared.device).listen_port = lock(&shared.net).port;
+    let guard = {
+        let mut device = lock(&shared.device);
+        let mut net = lock(&shared.net);
+        setup(&mut device, &mut net)?
+    };
     status_on_sigusr1(&shared)?;
     {
         let shared = Arc::clone(&shared);
@@ -384,7 +397,9 @@ pub fn serve(options: &Options, shutdown: &Shutdown, ready: impl FnOnce()) -> an
         options.ifname
     );
     ready();
-    packet_loop(&shared, shutdown)?;
+    let result = packet_loop(&shared, shutdown);
+    drop(guard);
+    result?;
     let status = lock(&shared.device).status(Instant::now()).join("\n");
     Ok(status)
 }
