@@ -1251,7 +1251,7 @@ impl Device {
         let Some(peer) = self.peer(id) else {
             return Err(self.drop_for(None, DropReason::UnknownPeer));
         };
-        // Section 5.1: a replayed initiation is refused by its timestamp,
+        // Section 5.4.2: a replayed initiation is refused by its timestamp,
         // and a peer may not make us work more than 50 times a second.
         if peer.latest_timestamp.is_some_and(|t| incoming.timestamp <= t) {
             return Err(self.drop_for(Some(id), DropReason::HandshakeReplay));

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Step 04 did the same dance with three differences, all visible here:
-//! the names hashed into the first chaining key (section 5.4.1), the
+//! the names hashed into the first chaining key (section 5.4), the
 //! pre-shared key mixed in after the last DH of the response (section
 //! 5.4.3: `(C, tau, k) = KDF3(C, Q)`), and the hash of the response's
 //! sealed empty payload, which step 04 left out.
@@ -29,9 +29,9 @@ use zeroize::Zeroize;
 use crate::wire::{HandshakeMessage, Initiation, Response};
 
 // ANCHOR: constants
-/// The protocol's name, hashed into the first chaining key (section 5.4.1).
+/// The protocol's name, hashed into the first chaining key (section 5.4).
 pub const CONSTRUCTION: &[u8] = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
-/// WireGuard's identifier, hashed into the first hash (section 5.4.1).
+/// WireGuard's identifier, hashed into the first hash (section 5.4).
 pub const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
 /// The label of mac1's key (section 5.4.4).
 pub const LABEL_MAC1: &[u8] = b"mac1----";
