@@ -439,8 +439,14 @@ fn packet_loop(shared: &Shared, shutdown: &Shutdown) -> anyhow::Result<()> {
     let mut out = vec![0u8; MAX_PACKET + MAX_OVERHEAD];
     let mut last_mtu_check = Instant::now();
     while !shutdown.requested() {
+        {
+            let (v4, v6) = lock(&shared.net).snapshot();
+            wait_readable(&shared.tun, [&v4, &v6])?;
+        }
+        // The sockets again: a `wg set listen-port` during the wait has
+        // replaced them, and a message sent from the old port would get
+        // its answer on a socket that is gone.
         let (v4, v6) = lock(&shared.net).snapshot();
-        wait_readable(&shared.tun, [&v4, &v6])?;
         for _ in 0..BURST {
             match shared.tun.recv(&mut packet) {
                 Ok(len) => {
