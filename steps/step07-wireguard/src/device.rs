@@ -1518,11 +1518,12 @@ impl Device {
             }
         }
         let peer = self.peer_mut(id)?;
-        if peer.want_handshake && peer.endpoint.is_some() {
-            if let Some(t) = self.initiate(id, false, now, out) {
-                return Some(t);
-            }
-            // Too soon after the last initiation: later.
+        // (Too soon after the last initiation: `initiate` says no, later.)
+        if peer.want_handshake
+            && peer.endpoint.is_some()
+            && let Some(t) = self.initiate(id, false, now, out)
+        {
+            return Some(t);
         }
         // Packets that waited for a session go out once there is one.
         // Without one, they wait: the retransmit timer (with its jitter)

@@ -72,6 +72,10 @@ fn underlay(peer: &str) -> Vec<Datagram> {
         .collect()
 }
 
+/// At a time: a datagram the peer sent us, or a packet our TUN device
+/// gave us.
+type Event<'a> = (Duration, Option<&'a Datagram>, Option<&'a [u8]>);
+
 /// TAI64N to time since the Unix epoch.
 fn from_tai64n(t: [u8; 12]) -> Duration {
     let secs = u64::from_be_bytes(t[..8].try_into().unwrap()) - ((1 << 62) + 10);
@@ -110,7 +114,7 @@ fn replay(peer: &str, we_initiate: bool) -> (usize, usize) {
         _ => p[8..24] == "fd07::1".parse::<std::net::Ipv6Addr>().unwrap().octets(),
     };
     let t_first = datagrams[0].at.min(tun[0].timestamp);
-    let mut events: Vec<(Duration, Option<&Datagram>, Option<&[u8]>)> = Vec::new();
+    let mut events: Vec<Event<'_>> = Vec::new();
     for d in datagrams.iter().filter(|d| d.to == ours) {
         events.push((d.at, Some(d), None));
     }
@@ -146,7 +150,7 @@ fn replay(peer: &str, we_initiate: bool) -> (usize, usize) {
         let incoming =
             consume_initiation(&identity, &Initiation::new_checked(&d.payload[..]).unwrap()).unwrap();
         let t = from_tai64n(incoming.timestamp);
-        let whitened = t.subsec_nanos() % (1 << 24) == 0;
+        let whitened = t.subsec_nanos().is_multiple_of(1 << 24);
         match peer {
             "boringtun" if d.from != ours => assert!(!whitened || t.subsec_nanos() == 0),
             _ => assert!(
