@@ -501,6 +501,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         }
     }
     wrong_psk(&lab, &mut report)?;
+    up_and_down(&lab, &mut report)?;
     for peer in Peer::ALL {
         flood(&lab, peer, &mut report)?;
     }
@@ -852,6 +853,98 @@ fn wrong_psk(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     stop(&mut s, "wrong psk", report)?;
     Ok(())
 }
+
+// ANCHOR: up_down
+/// `up FILE.conf` with a full tunnel to wireguard-go, then `kill -9` of
+/// the interface, then `down FILE.conf`: the host (routes, resolver) is as
+/// it was.
+fn up_and_down(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
+    let peer = Peer::WireguardGo;
+    let host = lab.peer_host(peer)?;
+    let peer_if = format!("s7q{}p", lab.run);
+    let log = |who: &str| lab.out.join(format!("up-down-{who}.log"));
+    let mut peer_run = peer.start(host, &peer_if, &log(peer.name()))?;
+    wg_set(
+        host,
+        &peer_if,
+        &lab.peer_key,
+        PEER_PORT,
+        &lab.tunlab_key.public,
+        &lab.psk.path()?,
+        &format!("{}/32,{}/128", wireguard::TUNLAB_INNER, wireguard::TUNLAB_INNER6),
+        &[],
+    )?;
+    host.ip(["address", "add", &format!("{}/24", wireguard::PEER_INNER), "dev", &peer_if])?;
+    host.ip(["address", "add", &format!("{}/64", wireguard::PEER_INNER6), "dev", &peer_if, "nodad"])?;
+    host.ip(["link", "set", &peer_if, "mtu", "1420", "up"])?;
+
+    let resolver = "nameserver 192.0.2.53\n";
+    lab.tunlab.set_resolv_conf(resolver)?;
+    let routes_before = lab.tunlab.ip(["route"])?;
+    let read = |p: &Path| -> anyhow::Result<String> { Ok(std::fs::read_to_string(p)?.trim().to_string()) };
+    let ifname = format!("s7q{}", lab.run);
+    let conf = lab.out.join(format!("{ifname}.conf"));
+    let text = format!(
+        "[Interface]\nPrivateKey = {}\nAddress = {}/24, {}/64\nDNS = {}\nMTU = 1420\n\n[Peer]\nPublicKey = {}\nPresharedKey = {}\nEndpoint = {}:{PEER_PORT}\nAllowedIPs = 0.0.0.0/0, ::/0\n",
+        read(&lab.tunlab_key.file)?,
+        wireguard::TUNLAB_INNER,
+        wireguard::TUNLAB_INNER6,
+        wireguard::PEER_INNER,
+        lab.peer_key.public,
+        read(&lab.psk.file)?,
+        peer.address(),
+    );
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&conf);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&conf)?;
+        f.write_all(text.as_bytes())?;
+    }
+    let conf_arg = path_arg(&conf)?;
+    let up = lab.tunlab.run(&path_arg(&lab.binary)?, ["up", conf_arg.as_str()])?;
+    let up_text = String::from_utf8_lossy(&up.stdout).to_string() + &String::from_utf8_lossy(&up.stderr);
+    report.check("up FILE.conf brings up a full tunnel to wireguard-go", up.status.success(), up_text.trim());
+    let pinged = lab.tunlab.ping(wireguard::PEER_INNER, 3, &[])?;
+    let routes = lab.tunlab.ip(["route"])?;
+    let resolv = lab.tunlab.stdout("cat", ["/etc/resolv.conf"])?;
+    report.check(
+        "after up: ping through the tunnel, everything routed into it, the resolver from DNS",
+        pinged.all_answered(3) && routes.contains(&format!("0.0.0.0/1 dev {ifname}")) && resolv.contains(wireguard::PEER_INNER),
+        format!("{pinged}; routes: {}", routes.lines().count()),
+    );
+    // kill -9: the interface cannot undo anything.
+    let pid = up_text
+        .split("(pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse::<i32>().ok());
+    if let Some(pid) = pid {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let left = lab.tunlab.stdout("cat", ["/etc/resolv.conf"])?;
+    report.check(
+        "after kill -9 of the interface, its resolver is still in place (down has work to do)",
+        pid.is_some() && left.contains(wireguard::PEER_INNER),
+        left.lines().last().unwrap_or("").to_string(),
+    );
+    let down = lab.tunlab.run(&path_arg(&lab.binary)?, ["down", conf_arg.as_str()])?;
+    let down_text = String::from_utf8_lossy(&down.stdout).to_string();
+    let routes_after = lab.tunlab.ip(["route"])?;
+    let resolv_after = lab.tunlab.stdout("cat", ["/etc/resolv.conf"])?;
+    report.check(
+        "down FILE.conf after kill -9 puts the routes and the resolver back as they were",
+        down.status.success() && routes_after == routes_before && resolv_after == resolver,
+        format!("{} lines undone or already gone", down_text.lines().count()),
+    );
+    let _ = peer_run.stop(Signal::SIGTERM, Duration::from_secs(5));
+    Ok(())
+}
+// ANCHOR_END: up_down
 
 // ANCHOR: flood
 /// A flood of initiations with a valid mac1 (anyone who knows step 07's

@@ -44,6 +44,8 @@ fn lab07_interoperates_with_wireguard_go_and_boringtun() {
         ));
     }
     report.assert_check("a wrong pre-shared key: no ping gets through");
+    report.assert_check("up FILE.conf brings up a full tunnel to wireguard-go");
+    report.assert_check("down FILE.conf after kill -9 puts the routes and the resolver back as they were");
     if tunlab::env::on_path("tshark") {
         report.assert_check(
             "a capture of step 07 and wireguard-go decrypts in tshark with WireGuard's key log (wg.keylog_file)",

@@ -71,3 +71,44 @@ proptest! {
         let _ = p.a.encapsulate_in_place(&mut buf[..40], bytes.len(), p.now);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever a client writes to the UAPI socket, the parser answers
+    /// (with a request or an errno) and applying what it accepted never
+    /// panics.
+    #[test]
+    fn hostile_uapi_requests_never_panic(body in proptest::collection::vec(any::<u8>(), 0..400), set in any::<bool>()) {
+        use step07_wireguard::uapi::{self, Request, Sockets};
+        struct NoSockets;
+        impl Sockets for NoSockets {
+            fn bind(&mut self, port: u16) -> std::io::Result<u16> { Ok(port) }
+            fn set_fwmark(&mut self, _: u32) -> std::io::Result<()> { Ok(()) }
+        }
+        let mut text = if set { b"set=1\n".to_vec() } else { Vec::new() };
+        text.extend(&body);
+        let mut reader = &text[..];
+        let (mut p, _) = recorded();
+        for _ in 0..4 {
+            match uapi::read_request(&mut reader) {
+                Ok(Some(Request::Set(ops))) => { let _ = uapi::apply(&mut p.a, ops, &mut NoSockets, p.now); }
+                Ok(Some(Request::Get)) => { let _ = uapi::get(&p.a, p.now); }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    /// Lines made of wg-quick's keys and random values: parsed or refused
+    /// with a line number, never a panic.
+    #[test]
+    fn hostile_config_files_never_panic(lines in proptest::collection::vec(
+        (prop::sample::select(vec!["[Interface]", "[Peer]", "PrivateKey", "Address", "DNS", "MTU", "ListenPort",
+            "PublicKey", "AllowedIPs", "Endpoint", "PersistentKeepalive", "PresharedKey", "FwMark", "#", "="]),
+         "[ -~]{0,60}"), 0..20)) {
+        let text: String = lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        if let Err(e) = step07_wireguard::conf::parse(&text) {
+            prop_assert!(e.line <= lines.len());
+        }
+    }
+}
