@@ -874,8 +874,21 @@ fn up_and_down(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         &format!("{}/32,{}/128", wireguard::TUNLAB_INNER, wireguard::TUNLAB_INNER6),
         &[],
     )?;
-    host.ip(["address", "add", &format!("{}/24", wireguard::PEER_INNER), "dev", &peer_if])?;
-    host.ip(["address", "add", &format!("{}/64", wireguard::PEER_INNER6), "dev", &peer_if, "nodad"])?;
+    host.ip([
+        "address",
+        "add",
+        &format!("{}/24", wireguard::PEER_INNER),
+        "dev",
+        &peer_if,
+    ])?;
+    host.ip([
+        "address",
+        "add",
+        &format!("{}/64", wireguard::PEER_INNER6),
+        "dev",
+        &peer_if,
+        "nodad",
+    ])?;
     host.ip(["link", "set", &peer_if, "mtu", "1420", "up"])?;
 
     let resolver = "nameserver 192.0.2.53\n";
@@ -898,19 +911,31 @@ fn up_and_down(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let _ = std::fs::remove_file(&conf);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&conf)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&conf)?;
         f.write_all(text.as_bytes())?;
     }
     let conf_arg = path_arg(&conf)?;
-    let up = lab.tunlab.run(&path_arg(&lab.binary)?, ["up", conf_arg.as_str()])?;
+    let up = lab
+        .tunlab
+        .run(&path_arg(&lab.binary)?, ["up", conf_arg.as_str()])?;
     let up_text = String::from_utf8_lossy(&up.stdout).to_string() + &String::from_utf8_lossy(&up.stderr);
-    report.check("up FILE.conf brings up a full tunnel to wireguard-go", up.status.success(), up_text.trim());
+    report.check(
+        "up FILE.conf brings up a full tunnel to wireguard-go",
+        up.status.success(),
+        up_text.trim(),
+    );
     let pinged = lab.tunlab.ping(wireguard::PEER_INNER, 3, &[])?;
     let routes = lab.tunlab.ip(["route"])?;
     let resolv = lab.tunlab.stdout("cat", ["/etc/resolv.conf"])?;
     report.check(
         "after up: ping through the tunnel, everything routed into it, the resolver from DNS",
-        pinged.all_answered(3) && routes.contains(&format!("0.0.0.0/1 dev {ifname}")) && resolv.contains(wireguard::PEER_INNER),
+        pinged.all_answered(3)
+            && routes.contains(&format!("0.0.0.0/1 dev {ifname}"))
+            && resolv.contains(wireguard::PEER_INNER),
         format!("{pinged}; routes: {}", routes.lines().count()),
     );
     // kill -9: the interface cannot undo anything.
@@ -932,7 +957,9 @@ fn up_and_down(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
         pid.is_some() && left.contains(wireguard::PEER_INNER),
         left.lines().last().unwrap_or("").to_string(),
     );
-    let down = lab.tunlab.run(&path_arg(&lab.binary)?, ["down", conf_arg.as_str()])?;
+    let down = lab
+        .tunlab
+        .run(&path_arg(&lab.binary)?, ["down", conf_arg.as_str()])?;
     let down_text = String::from_utf8_lossy(&down.stdout).to_string();
     let routes_after = lab.tunlab.ip(["route"])?;
     let resolv_after = lab.tunlab.stdout("cat", ["/etc/resolv.conf"])?;

@@ -21,6 +21,8 @@ fn lab07_interoperates_with_wireguard_go_and_boringtun() {
     })
     .unwrap();
     report.assert_passed("lab 07");
+    // The book quotes this run: every `<!-- output: lab 07 -->` block.
+    tunlab::book_output::assert_lab_blocks("07", &report, &out);
     for peer in ["wireguard-go", "boringtun"] {
         for role in ["initiator", "responder"] {
             let who = format!("{peer} (step 07 as {role})");
