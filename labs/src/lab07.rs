@@ -719,7 +719,7 @@ fn roaming(lab: &Lab, peer: Peer, s: &Session, who: &str, report: &mut Report) -
     let ping = lab
         .tunlab
         .command("ping")
-        .args(["-n", "-c", "30", "-i", "0.1", "-W", "2", wireguard::PEER_INNER])
+        .args(["-n", "-c", "60", "-i", "0.1", "-W", "2", wireguard::PEER_INNER])
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     std::thread::sleep(Duration::from_millis(1000));
@@ -741,8 +741,8 @@ fn roaming(lab: &Lab, peer: Peer, s: &Session, who: &str, report: &mut Report) -
         format!("its endpoint for step 07: {endpoint}"),
     );
     report.check(
-        format!("{who}: the ping goes on while step 07 moves (at most 3 of 30 lost)"),
-        sent == 30 && got + 3 >= sent,
+        format!("{who}: the ping goes on while step 07 moves (at most 3 of 60 lost)"),
+        sent == 60 && got + 3 >= sent,
         format!("{got} of {sent} answered"),
     );
     // Put the address back for the next session.
@@ -999,9 +999,10 @@ while time.time() < end:
     m += hashlib.blake2s(m, key=key, digest_size=16).digest() + bytes(16)
     s.sendto(m, dst); n += 1
     if n % 20 == 0: time.sleep(0.01)
+    if n == 500: print("flooding", flush=True)
 print(n)
 "#;
-    let flood = lab
+    let mut flood = lab
         .attacker
         .command("python3")
         .args([
@@ -1014,7 +1015,14 @@ print(n)
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()?;
-    std::thread::sleep(Duration::from_millis(1000));
+    // Wait until 500 initiations are out, so step 07 is under load (more
+    // than 100 in a second) before the real peer starts its handshake.
+    let mut stdout = std::io::BufReader::new(flood.stdout.take().context("the flood's stdout")?);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line)?;
+    if line.trim() != "flooding" {
+        bail!("the flood did not start: {line:?}");
+    }
     // The peer's first initiation gets a cookie reply; its retry, 5 s
     // later, carries mac2 and is answered.
     let started = Instant::now();
