@@ -26,6 +26,7 @@
 //! - [`exercise`]: the checker of the coding exercises.
 //! - [`bench`]: `tunlab bench`, every tunnel measured against the bare
 //!   link and the userspace WireGuard implementations.
+//! - [`fuzz`]: `tunlab fuzz`, the coverage-guided fuzz targets run for a time.
 //! - [`relay`]: a userspace bad link (loss, delay, reordering) for UDP and TCP.
 
 #![forbid(unsafe_code)]
@@ -35,6 +36,7 @@ pub mod captures;
 pub mod doctor;
 pub mod env;
 pub mod exercise;
+pub mod fuzz;
 pub mod hoststate;
 pub mod keys;
 pub mod lab01;
