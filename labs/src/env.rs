@@ -375,20 +375,23 @@ fn sudo_command(program: &Path, args: &[OsString]) -> Command {
 }
 
 /// Runs this program again as root through sudo with `args`, after
-/// building `needs.binaries` as the user, and returns its exit code.
+/// making sure sudo will, and building `needs.binaries` as the user;
+/// returns its exit code.
 /// While it runs, Ctrl-C belongs to it (this copy waits), and SIGTERM and
 /// SIGHUP are passed on.
 pub fn run_as_root(what: &str, needs: &Needs, args: &[OsString]) -> anyhow::Result<u8> {
-    for (package, bin) in needs.binaries {
-        binary(package, bin)?;
-    }
     let exe = std::env::current_exe().context("finding this program's path")?;
     let shown: Vec<String> = args
         .iter()
         .map(|a| step01_ping_tun::host::shell_quote(&a.to_string_lossy()))
         .collect();
     let as_root = format!("{} {}", exe.display(), shown.join(" "));
+    // Asked first, so that a password prompt comes at once and not after
+    // a long build.
     sudo_ok(what, &as_root)?;
+    for (package, bin) in needs.binaries {
+        binary(package, bin)?;
+    }
     let mut child = sudo_command(&exe, args).spawn().context("running sudo")?;
     let pid = child.id();
     let mut signals = signal_hook::iterator::Signals::new([
@@ -403,10 +406,10 @@ pub fn run_as_root(what: &str, needs: &Needs, args: &[OsString]) -> anyhow::Resu
         for signal in signals.forever() {
             // The terminal sends Ctrl-C and Ctrl-\ to the whole process
             // group, the root copy included: nothing to pass on.
-            if signal == signal_hook::consts::SIGTERM || signal == signal_hook::consts::SIGHUP {
-                if let Ok(signal) = nix::sys::signal::Signal::try_from(signal) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
-                }
+            if (signal == signal_hook::consts::SIGTERM || signal == signal_hook::consts::SIGHUP)
+                && let Ok(signal) = nix::sys::signal::Signal::try_from(signal)
+            {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
             }
         }
     });
