@@ -254,38 +254,37 @@ fn tool(name: &str) -> Line {
 
 /// How this user gets root.
 fn privileges() -> Line {
+    use crate::env::Sudo;
     if env::is_root() {
         return line(State::Ok, "privileges", "running as root", None);
     }
-    if !env::on_path("sudo") {
-        return line(
-            State::Missing,
-            "privileges",
-            "not root, and no sudo to become root for the lab part",
-            Some("install sudo and give yourself the right to use it (as root: apt-get install sudo; usermod -aG sudo $USER), or run tunlab as root".into()),
-        );
-    }
-    let ready = std::process::Command::new("sudo")
-        .args(["-n", "true"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ready {
-        line(
+    let become_root =
+        "as root: apt-get install sudo; usermod -aG sudo $USER (then log in again), or run tunlab as root";
+    match env::sudo_state() {
+        Sudo::Ready => line(
             State::Ok,
             "privileges",
             "sudo gives root without asking now",
             None,
-        )
-    } else {
-        line(
+        ),
+        Sudo::Password => line(
             State::Ok,
             "privileges",
             "sudo will ask for your password when a lab starts (run labs from a terminal)",
             None,
-        )
+        ),
+        Sudo::Missing => line(
+            State::Missing,
+            "privileges",
+            "not root, and no sudo to become root for the lab part",
+            Some(become_root.into()),
+        ),
+        Sudo::Refused(said) => line(
+            State::Missing,
+            "privileges",
+            format!("not root, and sudo does not give you root ({said})"),
+            Some(become_root.into()),
+        ),
     }
 }
 

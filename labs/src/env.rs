@@ -299,16 +299,50 @@ impl std::fmt::Display for CannotElevate {
 
 impl std::error::Error for CannotElevate {}
 
-/// Whether sudo gives root now without asking (cached credentials, or
-/// NOPASSWD).
+/// What sudo would do for this user now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sudo {
+    /// Not installed.
+    Missing,
+    /// Gives root without asking (cached credentials, or NOPASSWD).
+    Ready,
+    /// Gives root after a password.
+    Password,
+    /// Does not give this user root at all; sudo's own words.
+    Refused(String),
+}
+
+/// What sudo would do for this user, asked without ever prompting: `sudo
+/// -n true` (works now?), then `sudo -n -v`, which names a user sudoers
+/// does not list at all.
+pub fn sudo_state() -> Sudo {
+    if !on_path("sudo") {
+        return Sudo::Missing;
+    }
+    let sudo = |args: &[&str]| {
+        Command::new("sudo")
+            .args(args)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .output()
+    };
+    match sudo(&["-n", "true"]) {
+        Ok(out) if out.status.success() => return Sudo::Ready,
+        Ok(_) => {}
+        Err(_) => return Sudo::Missing,
+    }
+    let said = sudo(&["-n", "-v"])
+        .map(|out| String::from_utf8_lossy(&out.stderr).trim().to_string())
+        .unwrap_or_default();
+    if said.contains("may not run sudo") || said.contains("not in the sudoers") {
+        Sudo::Refused(said)
+    } else {
+        Sudo::Password
+    }
+}
+
 fn sudo_ready() -> bool {
-    Command::new("sudo")
-        .args(["-n", "true"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    sudo_state() == Sudo::Ready
 }
 
 /// Whether there is a terminal sudo can ask a password on.
@@ -325,13 +359,19 @@ fn has_terminal() -> bool {
 /// `as_root` is the command for a root shell.
 pub fn sudo_ok(what: &str, as_root: &str) -> Result<(), CannotElevate> {
     let why = format!("{what} needs root (it creates network namespaces)");
-    if !on_path("sudo") {
-        return Err(CannotElevate(format!(
-            "{why}, and sudo is not installed; as root, run: {as_root}"
-        )));
-    }
-    if sudo_ready() {
-        return Ok(());
+    match sudo_state() {
+        Sudo::Ready => return Ok(()),
+        Sudo::Missing => {
+            return Err(CannotElevate(format!(
+                "{why}, and sudo is not installed; as root, run: {as_root}"
+            )));
+        }
+        Sudo::Refused(said) => {
+            return Err(CannotElevate(format!(
+                "{why}, and sudo does not give it to you ({said}); as root, run: {as_root}"
+            )));
+        }
+        Sudo::Password => {}
     }
     if !has_terminal() {
         return Err(CannotElevate(format!(
@@ -460,7 +500,7 @@ pub fn lab_test(test: &str, needs: &Needs) -> bool {
         return true;
     }
     if let Err(reason) =
-        TEST_SUDO.get_or_init(|| sudo_ok("the lab tests", "cargo test -p tunlab").map_err(|e| e.0))
+        TEST_SUDO.get_or_init(|| sudo_ok("a lab test", "cargo test -p tunlab").map_err(|e| e.0))
     {
         skip(test, reason);
         return false;
