@@ -256,12 +256,34 @@ pub fn binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
 
 /// `cargo`, as the user it should run as: ourselves, or, when root works
 /// for another user, that user (with their home, so their `~/.cargo` and
-/// `~/.rustup` are used and stay theirs).
+/// `~/.rustup` are used and stay theirs). When cargo itself already ran
+/// as root in this target folder (`sudo cargo run ...`), the user's cargo
+/// could not write there: root builds, as cargo did, and says how to
+/// repair it.
 fn cargo_command() -> anyhow::Result<Command> {
-    let Some((uid, gid)) = owner() else {
+    let as_root = || {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        return Ok(Command::new(cargo));
+        Ok(Command::new(cargo))
     };
+    let Some((uid, gid)) = owner() else {
+        return as_root();
+    };
+    let dir = build_dir()?;
+    let roots = [dir.clone(), dir.join(".cargo-lock")]
+        .iter()
+        .any(|p| p.metadata().is_ok_and(|m| m.uid() == 0));
+    if roots {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            eprintln!(
+                "tunlab: cargo ran as root here ({} is root's), so root builds too; \
+                 to build as yourself again: sudo chown -R {uid}:{gid} {}, then run tunlab without sudo",
+                dir.display(),
+                dir.parent().unwrap_or(&dir).display()
+            );
+        });
+        return as_root();
+    }
     let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
