@@ -66,8 +66,7 @@ impl PathHook {
     /// that cannot be a source (multicast, say) falls back to our own
     /// address of the family.
     fn error_source(&self, packet: &[u8]) -> Option<IpAddr> {
-        let ip = etherparse::IpSlice::from_slice(packet).ok()?;
-        let dst = ip.destination_addr();
+        let dst = crate::transport::locate(packet).ok()?.destination;
         let usable = match dst {
             IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback()),
             IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified() || a.is_loopback()),
