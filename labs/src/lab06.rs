@@ -1274,10 +1274,10 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             report.check("L3: the session ran to its end", false, format!("{e:#}"));
         }
     }
-    if options.fixtures {
-        if let Err(e) = record_fixtures(out, &binary, &mut report) {
-            report.check("fixtures: recorded", false, format!("{e:#}"));
-        }
+    if options.fixtures
+        && let Err(e) = record_fixtures(out, &binary, &mut report)
+    {
+        report.check("fixtures: recorded", false, format!("{e:#}"));
     }
     report.note(format!(
         "the lab took {:.1} s; captures and logs are in {}",
