@@ -70,14 +70,15 @@ pub trait Core: Send + 'static {
     /// Why the core dropped a packet or message.
     type Drop: fmt::Display;
 
-    /// An IP packet read from the TUN device: a message to send, or
-    /// nothing yet (the core keeps the packet until it can send it).
+    /// An IP packet read from the TUN device, which the core may change in
+    /// place: a message to send, nothing yet (the core keeps the packet
+    /// until it can send it), or an answer for the TUN device instead.
     fn encapsulate(
         &mut self,
-        packet: &[u8],
+        packet: &mut [u8],
         now: Instant,
         out: &mut [u8],
-    ) -> Result<Option<Transmit>, Self::Drop>;
+    ) -> Result<Outgoing, Self::Drop>;
 
     /// A message that arrived from `from` over the underlay.
     fn decapsulate(
@@ -107,11 +108,11 @@ impl Core for Tunnel {
 
     fn encapsulate(
         &mut self,
-        packet: &[u8],
+        packet: &mut [u8],
         now: Instant,
         out: &mut [u8],
-    ) -> Result<Option<Transmit>, Self::Drop> {
-        Tunnel::encapsulate(self, packet, now, out).map(Some)
+    ) -> Result<Outgoing, Self::Drop> {
+        Tunnel::encapsulate(self, packet, now, out).map(Outgoing::Send)
     }
 
     fn decapsulate(
@@ -144,40 +145,23 @@ impl Core for Tunnel {
 // ANCHOR_END: core
 
 // ANCHOR: hook
-/// What a later step does to inner packets on their way through the
-/// tunnel. Step 02 leaves them alone ([`NoHook`]); step 03 clamps the TCP MSS
-/// and answers packets too big for the tunnel with an ICMP error.
-pub trait InnerHook: Send + Sync {
-    /// A packet read from the TUN device at `now`, before it is
-    /// encapsulated. It may be changed in place, or answered with a packet
-    /// of `len` bytes written to `reply`, which goes back into the TUN
-    /// device instead.
-    fn outbound(&self, packet: &mut [u8], now: Instant, reply: &mut [u8]) -> Outbound;
-    /// A packet that came out of the tunnel, before it is written to the TUN
-    /// device. It may be changed in place.
-    fn inbound(&self, packet: &mut [u8]);
-}
-
-/// What becomes of a packet read from the TUN device.
+/// What becomes of a packet read from the TUN device, as the core decides.
+///
+/// A later step changes or answers inner packets by wrapping a core in
+/// another that implements [`Core`] too: step 03's path policy clamps the
+/// TCP MSS, and answers a packet too big for the tunnel with an ICMP error
+/// that goes back into the TUN device ([`Outgoing::Answer`]) instead of to
+/// the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outbound {
-    /// Encapsulate it and send it to the peer.
-    Send,
-    /// Do not send it; write the `len`-byte reply back to the TUN device.
-    Reply(usize),
-    /// Do not send it, for this reason.
-    Drop(&'static str),
-}
-
-/// The hook of step 02: every packet goes through unchanged.
-pub struct NoHook;
-
-impl InnerHook for NoHook {
-    fn outbound(&self, _: &mut [u8], _: Instant, _: &mut [u8]) -> Outbound {
-        Outbound::Send
-    }
-
-    fn inbound(&self, _: &mut [u8]) {}
+pub enum Outgoing {
+    /// Send the message at the start of the output buffer.
+    Send(Transmit),
+    /// Nothing to send yet: the core keeps the packet (until a handshake
+    /// completes, say).
+    Held,
+    /// Do not send the packet; write the `len`-byte answer at the start of
+    /// the output buffer back into the TUN device.
+    Answer(usize),
 }
 // ANCHOR_END: hook
 
@@ -187,7 +171,6 @@ struct Shared<C> {
     device: SyncDevice,
     recorder: Mutex<Option<Recorder>>,
     tun: String,
-    hook: Arc<dyn InnerHook>,
 }
 
 impl<C: Core> Shared<C> {
@@ -206,12 +189,6 @@ impl<C: Core> Shared<C> {
                 *recorder = None;
             }
         }
-    }
-
-    /// Writes a packet that came out of the tunnel to the TUN device.
-    fn to_tun(&self, packet: &mut [u8]) {
-        self.hook.inbound(packet);
-        self.write_tun(packet);
     }
 
     fn write_tun(&self, packet: &[u8]) {
@@ -242,7 +219,7 @@ pub fn run(config: &Config, address: Ipv4Net, shutdown: &Shutdown) -> anyhow::Re
     let device = create_tun(&config.tun, address, mtu)?;
     log::info!("{} is up with {address} (MTU {mtu})", config.tun);
     let tunnel = step02_tunnel(config, usize::from(mtu));
-    run_device(device, config, tunnel, Arc::new(NoHook), shutdown)
+    run_device(device, config, tunnel, shutdown, |tunnel| tunnel.status())
 }
 
 /// Step 02's core for `config`, carrying inner packets of at most
@@ -256,15 +233,15 @@ pub fn step02_tunnel(config: &Config, tunnel_mtu: usize) -> Tunnel {
         .accepting_up_to(usize::from(max_inner(config.underlay_mtu)))
 }
 
-/// Runs `core` over an open TUN device, with `hook` applied to inner
-/// packets, until SIGINT or SIGTERM; returns the core's final status.
-pub fn run_device<C: Core>(
+/// Runs `core` over an open TUN device until SIGINT or SIGTERM; returns
+/// what `report` makes of the core then (its counters, say).
+pub fn run_device<C: Core, R>(
     device: SyncDevice,
     config: &Config,
     core: C,
-    hook: Arc<dyn InnerHook>,
     shutdown: &Shutdown,
-) -> anyhow::Result<String> {
+    report: impl FnOnce(&C) -> R,
+) -> anyhow::Result<R> {
     let recorder = match &config.pcap {
         Some(path) => Some(Recorder::create(path).with_context(|| format!("creating {}", path.display()))?),
         None => None,
@@ -274,7 +251,6 @@ pub fn run_device<C: Core>(
         device,
         recorder: Mutex::new(recorder),
         tun: config.tun.clone(),
-        hook,
     });
     print_counters_on_sigusr1(&shared)?;
     shared
@@ -288,8 +264,8 @@ pub fn run_device<C: Core>(
             tun_loop(config, &shared, shutdown, &sender)?;
         }
     }
-    let status = shared.core().status();
-    Ok(status)
+    let report = report(&shared.core());
+    Ok(report)
 }
 // ANCHOR_END: run
 
@@ -297,23 +273,20 @@ pub fn run_device<C: Core>(
 /// Where a packet read from the TUN device goes on its way, allocated
 /// once.
 struct Scratch {
-    /// The message `encapsulate` makes.
+    /// The message `encapsulate` makes, or its answer for the TUN device.
     out: Vec<u8>,
-    /// An answer the hook writes back into the TUN device.
-    reply: Vec<u8>,
 }
 
 impl Scratch {
     fn new() -> Self {
         Self {
             out: vec![0u8; MAX_PACKET + MAX_OVERHEAD],
-            reply: vec![0u8; MAX_PACKET],
         }
     }
 }
 
-/// A packet read from the TUN device: the hook's verdict, then
-/// `encapsulate`, then `send` to the peer.
+/// A packet read from the TUN device: `encapsulate`, then `send` to the
+/// peer, or the core's answer back into the TUN device.
 fn from_tun<C: Core>(
     shared: &Shared<C>,
     packet: &mut [u8],
@@ -321,28 +294,19 @@ fn from_tun<C: Core>(
     send: &impl Fn(&Transmit, &[u8]),
 ) {
     shared.record(packet);
-    match shared.hook.outbound(packet, Instant::now(), &mut scratch.reply) {
-        Outbound::Send => {}
-        Outbound::Reply(n) => {
-            log::debug!("answered {}: {}", shared.tun, Summary(packet));
-            shared.write_tun(&scratch.reply[..n]);
-            return;
-        }
-        Outbound::Drop(why) => {
-            log::info!("drop ({why}) from {}: {}", shared.tun, Summary(packet));
-            return;
-        }
-    }
-    let packet = &*packet;
     let result = shared
         .core()
         .encapsulate(packet, Instant::now(), &mut scratch.out);
     match result {
-        Ok(Some(transmit)) => {
+        Ok(Outgoing::Send(transmit)) => {
             log::debug!("from {}: {}", shared.tun, Summary(packet));
             send(&transmit, &scratch.out[..transmit.len]);
         }
-        Ok(None) => log::debug!("from {} (held): {}", shared.tun, Summary(packet)),
+        Ok(Outgoing::Held) => log::debug!("from {} (held): {}", shared.tun, Summary(packet)),
+        Ok(Outgoing::Answer(n)) => {
+            log::debug!("answered {}: {}", shared.tun, Summary(packet));
+            shared.write_tun(&scratch.out[..n]);
+        }
         Err(reason) => log::info!("drop ({reason}) from {}: {}", shared.tun, Summary(packet)),
     }
 }
@@ -424,7 +388,7 @@ fn act<C: Core>(
 ) {
     let result = shared.core().decapsulate(from, message, Instant::now(), out);
     match result {
-        Ok(Action::WriteToTun(len)) => shared.to_tun(&mut out[..len]),
+        Ok(Action::WriteToTun(len)) => shared.write_tun(&out[..len]),
         Ok(Action::Reply(t)) => reply(&out[..t.len]),
         Ok(Action::Nothing) => {}
         Err(reason) => log::info!("drop ({reason}) from {from}: {}", C::summary(message)),

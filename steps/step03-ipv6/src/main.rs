@@ -6,8 +6,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,10 +14,10 @@ use ipnet::IpNet;
 use step01_ping_tun::host::{self, Shutdown};
 use step01_ping_tun::pcap::Recorder;
 use step02_plain_tunnel::mtu::{Transport, tun_mtu};
-use step02_plain_tunnel::run::{Config, Endpoint, resolve, run_device, step02_tunnel};
+use step02_plain_tunnel::run::{Config, Core, Endpoint, resolve, run_device, step02_tunnel};
 use step03_ipv6::cli::ip_net;
 use step03_ipv6::device::create_tun;
-use step03_ipv6::hook::PathHook;
+use step03_ipv6::hook::PathPolicy;
 use step03_ipv6::respond::DualResponder;
 
 /// IPv4 and IPv6, inside the tunnel and outside it.
@@ -236,14 +234,10 @@ fn tunnel_end(
         args.device.tun,
         listing(&args.device.addresses)
     );
-    let hook = Arc::new(PathHook::new(limit, v4, v6));
     let tunnel = step02_tunnel(&config, usize::from(mtu));
-    let counters = run_device(device, &config, tunnel, hook.clone(), shutdown)?;
-    Ok(format!(
-        "{}: {counters}; clamped {} TCP MSS, sent {} too-big errors ({} more held back by the rate limit)",
-        args.device.tun,
-        hook.clamped.load(Ordering::Relaxed),
-        hook.too_big.load(Ordering::Relaxed),
-        hook.rate_limited.load(Ordering::Relaxed)
-    ))
+    let policy = PathPolicy::new(tunnel, limit, v4, v6);
+    let counters = run_device(device, &config, policy, shutdown, |policy| {
+        format!("{}; {}", policy.core().status(), policy.summary())
+    })?;
+    Ok(format!("{}: {counters}", args.device.tun))
 }
