@@ -618,7 +618,7 @@ fn serve_connection<C: Core>(stream: TcpStream, current: &Current, shared: &Shar
             return;
         }
     }
-    let mut reader = FrameReader::new(max_message);
+    let mut reader = FrameReader::new(max_message).with_min(crate::wire::HEADER_LEN);
     let mut stream = stream;
     let mut message = vec![0u8; max_message];
     let mut out = vec![0u8; MAX_PACKET];
