@@ -10,6 +10,7 @@
 //! - [`report`]: the PASS/FAIL lines of a lab.
 //! - [`traffic`]: driving ping, nc, curl and iperf3 and reading what they say.
 //! - [`exercise`]: the checker of the coding exercises.
+//! - [`fuzz`]: `tunlab fuzz`, the coverage-guided fuzz targets run for a time.
 //! - [`labs`]: the list of labs; [`lab01`], [`lab02`], [`lab03`], [`lab04`],
 //!   [`lab05`], [`lab06`]: the labs.
 //! - [`relay`]: a userspace bad link (loss, delay, reordering) for UDP and TCP.
@@ -19,6 +20,7 @@
 pub mod bench;
 pub mod env;
 pub mod exercise;
+pub mod fuzz;
 pub mod lab01;
 pub mod lab02;
 pub mod lab03;

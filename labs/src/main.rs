@@ -16,7 +16,7 @@ use step02_plain_tunnel::wire::{UnderlaySummary, udp_payload};
 use tunlab::labs::{LABS, Lab};
 use tunlab::netns::Host;
 use tunlab::report::Report;
-use tunlab::{bench, env, exercise, lab01, lab02, lab03, lab04, lab05, lab06, netns};
+use tunlab::{bench, env, exercise, fuzz, lab01, lab02, lab03, lab04, lab05, lab06, netns};
 
 /// Run the tunlab classroom labs: each builds its own hosts from network
 /// namespaces, runs the real step binaries in them, drives real traffic and
@@ -94,6 +94,20 @@ enum Cmd {
         /// (book/src/bench/), for the performance chapter.
         #[arg(long)]
         book: bool,
+    },
+    /// Run every fuzz target (fuzz/fuzz_targets/) for a while, each seeded
+    /// with the shipped captures, and report executions, coverage and
+    /// crashes. Needs cargo-fuzz (scripts/install-deps.sh --fuzz), not root.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets, e.g. --target step01_responder [default: all].
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
+        /// List the targets and what each feeds, and stop.
+        #[arg(long)]
+        list: bool,
     },
     /// Remove lab hosts left behind by runs that crashed or were killed.
     Clean {
@@ -199,6 +213,30 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
                 println!("written: {}/bench.{{json,md,svg}}", dir.display());
             }
             Ok(true)
+        }
+        Cmd::Fuzz { seconds, targets, list } => {
+            if list {
+                for t in fuzz::TARGETS {
+                    println!("{:<28} {}", t.name, t.what);
+                }
+                return Ok(true);
+            }
+            let chosen: Vec<&fuzz::Target> = if targets.is_empty() {
+                fuzz::TARGETS.iter().collect()
+            } else {
+                targets.iter().map(|t| fuzz::find(t)).collect::<anyhow::Result<_>>()?
+            };
+            println!("building {} fuzz targets (AddressSanitizer, debug assertions)", chosen.len());
+            fuzz::build()?;
+            let mut crashed = false;
+            for (i, target) in chosen.iter().enumerate() {
+                println!("[{}/{}] {} for {seconds} s: {}", i + 1, chosen.len(), target.name, target.what);
+                let outcome = fuzz::run(target, seconds)?;
+                println!("{outcome}");
+                crashed |= outcome.crash.is_some();
+            }
+            println!("corpora and logs: {}", fuzz::work_dir().display());
+            Ok(!crashed)
         }
         Cmd::Clean { all } => {
             env::require_root()?;
