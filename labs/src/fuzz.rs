@@ -132,7 +132,8 @@ pub fn write_seeds(target: &Target, dir: &Path) -> anyhow::Result<usize> {
                 vec![path]
             };
             for file in files {
-                let (link, captured) = pcap::read_any(&file).with_context(|| format!("reading {}", file.display()))?;
+                let (link, captured) =
+                    pcap::read_any(&file).with_context(|| format!("reading {}", file.display()))?;
                 packets.extend(captured.into_iter().map(|c| (link, c.data)));
             }
         }
@@ -196,7 +197,10 @@ fn cargo_fuzz() -> anyhow::Result<Command> {
         bail!("cargo-fuzz is missing; install it with: scripts/install-deps.sh --fuzz");
     }
     let mut command = Command::new(cargo);
-    command.current_dir(fuzz_dir()).env("RUSTC_BOOTSTRAP", "1").arg("fuzz");
+    command
+        .current_dir(fuzz_dir())
+        .env("RUSTC_BOOTSTRAP", "1")
+        .arg("fuzz");
     Ok(command)
 }
 
@@ -312,18 +316,27 @@ mod tests {
                    #822835\tDONE   cov: 312 ft: 1045 corp: 88/2114b lim: 4096 exec/s: 74803 rss: 60Mb\n\
                    Done 822835 runs in 11 second(s)\nstat::number_of_executed_units: 822835\n";
         let o = parse("t", log);
-        assert_eq!((o.runs, o.seconds, o.coverage, o.features, o.corpus), (822835, 11, 312, 1045, 88));
+        assert_eq!(
+            (o.runs, o.seconds, o.coverage, o.features, o.corpus),
+            (822835, 11, 312, 1045, 88)
+        );
         assert!(o.crash.is_none());
         let crash = "==1==ERROR: AddressSanitizer\nTest unit written to target/fuzz/artifacts/t/crash-abc\n";
-        assert_eq!(crash_file(crash), Some(PathBuf::from("target/fuzz/artifacts/t/crash-abc")));
+        assert_eq!(
+            crash_file(crash),
+            Some(PathBuf::from("target/fuzz/artifacts/t/crash-abc"))
+        );
     }
 
     #[test]
     fn every_target_has_a_file_and_seeds() {
         for target in TARGETS {
-            let file = fuzz_dir().join("fuzz_targets").join(format!("{}.rs", target.name));
+            let file = fuzz_dir()
+                .join("fuzz_targets")
+                .join(format!("{}.rs", target.name));
             assert!(file.is_file(), "{} has no {}", target.name, file.display());
-            let dir = std::env::temp_dir().join(format!("tunlab-seeds-{}-{}", std::process::id(), target.name));
+            let dir =
+                std::env::temp_dir().join(format!("tunlab-seeds-{}-{}", std::process::id(), target.name));
             let n = write_seeds(target, &dir).unwrap();
             assert!(n > 0, "{} has no seeds", target.name);
             std::fs::remove_dir_all(dir).unwrap();
@@ -331,7 +344,14 @@ mod tests {
         // And every file is a listed target.
         let listed: Vec<String> = std::fs::read_dir(fuzz_dir().join("fuzz_targets"))
             .unwrap()
-            .map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned())
+            .map(|e| {
+                e.unwrap()
+                    .path()
+                    .file_stem()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         for name in listed {
             assert!(find(&name).is_ok(), "fuzz_targets/{name}.rs is not in TARGETS");

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod decode;
 pub mod env;
 pub mod exercise;
 pub mod fuzz;
