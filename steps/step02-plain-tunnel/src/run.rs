@@ -23,6 +23,7 @@ use signal_hook::consts::SIGUSR1;
 use step01_ping_tun::Ipv4Net;
 use step01_ping_tun::Summary;
 use step01_ping_tun::host::{Shutdown, create_tun};
+use step01_ping_tun::logging::DropLog;
 use step01_ping_tun::pcap::Recorder;
 use tun_rs::SyncDevice;
 
@@ -171,6 +172,8 @@ struct Shared<C> {
     device: SyncDevice,
     recorder: Mutex<Option<Recorder>>,
     tun: String,
+    /// Drop lines, at most a few a second at the default level.
+    drops: DropLog,
 }
 
 impl<C: Core> Shared<C> {
@@ -251,6 +254,7 @@ pub fn run_device<C: Core, R>(
         device,
         recorder: Mutex::new(recorder),
         tun: config.tun.clone(),
+        drops: DropLog::new(),
     });
     print_counters_on_sigusr1(&shared)?;
     shared
@@ -264,6 +268,7 @@ pub fn run_device<C: Core, R>(
             tun_loop(config, &shared, shutdown, &sender)?;
         }
     }
+    shared.drops.flush(Instant::now() + Duration::from_secs(1));
     let report = report(&shared.core());
     Ok(report)
 }
@@ -307,7 +312,10 @@ fn from_tun<C: Core>(
             log::debug!("answered {}: {}", shared.tun, Summary(packet));
             shared.write_tun(&scratch.out[..n]);
         }
-        Err(reason) => log::info!("drop ({reason}) from {}: {}", shared.tun, Summary(packet)),
+        Err(reason) => shared.drops.drop(
+            Instant::now(),
+            format_args!("drop ({reason}) from {}: {}", shared.tun, Summary(packet)),
+        ),
     }
 }
 // ANCHOR_END: from_tun
@@ -391,12 +399,16 @@ fn act<C: Core>(
         Ok(Action::WriteToTun(len)) => shared.write_tun(&out[..len]),
         Ok(Action::Reply(t)) => reply(&out[..t.len]),
         Ok(Action::Nothing) => {}
-        Err(reason) => log::info!("drop ({reason}) from {from}: {}", C::summary(message)),
+        Err(reason) => shared.drops.drop(
+            Instant::now(),
+            format_args!("drop ({reason}) from {from}: {}", C::summary(message)),
+        ),
     }
 }
 
 /// Sends what the core's timers say is due, through `send`.
 fn poll_all<C: Core>(shared: &Shared<C>, out: &mut [u8], send: impl Fn(&Transmit, &[u8])) {
+    shared.drops.flush(Instant::now());
     loop {
         let due = shared.core().poll(Instant::now(), out);
         let Some(t) = due else { break };
