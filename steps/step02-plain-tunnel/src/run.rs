@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,6 +30,7 @@ use tun_rs::SyncDevice;
 use crate::framing::{self, FrameReader};
 use crate::mtu::{Transport, max_inner, tun_mtu};
 use crate::tunnel::{Action, Role, Transmit, Tunnel};
+use crate::udp::UdpUnderlay;
 use crate::wire::MessageSummary;
 
 /// Which end to run, and where the other end is.
@@ -386,24 +387,29 @@ fn print_counters_on_sigusr1<C: Core>(shared: &Arc<Shared<C>>) -> anyhow::Result
 }
 
 /// Handles what `decapsulate` made of a message from `from`; `reply` sends
-/// a reply back the way the message came.
+/// a reply back the way the message came. True when the message was
+/// accepted.
 fn act<C: Core>(
     shared: &Shared<C>,
     from: SocketAddr,
     message: &[u8],
     out: &mut [u8],
     reply: impl FnOnce(&[u8]),
-) {
+) -> bool {
     let result = shared.core().decapsulate(from, message, Instant::now(), out);
     match result {
         Ok(Action::WriteToTun(len)) => shared.write_tun(&out[..len]),
         Ok(Action::Reply(t)) => reply(&out[..t.len]),
         Ok(Action::Nothing) => {}
-        Err(reason) => shared.drops.drop(
-            Instant::now(),
-            format_args!("drop ({reason}) from {from}: {}", C::summary(message)),
-        ),
+        Err(reason) => {
+            shared.drops.drop(
+                Instant::now(),
+                format_args!("drop ({reason}) from {from}: {}", C::summary(message)),
+            );
+            return false;
+        }
     }
+    true
 }
 
 /// Sends what the core's timers say is due, through `send`.
@@ -462,17 +468,22 @@ fn udp_loop<C: Core>(config: &Config, shared: &Shared<C>, shutdown: &Shutdown) -
         Endpoint::Client { server } if server.is_ipv4() => "0.0.0.0:0".parse()?,
         Endpoint::Client { .. } => "[::]:0".parse()?,
     };
-    let socket = UdpSocket::bind(bind).with_context(|| format!("binding UDP socket to {bind}"))?;
-    enlarge_receive_buffer(&socket);
+    let underlay = match config.endpoint {
+        Endpoint::Server { .. } => UdpUnderlay::listen(bind),
+        Endpoint::Client { .. } => UdpUnderlay::bind(bind),
+    }
+    .with_context(|| format!("binding UDP socket to {bind}"))?;
+    let socket = underlay.socket();
+    enlarge_receive_buffer(socket);
     socket.set_nonblocking(true)?;
     log::info!("UDP socket on {}", socket.local_addr()?);
-    let send = |t: &Transmit, message: &[u8]| send_datagram(&socket, message, t.to);
+    let send = |t: &Transmit, message: &[u8]| send_datagram(&underlay, message, t.to, None);
     let mut scratch = Scratch::new();
     let mut packet = vec![0u8; MAX_PACKET];
     let mut datagram = vec![0u8; MAX_PACKET];
     let mut out = vec![0u8; MAX_PACKET];
     while !shutdown.requested() {
-        wait_readable(&shared.device, &socket)?;
+        wait_readable(&shared.device, socket)?;
         for _ in 0..BURST {
             match shared.device.recv(&mut packet) {
                 Ok(len) => from_tun(shared, &mut packet[..len], &mut scratch, &send),
@@ -482,10 +493,17 @@ fn udp_loop<C: Core>(config: &Config, shared: &Shared<C>, shutdown: &Shutdown) -
             }
         }
         for _ in 0..BURST {
-            match socket.recv_from(&mut datagram) {
-                Ok((n, from)) => act(shared, from, &datagram[..n], &mut out, |reply| {
-                    send_datagram(&socket, reply, from)
-                }),
+            match underlay.recv(&mut datagram) {
+                Ok(got) => {
+                    // A reply goes from the address the datagram went to;
+                    // so does all we send to a peer once it is accepted.
+                    let accepted = act(shared, got.from, &datagram[..got.len], &mut out, |reply| {
+                        send_datagram(&underlay, reply, got.from, got.local)
+                    });
+                    if accepted {
+                        underlay.remember(&got);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // An ICMP error for an earlier datagram (the peer's port
@@ -516,15 +534,21 @@ fn wait_readable(device: &SyncDevice, socket: &UdpSocket) -> anyhow::Result<()> 
     }
 }
 
-/// Sends one datagram. The socket does not block, so when its send buffer
-/// is full the datagram waits (for one [`TICK`] at most) until there is
-/// room, as a blocking send would; only then is it dropped.
-fn send_datagram(socket: &UdpSocket, message: &[u8], to: SocketAddr) {
-    let mut result = socket.send_to(message, to);
+/// Sends one datagram, from our address `local` if given, else from the
+/// address `to` last wrote to ([`UdpUnderlay`]). The socket does not
+/// block, so when its send buffer is full the datagram waits (for one
+/// [`TICK`] at most) until there is room, as a blocking send would; only
+/// then is it dropped.
+fn send_datagram(underlay: &UdpUnderlay, message: &[u8], to: SocketAddr, local: Option<IpAddr>) {
+    let send = || match local {
+        Some(_) => underlay.send_from(message, to, local),
+        None => underlay.send(message, to),
+    };
+    let mut result = send();
     if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-        let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
+        let mut fds = [PollFd::new(underlay.socket().as_fd(), PollFlags::POLLOUT)];
         let _ = poll(&mut fds, PollTimeout::try_from(TICK).unwrap_or(PollTimeout::MAX));
-        result = socket.send_to(message, to);
+        result = send();
     }
     if let Err(e) = result {
         log::warn!("sending to {to} failed: {e}");
@@ -644,9 +668,11 @@ fn serve_connection<C: Core>(stream: TcpStream, current: &Current, shared: &Shar
         let mut failed = None;
         loop {
             match reader.next_frame(&mut message) {
-                Ok(Some(len)) => act(shared, peer, &message[..len], &mut out, |reply| {
-                    write_frame(current, reply)
-                }),
+                Ok(Some(len)) => {
+                    act(shared, peer, &message[..len], &mut out, |reply| {
+                        write_frame(current, reply)
+                    });
+                }
                 Ok(None) => break,
                 Err(e) => {
                     failed = Some(e.to_string());
