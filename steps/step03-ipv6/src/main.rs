@@ -98,9 +98,8 @@ struct DeviceArgs {
     /// the underlay leaves room for].
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1280..))]
     mtu: Option<u16>,
-    /// Log more: -v shows every packet, -vv everything.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: step01_ping_tun::cli::LogArgs,
 }
 
 #[derive(Debug, Args)]
@@ -111,8 +110,10 @@ struct TunnelArgs {
     #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
     transport: TransportArg,
     /// MTU of the underlay path: the tunnel carries inner packets of this
-    /// less the outer IP and UDP headers and ours.
-    #[arg(long, default_value_t = 1500, value_name = "BYTES")]
+    /// less the outer IP and UDP headers and ours. At least 576, the
+    /// datagram every IPv4 host must take (RFC 791).
+    #[arg(long, default_value_t = 1500, value_name = "BYTES",
+          value_parser = clap::value_parser!(u16).range(576..))]
     underlay_mtu: u16,
 }
 
@@ -128,7 +129,7 @@ fn main() -> ExitCode {
         Command::Respond { device } => device,
         Command::Server { tunnel, .. } | Command::Client { tunnel, .. } => &tunnel.device,
     };
-    host::init_logging(device.verbose);
+    device.log.init();
     if !host::has_net_admin() {
         let what = format!("creating TUN device {}", device.tun);
         eprintln!("step03-ipv6: {}", host::needs_net_admin_message(&what));
