@@ -10,7 +10,7 @@ use crate::doctor::Needs;
 use crate::env::{self, workspace_root};
 use crate::netns::Host;
 use crate::report::Report;
-use crate::{lab01, lab02, lab03, lab04, lab05, lab06};
+use crate::{lab01, lab02, lab03, lab04, lab05, lab06, lab07};
 
 /// What `tunlab run NN` was asked to do, for any lab.
 #[derive(Debug, Clone)]
@@ -159,6 +159,18 @@ pub const LABS: &[Lab] = &[
                ping -c 1 198.51.100.1; ip route",
         out: "lab06",
     },
+    Lab {
+        number: "07",
+        folder: "07-wireguard",
+        title: "WireGuard itself: step 07 against wireguard-go and boringtun, configured by wg",
+        package: lab07::PACKAGE,
+        exercise: Some("timestamp.rs"),
+        needs: &lab07::NEEDS,
+        run: lab07::run,
+        shell: lab07::shell,
+        hint: "wg show; ping -c 3 10.0.0.2; tcpdump -n -i veth0 udp; wg showconf IFNAME",
+        out: "lab07",
+    },
 ];
 
 impl Lab {
@@ -195,5 +207,36 @@ mod tests {
         }
         assert_eq!(Lab::find("1").map(|l| l.number), Some("01"));
         assert!(Lab::find("99").is_none());
+    }
+
+    /// The hints are text for the student, but their addresses are the
+    /// topology's: they must not drift from it.
+    #[test]
+    fn the_hints_name_only_the_labs_addresses() {
+        use crate::topology::{internet, tunnel, underlay};
+        use std::net::IpAddr;
+        let known: Vec<IpAddr> = vec![
+            tunnel::SERVER.into(),
+            tunnel::CLIENT.into(),
+            tunnel::SERVER6.into(),
+            underlay::SERVER.into(),
+            internet::SERVER.into(),
+            internet::HOST.into(),
+        ];
+        for lab in LABS {
+            let words = lab
+                .hint
+                .split(|c: char| c.is_whitespace() || c == ';' || c == '/');
+            for word in words {
+                let word = word.trim_start_matches("http:").trim_matches(':');
+                let address = word
+                    .split_once(':')
+                    .filter(|_| word.contains('.'))
+                    .map_or(word, |(a, _)| a);
+                if let Ok(ip) = address.parse::<IpAddr>() {
+                    assert!(known.contains(&ip), "lab {}: {ip} in its hint", lab.number);
+                }
+            }
+        }
     }
 }

@@ -40,6 +40,7 @@
 pub mod bench;
 pub mod book_output;
 pub mod captures;
+pub mod decode;
 pub mod doctor;
 pub mod env;
 pub mod exercise;
@@ -52,6 +53,7 @@ pub mod lab03;
 pub mod lab04;
 pub mod lab05;
 pub mod lab06;
+pub mod lab07;
 pub mod labs;
 pub mod netns;
 pub mod process;
