@@ -33,7 +33,9 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroize;
 
 use crate::crypto::{KEY_LEN, TAG_LEN, dh, hash, kdf, mac, open, seal};
-use crate::wire::{INITIATION_LEN, InitiationPacket, RESPONSE_LEN, ResponsePacket};
+use crate::wire::{
+    INITIATION_LEN, InitiationPacket, InitiationRepr, RESPONSE_LEN, ResponsePacket, ResponseRepr,
+};
 
 /// The protocol's name, hashed into the first chaining key. Not
 /// `Noise_IK_...`: like WireGuard, we also mix each ephemeral public key
@@ -104,6 +106,17 @@ pub fn tai64n(since_unix_epoch: Duration) -> [u8; TIMESTAMP_LEN] {
     t[..8].copy_from_slice(&((1u64 << 62) + 10 + since_unix_epoch.as_secs()).to_be_bytes());
     t[8..].copy_from_slice(&since_unix_epoch.subsec_nanos().to_be_bytes());
     t
+}
+
+/// Seals `plain` under nonce 0 with `key`, authenticating the transcript
+/// hash `h`: the ciphertext and then the tag, `N` bytes in all (`N` is
+/// 16 more than `plain`'s length, which the handshake fixes).
+fn seal_whole<const N: usize>(key: &[u8; KEY_LEN], h: &[u8; KEY_LEN], plain: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let (text, tag) = out.split_at_mut(N - TAG_LEN);
+    text.copy_from_slice(plain);
+    tag.copy_from_slice(&seal(key, 0, h, text));
+    out
 }
 
 /// The chaining key and hash both sides start from.
@@ -186,27 +199,28 @@ pub fn initiate(
     timestamp: [u8; TIMESTAMP_LEN],
     out: &mut [u8],
 ) -> Result<Initiator, HandshakeError> {
-    let mut msg = InitiationPacket::new_emit(out).ok_or(HandshakeError::Failed)?;
+    let out = out.get_mut(..INITIATION_LEN).ok_or(HandshakeError::Failed)?;
     let (ck, h) = initial(remote);
     let e = PublicKey::from(&ephemeral);
     let [ck] = kdf(&ck, e.as_bytes());
     let h = hash(&[&h, e.as_bytes()]);
     // es: seal our static key so only the responder can read it.
     let [ck, k] = kdf(&ck, &dh(&ephemeral, remote).ok_or(HandshakeError::Failed)?);
-    let sealed = msg.sealed_static_mut();
-    sealed[..KEY_LEN].copy_from_slice(local.public.as_bytes());
-    let tag = seal(&k, 0, &h, &mut sealed[..KEY_LEN]);
-    sealed[KEY_LEN..].copy_from_slice(&tag);
-    let h = hash(&[&h, sealed]);
+    let sealed_static = seal_whole(&k, &h, local.public.as_bytes());
+    let h = hash(&[&h, &sealed_static]);
     // ss: only the holder of our static secret can seal the timestamp.
     let [ck, k] = kdf(&ck, &dh(&local.secret, remote).ok_or(HandshakeError::Failed)?);
-    let sealed = msg.sealed_timestamp_mut();
-    sealed[..TIMESTAMP_LEN].copy_from_slice(&timestamp);
-    let tag = seal(&k, 0, &h, &mut sealed[..TIMESTAMP_LEN]);
-    sealed[TIMESTAMP_LEN..].copy_from_slice(&tag);
-    let h = hash(&[&h, sealed]);
-    msg.set_sender(sender);
-    msg.set_ephemeral(e.as_bytes());
+    let sealed_timestamp = seal_whole(&k, &h, &timestamp);
+    let h = hash(&[&h, &sealed_timestamp]);
+    let mut msg = InitiationPacket::new_unchecked(out);
+    InitiationRepr {
+        sender,
+        ephemeral: e.to_bytes(),
+        sealed_static,
+        sealed_timestamp,
+        mac1: [0; TAG_LEN],
+    }
+    .emit(&mut msg);
     msg.fill_mac1(|covered| mac(&mac1_key(remote), covered));
     Ok(Initiator {
         ck,
@@ -283,7 +297,7 @@ pub fn respond(
     sender: u32,
     out: &mut [u8],
 ) -> Result<SessionKeys, HandshakeError> {
-    let mut msg = ResponsePacket::new_emit(out).ok_or(HandshakeError::Failed)?;
+    let out = out.get_mut(..RESPONSE_LEN).ok_or(HandshakeError::Failed)?;
     let e = PublicKey::from(&ephemeral);
     let [ck] = kdf(&incoming.ck, e.as_bytes());
     let h = hash(&[&incoming.h, e.as_bytes()]);
@@ -296,12 +310,17 @@ pub fn respond(
         &ck,
         &dh(&ephemeral, &incoming.remote).ok_or(HandshakeError::Failed)?,
     );
-    let tag = seal(&k, 0, &h, &mut []);
+    let sealed_empty = seal_whole(&k, &h, &[]);
     let [to_responder, to_initiator] = kdf(&ck, &[]);
-    msg.set_sender(sender);
-    msg.set_receiver(incoming.sender);
-    msg.set_ephemeral(e.as_bytes());
-    msg.set_sealed_empty(&tag);
+    let mut msg = ResponsePacket::new_unchecked(out);
+    ResponseRepr {
+        sender,
+        receiver: incoming.sender,
+        ephemeral: e.to_bytes(),
+        sealed_empty,
+        mac1: [0; TAG_LEN],
+    }
+    .emit(&mut msg);
     msg.fill_mac1(|covered| mac(&mac1_key(&incoming.remote), covered));
     Ok(SessionKeys {
         send: to_initiator,

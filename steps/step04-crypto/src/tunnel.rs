@@ -26,9 +26,7 @@ use crate::entropy::Entropy;
 use crate::keys::Short;
 use crate::noise::{self, HandshakeError, Identity, Initiator, SessionKeys};
 use crate::replay::{Check, ReplayWindow};
-use crate::wire::{
-    self, DATA_HEADER_LEN, DATA_OVERHEAD, DataPacket, InitiationPacket, ResponsePacket, emit_data_header,
-};
+use crate::wire::{self, DATA_OVERHEAD, DataPacket, DataRepr, InitiationPacket, MessageType, ResponsePacket};
 
 // ANCHOR: limits
 /// The timers and limits. The session lifetimes are WireGuard's (its
@@ -614,20 +612,22 @@ impl Tunnel {
         }
         // Pad to a multiple of 16 (within the MTU), so the length says
         // less about the content.
-        let padded = packet.len().next_multiple_of(16).min(self.mtu.max(packet.len()));
-        let len = DATA_OVERHEAD + padded;
+        let repr = DataRepr {
+            receiver: session.keys.remote_index,
+            counter: session.send_counter,
+            sealed_len: packet.len().next_multiple_of(16).min(self.mtu.max(packet.len())),
+        };
+        let len = repr.buffer_len();
         let Some(out) = out.get_mut(..len) else {
             return Err(self.drop_for(Some(id), DropReason::NoRoom));
         };
-        let counter = session.send_counter;
         session.send_counter += 1;
-        let (header, rest) = out.split_at_mut(DATA_HEADER_LEN);
-        let header: &mut [u8; DATA_HEADER_LEN] = header.try_into().map_err(|_| DropReason::NoRoom)?;
-        emit_data_header(header, session.keys.remote_index, counter);
-        let (body, tag) = rest.split_at_mut(padded);
+        let mut message = DataPacket::new_unchecked(out);
+        repr.emit(&mut message);
+        let (header, body, tag) = message.parts_mut();
         body[..packet.len()].copy_from_slice(packet);
         body[packet.len()..].fill(0);
-        tag.copy_from_slice(&seal(&session.keys.send, counter, header, body));
+        tag.copy_from_slice(&seal(&session.keys.send, repr.counter, header, body));
         let rekey = session.initiator
             && now.saturating_duration_since(session.created) >= limits.rekey_after_time
             || session.send_counter >= limits.rekey_after_messages;
@@ -705,12 +705,11 @@ impl Tunnel {
         now: Instant,
         out: &mut [u8],
     ) -> Result<Action, DropReason> {
-        match wire::message_type(message) {
-            Some(wire::INITIATION) => self.on_initiation(from, message, now, out),
-            Some(wire::RESPONSE) => self.on_response(from, message, now, out),
-            Some(wire::DATA) => self.on_data(from, message, now, out),
-            Some(_) => Err(self.drop_for(None, DropReason::BadType)),
-            None => Err(self.drop_for(None, DropReason::Truncated)),
+        match MessageType::of(message) {
+            Ok(MessageType::Initiation) => self.on_initiation(from, message, now, out),
+            Ok(MessageType::Response) => self.on_response(from, message, now, out),
+            Ok(MessageType::Data) => self.on_data(from, message, now, out),
+            Err(e) => Err(self.drop_for(None, e.into())),
         }
     }
     // ANCHOR_END: decapsulate

@@ -9,7 +9,11 @@ use std::time::Duration;
 use common::*;
 use step02_plain_tunnel::Action;
 use step04_crypto::tunnel::{DropReason, Limits};
-use step04_crypto::wire::{DataPacket, INITIATION, RESPONSE};
+use step04_crypto::wire::{DataPacket, MessageType};
+
+const INITIATION: u8 = MessageType::Initiation.to_u8();
+const RESPONSE: u8 = MessageType::Response.to_u8();
+const DATA: u8 = MessageType::Data.to_u8();
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -399,7 +403,7 @@ fn counters_never_wrap() {
     let mut counters = Vec::new();
     for seq in 1..20 {
         match p.client.encapsulate(&client_ping(seq), p.now, &mut out) {
-            Ok(Some(t)) if out[0] == 4 => {
+            Ok(Some(t)) if out[0] == DATA => {
                 counters.push(DataPacket::new_checked(&out[..t.len]).unwrap().counter())
             }
             _ => {}
