@@ -1,9 +1,11 @@
 //! The command line shared by the tunnel steps: key commands, the flags of
 //! both ends, and the run of one end, which later steps extend.
 
-use std::io::{IsTerminal, Read};
+use std::fs::{File, Permissions};
+use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,8 +21,10 @@ use step03_ipv6::cidr::IpCidr;
 use step03_ipv6::device::create_tun;
 use step03_ipv6::hook::PathHook;
 use x25519_dalek::PublicKey;
+use zeroize::Zeroizing;
 
-use crate::entropy::{Entropy, OsEntropy};
+use crate::entropy::{self, Entropy, OsEntropy};
+use crate::keyfile;
 use crate::keys::{self, Short};
 use crate::run::{KeylogEntropy, tun_mtu};
 use crate::{PeerConfig, Tunnel};
@@ -55,24 +59,58 @@ pub struct Common {
     pub verbose: u8,
 }
 
-pub fn genkey() -> anyhow::Result<ExitCode> {
-    // If stdout is a file, make it readable by its owner only before the
-    // key goes in.
-    let stdout = std::path::Path::new("/proc/self/fd/1");
-    if let Ok(meta) = std::fs::metadata(stdout)
-        && meta.is_file()
-    {
-        std::fs::set_permissions(stdout, std::fs::Permissions::from_mode(0o600))
-            .context("making the key file readable by its owner only")?;
-    } else if std::io::stdout().is_terminal() {
-        eprintln!("step04-crypto: printing a private key to the terminal; redirect it to a file instead");
-    }
-    println!("{}", keys::encode(&keys::generate().to_bytes()));
-    Ok(ExitCode::SUCCESS)
+/// `genkey`'s flags.
+#[derive(Debug, Default, Args)]
+pub struct GenkeyArgs {
+    /// Write the key to FILE, a new file created with mode 600 (never an
+    /// existing one), instead of to standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
+// ANCHOR: genkey
+/// Makes a private key and writes it to `--out FILE`, or to standard
+/// output. A file made by the shell for `genkey > FILE` exists before the
+/// key does, with the mode the umask gives it (usually 644): genkey makes
+/// it 600 before writing, and warns that whoever opened it before then
+/// can still read it; `--out`, or `umask 077` first, leaves no such
+/// moment.
+pub fn genkey(program: &str, args: &GenkeyArgs) -> anyhow::Result<ExitCode> {
+    let secret = entropy::generate_key();
+    let text = keys::encode_secret(&secret);
+    let (mut file, name) = match &args.out {
+        Some(path) => (keyfile::create_key_file(path)?, path.display().to_string()),
+        None => {
+            // A descriptor of our own for standard output: unbuffered, so
+            // the key is in no buffer but ours, and fstat and fchmod act on
+            // whatever the shell opened.
+            let stdout = std::io::stdout();
+            let file = File::from(stdout.as_fd().try_clone_to_owned()?);
+            let meta = file.metadata().context("checking standard output")?;
+            let mode = meta.mode() & 0o777;
+            if meta.is_file() && mode & 0o077 != 0 {
+                file.set_permissions(Permissions::from_mode(0o600))
+                    .context("making the key file readable by its owner only")?;
+                eprintln!(
+                    "{program}: warning: the file for the key had mode {mode:03o} until now; \
+                     whoever opened it before can still read the key. \
+                     Use `{program} genkey --out FILE`, or `umask 077` before `genkey > FILE`"
+                );
+            } else if stdout.is_terminal() {
+                eprintln!("{program}: printing a private key to the terminal; redirect it to a file instead");
+            }
+            (file, "standard output".to_string())
+        }
+    };
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .with_context(|| format!("writing the key to {name}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+// ANCHOR_END: genkey
+
 pub fn pubkey() -> anyhow::Result<ExitCode> {
-    let mut text = String::new();
+    let mut text = Zeroizing::new(String::with_capacity(1025));
     std::io::stdin()
         .take(1024)
         .read_to_string(&mut text)
@@ -98,7 +136,7 @@ pub fn server_peers(peers: &[String]) -> anyhow::Result<Vec<PeerConfig>> {
                 .collect::<anyhow::Result<Vec<_>>>()
                 .with_context(|| format!("in --peer `{spec}`"))?;
             Ok(PeerConfig {
-                public: keys::parse_public(key)?,
+                public: keys::parse_public(key).with_context(|| format!("in --peer `{spec}`"))?,
                 allowed,
                 endpoint: None,
                 keepalive: None,
@@ -123,7 +161,7 @@ pub fn client_peer(
     keepalive: Option<u64>,
 ) -> anyhow::Result<PeerConfig> {
     Ok(PeerConfig {
-        public: keys::parse_public(server_key)?,
+        public: keys::parse_public(server_key).with_context(|| format!("--server-key `{server_key}`"))?,
         allowed: vec!["0.0.0.0/0".parse()?, "::/0".parse()?],
         endpoint: Some(server),
         // Handshake at once; keep the session (and NAT mappings) alive.
@@ -149,7 +187,11 @@ pub fn tunnel_end<G>(
 ) -> anyhow::Result<ExitCode> {
     host::init_logging(common.verbose);
     // Check everything that needs no privileges first.
-    let secret = keys::read_key_file(&common.key)?;
+    let secret = keyfile::read_key_file(&common.key)?;
+    let keylog = match common.keylog.as_deref() {
+        Some(path) => Some((path, KeylogEntropy::create(path)?)),
+        None => None,
+    };
     if !host::has_net_admin() {
         let what = format!("creating TUN device {}", common.tun);
         eprintln!("{program}: {}", host::needs_net_admin_message(&what));
@@ -170,13 +212,13 @@ pub fn tunnel_end<G>(
             common.underlay_mtu
         );
     }
-    let entropy: Box<dyn Entropy> = match &common.keylog {
-        Some(path) => {
+    let entropy: Box<dyn Entropy> = match keylog {
+        Some((path, keylog)) => {
             log::warn!(
                 "writing ephemeral keys to {}: this session can be decrypted",
                 path.display()
             );
-            Box::new(KeylogEntropy::create(path)?)
+            Box::new(keylog)
         }
         None => Box::new(OsEntropy),
     };

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use step02_plain_tunnel::run::{Endpoint, resolve};
-use step04_crypto::cli::{Common, client_peer, genkey, pubkey, server_peers, tunnel_end};
+use step04_crypto::cli::{Common, GenkeyArgs, client_peer, genkey, pubkey, server_peers, tunnel_end};
 
 const PROGRAM: &str = "step04-crypto";
 
@@ -21,8 +21,8 @@ const PROGRAM: &str = "step04-crypto";
 #[command(
     version,
     after_help = "Examples:\n  \
-        step04-crypto genkey > server.key && step04-crypto pubkey < server.key\n  \
-        step04-crypto genkey > client.key && step04-crypto pubkey < client.key\n  \
+        step04-crypto genkey --out server.key && step04-crypto pubkey < server.key\n  \
+        step04-crypto genkey --out client.key && step04-crypto pubkey < client.key\n  \
         sudo step04-crypto server --listen 0.0.0.0:51820 --key server.key \\\n      \
         --peer CLIENT_PUBKEY=10.0.0.2/32,fd00::2/128 --address 10.0.0.1/24 --address fd00::1/64\n  \
         sudo step04-crypto client --server 192.0.2.1:51820 --key client.key \\\n      \
@@ -36,10 +36,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print a new private key (base64). Redirect it to a file: the file
-    /// is made readable by its owner only.
-    #[command(after_help = "Example:\n  step04-crypto genkey > client.key")]
-    Genkey,
+    /// Make a new private key (base64), in a new file only its owner can
+    /// read (--out FILE), or on standard output.
+    #[command(after_help = "Examples:\n  \
+        step04-crypto genkey --out client.key\n  \
+        (umask 077; step04-crypto genkey > client.key)\n\n\
+        A file the shell opens for `> FILE` gets the mode the umask allows (usually 644) \
+        before the key exists; genkey makes it 600 and warns. With --out, or umask 077, \
+        the key is never in a file others could open.")]
+    Genkey(GenkeyArgs),
     /// Read a private key on stdin, print its public key.
     #[command(after_help = "Example:\n  step04-crypto pubkey < client.key")]
     Pubkey,
@@ -83,7 +88,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Genkey => genkey(),
+        Command::Genkey(args) => genkey(PROGRAM, &args),
         Command::Pubkey => pubkey(),
         Command::Server {
             listen,

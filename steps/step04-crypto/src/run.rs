@@ -4,17 +4,17 @@
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Context;
 use step02_plain_tunnel::run::Core;
 use step02_plain_tunnel::{Action, Transmit};
 use x25519_dalek::StaticSecret;
+use zeroize::Zeroizing;
 
 use crate::entropy::{Entropy, OsEntropy};
-use crate::keys;
+use crate::keyfile;
+use crate::keys::{self, KEY_TEXT_LEN};
 use crate::tunnel::{DropReason, MAX_OVERHEAD, Tunnel};
 use crate::wire::{DATA_OVERHEAD, MessageSummary};
 
@@ -83,26 +83,26 @@ pub struct KeylogEntropy {
 }
 
 impl KeylogEntropy {
-    /// Creates (or appends to) the key log at `path`, readable only by its
-    /// owner.
-    pub fn create(path: &Path) -> anyhow::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("creating key log {}", path.display()))?;
-        Ok(Self { file })
+    /// Creates (or appends to) the key log at `path`: created with mode
+    /// 0600, and an existing file only if it is ours and closed to others
+    /// (see [`keyfile::open_key_log`]).
+    pub fn create(path: &Path) -> Result<Self, keyfile::Error> {
+        Ok(Self {
+            file: keyfile::open_key_log(path)?,
+        })
     }
 }
+
+/// What a key log line starts with, as in Wireshark's WireGuard key logs.
+const KEYLOG_PREFIX: &str = "LOCAL_EPHEMERAL_PRIVATE_KEY = ";
 
 impl Entropy for KeylogEntropy {
     fn ephemeral(&mut self) -> StaticSecret {
         let secret = OsEntropy.ephemeral();
-        let line = format!(
-            "LOCAL_EPHEMERAL_PRIVATE_KEY = {}\n",
-            keys::encode(&secret.to_bytes())
-        );
+        let mut line = Zeroizing::new(String::with_capacity(KEYLOG_PREFIX.len() + KEY_TEXT_LEN + 1));
+        line.push_str(KEYLOG_PREFIX);
+        line.push_str(&keys::encode_secret(&secret));
+        line.push('\n');
         if let Err(e) = self.file.write_all(line.as_bytes()) {
             log::warn!("writing the key log failed: {e}");
         }
@@ -117,8 +117,8 @@ impl Entropy for KeylogEntropy {
 /// The ephemeral private keys in a key log, in order.
 pub fn read_keylog(text: &str) -> Vec<[u8; 32]> {
     text.lines()
-        .filter_map(|line| line.strip_prefix("LOCAL_EPHEMERAL_PRIVATE_KEY = "))
-        .filter_map(keys::decode_key)
+        .filter_map(|line| line.strip_prefix(KEYLOG_PREFIX))
+        .filter_map(|key| keys::decode(key).ok())
         .collect()
 }
 
@@ -137,10 +137,7 @@ mod tests {
     #[test]
     fn keylog_lines_parse_back() {
         let key = [7u8; 32];
-        let text = format!(
-            "# test\nLOCAL_EPHEMERAL_PRIVATE_KEY = {}\nother\n",
-            keys::encode(&key)
-        );
+        let text = format!("# test\n{KEYLOG_PREFIX}{}\nother\n", keys::encode(&key));
         assert_eq!(read_keylog(&text), vec![key]);
     }
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use step02_plain_tunnel::run::{Endpoint, resolve};
-use step04_crypto::cli::{Common, client_peer, genkey, pubkey, server_peers, tunnel_end};
+use step04_crypto::cli::{Common, GenkeyArgs, client_peer, genkey, pubkey, server_peers, tunnel_end};
 use step05_full_tunnel::setup::{Wanted, apply_all, client_changes, default_state, down, server_changes};
 
 const PROGRAM: &str = "step05-full-tunnel";
@@ -43,7 +43,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print a new private key (base64), as step 04 does.
-    Genkey,
+    Genkey(GenkeyArgs),
     /// Read a private key on stdin, print its public key.
     Pubkey,
     /// Accept the listed clients; with --nat, forward and masquerade their
@@ -132,7 +132,7 @@ impl HostArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Genkey => genkey(),
+        Command::Genkey(args) => genkey(PROGRAM, &args),
         Command::Pubkey => pubkey(),
         Command::Server {
             listen,
