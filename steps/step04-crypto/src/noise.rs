@@ -32,7 +32,7 @@ use std::time::Duration;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroize;
 
-use crate::crypto::{KEY_LEN, TAG_LEN, dh, hash, kdf, mac, open, seal};
+use crate::crypto::{KEY_LEN, Secret, TAG_LEN, dh, hash, kdf, mac, open, seal};
 use crate::wire::{
     INITIATION_LEN, InitiationPacket, InitiationRepr, RESPONSE_LEN, ResponsePacket, ResponseRepr,
 };
@@ -127,26 +127,23 @@ fn initial(responder: &PublicKey) -> ([u8; KEY_LEN], [u8; KEY_LEN]) {
 }
 
 /// What a finished handshake gives each side: a key for each direction,
-/// and the two indices that name the session in data messages.
+/// and the two indices that name the session in data messages. The keys
+/// are wiped from memory when dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionKeys {
-    pub send: [u8; KEY_LEN],
-    pub receive: [u8; KEY_LEN],
+    pub send: Secret,
+    pub receive: Secret,
     /// The index the peer puts in messages to us.
     pub local_index: u32,
     /// The index we put in messages to the peer.
     pub remote_index: u32,
 }
 
-// Keys and handshake state are wiped from memory when dropped (the
-// static and ephemeral secrets wipe themselves: x25519-dalek's `zeroize`).
-impl Drop for SessionKeys {
-    fn drop(&mut self) {
-        self.send.zeroize();
-        self.receive.zeroize();
-    }
-}
+// Every field of `SessionKeys` that is secret wipes itself.
+impl zeroize::ZeroizeOnDrop for SessionKeys {}
 
+// The handshake state is wiped from memory when dropped (the static and
+// ephemeral secrets wipe themselves: x25519-dalek's `zeroize`).
 impl Drop for Initiator {
     fn drop(&mut self) {
         self.ck.zeroize();
@@ -173,7 +170,7 @@ impl fmt::Debug for SessionKeys {
 /// The initiator's state between sending the initiation and reading the
 /// response.
 pub struct Initiator {
-    ck: [u8; KEY_LEN],
+    ck: Secret,
     h: [u8; KEY_LEN],
     ephemeral: StaticSecret,
     /// Our index for the session: the response's receiver index.
@@ -205,11 +202,11 @@ pub fn initiate(
     let [ck] = kdf(&ck, e.as_bytes());
     let h = hash(&[&h, e.as_bytes()]);
     // es: seal our static key so only the responder can read it.
-    let [ck, k] = kdf(&ck, &dh(&ephemeral, remote).ok_or(HandshakeError::Failed)?);
+    let [ck, k] = kdf(&ck, dh(&ephemeral, remote).ok_or(HandshakeError::Failed)?);
     let sealed_static = seal_whole(&k, &h, local.public.as_bytes());
     let h = hash(&[&h, &sealed_static]);
     // ss: only the holder of our static secret can seal the timestamp.
-    let [ck, k] = kdf(&ck, &dh(&local.secret, remote).ok_or(HandshakeError::Failed)?);
+    let [ck, k] = kdf(&ck, dh(&local.secret, remote).ok_or(HandshakeError::Failed)?);
     let sealed_timestamp = seal_whole(&k, &h, &timestamp);
     let h = hash(&[&h, &sealed_timestamp]);
     let mut msg = InitiationPacket::new_unchecked(out);
@@ -241,7 +238,7 @@ pub struct Incoming {
     /// The initiator's index for the session.
     pub sender: u32,
     remote_ephemeral: PublicKey,
-    ck: [u8; KEY_LEN],
+    ck: Secret,
     h: [u8; KEY_LEN],
 }
 
@@ -260,7 +257,7 @@ pub fn consume_initiation(
     let e = PublicKey::from(msg.ephemeral());
     let [ck] = kdf(&ck, e.as_bytes());
     let h = hash(&[&h, e.as_bytes()]);
-    let [ck, k] = kdf(&ck, &dh(&local.secret, &e).ok_or(HandshakeError::Failed)?);
+    let [ck, k] = kdf(&ck, dh(&local.secret, &e).ok_or(HandshakeError::Failed)?);
     let sealed = msg.sealed_static();
     let mut remote = [0u8; KEY_LEN];
     remote.copy_from_slice(&sealed[..KEY_LEN]);
@@ -268,7 +265,7 @@ pub fn consume_initiation(
     open(&k, 0, &h, &mut remote, &tag).map_err(|_| HandshakeError::Failed)?;
     let remote = PublicKey::from(remote);
     let h = hash(&[&h, &sealed]);
-    let [ck, k] = kdf(&ck, &dh(&local.secret, &remote).ok_or(HandshakeError::Failed)?);
+    let [ck, k] = kdf(&ck, dh(&local.secret, &remote).ok_or(HandshakeError::Failed)?);
     let sealed = msg.sealed_timestamp();
     let mut timestamp = [0u8; TIMESTAMP_LEN];
     timestamp.copy_from_slice(&sealed[..TIMESTAMP_LEN]);
@@ -304,11 +301,11 @@ pub fn respond(
     // ee: forward secrecy. se: only the initiator can open what follows.
     let [ck] = kdf(
         &ck,
-        &dh(&ephemeral, &incoming.remote_ephemeral).ok_or(HandshakeError::Failed)?,
+        dh(&ephemeral, &incoming.remote_ephemeral).ok_or(HandshakeError::Failed)?,
     );
     let [ck, k] = kdf(
         &ck,
-        &dh(&ephemeral, &incoming.remote).ok_or(HandshakeError::Failed)?,
+        dh(&ephemeral, &incoming.remote).ok_or(HandshakeError::Failed)?,
     );
     let sealed_empty = seal_whole(&k, &h, &[]);
     let [to_responder, to_initiator] = kdf(&ck, &[]);
@@ -347,8 +344,8 @@ pub fn consume_response(
     let e = PublicKey::from(msg.ephemeral());
     let [ck] = kdf(&initiator.ck, e.as_bytes());
     let h = hash(&[&initiator.h, e.as_bytes()]);
-    let [ck] = kdf(&ck, &dh(&initiator.ephemeral, &e).ok_or(HandshakeError::Failed)?);
-    let [ck, k] = kdf(&ck, &dh(&local.secret, &e).ok_or(HandshakeError::Failed)?);
+    let [ck] = kdf(&ck, dh(&initiator.ephemeral, &e).ok_or(HandshakeError::Failed)?);
+    let [ck, k] = kdf(&ck, dh(&local.secret, &e).ok_or(HandshakeError::Failed)?);
     open(&k, 0, &h, &mut [], &msg.sealed_empty()).map_err(|_| HandshakeError::Failed)?;
     let [to_responder, to_initiator] = kdf(&ck, &[]);
     Ok(SessionKeys {
