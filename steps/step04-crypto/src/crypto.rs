@@ -44,15 +44,15 @@ pub fn hmac(key: &[u8; KEY_LEN], parts: &[&[u8]]) -> Secret {
         opad[i] ^= k;
     }
     let mut inner = Blake2s256::new();
-    inner.update(&*ipad);
+    inner.update(&ipad[..]);
     for part in parts {
         inner.update(part);
     }
     let mut inner_hash = Secret::default();
     inner.finalize_into((&mut *inner_hash).into());
     let mut outer = Blake2s256::new();
-    outer.update(&*opad);
-    outer.update(&*inner_hash);
+    outer.update(&opad[..]);
+    outer.update(&inner_hash[..]);
     let mut out = Secret::default();
     outer.finalize_into((&mut *out).into());
     out

@@ -308,7 +308,8 @@ pub fn respond(
         dh(&ephemeral, &incoming.remote).ok_or(HandshakeError::Failed)?,
     );
     let sealed_empty = seal_whole(&k, &h, &[]);
-    let [to_responder, to_initiator] = kdf(&ck, &[]);
+    // Noise's Split: the transport keys are the KDF of nothing.
+    let [to_responder, to_initiator] = kdf(&ck, b"");
     let mut msg = ResponsePacket::new_unchecked(out);
     ResponseRepr {
         sender,
@@ -347,7 +348,8 @@ pub fn consume_response(
     let [ck] = kdf(&ck, dh(&initiator.ephemeral, &e).ok_or(HandshakeError::Failed)?);
     let [ck, k] = kdf(&ck, dh(&local.secret, &e).ok_or(HandshakeError::Failed)?);
     open(&k, 0, &h, &mut [], &msg.sealed_empty()).map_err(|_| HandshakeError::Failed)?;
-    let [to_responder, to_initiator] = kdf(&ck, &[]);
+    // Noise's Split: the transport keys are the KDF of nothing.
+    let [to_responder, to_initiator] = kdf(&ck, b"");
     Ok(SessionKeys {
         send: to_responder,
         receive: to_initiator,

@@ -1,20 +1,33 @@
-//! What the I/O shell needs from step 04: the core plugged into step 02's
-//! loops, the MTU arithmetic, and a key log for decrypting captures.
+//! The I/O shell of step 04: the core plugged into step 02's loops, the
+//! MTU arithmetic, a key log for decrypting captures, and
+//! [`tunnel_end`], which runs one end of the tunnel and which later steps
+//! call with their own host changes.
 
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Instant;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use step02_plain_tunnel::run::Core;
+use anyhow::bail;
+use step01_ping_tun::host::{self, Shutdown};
+use step02_plain_tunnel::mtu::Transport;
+use step02_plain_tunnel::run::{Config, Core, Endpoint, run_device};
 use step02_plain_tunnel::{Action, Transmit};
+use step03_ipv6::cidr::IpCidr;
+use step03_ipv6::device::create_tun;
+use step03_ipv6::hook::PathHook;
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
+use crate::PeerConfig;
+use crate::cli::Common;
 use crate::entropy::{Entropy, OsEntropy};
 use crate::keyfile;
-use crate::keys::{self, KEY_TEXT_LEN};
+use crate::keys::{self, KEY_TEXT_LEN, Short};
 use crate::tunnel::{DropReason, MAX_OVERHEAD, Tunnel};
 use crate::wire::{DATA_OVERHEAD, MessageSummary};
 
@@ -73,6 +86,112 @@ pub fn tun_mtu(underlay_mtu: u16, peer: SocketAddr) -> u16 {
     room / 16 * 16
 }
 // ANCHOR_END: tun_mtu
+
+/// What a later step needs to change the host once the TUN device is up.
+pub struct Started<'a> {
+    pub tun: &'a str,
+    pub mtu: u16,
+    pub endpoint: &'a Endpoint,
+    pub addresses: &'a [IpCidr],
+}
+
+// ANCHOR: tunnel_end
+/// Runs one end of the tunnel until SIGINT or SIGTERM. `setup` runs once
+/// the TUN device is up, before any traffic; what it returns is dropped
+/// when the tunnel stops (on an error or a panic too), which is where a
+/// later step puts the host back as it was.
+pub fn tunnel_end<G>(
+    program: &str,
+    common: &Common,
+    peers: Vec<PeerConfig>,
+    endpoint: Endpoint,
+    setup: impl FnOnce(&Started<'_>) -> anyhow::Result<G>,
+) -> anyhow::Result<ExitCode> {
+    host::init_logging(common.verbose);
+    // Check everything that needs no privileges first.
+    let secret = keyfile::read_key_file(&common.key)?;
+    let keylog = match common.keylog.as_deref() {
+        Some(path) => Some((path, KeylogEntropy::create(path)?)),
+        None => None,
+    };
+    if !host::has_net_admin() {
+        let what = format!("creating TUN device {}", common.tun);
+        eprintln!("{program}: {}", host::needs_net_admin_message(&what));
+        return Ok(ExitCode::from(host::EXIT_NO_PERMISSION as u8));
+    }
+    let config = Config {
+        endpoint,
+        tun: common.tun.clone(),
+        transport: Transport::Udp,
+        keepalive: None,
+        pcap: common.pcap.clone(),
+        underlay_mtu: common.underlay_mtu,
+    };
+    let mtu = tun_mtu(common.underlay_mtu, config.underlay_family_hint());
+    if mtu < 1280 && common.addresses.iter().any(|a| matches!(a, IpCidr::V6(_))) {
+        bail!(
+            "an underlay MTU of {} leaves {mtu} for the tunnel; IPv6 needs 1280",
+            common.underlay_mtu
+        );
+    }
+    let entropy: Box<dyn Entropy> = match keylog {
+        Some((path, keylog)) => {
+            log::warn!(
+                "writing ephemeral keys to {}: this session can be decrypted",
+                path.display()
+            );
+            Box::new(keylog)
+        }
+        None => Box::new(OsEntropy),
+    };
+    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut tunnel = Tunnel::new(secret, usize::from(mtu), entropy, Instant::now(), unix_now);
+    log::info!("our public key is {}", keys::public_to_string(tunnel.public()));
+    for peer in peers {
+        log::info!(
+            "peer {} may use {}",
+            Short(&peer.public),
+            peer.allowed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        tunnel.add_peer(peer);
+    }
+    let shutdown = Shutdown::install()?;
+    let device = create_tun(&common.tun, &common.addresses, mtu)?;
+    log::info!("{} is up (MTU {mtu})", common.tun);
+    let v4 = common.addresses.iter().find_map(|a| match a.address() {
+        std::net::IpAddr::V4(ip) => Some(ip),
+        std::net::IpAddr::V6(_) => None,
+    });
+    let v6 = common.addresses.iter().find_map(|a| match a.address() {
+        std::net::IpAddr::V6(ip) => Some(ip),
+        std::net::IpAddr::V4(_) => None,
+    });
+    let hook = Arc::new(PathHook::new(mtu, v4, v6));
+    let guard = setup(&Started {
+        tun: &common.tun,
+        mtu,
+        endpoint: &config.endpoint,
+        addresses: &common.addresses,
+    })?;
+    let result = run_device(device, &config, tunnel, hook.clone(), &shutdown);
+    drop(guard);
+    let status = result?;
+    for line in status.lines() {
+        println!("{}: {line}", common.tun);
+    }
+    println!(
+        "{}: clamped {} TCP MSS, sent {} too-big errors",
+        common.tun,
+        hook.clamped.load(Ordering::Relaxed),
+        hook.too_big.load(Ordering::Relaxed)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+// ANCHOR_END: tunnel_end
 
 /// Randomness from the kernel, with each ephemeral private key also
 /// written to a key log, so a capture of the session can be decrypted

@@ -912,8 +912,12 @@ impl Tunnel {
             return Err(self.drop_for(Some(id), DropReason::BadTag));
         }
         // 3. Only now, with the message known to be genuine, does it
-        // change anything: the window, the session, the endpoint.
-        session.window.mark(counter);
+        // change anything: the window, the session, the endpoint. (`mark`
+        // refuses only what `check` did, so this drop never happens; if it
+        // did, the message would be dropped, never delivered twice.)
+        if !session.window.mark(counter) {
+            return Err(self.drop_for(Some(id), DropReason::Replay));
+        }
         if slot == Slot::Next {
             // The initiator used the session we answered with: it is ours.
             let confirmed = peer.next.take();

@@ -170,3 +170,41 @@ fn a_key_log_others_can_read_is_refused_and_left_alone() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_malformed_peer_or_server_key_is_a_usage_error_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "server.key");
+    for (peer, why) in [
+        ("nokey", "expected PUBKEY=CIDR"),
+        ("AAAA=10.0.0.2/32", "the public key"),
+        (&format!("{SERVER_KEY}=10.0.0.2/33"), "the addresses"),
+        (&format!("{SERVER_KEY}=10.0.0.2/32,fd00::2"), "the addresses"),
+    ] {
+        let out = run(&[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--key",
+            &key,
+            "--address",
+            "10.0.0.1/24",
+            "--tun",
+            "tun-s04cli",
+            "--peer",
+            peer,
+        ]);
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{peer}: {said}");
+        assert!(said.contains("--peer") && said.contains(why), "{peer}: {said}");
+    }
+    let mut args = vec!["client", "--server", "192.0.2.1:51820", "--key", &key];
+    args.extend(["--address", "10.0.0.2/24", "--server-key", "AAAA"]);
+    let out = run(&args);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("--server-key") && said.contains("not a key"),
+        "{said}"
+    );
+}
