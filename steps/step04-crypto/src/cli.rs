@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use ipnet::IpNet;
 use step02_plain_tunnel::run::{Endpoint, resolve};
-use step03_ipv6::cidr::IpCidr;
+use step03_ipv6::cli::ip_net;
 use x25519_dalek::PublicKey;
 use zeroize::Zeroizing;
 
@@ -38,8 +39,8 @@ pub struct Common {
     pub tun: String,
     /// An address of the device, with its prefix length; one IPv4 and any
     /// number of IPv6 addresses.
-    #[arg(long = "address", value_name = "CIDR", required = true)]
-    pub addresses: Vec<IpCidr>,
+    #[arg(long = "address", value_name = "CIDR", required = true, value_parser = ip_net)]
+    pub addresses: Vec<IpNet>,
     /// Record every packet read from and written to the device in FILE
     /// (pcap, LINKTYPE_RAW).
     #[arg(long, value_name = "FILE")]
@@ -179,7 +180,7 @@ impl ClientArgs {
 #[derive(Debug, Clone)]
 pub struct PeerSpec {
     pub public: PublicKey,
-    pub allowed: Vec<IpCidr>,
+    pub allowed: Vec<IpNet>,
 }
 
 /// Why a `--peer` value is refused.
@@ -210,9 +211,9 @@ impl FromStr for PeerSpec {
         let (key, list) = spec.rsplit_once('=').ok_or(PeerSpecError::Shape)?;
         let allowed = list
             .split(',')
-            .map(|c| c.trim().parse::<IpCidr>())
+            .map(|c| ip_net(c.trim()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| PeerSpecError::Prefix(e.to_string()))?;
+            .map_err(PeerSpecError::Prefix)?;
         Ok(PeerSpec {
             public: keys::parse_public(key).map_err(PeerSpecError::Key)?,
             allowed,
@@ -237,9 +238,7 @@ impl PeerSpec {
 pub fn server_peer(server: SocketAddr, public: PublicKey, keepalive: Option<u64>) -> PeerConfig {
     PeerConfig {
         public,
-        allowed: ["0.0.0.0/0", "::/0"]
-            .map(|all| all.parse().expect("the default routes are prefixes"))
-            .into(),
+        allowed: vec![IpNet::V4(Default::default()), IpNet::V6(Default::default())],
         endpoint: Some(server),
         // Handshake at once; keep the session (and NAT mappings) alive.
         keepalive: match keepalive {

@@ -13,11 +13,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
+use ipnet::IpNet;
 use step01_ping_tun::host::{self, Shutdown};
 use step02_plain_tunnel::mtu::Transport;
 use step02_plain_tunnel::run::{Config, Core, Endpoint, run_device};
 use step02_plain_tunnel::{Action, Transmit};
-use step03_ipv6::cidr::IpCidr;
 use step03_ipv6::device::create_tun;
 use step03_ipv6::hook::PathHook;
 use x25519_dalek::StaticSecret;
@@ -92,7 +92,7 @@ pub struct Started<'a> {
     pub tun: &'a str,
     pub mtu: u16,
     pub endpoint: &'a Endpoint,
-    pub addresses: &'a [IpCidr],
+    pub addresses: &'a [IpNet],
 }
 
 // ANCHOR: tunnel_end
@@ -128,7 +128,7 @@ pub fn tunnel_end<G>(
         underlay_mtu: common.underlay_mtu,
     };
     let mtu = tun_mtu(common.underlay_mtu, config.underlay_family_hint());
-    if mtu < 1280 && common.addresses.iter().any(|a| matches!(a, IpCidr::V6(_))) {
+    if mtu < 1280 && common.addresses.iter().any(|a| matches!(a, IpNet::V6(_))) {
         bail!(
             "an underlay MTU of {} leaves {mtu} for the tunnel; IPv6 needs 1280",
             common.underlay_mtu
@@ -162,11 +162,11 @@ pub fn tunnel_end<G>(
     let shutdown = Shutdown::install()?;
     let device = create_tun(&common.tun, &common.addresses, mtu)?;
     log::info!("{} is up (MTU {mtu})", common.tun);
-    let v4 = common.addresses.iter().find_map(|a| match a.address() {
+    let v4 = common.addresses.iter().find_map(|a| match a.addr() {
         std::net::IpAddr::V4(ip) => Some(ip),
         std::net::IpAddr::V6(_) => None,
     });
-    let v6 = common.addresses.iter().find_map(|a| match a.address() {
+    let v6 = common.addresses.iter().find_map(|a| match a.addr() {
         std::net::IpAddr::V6(ip) => Some(ip),
         std::net::IpAddr::V4(_) => None,
     });
