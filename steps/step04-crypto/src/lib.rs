@@ -7,12 +7,14 @@
 //! - [`replay`]: the anti-replay window (RFC 6479).
 //! - [`wire`]: the three message types.
 //! - [`tunnel`]: the sans-IO core: sessions, peers, timers.
+//! - [`allowed`]: which peer owns an inner address (longest-prefix match).
 //! - [`entropy`]: where private keys, ephemeral keys and indices come from.
 //! - [`keys`]: keys as base64 text.
 //! - [`keyfile`]: key files and key logs only their owner can read.
 
 #![forbid(unsafe_code)]
 
+pub mod allowed;
 pub mod cli;
 pub mod crypto;
 pub mod entropy;

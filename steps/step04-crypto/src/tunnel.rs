@@ -21,6 +21,7 @@ use step02_plain_tunnel::{Action, Transmit};
 use step03_ipv6::rate::TokenBucket;
 use x25519_dalek::{PublicKey, StaticSecret};
 
+use crate::allowed::AllowedIps;
 use crate::crypto::{KEY_LEN, TAG_LEN, open, seal};
 use crate::entropy::Entropy;
 use crate::keys::Short;
@@ -358,6 +359,8 @@ pub struct Tunnel {
     identity: Identity,
     peers: Vec<Peer>,
     by_key: HashMap<[u8; KEY_LEN], PeerId>,
+    /// Every peer's allowed addresses: cryptokey routing's table.
+    allowed: AllowedIps<PeerId>,
     /// Our session indices (and those of initiations in flight) to their
     /// peers.
     by_index: HashMap<u32, PeerId>,
@@ -390,6 +393,7 @@ impl Tunnel {
             identity: Identity::new(secret),
             peers: Vec::new(),
             by_key: HashMap::new(),
+            allowed: AllowedIps::new(),
             by_index: HashMap::new(),
             entropy,
             epoch: (now, unix_now),
@@ -409,13 +413,17 @@ impl Tunnel {
         self.limits = limits;
     }
 
-    /// Adds a peer; a key given twice keeps the first.
+    /// Adds a peer; a key given twice keeps the first. A prefix already
+    /// given to another peer now belongs to this one (as with `wg set`).
     pub fn add_peer(&mut self, config: PeerConfig) -> PeerId {
         if let Some(&id) = self.by_key.get(config.public.as_bytes()) {
             return id;
         }
         let id = self.peers.len();
         self.by_key.insert(*config.public.as_bytes(), id);
+        for prefix in &config.allowed {
+            self.allowed.insert(*prefix, id);
+        }
         self.peers.push(Peer {
             endpoint: config.endpoint,
             config,
@@ -558,13 +566,7 @@ impl Tunnel {
 
     /// The peer whose allowed addresses hold `ip` most specifically.
     fn route(&self, ip: IpAddr) -> Option<PeerId> {
-        self.peers
-            .iter()
-            .enumerate()
-            .flat_map(|(id, p)| p.config.allowed.iter().map(move |c| (id, c)))
-            .filter(|(_, c)| c.contains(&ip))
-            .max_by_key(|(_, c)| c.prefix_len())
-            .map(|(id, _)| id)
+        self.allowed.lookup(ip).copied()
     }
 
     // ANCHOR: seal
@@ -922,10 +924,10 @@ impl Tunnel {
             _ => return Err(self.drop_for(Some(id), DropReason::NotIp)),
         };
         let packet = &out[..len];
-        // Cryptokey routing: the peer may only speak from its own
-        // addresses.
-        let allowed = inner_addresses(packet)
-            .is_some_and(|(source, _)| self.peers[id].config.allowed.iter().any(|c| c.contains(&source)));
+        // Cryptokey routing: the peer may only speak from an address that
+        // routes back to it (not one of a more specific prefix that is
+        // another peer's).
+        let allowed = inner_addresses(packet).is_some_and(|(source, _)| self.route(source) == Some(id));
         if !allowed {
             return Err(self.drop_for(Some(id), DropReason::SourceNotAllowed));
         }
