@@ -6,6 +6,8 @@
 //! (`Noise_IK_25519_ChaChaPoly_BLAKE2s`), so that a later step speaking
 //! WireGuard itself changes names and constants, not primitives.
 
+use std::cell::Cell;
+
 use blake2::digest::consts::U16;
 use blake2::digest::{Digest, Mac as _};
 use blake2::{Blake2s256, Blake2sMac};
@@ -126,10 +128,21 @@ pub fn open(
 }
 // ANCHOR_END: aead
 
+thread_local! {
+    static DH_DONE: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many X25519 operations ([`dh`]) this thread has done: for tests
+/// and benchmarks that measure the work a flood costs.
+pub fn dh_count() -> u64 {
+    DH_DONE.with(Cell::get)
+}
+
 /// X25519 between `secret` and `public`; `None` when the result is all
 /// zeros, which a public key of low order forces whatever our secret is
 /// (so it would prove nothing).
 pub fn dh(secret: &StaticSecret, public: &PublicKey) -> Option<Secret> {
+    DH_DONE.with(|n| n.set(n.get() + 1));
     let shared = secret.diffie_hellman(public);
     shared
         .was_contributory()

@@ -8,6 +8,7 @@
 //! - [`wire`]: the three message types.
 //! - [`tunnel`]: the sans-IO core: sessions, peers, timers.
 //! - [`allowed`]: which peer owns an inner address (longest-prefix match).
+//! - [`limiter`]: which handshake messages get Diffie-Hellman work.
 //! - [`entropy`]: where private keys, ephemeral keys and indices come from.
 //! - [`keys`]: keys as base64 text.
 //! - [`keyfile`]: key files and key logs only their owner can read.
@@ -20,6 +21,7 @@ pub mod crypto;
 pub mod entropy;
 pub mod keyfile;
 pub mod keys;
+pub mod limiter;
 pub mod noise;
 pub mod replay;
 pub mod run;

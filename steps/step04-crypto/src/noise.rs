@@ -23,8 +23,8 @@
 //!
 //! It differs from WireGuard (`Noise_IKpsk2`) on purpose and only in what
 //! a reader can see: our own identifier and mac1 label (so it never
-//! passes for WireGuard), no pre-shared key, and no cookie (`mac2`): a
-//! per-source rate limit stands in for it.
+//! passes for WireGuard), no pre-shared key, and no cookie (`mac2`): the
+//! handshake limiter ([`crate::limiter`]) stands in for it.
 
 use std::fmt;
 use std::time::Duration;

@@ -18,13 +18,13 @@ use ipnet::IpNet;
 use step01_ping_tun::counts::{Counts, Reason};
 use step02_plain_tunnel::tunnel::ip_packet_len;
 use step02_plain_tunnel::{Action, Transmit};
-use step03_ipv6::rate::TokenBucket;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::allowed::AllowedIps;
 use crate::crypto::{KEY_LEN, TAG_LEN, open, seal};
 use crate::entropy::Entropy;
 use crate::keys::Short;
+use crate::limiter::{HandshakeLimiter, Refusal};
 use crate::noise::{self, HandshakeError, Identity, Initiator, SessionKeys};
 use crate::replay::{Check, ReplayWindow};
 use crate::wire::{self, DATA_OVERHEAD, DataPacket, DataRepr, InitiationPacket, MessageType, ResponsePacket};
@@ -64,10 +64,17 @@ pub struct Limits {
     pub new_handshake_timeout: Duration,
     /// A peer's initiations closer together than this are a flood.
     pub min_initiation_interval: Duration,
-    /// Handshake messages processed per second from one source address,
-    /// and the burst: the cost of the DH operations an attacker can cause.
+    /// Handshake messages worked on per second from one source address
+    /// (IPv6: one /64), and the burst.
     pub handshakes_per_second: u32,
     pub handshake_burst: u32,
+    /// Handshake messages worked on per second in all, whatever their
+    /// sources: the most Diffie-Hellman work a flood can cause. Sources
+    /// seen for the first time may use half of it (see [`crate::limiter`]).
+    pub handshake_budget: u32,
+    /// Source addresses the rate limiter remembers; the oldest goes when
+    /// a new one comes.
+    pub handshake_sources: usize,
     /// Inner packets kept per peer while a handshake is under way.
     pub max_staged: usize,
 }
@@ -87,14 +94,13 @@ impl Default for Limits {
             min_initiation_interval: Duration::from_millis(20),
             handshakes_per_second: 10,
             handshake_burst: 5,
+            handshake_budget: 100,
+            handshake_sources: 16384,
             max_staged: 16,
         }
     }
 }
 // ANCHOR_END: limits
-
-/// How many source addresses the handshake rate limiter remembers.
-const MAX_SOURCES: usize = 4096;
 
 // ANCHOR: drop_reason
 /// Why a message or packet was dropped. Each reason has its own counter,
@@ -112,6 +118,8 @@ pub enum DropReason {
     BadMac,
     /// A handshake message over the per-source rate limit.
     RateLimited,
+    /// A handshake message over the whole tunnel's budget: a flood.
+    Overloaded,
     /// A handshake message that did not open: forged, damaged, wrong keys.
     HandshakeFailed,
     /// An initiation from a static key that is not one of our peers.
@@ -161,6 +169,7 @@ impl Reason for DropReason {
         DropReason::BadReserved,
         DropReason::BadMac,
         DropReason::RateLimited,
+        DropReason::Overloaded,
         DropReason::HandshakeFailed,
         DropReason::UnknownPeer,
         DropReason::HandshakeReplay,
@@ -189,6 +198,7 @@ impl Reason for DropReason {
             DropReason::BadReserved => "bad-reserved",
             DropReason::BadMac => "bad-mac",
             DropReason::RateLimited => "rate-limited",
+            DropReason::Overloaded => "overloaded",
             DropReason::HandshakeFailed => "handshake-failed",
             DropReason::UnknownPeer => "unknown-peer",
             DropReason::HandshakeReplay => "handshake-replay",
@@ -367,7 +377,7 @@ pub struct Tunnel {
     entropy: Box<dyn Entropy>,
     /// The wall clock at one instant, for handshake timestamps.
     epoch: (Instant, Duration),
-    sources: HashMap<IpAddr, (TokenBucket, Instant)>,
+    limiter: HandshakeLimiter,
     limits: Limits,
     mtu: usize,
     /// Drops we cannot pin on a peer.
@@ -397,7 +407,7 @@ impl Tunnel {
             by_index: HashMap::new(),
             entropy,
             epoch: (now, unix_now),
-            sources: HashMap::new(),
+            limiter: limiter(&Limits::default()),
             limits: Limits::default(),
             mtu,
             drops: Drops::default(),
@@ -405,11 +415,13 @@ impl Tunnel {
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        self.set_limits(limits);
         self
     }
 
+    /// New limits; the handshake limiter starts afresh with them.
     pub fn set_limits(&mut self, limits: Limits) {
+        self.limiter = limiter(&limits);
         self.limits = limits;
     }
 
@@ -695,24 +707,16 @@ impl Tunnel {
     // ANCHOR_END: decapsulate
 
     /// Takes a handshake token for `from`'s address.
-    fn allow_handshake(&mut self, from: SocketAddr, now: Instant) -> bool {
-        let ip = from.ip();
-        if !self.sources.contains_key(&ip) && self.sources.len() >= MAX_SOURCES {
-            // Forget sources quiet for a second (their buckets are full
-            // again anyway); if all are busy, refuse newcomers.
-            self.sources
-                .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < Duration::from_secs(1));
-            if self.sources.len() >= MAX_SOURCES {
-                return false;
-            }
-        }
-        let (rate, burst) = (self.limits.handshakes_per_second, self.limits.handshake_burst);
-        let (bucket, seen) = self
-            .sources
-            .entry(ip)
-            .or_insert_with(|| (TokenBucket::new(rate, burst), now));
-        *seen = now;
-        bucket.take(now)
+    /// May a handshake message from `from` have Diffie-Hellman work?
+    /// `known`: it comes from where we expect it.
+    fn allow_handshake(&mut self, from: SocketAddr, known: bool, now: Instant) -> Result<(), DropReason> {
+        self.limiter.allow(from.ip(), known, now).map_err(|refusal| {
+            let reason = match refusal {
+                Refusal::SourceLimited => DropReason::RateLimited,
+                Refusal::Overloaded => DropReason::Overloaded,
+            };
+            self.drop_for(None, reason)
+        })
     }
 
     // ANCHOR: on_initiation
@@ -729,9 +733,7 @@ impl Tunnel {
         if !noise::initiation_mac1_ok(&self.identity, &msg) {
             return Err(self.drop_for(None, DropReason::BadMac));
         }
-        if !self.allow_handshake(from, now) {
-            return Err(self.drop_for(None, DropReason::RateLimited));
-        }
+        self.allow_handshake(from, false, now)?;
         let incoming =
             noise::consume_initiation(&self.identity, &msg).map_err(|e| self.drop_for(None, e.into()))?;
         let Some(&id) = self.by_key.get(incoming.remote.as_bytes()) else {
@@ -806,6 +808,11 @@ impl Tunnel {
         else {
             return Err(self.drop_for(None, DropReason::UnexpectedResponse));
         };
+        // The index is right, which an attacker on the path can see: the
+        // same limits as for initiations, before the Diffie-Hellman; from
+        // where we sent the initiation, it is no first contact.
+        let known = self.peers[id].endpoint == Some(from);
+        self.allow_handshake(from, known, now)?;
         let Handshake::Sent { state, .. } = &self.peers[id].handshake else {
             return Err(self.drop_for(Some(id), DropReason::UnexpectedResponse));
         };
@@ -1070,6 +1077,19 @@ impl Tunnel {
         lines.push(format!("unattributed: dropped {}", self.drops));
         lines
     }
+}
+
+/// The handshake limiter for `limits`. A source counts as coming back
+/// after half the initiator's first retry interval: its retry does, a
+/// burst of copies does not.
+fn limiter(limits: &Limits) -> HandshakeLimiter {
+    HandshakeLimiter::new(
+        limits.handshakes_per_second,
+        limits.handshake_burst,
+        limits.handshake_budget,
+        limits.handshake_sources,
+        limits.first_retry / 2,
+    )
 }
 
 /// Follows a peer to the address an authenticated message came from.
