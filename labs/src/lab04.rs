@@ -1135,9 +1135,21 @@ fn flood(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<()> {
         .lines()
         .find(|l| l.starts_with("sent "))
         .map(str::to_string);
-    let pings = pings.wait_with_output()?;
-    let counts = crate::traffic::ping_counts(&String::from_utf8_lossy(&pings.stdout));
+    let pings = String::from_utf8_lossy(&pings.wait_with_output()?.stdout).into_owned();
+    let counts = crate::traffic::ping_counts(&pings);
+    let rtt = crate::traffic::ping_rtt(&pings).map_or(String::new(), |(avg, max)| {
+        format!("; round trip {avg:.2} ms on average, {max:.2} ms at most")
+    });
     let status = lab.server_status()?;
+    // The new client's first initiations the server refused (a first
+    // contact, while the flood takes that half of the budget).
+    let from_newcomer = format!("from {}:", internet::INTRUDER);
+    let refused_first = lab
+        .server_step
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("drop (") && l.contains(&from_newcomer) && l.contains("initiation"))
+        .count();
     report.note(format!(
         "tunlab-flood: {}",
         sent.as_deref().unwrap_or("(no summary in flood.log)")
@@ -1152,7 +1164,7 @@ fn flood(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<()> {
         counts.is_some_and(|(sent, got)| sent > 0 && got * 100 >= sent * 95),
         counts.map_or("no summary from ping".into(), |(s, r)| {
             format!(
-                "{s} sent, {r} received ({:.0}% loss)",
+                "{s} sent, {r} received ({:.0}% loss){rtt}",
                 100.0 * f64::from(s - r.min(s)) / f64::from(s.max(1))
             )
         }),
@@ -1164,7 +1176,7 @@ fn flood(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<()> {
         ),
         connected && took <= FLOOD_CONNECT_LIMIT && answered.counts.is_some_and(|(_, got)| got > 0),
         format!(
-            "handshake {:.2} s after it started; its ping: {answered}",
+            "handshake {:.2} s after it started, {refused_first} of its initiations refused first; its ping: {answered}",
             took.as_secs_f64()
         ),
     );
