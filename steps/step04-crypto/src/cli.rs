@@ -50,12 +50,13 @@ pub struct Common {
     #[arg(long, value_name = "FILE")]
     pub keylog: Option<PathBuf>,
     /// MTU of the underlay path; the TUN device gets this less 60 (IPv4)
-    /// or 80 (IPv6) bytes of headers and tag.
-    #[arg(long, default_value_t = 1500, value_name = "BYTES")]
+    /// or 80 (IPv6) bytes of headers and tag. At least 576, the datagram
+    /// every IPv4 host must take (RFC 791).
+    #[arg(long, default_value_t = 1500, value_name = "BYTES",
+          value_parser = clap::value_parser!(u16).range(576..))]
     pub underlay_mtu: u16,
-    /// Log more: -v shows every packet, -vv everything.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub log: step01_ping_tun::cli::LogArgs,
 }
 
 /// `genkey`'s flags.

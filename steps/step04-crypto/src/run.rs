@@ -8,18 +8,16 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
 use ipnet::IpNet;
 use step01_ping_tun::host::{self, Shutdown};
 use step02_plain_tunnel::mtu::Transport;
-use step02_plain_tunnel::run::{Config, Core, Endpoint, run_device};
+use step02_plain_tunnel::run::{Config, Core, Endpoint, Outgoing, run_device};
 use step02_plain_tunnel::{Action, Transmit};
 use step03_ipv6::device::create_tun;
-use step03_ipv6::hook::PathHook;
+use step03_ipv6::hook::{PathEvent, PathPolicy};
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
@@ -37,11 +35,12 @@ impl Core for Tunnel {
 
     fn encapsulate(
         &mut self,
-        packet: &[u8],
+        packet: &mut [u8],
         now: Instant,
         out: &mut [u8],
-    ) -> Result<Option<Transmit>, DropReason> {
-        Tunnel::encapsulate(self, packet, now, out)
+    ) -> Result<Outgoing, DropReason> {
+        let sent = Tunnel::encapsulate(self, packet, now, out)?;
+        Ok(sent.map_or(Outgoing::Held, Outgoing::Send))
     }
 
     fn decapsulate(
@@ -107,7 +106,7 @@ pub fn tunnel_end<G>(
     endpoint: Endpoint,
     setup: impl FnOnce(&Started<'_>) -> anyhow::Result<G>,
 ) -> anyhow::Result<ExitCode> {
-    host::init_logging(common.verbose);
+    common.log.init();
     // Check everything that needs no privileges first.
     let secret = keyfile::read_key_file(&common.key)?;
     let keylog = match common.keylog.as_deref() {
@@ -170,24 +169,26 @@ pub fn tunnel_end<G>(
         std::net::IpAddr::V6(ip) => Some(ip),
         std::net::IpAddr::V4(_) => None,
     });
-    let hook = Arc::new(PathHook::new(mtu, v4, v6));
     let guard = setup(&Started {
         tun: &common.tun,
         mtu,
         endpoint: &config.endpoint,
         addresses: &common.addresses,
     })?;
-    let result = run_device(device, &config, tunnel, hook.clone(), &shutdown);
+    let policy = PathPolicy::new(tunnel, mtu, v4, v6);
+    let result = run_device(device, &config, policy, &shutdown, |policy| {
+        let counts = policy.counts();
+        let path = (counts.get(PathEvent::Clamped), counts.get(PathEvent::TooBig));
+        (policy.core().status(Instant::now()), path)
+    });
     drop(guard);
-    let status = result?;
-    for line in status.lines() {
+    let (status, (clamped, too_big)) = result?;
+    for line in status {
         println!("{}: {line}", common.tun);
     }
     println!(
-        "{}: clamped {} TCP MSS, sent {} too-big errors",
-        common.tun,
-        hook.clamped.load(Ordering::Relaxed),
-        hook.too_big.load(Ordering::Relaxed)
+        "{}: clamped {clamped} TCP MSS, sent {too_big} too-big errors",
+        common.tun
     );
     Ok(ExitCode::SUCCESS)
 }
