@@ -1007,6 +1007,12 @@ impl Tunnel {
                     .saturating_mul(1 << (*attempts).min(16))
                     .min(limits.max_retry_interval);
                 if now.saturating_duration_since(*last) >= wait {
+                    log::info!(
+                        "no answer from {} after {} ms; sending initiation {}",
+                        Short(&peer.config.public),
+                        wait.as_millis(),
+                        attempts + 2
+                    );
                     return self.initiate(id, now, out).ok();
                 }
                 return None;
