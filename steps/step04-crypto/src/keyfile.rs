@@ -105,9 +105,13 @@ impl fmt::Display for Error {
             ),
             Error::Mode { kind, path, mode } => write!(
                 f,
-                "{kind} {} has mode {mode:03o}, so others may read it; run `chmod 600 {}` (and make a new key if others did)",
+                "{kind} {} has mode {mode:03o}, so others may read it; run `chmod 600 {}` {}",
                 path.display(),
-                path.display()
+                path.display(),
+                match kind {
+                    Kind::KeyFile => "(and make a new key if others did)",
+                    Kind::KeyLog => "(whoever read it can decrypt the sessions it logged)",
+                }
             ),
             Error::Io { kind, path, source } => write!(f, "{kind} {}: {source}", path.display()),
             Error::NotAKey { path, source } => write!(

@@ -24,8 +24,11 @@
 //!    through, and so does a rekey of an established one. A response
 //!    from the address we sent our initiation to counts as coming back.
 //!
-//! What this cannot do: tell a flood that does come back, from addresses
-//! it can receive on, from real clients. WireGuard's answer is the cookie
+//! What this cannot do: tell real clients from a flood that repeats its
+//! forged addresses. A few hundred addresses, each sending within its own
+//! bucket, all count as coming back and can take the whole budget, new
+//! clients' and rekeys' share included; coming back costs a forger
+//! nothing, since it need not receive anything. WireGuard's answer is the cookie
 //! reply (its paper, section 5.4.7): under load, it answers an
 //! initiation with a cookie bound to the source address instead of doing
 //! any Diffie-Hellman, and only an initiation that returns the cookie
