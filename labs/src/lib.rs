@@ -34,6 +34,7 @@
 //! - [`soak`]: `tunlab soak`, step 05's VPN run for a long time through a
 //!   bad link, with restarts, roaming and rekeys, watched for leaks and
 //!   stalls.
+//! - [`flood`]: a handshake flood from forged addresses (lab 04).
 
 #![forbid(unsafe_code)]
 
@@ -44,6 +45,7 @@ pub mod decode;
 pub mod doctor;
 pub mod env;
 pub mod exercise;
+pub mod flood;
 pub mod fuzz;
 pub mod hoststate;
 pub mod keys;
