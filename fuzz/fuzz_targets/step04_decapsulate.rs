@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use step02_plain_tunnel::Action;
 use step04_crypto::entropy::Scripted;
-use step04_crypto::wire::{self, DataPacket, ResponsePacket};
+use step04_crypto::wire::{DataPacket, MessageType, ResponsePacket};
 use step04_crypto::{DropReason, PeerConfig, PublicKey, StaticSecret, Tunnel};
 use tunlab_fuzz::{Records, datagrams, key, keylog};
 
@@ -94,12 +94,12 @@ fn recorded() -> &'static Recorded {
         let wire = datagrams("step04/underlay.pcap");
         let (client_addr, initiation) = wire
             .iter()
-            .find(|(_, to, m)| *to == server_addr && m[0] == wire::INITIATION)
+            .find(|(_, to, m)| *to == server_addr && MessageType::of(m) == Ok(MessageType::Initiation))
             .map(|(from, _, m)| (*from, m.clone()))
             .expect("a recorded initiation");
         let response = wire
             .iter()
-            .find(|(from, _, m)| *from == server_addr && m[0] == wire::RESPONSE)
+            .find(|(from, _, m)| *from == server_addr && MessageType::of(m) == Ok(MessageType::Response))
             .map(|(_, _, m)| m.clone())
             .expect("a recorded response");
         let mut r = Recorded {
@@ -115,7 +115,7 @@ fn recorded() -> &'static Recorded {
         let mut fresh = server(&r, t0);
         let mut out = vec![0u8; 2048];
         for (_, to, m) in &wire {
-            if *to == server_addr && m[0] == wire::DATA {
+            if *to == server_addr && MessageType::of(m) == Ok(MessageType::Data) {
                 let counter = DataPacket::new_checked(&m[..]).unwrap().counter();
                 let result = fresh.decapsulate(client_addr, m, t0, &mut out);
                 let result = outcome(result, &out);

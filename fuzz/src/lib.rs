@@ -51,7 +51,7 @@ pub fn fixture(name: &str) -> PathBuf {
 /// keep the file's mode, so the key-file checks would rightly refuse it).
 pub fn key(name: &str) -> StaticSecret {
     let text = std::fs::read_to_string(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    keys::parse_secret(&text).unwrap_or_else(|| panic!("{name} is not a key"))
+    keys::parse_secret(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// The ephemeral private keys of a key log, in order.
