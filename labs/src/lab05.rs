@@ -519,11 +519,14 @@ impl Up {
     }
 
     /// The state file of the step whose log is `log`, as it logged it
-    /// (`... (state in /run/tunlab/step05-<netns>-tun0.state)`), or else
-    /// the default for `host`: `/run/tunlab/step05-<netns name>-tun0.state`.
+    /// (`... (state in /run/tunlab/<netns>/step05-tun0.state)`), or else
+    /// the default for `host`: `/run/tunlab/<netns name>/step05-tun0.state`.
     pub fn state_file(host: &Host, log: &Path) -> PathBuf {
-        state_in_log(&std::fs::read_to_string(log).unwrap_or_default())
-            .unwrap_or_else(|| Path::new(STEP_STATE_DIR).join(format!("step05-{}-{TUN}.state", host.netns())))
+        state_in_log(&std::fs::read_to_string(log).unwrap_or_default()).unwrap_or_else(|| {
+            Path::new(STEP_STATE_DIR)
+                .join(host.netns())
+                .join(format!("step05-{TUN}.state"))
+        })
     }
 }
 

@@ -8,6 +8,8 @@
 //! - [`wire`]: one-line, tcpdump-like summaries of packets.
 //! - [`responder`]: the sans-IO core, request bytes in, reply bytes out.
 //! - [`pcap`]: recording and reading LINKTYPE_RAW captures.
+//! - [`ifname`]: interface names, checked before any command or script
+//!   sees them.
 //! - [`host`] and [`run`]: the TUN device, signals, and the I/O loop.
 
 #![forbid(unsafe_code)]
@@ -15,6 +17,7 @@
 pub mod checksum;
 pub mod cidr;
 pub mod host;
+pub mod ifname;
 pub mod pcap;
 pub mod responder;
 pub mod run;

@@ -4,16 +4,18 @@
 
 #![forbid(unsafe_code)]
 
-use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use step02_plain_tunnel::run::{Endpoint, resolve};
-use step04_crypto::cli::{Common, client_peer, genkey, pubkey, server_peers, tunnel_end};
-use step05_full_tunnel::setup::{Wanted, apply_all, client_changes, default_state, down, server_changes};
+use step04_crypto::PeerConfig;
+use step04_crypto::cli::{Common, client_peer, genkey, pubkey, tunnel_end};
+use step05_full_tunnel::cli::{DownArgs, FullTunnelArgs, StateArgs, parse_peer};
+use step05_full_tunnel::setup::{apply_all, client_changes, down, server_changes};
 
 const PROGRAM: &str = "step05-full-tunnel";
+/// The name of this step's state files.
+const STEP: &str = "step05";
 
 /// A VPN: step 04's encrypted tunnel, with all of a client's traffic
 /// routed through the server, which forwards it and masquerades it.
@@ -32,7 +34,7 @@ const PROGRAM: &str = "step05-full-tunnel";
         --address 10.0.0.1/24 --address fd00::1/64\n  \
         step05-full-tunnel client --server 192.0.2.1:51820 --key client.key --server-key SERVER_PUBKEY \\\n      \
         --address 10.0.0.2/24 --address fd00::2/64 --full-tunnel --dns 198.51.100.53 --kill-switch\n  \
-        step05-full-tunnel down     # after a kill -9: undo what the killed run left\n\n\
+        step05-full-tunnel down     # after a kill -9: undo what the killed runs left\n\n\
         genkey and pubkey are step 04's. `kill -USR1 PID` logs each peer's status."
 )]
 struct Cli {
@@ -57,15 +59,15 @@ enum Command {
         listen: std::net::SocketAddr,
         /// A client: its public key and the tunnel addresses it may send
         /// from (and that are routed to it). Repeat for each client.
-        #[arg(long = "peer", value_name = "PUBKEY=CIDR[,CIDR...]", required = true)]
-        peers: Vec<String>,
+        #[arg(long = "peer", value_name = "PUBKEY=CIDR[,CIDR...]", required = true, value_parser = parse_peer)]
+        peers: Vec<PeerConfig>,
         /// Turn on forwarding (old values restored on exit) and masquerade
         /// packets from the tunnel's prefixes that leave by another
         /// interface, in an nftables table of our own.
         #[arg(long)]
         nat: bool,
         #[command(flatten)]
-        host: HostArgs,
+        state: StateArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -83,50 +85,20 @@ enum Command {
         /// Seconds between keepalives [default: 25; 0: none].
         #[arg(long, value_name = "SECS")]
         keepalive: Option<u64>,
-        /// Route all IPv4 and IPv6 through the tunnel (0.0.0.0/1,
-        /// 128.0.0.0/1, ::/1, 8000::/1), except the tunnel's own datagrams
-        /// to the server.
-        #[arg(long)]
-        full_tunnel: bool,
-        /// Use this DNS resolver while the tunnel runs (rewrites
-        /// /etc/resolv.conf, restored on exit).
-        #[arg(long, value_name = "ADDR", requires = "full_tunnel")]
-        dns: Option<IpAddr>,
-        /// Drop every packet that would leave outside the tunnel (except
-        /// to the server), until the tunnel is taken down; a killed
-        /// client stays blocked until `down`.
-        #[arg(long, requires = "full_tunnel")]
-        kill_switch: bool,
         #[command(flatten)]
-        host: HostArgs,
+        routing: FullTunnelArgs,
+        #[command(flatten)]
+        state: StateArgs,
         #[command(flatten)]
         common: Common,
     },
-    /// Undo what a run that was killed left on this host (in this network
-    /// namespace).
-    #[command(after_help = "Example (as root):\n  step05-full-tunnel down --tun tun0")]
-    Down {
-        /// The TUN device name the killed run used.
-        #[arg(long, default_value = "tun0", value_name = "NAME")]
-        tun: String,
-        #[command(flatten)]
-        host: HostArgs,
-    },
-}
-
-#[derive(Debug, Args)]
-struct HostArgs {
-    /// The state file that journals the host changes [default:
-    /// /run/tunlab/step05-NETNS-TUN.state, NETNS being this network
-    /// namespace's inode].
-    #[arg(long, value_name = "FILE")]
-    state: Option<PathBuf>,
-}
-
-impl HostArgs {
-    fn path(&self, tun: &str) -> PathBuf {
-        self.state.clone().unwrap_or_else(|| default_state(tun))
-    }
+    /// Undo what runs that were killed left on this host (in this network
+    /// namespace): every state file of this step here, or the one of
+    /// --tun or --state.
+    #[command(
+        after_help = "Examples (as root):\n  step05-full-tunnel down\n  step05-full-tunnel down --tun tun0"
+    )]
+    Down(DownArgs),
 }
 
 fn main() -> ExitCode {
@@ -138,10 +110,10 @@ fn main() -> ExitCode {
             listen,
             peers,
             nat,
-            host,
+            state,
             common,
-        } => server_peers(&peers).and_then(|peers| {
-            let state = host.path(&common.tun);
+        } => {
+            let state = state.path(STEP, &common.tun);
             tunnel_end(PROGRAM, &common, peers, Endpoint::Server { listen }, |started| {
                 apply_all(&state, |host| {
                     if nat {
@@ -151,35 +123,30 @@ fn main() -> ExitCode {
                     }
                 })
             })
-        }),
+        }
         Command::Client {
             server,
             server_key,
             keepalive,
-            full_tunnel,
-            dns,
-            kill_switch,
-            host,
+            routing,
+            state,
             common,
         } => resolve(&server).and_then(|server| {
             let peer = client_peer(server, &server_key, keepalive)?;
-            let state = host.path(&common.tun);
+            let state = state.path(STEP, &common.tun);
             tunnel_end(
                 PROGRAM,
                 &common,
                 vec![peer],
                 Endpoint::Client { server },
                 |started| {
-                    let wanted = Wanted {
-                        full_tunnel,
-                        dns,
-                        kill_switch,
-                    };
-                    apply_all(&state, |host| client_changes(started, server, &wanted, host))
+                    apply_all(&state, |host| {
+                        client_changes(started, server, &routing.wanted(), host)
+                    })
                 },
             )
         }),
-        Command::Down { tun, host } => down(PROGRAM, &host.path(&tun)),
+        Command::Down(args) => down(PROGRAM, &args.states(STEP)),
     };
     match result {
         Ok(code) => code,
