@@ -14,6 +14,9 @@
 //!   idle timeout.
 //! - [`keepalive`]: pings on a quiet control connection, and the end of a
 //!   silent one.
+//! - [`policy`]: the server's rules (handshake slots and replays, the
+//!   order of a session, which ports a key may claim, what visitors may
+//!   cost), sans-IO.
 //! - [`conn`]: the I/O shell of one control connection: threads and
 //!   blocking sockets, no async runtime.
 //! - [`server`] and [`client`]: the two ends.
@@ -29,6 +32,7 @@ pub mod flows;
 pub mod keepalive;
 pub mod l3;
 pub mod mux;
+pub mod policy;
 pub mod secure;
 pub mod server;
 pub mod wire;

@@ -29,10 +29,29 @@
 //!
 //! The handshake's sender and receiver indices name a session among many
 //! on one UDP socket; here the TCP connection itself is the session, so
-//! they are unused. A replayed initiation gets a response but its sender
-//! cannot read it (that needs the client's ephemeral secret): the server
-//! therefore acts on a client only when its first sealed frame opens,
-//! which proves it holds the keys.
+//! they are unused.
+//!
+//! # A server's handshake, one cost at a time
+//!
+//! A recorded initiation is still a valid one: its mac1 is right and it
+//! opens. So the server takes an initiation in three steps, and the
+//! caller, who keeps what all connections have seen (see
+//! [`crate::policy::Handshakes`]), may stop after each:
+//!
+//! 1. [`poll`](SecureChannel::poll) checks the mac1 (one hash) and gives
+//!    [`Event::Initiation`] with the ephemeral key in the clear: one the
+//!    server accepted before is a replay, refused before any
+//!    Diffie-Hellman;
+//! 2. [`identify`](SecureChannel::identify) opens it (two Diffie-Hellman
+//!    operations): the client's key, checked against the list, and its
+//!    TAI64N timestamp, which must be newer than the last one of that key;
+//! 3. [`accept`](SecureChannel::accept) writes the response (two more).
+//!
+//! Even a replay that gets through (one the server never accepted, say,
+//! recorded while it was down) gets a response its sender cannot read
+//! (that needs the client's ephemeral secret): the server acts on a
+//! client only once its first sealed frame opens, which proves it holds
+//! the keys.
 //!
 //! Memory for an unauthenticated peer is bounded: before the handshake a
 //! record must have exactly the handshake message's length, so a server
@@ -47,6 +66,7 @@ use step04_crypto::crypto::{self, TAG_LEN};
 use step04_crypto::noise::{self, HandshakeError, Identity, SessionKeys};
 use step04_crypto::wire::{INITIATION_LEN, InitiationPacket, RESPONSE_LEN, ResponsePacket};
 use step04_crypto::{PublicKey, StaticSecret};
+use zeroize::Zeroize;
 
 use crate::wire::{HEADER_LEN, MAX_FRAME, Repr};
 
@@ -123,6 +143,17 @@ enum State {
         keys: Arc<ServerKeys>,
         ephemeral: StaticSecret,
     },
+    /// Server: an initiation for our key (its mac1 is right), not opened.
+    Initiated {
+        keys: Arc<ServerKeys>,
+        ephemeral: StaticSecret,
+        message: [u8; INITIATION_LEN],
+    },
+    /// Server: the initiation opened, from a listed key.
+    Identified {
+        ephemeral: StaticSecret,
+        incoming: noise::Incoming,
+    },
     /// Client: initiation sent, waiting for the response.
     AwaitResponse {
         identity: Arc<Identity>,
@@ -139,8 +170,12 @@ enum State {
 /// What [`SecureChannel::poll`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
-    /// The handshake finished: frames may be sealed now. `peer` is the
-    /// other end's static public key.
+    /// Server: an initiation for our key came; its ephemeral public key,
+    /// in the clear. Next: [`SecureChannel::identify`], or drop the
+    /// channel.
+    Initiation { ephemeral: [u8; 32] },
+    /// Client: the handshake finished: frames may be sealed now. `peer`
+    /// is the server's static public key.
     Established { peer: [u8; 32] },
     /// One frame, opened (not yet parsed: see [`Repr::parse_bytes`]).
     Frame(&'a [u8]),
@@ -164,6 +199,8 @@ impl fmt::Debug for SecureChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::AwaitInitiation { .. } => "await-initiation",
+            State::Initiated { .. } => "initiated",
+            State::Identified { .. } => "identified",
             State::AwaitResponse { .. } => "await-response",
             State::Open { .. } => "open",
         };
@@ -226,27 +263,15 @@ impl SecureChannel {
     }
 
     // ANCHOR: mirror
-    /// A channel that opens what this one seals, from the first record:
-    /// the same session keys with the directions swapped. For decrypting
-    /// a recording of a session with this end's keys (a client replayed
-    /// from its key log reads both directions this way); `None` before
-    /// the handshake or once a record was sealed.
-    pub fn mirror(&self) -> Option<SecureChannel> {
+    /// An [`Opener`] of what this end seals, from the first record: for
+    /// decrypting a recording of a session with this end's keys (a client
+    /// replayed from its key log reads both directions this way); `None`
+    /// before the handshake or once a record was sealed.
+    pub fn mirror(&self) -> Option<Opener> {
         let State::Open { keys, send: 0, .. } = &self.state else {
             return None;
         };
-        let mut keys = keys.clone();
-        std::mem::swap(&mut keys.send, &mut keys.receive);
-        Some(Self {
-            state: State::Open {
-                keys,
-                send: 0,
-                receive: 0,
-            },
-            input: Vec::new(),
-            consumed: 0,
-            failed: None,
-        })
+        Some(Opener::new(keys.send))
     }
     // ANCHOR_END: mirror
 
@@ -281,9 +306,8 @@ impl SecureChannel {
     }
 
     // ANCHOR: poll
-    /// The next record's event, if a whole record is buffered. Bytes to
-    /// send (the server's handshake response) are appended to `out`.
-    pub fn poll(&mut self, out: &mut Vec<u8>) -> Result<Option<Event<'_>>, Error> {
+    /// The next record's event, if a whole record is buffered.
+    pub fn poll(&mut self) -> Result<Option<Event<'_>>, Error> {
         self.fail_again()?;
         self.input.drain(..self.consumed);
         self.consumed = 0;
@@ -294,6 +318,8 @@ impl SecureChannel {
         // Check the length before waiting for the bytes it announces.
         let fits = match self.state {
             State::AwaitInitiation { .. } => len == INITIATION_LEN,
+            // Nothing may come before our response: wait for the caller.
+            State::Initiated { .. } | State::Identified { .. } => return Ok(None),
             State::AwaitResponse { .. } => len == RESPONSE_LEN,
             State::Open { .. } => (HEADER_LEN + TAG_LEN..=MAX_RECORD).contains(&len),
         };
@@ -307,31 +333,33 @@ impl SecureChannel {
         let record = LENGTH_LEN..LENGTH_LEN + len;
         match &mut self.state {
             State::AwaitInitiation { keys, ephemeral } => {
-                let msg =
-                    InitiationPacket::new_checked(&self.input[record]).map_err(|_| Error::UnexpectedRecord);
-                let result = msg.and_then(|msg| {
-                    if !noise::initiation_mac1_ok(&keys.identity, &msg) {
-                        return Err(Error::BadMac);
-                    }
-                    let incoming = noise::consume_initiation(&keys.identity, &msg)?;
-                    if !keys.allowed.contains(&incoming.remote) {
-                        return Err(Error::UnknownPeer);
-                    }
-                    let start = out.len();
-                    out.extend_from_slice(&(RESPONSE_LEN as u16).to_be_bytes());
-                    out.resize(start + LENGTH_LEN + RESPONSE_LEN, 0);
-                    let ephemeral = std::mem::replace(ephemeral, StaticSecret::from([0; 32]));
-                    let keys = noise::respond(&incoming, ephemeral, 0, &mut out[start + 2..]);
-                    keys.map(|k| (k, incoming.remote)).map_err(|e| {
-                        out.truncate(start);
-                        e.into()
-                    })
-                });
-                match result {
-                    Ok((keys, peer)) => self.established(keys, peer),
-                    Err(e) => self.fail(e),
-                }
+                let record = &self.input[record];
+                let ok = InitiationPacket::new_checked(record)
+                    .map_err(|_| Error::UnexpectedRecord)
+                    .and_then(|msg| {
+                        if noise::initiation_mac1_ok(&keys.identity, &msg) {
+                            Ok(msg.ephemeral())
+                        } else {
+                            Err(Error::BadMac)
+                        }
+                    });
+                let ephemeral_key = match ok {
+                    Ok(e) => e,
+                    Err(e) => return self.fail(e),
+                };
+                let mut message = [0u8; INITIATION_LEN];
+                message.copy_from_slice(record);
+                let ephemeral = std::mem::replace(ephemeral, StaticSecret::from([0; 32]));
+                self.state = State::Initiated {
+                    keys: keys.clone(),
+                    ephemeral,
+                    message,
+                };
+                Ok(Some(Event::Initiation {
+                    ephemeral: ephemeral_key,
+                }))
             }
+            State::Initiated { .. } | State::Identified { .. } => Ok(None),
             State::AwaitResponse {
                 identity,
                 server,
@@ -367,6 +395,67 @@ impl SecureChannel {
         }
     }
     // ANCHOR_END: poll
+
+    // ANCHOR: identify
+    /// Server, after [`Event::Initiation`]: opens the initiation (two
+    /// Diffie-Hellman operations) and returns the client's static key and
+    /// the TAI64N timestamp it sent, for the caller to judge; fails for a
+    /// key not in the list.
+    pub fn identify(&mut self) -> Result<([u8; 32], [u8; noise::TIMESTAMP_LEN]), Error> {
+        self.fail_again()?;
+        let (keys, ephemeral, message) = match &mut self.state {
+            State::Initiated {
+                keys,
+                ephemeral,
+                message,
+            } => (
+                keys.clone(),
+                std::mem::replace(ephemeral, StaticSecret::from([0; 32])),
+                *message,
+            ),
+            _ => return Err(Error::NotEstablished),
+        };
+        let msg = InitiationPacket::new_checked(&message[..]).map_err(|_| Error::UnexpectedRecord);
+        let opened = msg.and_then(|msg| Ok(noise::consume_initiation(&keys.identity, &msg)?));
+        let incoming = match opened {
+            Ok(incoming) if keys.allowed.contains(&incoming.remote) => incoming,
+            Ok(_) => return self.fail(Error::UnknownPeer),
+            Err(e) => return self.fail(e),
+        };
+        let found = (*incoming.remote.as_bytes(), incoming.timestamp);
+        self.state = State::Identified { ephemeral, incoming };
+        Ok(found)
+    }
+
+    /// Server, after [`identify`](Self::identify): appends the response
+    /// record to `out` (two more Diffie-Hellman operations); frames may be
+    /// sealed now. Returns the client's static key.
+    pub fn accept(&mut self, out: &mut Vec<u8>) -> Result<[u8; 32], Error> {
+        self.fail_again()?;
+        let State::Identified { ephemeral, incoming } = &mut self.state else {
+            return Err(Error::NotEstablished);
+        };
+        let start = out.len();
+        out.extend_from_slice(&(RESPONSE_LEN as u16).to_be_bytes());
+        out.resize(start + LENGTH_LEN + RESPONSE_LEN, 0);
+        let ephemeral = std::mem::replace(ephemeral, StaticSecret::from([0; 32]));
+        let peer = *incoming.remote.as_bytes();
+        match noise::respond(incoming, ephemeral, 0, &mut out[start + LENGTH_LEN..]) {
+            Ok(keys) => {
+                self.state = State::Open {
+                    keys,
+                    send: 0,
+                    receive: 0,
+                };
+                Ok(peer)
+            }
+            Err(e) => {
+                out.truncate(start);
+                self.fail(e.into())
+            }
+        }
+    }
+    // ANCHOR_END: identify
 
     fn established(&mut self, keys: SessionKeys, peer: PublicKey) -> Result<Option<Event<'_>>, Error> {
         self.state = State::Open {
@@ -427,6 +516,104 @@ impl SecureChannel {
     // ANCHOR_END: seal
 }
 
+// ANCHOR: opener
+/// Opens the records one end of a session sealed, from its first one, and
+/// can seal nothing: it holds only that end's sending key. For reading a
+/// recording (see [`SecureChannel::mirror`]); a channel that could also
+/// seal under that key from counter 0 would reuse the nonces of the
+/// records it reads, and with ChaCha20-Poly1305 a reused nonce gives away
+/// the XOR of two plaintexts and lets tags be forged (RFC 8439 section 4).
+pub struct Opener {
+    key: [u8; crypto::KEY_LEN],
+    receive: u64,
+    input: Vec<u8>,
+    consumed: usize,
+    failed: Option<Error>,
+}
+// ANCHOR_END: opener
+
+impl fmt::Debug for Opener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opener")
+            .field("receive", &self.receive)
+            .field("buffered", &self.input.len())
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl Drop for Opener {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+impl Opener {
+    fn new(key: [u8; crypto::KEY_LEN]) -> Self {
+        Self {
+            key,
+            receive: 0,
+            input: Vec::new(),
+            consumed: 0,
+            failed: None,
+        }
+    }
+
+    /// Bytes of the recorded stream, as [`SecureChannel::push`] takes them.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        self.input.drain(..self.consumed);
+        self.consumed = 0;
+        if self.input.len() + bytes.len() > INPUT_LIMIT {
+            return self.fail(Error::Overflow);
+        }
+        self.input.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn fail<T>(&mut self, e: Error) -> Result<T, Error> {
+        self.failed = Some(e);
+        self.input = Vec::new();
+        self.consumed = 0;
+        Err(e)
+    }
+
+    /// The next frame, opened, if a whole record is buffered.
+    pub fn poll(&mut self) -> Result<Option<&[u8]>, Error> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        self.input.drain(..self.consumed);
+        self.consumed = 0;
+        let Some(&[a, b]) = self.input.get(..LENGTH_LEN) else {
+            return Ok(None);
+        };
+        let len = usize::from(u16::from_be_bytes([a, b]));
+        if !(HEADER_LEN + TAG_LEN..=MAX_RECORD).contains(&len) {
+            return self.fail(Error::UnexpectedRecord);
+        }
+        if self.input.len() < LENGTH_LEN + len {
+            return Ok(None);
+        }
+        let (sealed, tag) = self.input[LENGTH_LEN..LENGTH_LEN + len].split_at_mut(len - TAG_LEN);
+        let mut t = [0u8; TAG_LEN];
+        t.copy_from_slice(tag);
+        if crypto::open(&self.key, self.receive, &[a, b], sealed, &t).is_err() {
+            return self.fail(Error::BadRecord);
+        }
+        self.receive += 1;
+        self.consumed = LENGTH_LEN + len;
+        Ok(Some(&self.input[LENGTH_LEN..LENGTH_LEN + len - TAG_LEN]))
+    }
+
+    /// Whether part of a record is buffered.
+    pub fn has_partial(&self) -> bool {
+        self.input.len() > self.consumed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,11 +651,11 @@ mod tests {
         let mut server = SecureChannel::server(keys, StaticSecret::from([4; 32]));
         let mut to_client = Vec::new();
         server.push(&to_server).unwrap();
-        let result = match server.poll(&mut to_client) {
-            Ok(Some(Event::Established { peer })) => {
+        let result = match server_handshake(&mut server, &mut to_client) {
+            Ok(peer) => {
                 assert_eq!(peer, *identity(1).public().as_bytes());
                 client.push(&to_client).unwrap();
-                match client.poll(&mut Vec::new()) {
+                match client.poll() {
                     Ok(Some(Event::Established { peer })) => {
                         assert_eq!(peer, *identity(2).public().as_bytes());
                         Ok(())
@@ -477,10 +664,19 @@ mod tests {
                     Err(e) => Err(e),
                 }
             }
-            Ok(other) => panic!("server: {other:?}"),
             Err(e) => Err(e),
         };
         (Pair { client, server }, result)
+    }
+
+    /// A server's three steps, with nothing refused by a policy.
+    fn server_handshake(server: &mut SecureChannel, out: &mut Vec<u8>) -> Result<[u8; 32], Error> {
+        match server.poll()? {
+            Some(Event::Initiation { .. }) => {}
+            other => panic!("server: {other:?}"),
+        }
+        server.identify()?;
+        server.accept(out)
     }
 
     fn established() -> Pair {
@@ -493,7 +689,7 @@ mod tests {
     fn frames(to: &mut SecureChannel, bytes: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
         to.push(bytes)?;
         let mut got = Vec::new();
-        while let Some(event) = to.poll(&mut Vec::new())? {
+        while let Some(event) = to.poll()? {
             match event {
                 Event::Frame(f) => got.push(f.to_vec()),
                 other => panic!("{other:?}"),
@@ -633,12 +829,9 @@ mod tests {
         let mut impostor = SecureChannel::server(keys, StaticSecret::from([4; 32]));
         impostor.push(&forged).unwrap();
         let mut resp = Vec::new();
-        assert!(matches!(
-            impostor.poll(&mut resp),
-            Ok(Some(Event::Established { .. }))
-        ));
+        server_handshake(&mut impostor, &mut resp).unwrap();
         client.push(&resp).unwrap();
-        assert_eq!(client.poll(&mut Vec::new()), Err(Error::Handshake));
+        assert_eq!(client.poll(), Err(Error::Handshake));
     }
 
     #[test]
@@ -649,7 +842,7 @@ mod tests {
         });
         let mut server = SecureChannel::server(keys, StaticSecret::from([4; 32]));
         server.push(b"GE").unwrap();
-        assert_eq!(server.poll(&mut Vec::new()), Err(Error::UnexpectedRecord));
+        assert_eq!(server.poll(), Err(Error::UnexpectedRecord));
         assert_eq!(server.push(b"T / HTTP/1.1\r\n"), Err(Error::UnexpectedRecord));
     }
 
@@ -692,14 +885,23 @@ mod tests {
                 if ch.push(&chunk).is_err() {
                     break;
                 }
-                let mut out = Vec::new();
-                match ch.poll(&mut out) {
+                match ch.poll() {
                     Ok(Some(event)) => proptest::prop_assert!(false, "{event:?}"),
                     Ok(None) => {}
                     Err(_) => break,
                 }
             }
         }
+    }
+
+    /// All frames `opener` opens from `bytes`.
+    fn opened(opener: &mut Opener, bytes: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+        opener.push(bytes)?;
+        let mut got = Vec::new();
+        while let Some(frame) = opener.poll()? {
+            got.push(frame.to_vec());
+        }
+        Ok(got)
     }
 
     #[test]
@@ -709,9 +911,17 @@ mod tests {
         let mut wire = Vec::new();
         p.client.seal(&hello(), &mut wire).unwrap();
         p.client.seal_repr(&Repr::Ping { opaque: 9 }, &mut wire).unwrap();
-        let got = frames(&mut mirror, &wire).unwrap();
+        let got = opened(&mut mirror, &wire).unwrap();
         assert_eq!(got, frames(&mut p.server, &wire).unwrap());
         assert_eq!(got.len(), 2);
+        // In order only, and a failed opener stays failed.
+        let mut again = established();
+        let mut m = again.client.mirror().unwrap();
+        let (mut r0, mut r1) = (Vec::new(), Vec::new());
+        again.client.seal(&hello(), &mut r0).unwrap();
+        again.client.seal(&hello(), &mut r1).unwrap();
+        assert_eq!(opened(&mut m, &r1), Err(Error::BadRecord));
+        assert_eq!(opened(&mut m, &r0), Err(Error::BadRecord));
         // Too late once sealing began; never before the handshake.
         assert!(p.client.mirror().is_none());
         let keys = Arc::new(ServerKeys {
@@ -723,6 +933,41 @@ mod tests {
                 .mirror()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_server_sees_the_ephemeral_then_the_key_and_timestamp_then_answers() {
+        let keys = Arc::new(ServerKeys {
+            identity: identity(2),
+            allowed: vec![*identity(1).public()],
+        });
+        let sent = noise::tai64n(Duration::new(1_700_000_000, 42));
+        let mut init = Vec::new();
+        SecureChannel::client(
+            Arc::new(identity(1)),
+            *identity(2).public(),
+            StaticSecret::from([3; 32]),
+            sent,
+            &mut init,
+        )
+        .unwrap();
+        let mut server = SecureChannel::server(keys, StaticSecret::from([4; 32]));
+        assert_eq!(server.identify(), Err(Error::NotEstablished), "nothing yet");
+        server.push(&init).unwrap();
+        let mut out = Vec::new();
+        let ephemeral = *PublicKey::from(&StaticSecret::from([3; 32])).as_bytes();
+        assert_eq!(server.poll(), Ok(Some(Event::Initiation { ephemeral })));
+        assert!(out.is_empty(), "no answer before the caller says so");
+        assert_eq!(
+            server.accept(&mut out),
+            Err(Error::NotEstablished),
+            "not identified"
+        );
+        assert_eq!(server.identify(), Ok((*identity(1).public().as_bytes(), sent)));
+        assert!(!server.is_established());
+        server.accept(&mut out).unwrap();
+        assert_eq!(out.len(), LENGTH_LEN + RESPONSE_LEN);
+        assert!(server.is_established());
     }
 
     #[test]
