@@ -94,6 +94,11 @@ enum Command {
         #[arg(long, default_value_t = flows::IDLE_TIMEOUT.as_secs(), value_name = "SECS",
               value_parser = clap::value_parser!(u64).range(1..))]
         udp_idle_timeout: u64,
+        /// The most visitors' streams one address (an IPv6 /64) may have
+        /// open at once.
+        #[arg(long, default_value_t = VisitorLimits::default().per_source as u32, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_visitors_per_source: u32,
         /// Close a visitor's TCP stream after this many seconds with no
         /// byte moving either way [0: never].
         #[arg(long, default_value_t = VisitorLimits::default().idle_timeout.as_secs(), value_name = "SECS")]
@@ -164,6 +169,7 @@ fn main() -> ExitCode {
             max_ports_per_key,
             public_ip,
             udp_idle_timeout,
+            max_visitors_per_source,
             visitor_idle_timeout,
             keylog,
             verbose,
@@ -191,6 +197,7 @@ fn main() -> ExitCode {
                 }
             }
             let visitors = VisitorLimits {
+                per_source: max_visitors_per_source as usize,
                 idle_timeout: Duration::from_secs(visitor_idle_timeout),
                 ..VisitorLimits::default()
             };

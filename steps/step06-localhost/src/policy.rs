@@ -591,8 +591,9 @@ pub const STREAM_COST: usize = 2 * INITIAL_WINDOW as usize;
 /// The limits on visitors of exposed ports, over the whole server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VisitorLimits {
-    /// Streams (TCP visitors and UDP flows) from one source address (an
-    /// IPv6 /64) at once.
+    /// TCP visitors' streams from one source address (an IPv6 /64) at
+    /// once: half of what the default budget holds, so that one host
+    /// cannot take them all.
     pub per_source: usize,
     /// The bytes all streams may buffer, each counted at the most it can
     /// hold, [`STREAM_COST`]: a stream that cannot get its share is
@@ -607,7 +608,7 @@ pub struct VisitorLimits {
 impl Default for VisitorLimits {
     fn default() -> Self {
         Self {
-            per_source: 32,
+            per_source: 64,
             budget: 64 << 20,
             idle_timeout: Duration::from_secs(300),
         }

@@ -153,11 +153,7 @@ fn visit(port: u16, payload: Arc<Vec<u8>>) -> Vec<u8> {
 
 #[test]
 fn fifty_visitors_of_a_megabyte_each_come_back_intact() {
-    // All fifty come from 127.0.0.1, more than one address may have by
-    // default.
-    let mut config = server_config((LOCALHOST, 0).into());
-    config.visitors.per_source = 50;
-    let server = Server::start(config).unwrap();
+    let server = server_on((LOCALHOST, 0).into());
     let client = start_client(1, 2, server.listen_addr(), echo_service(), 0);
     let port = client.exposed_port();
     let visitors: Vec<_> = (0..50)
