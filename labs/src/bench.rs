@@ -1,8 +1,9 @@
 //! `tunlab bench`: every tunnel measured against the bare link and against
 //! the userspace WireGuard implementations, in one run, on one topology.
 //!
-//! Two lab hosts, `a` and `b`, joined by one veth pair: the physical limit
-//! of this machine. Each contestant is started on both hosts, measured from
+//! Two lab hosts joined by one veth pair, the labs' two-host topology
+//! ([`topology::two_hosts`]; `a` is its client, `b` its server): the
+//! physical limit of this machine. Each contestant is started on both hosts, measured from
 //! `a` to `b` (iperf3 TCP with 1 and 4 streams, the highest UDP rate with
 //! under 1% loss, ping at idle and under load, CPU time and peak memory of
 //! the tunnel processes), and stopped. The rounds are interleaved (round 1
@@ -24,24 +25,34 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::doctor::{Kernel, Needs};
 use crate::env;
-use crate::lab04::KeyPair;
-use crate::netns::{Host, Topology};
+use crate::keys::KeyPair;
+use crate::netns::Host;
 use crate::process::Running;
+use crate::topology::{self, underlay};
 use measure::{Iperf, Rtts, Target};
 use results::{Figure, Machine, Outcome, Results, Row, Series, Settings};
 
-/// The programs the benchmark runs itself.
-pub const TOOLS: &[&str] = &["ip", "iperf3", "ping", "timeout", "getconf"];
+/// What the benchmark needs from the machine: the programs it runs
+/// itself, and the steps it measures (step 04 also makes the keys).
+pub const NEEDS: Needs = Needs {
+    tools: &["ip", "iperf3", "ping", "timeout", "getconf"],
+    kernel: &[Kernel::Tun, Kernel::Netns, Kernel::Veth],
+    binaries: &[
+        ("step02-plain-tunnel", "step02-plain-tunnel"),
+        ("step03-ipv6", "step03-ipv6"),
+        ("step04-crypto", "step04-crypto"),
+        ("step05-full-tunnel", "step05-full-tunnel"),
+        ("step06-localhost", "step06-localhost"),
+    ],
+};
 
 /// Install hints for the other implementations.
 const WIREGUARD_GO_INSTALL: &str = "apt-get install --no-install-recommends wireguard-go wireguard-tools";
 const BORINGTUN_INSTALL: &str =
     "cargo install --locked boringtun-cli (and apt-get install --no-install-recommends wireguard-tools)";
 
-/// Underlay addresses of the two hosts.
-const A_UNDERLAY: &str = "192.0.2.1";
-const B_UNDERLAY: &str = "192.0.2.2";
 /// How long a contestant that is up is left alone before it is measured.
 const SETTLE: Duration = Duration::from_secs(1);
 /// The port the iperf3 server listens on in `b`.
@@ -64,7 +75,7 @@ pub struct Options {
 
 impl Options {
     pub fn default_out() -> PathBuf {
-        env::workspace_root().join("target").join("tunlab").join("bench")
+        env::out_dir("bench")
     }
 }
 
@@ -176,7 +187,7 @@ impl Contestant {
 
 /// boringtun-cli on the PATH, or where `cargo install` puts it (sudo's
 /// PATH often lacks `~/.cargo/bin`).
-fn boringtun_binary() -> Option<PathBuf> {
+pub fn boringtun_binary() -> Option<PathBuf> {
     if env::on_path("boringtun-cli") {
         return Some(PathBuf::from("boringtun-cli"));
     }
@@ -253,8 +264,6 @@ impl Started {
 /// Runs the benchmark and writes `bench.json`, `bench.md` and `bench.svg`
 /// into `options.out`.
 pub fn run(options: &Options) -> anyhow::Result<Results> {
-    env::require_root()?;
-    env::require_tools(TOOLS)?;
     if options.rounds == 0 || options.seconds == 0 {
         bail!("--rounds and --seconds must be at least 1");
     }
@@ -272,17 +281,13 @@ pub fn run(options: &Options) -> anyhow::Result<Results> {
     println!("{date} — {}", machine.line());
     if machine.profile != "release" {
         println!(
-            "note: a {} build measures unoptimized code; for real figures run: sudo -E cargo run --release -p tunlab -- bench",
+            "note: a {} build measures unoptimized code; for real figures run: cargo run --release -p tunlab -- bench",
             machine.profile
         );
     }
 
-    let mut topology = Topology::new()?;
-    let a = topology.host("a")?;
-    let b = topology.host("b")?;
-    topology.link(&a, "ua", &b, "ub")?;
-    a.add_address("ua", &format!("{A_UNDERLAY}/24"))?;
-    b.add_address("ub", &format!("{B_UNDERLAY}/24"))?;
+    let net = topology::two_hosts().build()?;
+    let (a, b) = (net.host("client")?, net.host("server")?);
     // Step 04 makes the keys; WireGuard reads the same format.
     let key_tool = env::step_binary("step04-crypto")?;
     let bench = Bench {
@@ -299,7 +304,7 @@ pub fn run(options: &Options) -> anyhow::Result<Results> {
         &["-s", "-p", &IPERF_PORT.to_string()],
         &options.out.join("iperf3-server.log"),
     )?;
-    crate::traffic::wait_for_listener(&bench.b, IPERF_PORT)?;
+    bench.b.wait_for_listener(IPERF_PORT)?;
 
     let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); contestants.len()];
     let available: Vec<Option<String>> = contestants.iter().map(|c| c.missing()).collect();
@@ -510,7 +515,7 @@ fn wait_until_up(bench: &Bench, contestant: Contestant, target: &Target) -> anyh
     if !contestant.carries_ping() {
         // Step 06's server opens the public port once `expose` has
         // connected and asked for it.
-        return crate::traffic::wait_for_listener(&bench.a, target.port);
+        return bench.a.wait_for_listener(target.port);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -533,7 +538,8 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
     let (a_tun, b_tun) = (format!("tl{n}a"), format!("tl{n}b"));
     let port = format!("{}", 51800 + u16::from(n));
     let log = |end: &str| bench.out.join(format!("{}-{end}.log", contestant.name()));
-    let listen = format!("{B_UNDERLAY}:{port}");
+    let (a_underlay, b_underlay) = (underlay::CLIENT.to_string(), underlay::SERVER.to_string());
+    let listen = format!("{b_underlay}:{port}");
     let target = |address: &str| Target {
         address: address.into(),
         port: IPERF_PORT,
@@ -542,7 +548,7 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
     match contestant {
         Contestant::Veth => Ok(Started {
             processes: Vec::new(),
-            target: target(B_UNDERLAY),
+            target: target(&b_underlay),
         }),
         Contestant::Step02 | Contestant::Step03 => {
             let binary = step()?;
@@ -628,7 +634,7 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
             // client) is; `expose` runs on `b` and delivers to b's iperf3
             // on 127.0.0.1.
             let binary = step()?;
-            let control = format!("{A_UNDERLAY}:{port}");
+            let control = format!("{a_underlay}:{port}");
             let public = 45000 + u16::from(n);
             let server = Running::start(
                 &bench.a,
@@ -644,7 +650,7 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
                 ],
                 &log("server"),
             )?;
-            crate::traffic::wait_for_listener(&bench.a, 51800 + u16::from(n))?;
+            bench.a.wait_for_listener(51800 + u16::from(n))?;
             let expose = Running::start(
                 &bench.b,
                 binary,
@@ -666,7 +672,7 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
             Ok(Started {
                 processes: vec![server, expose],
                 target: Target {
-                    address: A_UNDERLAY.into(),
+                    address: a_underlay.clone(),
                     port: public,
                 },
             })
@@ -687,7 +693,7 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
                 a_port,
                 &bench.b_key.public,
                 &b_inner,
-                &format!("{B_UNDERLAY}:{b_port}"),
+                &format!("{b_underlay}:{b_port}"),
                 &a_inner,
             )?;
             configure_wireguard(
@@ -697,7 +703,7 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
                 b_port,
                 &bench.a_key.public,
                 &a_inner,
-                &format!("{A_UNDERLAY}:{a_port}"),
+                &format!("{a_underlay}:{a_port}"),
                 &b_inner,
             )?;
             Ok(Started {

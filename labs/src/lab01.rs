@@ -8,27 +8,29 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use etherparse::{Icmpv4Slice, Icmpv4Type, IpNumber, Ipv4Slice};
-use nix::sys::signal::Signal;
 use step01_ping_tun::Summary;
 use step01_ping_tun::checksum::verify;
 use step01_ping_tun::pcap::{self, Captured};
 
+use crate::doctor::{Kernel, Needs};
 use crate::env;
-use crate::netns::{Host, Topology};
+use crate::labs::{Options, Shell};
+use crate::netns::Host;
 use crate::process::{Capture, Running};
 use crate::report::Report;
-use crate::traffic::ping_counts;
+use crate::topology::{self, Net, TUN, tunnel};
 
-/// The tools this lab runs.
-pub const TOOLS: &[&str] = &["ip", "ping", "tcpdump"];
 pub const PACKAGE: &str = "step01-ping-tun";
-pub const TUN: &str = "tun0";
-pub const ADDRESS: &str = "10.0.0.1/24";
+/// What the lab needs from the machine.
+pub const NEEDS: Needs = Needs {
+    tools: &["ip", "ping", "tcpdump"],
+    kernel: &[Kernel::Tun, Kernel::Netns],
+    binaries: &[(PACKAGE, PACKAGE)],
+};
 /// Pings per scenario.
 pub const COUNT: u32 = 3;
 
@@ -48,60 +50,55 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "ping-default",
         options: &[],
-        target: Ipv4Addr::new(10, 0, 0, 2),
+        target: tunnel::CLIENT,
         ours: true,
     },
     Scenario {
         name: "ping-s0",
         options: &["-s", "0"],
-        target: Ipv4Addr::new(10, 0, 0, 2),
+        target: tunnel::CLIENT,
         ours: true,
     },
     Scenario {
         name: "ping-s1400",
         options: &["-s", "1400"],
-        target: Ipv4Addr::new(10, 0, 0, 2),
+        target: tunnel::CLIENT,
         ours: true,
     },
     // 1472 bytes of data + 8 of ICMP header + 20 of IPv4 header = 1500, the MTU.
     Scenario {
         name: "ping-s1472",
         options: &["-s", "1472"],
-        target: Ipv4Addr::new(10, 0, 0, 2),
+        target: tunnel::CLIENT,
         ours: true,
     },
     // The pattern is the bytes of "tunlab", repeated through the payload.
     Scenario {
         name: "ping-pattern",
         options: &["-p", "74756e6c6162"],
-        target: Ipv4Addr::new(10, 0, 0, 2),
+        target: tunnel::CLIENT,
         ours: true,
     },
     Scenario {
         name: "ping-other-address",
         options: &[],
-        target: Ipv4Addr::new(10, 0, 0, 200),
+        target: tunnel::ELSEWHERE,
         ours: true,
     },
     // -R adds the record-route IP option: a request with IHL > 5.
     Scenario {
         name: "ping-record-route",
         options: &["-R"],
-        target: Ipv4Addr::new(10, 0, 0, 2),
+        target: tunnel::CLIENT,
         ours: true,
     },
     Scenario {
         name: "ping-kernel",
         options: &[],
-        target: Ipv4Addr::new(10, 0, 0, 1),
+        target: tunnel::SERVER,
         ours: false,
     },
 ];
-
-/// Where lab 01 keeps its files unless told otherwise.
-pub fn default_out() -> PathBuf {
-    env::workspace_root().join("target").join("tunlab").join("lab01")
-}
 
 /// The lab host with step 01 running in it. Dropping it stops the program
 /// and deletes the host.
@@ -109,68 +106,40 @@ pub struct Up {
     // Fields drop in order: the program first, then the namespace.
     pub step: Running,
     pub host: Host,
-    pub log: PathBuf,
-    _topology: Topology,
+    _net: Net,
 }
 
 /// Builds the lab host and starts step 01 in it, with its log and its own
 /// `--pcap` recording in `out`.
 pub fn up(out: &Path, report: &mut Report) -> anyhow::Result<Up> {
-    env::require_tools(TOOLS)?;
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut topology = Topology::new()?;
-    let host = topology.host("host")?;
+    let net = topology::one_host().build()?;
+    let host = net.host("host")?;
     report.note(format!("lab host `host` is network namespace {}", host.netns()));
-    let log = out.join("step01.log");
     let recording = out.join("step01.pcap");
     let recording = recording.to_str().context("output path is not UTF-8")?;
-    let args = ["--tun", TUN, "--address", ADDRESS, "--pcap", recording, "-v"];
-    let mut step = Running::start(&host, &binary, &args, &log)?;
+    let address = tunnel::cidr(tunnel::SERVER).to_string();
+    let args = ["--tun", TUN, "--address", &address, "--pcap", recording, "-v"];
+    let mut step = Running::start(&host, &binary, &args, &out.join("step01.log"))?;
     report.note(format!(
         "started {PACKAGE} {} (pid {})",
         args.join(" "),
         step.pid().unwrap_or(0)
     ));
-    wait_for_tun(&host, &mut step, &log, TUN, ADDRESS)?;
+    step.wait_for_tun(TUN, &address)?;
     Ok(Up {
         step,
         host,
-        log,
-        _topology: topology,
+        _net: net,
     })
 }
 
-/// Waits until `step` has brought `tun` up with `address` in `host`; fails
-/// with the program's log if it exits first, or after 10 s.
-pub fn wait_for_tun(
-    host: &Host,
-    step: &mut Running,
-    log: &Path,
-    tun: &str,
-    address: &str,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Err(e) = step.check_alive() {
-            let said = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("{e:#}; its log:\n{said}");
-        }
-        let addr = host
-            .ip(["-o", "-4", "addr", "show", "dev", tun])
-            .unwrap_or_default();
-        let link = host.ip(["-o", "link", "show", "dev", tun]).unwrap_or_default();
-        if addr.contains(&format!("inet {address}")) && link.contains(",UP") {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{tun} in {} did not come up with {address} within 10 s",
-                host.name()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// `tunlab shell 01`: the lab host with step 01 running.
+pub fn shell(out: &Path, report: &mut Report) -> anyhow::Result<Shell> {
+    let up = up(out, report)?;
+    let host = up.host.clone();
+    Ok(Shell::new(up, host))
 }
 
 /// What a capture on tun0 shows about one ping scenario.
@@ -227,36 +196,28 @@ pub fn examine(packets: &[Captured], target: Ipv4Addr) -> Seen {
     seen
 }
 
-pub use crate::labs::Options;
-
 /// Runs lab 01 and returns its checks.
 pub fn run(options: &Options) -> anyhow::Result<Report> {
     let mut report = Report::new(options.quiet);
     let out = &options.out;
     let mut lab = up(out, &mut report)?;
-    report.check(format!("{TUN} is up with {ADDRESS}"), true, "");
+    report.check(
+        format!("{TUN} is up with {}", tunnel::cidr(tunnel::SERVER)),
+        true,
+        "",
+    );
     let mut answered = 0;
     for scenario in SCENARIOS {
         let file = out.join(format!("{}.pcap", scenario.name));
         let capture = Capture::start(&lab.host, TUN, &file)?;
-        let count = COUNT.to_string();
-        let mut args = vec!["-n", "-c", &count, "-i", "0.2", "-W", "2"];
-        args.extend_from_slice(scenario.options);
-        let target = scenario.target.to_string();
-        args.push(&target);
-        let ping = lab.host.run("ping", &args)?;
+        let ping = lab.host.ping(scenario.target, COUNT, scenario.options)?;
         capture.finish()?;
-        let stdout = String::from_utf8_lossy(&ping.stdout);
-        let counts = ping_counts(&stdout);
         report.check(
-            format!("{}: ping {}", scenario.name, args.join(" ")),
-            counts == Some((COUNT, COUNT)),
-            match counts {
-                Some((sent, got)) => format!("{sent} sent, {got} received"),
-                None => format!(
-                    "no summary from ping: {}",
-                    String::from_utf8_lossy(&ping.stderr).trim()
-                ),
+            format!("{}: ping {}", scenario.name, ping.args.join(" ")),
+            ping.all_answered(COUNT),
+            match ping.counts {
+                Some(_) => ping.to_string(),
+                None => format!("no summary from ping: {}", ping.stderr.trim()),
             },
         );
         let packets = pcap::read(&file)?;
@@ -301,13 +262,9 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         }
     }
 
-    let status = lab.step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
-    report.check(
-        format!("{PACKAGE} exits cleanly on SIGTERM"),
-        status.success(),
-        status.to_string(),
-    );
-    let log = std::fs::read_to_string(&lab.log).unwrap_or_default();
+    lab.step
+        .stop_checked(&mut report, format!("{PACKAGE} exits cleanly on SIGTERM"))?;
+    let log = lab.step.log_text();
     let counters = log
         .lines()
         .find(|l| l.starts_with(&format!("{TUN}: replies ")))
@@ -322,8 +279,11 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             counters.to_string()
         },
     );
-    let gone = lab.host.ip(["link", "show", "dev", TUN]).is_err();
-    report.check(format!("{TUN} is gone after the program exits"), gone, "");
+    report.check(
+        format!("{TUN} is gone after the program exits"),
+        !lab.host.has_link(TUN),
+        "",
+    );
 
     if options.fixtures {
         let dir = env::workspace_root().join("pcaps").join("step01");

@@ -7,31 +7,31 @@
 //! iperf3 for 5 s, and (over UDP) a capture of the underlay in which the
 //! inner ping's payload is plainly readable.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use nix::sys::signal::Signal;
 
+use crate::doctor::{Kernel, Needs};
 use crate::env;
-use crate::lab01::wait_for_tun;
-use crate::netns::{Host, Topology};
-use crate::process::{Capture, Running};
+use crate::labs::{Options, Shell};
+use crate::netns::Host;
+use crate::process::{Capture, Running, path_arg, start_relay};
 use crate::report::Report;
-use crate::traffic::{iperf3, nc_transfer, ping_counts, write_random};
+use crate::topology::{self, Net, RELAY_PORT, TUN, TUNNEL_PORT, tunnel, underlay};
+use crate::traffic::{PATTERN, iperf3, nc_transfer, write_random};
 
-pub const TOOLS: &[&str] = &["ip", "ss", "ping", "tcpdump", "nc", "iperf3", "sha256sum"];
 pub const PACKAGE: &str = "step02-plain-tunnel";
-pub const TUN: &str = "tun0";
-pub const PORT: u16 = 51820;
-/// The bytes of "tunlab", which the pings carry as their payload pattern.
-pub const PATTERN: &str = "74756e6c6162";
+/// What the lab needs from the machine.
+pub const NEEDS: Needs = Needs {
+    tools: &["ip", "ss", "ping", "tcpdump", "nc", "iperf3", "sha256sum"],
+    kernel: &[Kernel::Tun, Kernel::Netns, Kernel::Veth],
+    binaries: &[(PACKAGE, PACKAGE), ("tunlab", "tunlab-relay")],
+};
 /// Size of the file sent through the tunnel.
 pub const TRANSFER_BYTES: usize = 10 * 1024 * 1024;
-
-pub fn default_out() -> PathBuf {
-    env::workspace_root().join("target").join("tunlab").join("lab02")
-}
 
 /// The two hosts, each with step 02 running. Drops in field order.
 pub struct Up {
@@ -43,7 +43,7 @@ pub struct Up {
     pub relay: Option<Running>,
     pub server: Host,
     pub client: Host,
-    _topology: Topology,
+    _net: Net,
 }
 
 /// How to bring lab 02's hosts up.
@@ -58,9 +58,9 @@ pub struct Setup<'a> {
     /// Capture the server's veth into this file, from before either end
     /// starts.
     pub underlay: Option<&'a Path>,
-    /// Put the impairment relay (this binary, with this spec) in front of
-    /// the server: the client talks to it on port 7000.
-    pub relay: Option<(&'a Path, &'a str)>,
+    /// Put the impairment relay, with this spec, in front of the server:
+    /// the client talks to it on port 7000.
+    pub relay: Option<&'a str>,
 }
 
 impl<'a> Setup<'a> {
@@ -79,18 +79,15 @@ impl<'a> Setup<'a> {
 /// Builds the two hosts and the underlay, and starts the tunnel's two ends
 /// as `setup` says, with their files in `out`.
 pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<Up> {
-    env::require_tools(TOOLS)?;
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut topology = Topology::new()?;
-    let server = topology.host("server")?;
-    let client = topology.host("client")?;
-    topology.link(&server, "veth0", &client, "veth0")?;
-    server.add_address("veth0", "192.0.2.1/24")?;
-    client.add_address("veth0", "192.0.2.2/24")?;
+    let net = topology::two_hosts().build()?;
+    let (server, client) = (net.host("server")?, net.host("client")?);
     report.note(format!(
-        "underlay: server 192.0.2.1 ({}) <-> client 192.0.2.2 ({})",
+        "underlay: server {} ({}) <-> client {} ({})",
+        underlay::SERVER,
         server.netns(),
+        underlay::CLIENT,
         client.netns()
     ));
     let underlay = setup
@@ -99,64 +96,49 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
         .transpose()?;
 
     let (tag, transport) = (setup.tag, setup.transport);
-    let listen = format!("192.0.2.1:{PORT}");
+    let listen = SocketAddr::new(underlay::SERVER.into(), TUNNEL_PORT);
     let pcap = |side: &str| -> anyhow::Result<Vec<String>> {
         if !setup.record {
             return Ok(Vec::new());
         }
         let path = out.join(format!("{side}-{tag}-tun.pcap"));
-        Ok(vec![
-            "--pcap".into(),
-            path.to_str().context("path is not UTF-8")?.to_string(),
-        ])
+        Ok(vec!["--pcap".into(), path_arg(&path)?])
     };
+    let address = tunnel::cidr(tunnel::SERVER).to_string();
     let mut args: Vec<String> = [
         "server",
         "--listen",
-        &listen,
+        &listen.to_string(),
         "--address",
-        "10.0.0.1/24",
+        &address,
         "--transport",
         transport,
     ]
     .map(String::from)
     .into();
     args.extend(pcap("server")?);
-    let server_log = out.join(format!("server-{tag}.log"));
-    let mut server_step = Running::start(&server, &binary, &args, &server_log)?;
-    wait_for_tun(&server, &mut server_step, &server_log, TUN, "10.0.0.1/24")?;
+    let mut server_step = Running::start(&server, &binary, &args, &out.join(format!("server-{tag}.log")))?;
+    server_step.wait_for_tun(TUN, &address)?;
 
     let relay = match setup.relay {
-        Some((relay, impair)) => {
-            let args = [
-                transport,
-                "--listen",
-                "192.0.2.1:7000",
-                "--upstream",
-                &listen,
-                "--impair",
-                impair,
-            ];
-            Some(Running::start(
-                &server,
-                relay,
-                &args,
-                &out.join(format!("relay-{tag}.log")),
-            )?)
+        Some(impair) => {
+            let front = SocketAddr::new(underlay::SERVER.into(), RELAY_PORT);
+            let log = out.join(format!("relay-{tag}.log"));
+            Some(start_relay(&server, transport, front, listen, impair, &log)?)
         }
         None => None,
     };
-    let to = if relay.is_some() {
-        "192.0.2.1:7000"
-    } else {
-        listen.as_str()
+    let to = match relay {
+        Some(_) => SocketAddr::new(underlay::SERVER.into(), RELAY_PORT),
+        None => listen,
     };
+    let address = tunnel::cidr(tunnel::CLIENT).to_string();
     let mut args: Vec<String> = [
         "client",
         "--server",
-        to,
+        &to.to_string(),
         "--address",
-        "10.0.0.2/24",
+        &address,
         "--transport",
         transport,
         "--keepalive",
@@ -165,10 +147,9 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
     .map(String::from)
     .into();
     args.extend(pcap("client")?);
-    let client_log = out.join(format!("client-{tag}.log"));
-    let mut client_step = Running::start(&client, &binary, &args, &client_log)?;
-    wait_for_tun(&client, &mut client_step, &client_log, TUN, "10.0.0.2/24")?;
-    wait_for_answer(&mut client_step, &client_log)?;
+    let mut client_step = Running::start(&client, &binary, &args, &out.join(format!("client-{tag}.log")))?;
+    client_step.wait_for_tun(TUN, &address)?;
+    client_step.wait_for_answer()?;
     report.note(format!("started {PACKAGE} server and client over {transport}"));
     Ok(Up {
         underlay,
@@ -177,11 +158,16 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
         relay,
         server,
         client,
-        _topology: topology,
+        _net: net,
     })
 }
 
-pub use crate::labs::Options;
+/// `tunlab shell 02`: both ends over UDP, the shell in the client.
+pub fn shell(out: &Path, report: &mut Report) -> anyhow::Result<Shell> {
+    let up = up(out, &Setup::plain("udp"), report)?;
+    let client = up.client.clone();
+    Ok(Shell::new(up, client))
+}
 
 /// Runs lab 02 over UDP, then over TCP.
 pub fn run(options: &Options) -> anyhow::Result<Report> {
@@ -228,7 +214,7 @@ fn run_transport(out: &Path, transport: &str, data: &Path, report: &mut Report) 
     );
 
     // iperf3 for 5 seconds.
-    let (ran, receiver) = iperf3(&lab.server, &lab.client, "10.0.0.1")?;
+    let (ran, receiver) = iperf3(&lab.server, &lab.client, tunnel::SERVER)?;
     report.check(
         format!("{transport}: iperf3 ran for 5 s through the tunnel"),
         ran,
@@ -236,16 +222,14 @@ fn run_transport(out: &Path, transport: &str, data: &Path, report: &mut Report) 
     );
 
     for (step, name) in [(&mut lab.client_step, "client"), (&mut lab.server_step, "server")] {
-        let status = step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
-        report.check(
-            format!("{transport}: {name} exits cleanly on SIGTERM"),
-            status.success(),
-            status.to_string(),
-        );
+        step.stop_checked(report, format!("{transport}: {name} exits cleanly on SIGTERM"))?;
     }
     for (host, name) in [(&lab.client, "client"), (&lab.server, "server")] {
-        let gone = host.ip(["link", "show", "dev", TUN]).is_err();
-        report.check(format!("{transport}: {name}'s {TUN} is gone"), gone, "");
+        report.check(
+            format!("{transport}: {name}'s {TUN} is gone"),
+            !host.has_link(TUN),
+            "",
+        );
     }
     Ok(())
 }
@@ -253,24 +237,12 @@ fn run_transport(out: &Path, transport: &str, data: &Path, report: &mut Report) 
 /// The pings of a session: client to server first (over UDP the server
 /// learns the client's address from it), then server to client.
 fn ping_both_ways(lab: &Up, transport: &str, count: u32, report: &mut Report) -> anyhow::Result<()> {
-    let count = count.to_string();
     for (from, to, name) in [
-        (&lab.client, "10.0.0.1", "client -> server"),
-        (&lab.server, "10.0.0.2", "server -> client"),
+        (&lab.client, tunnel::SERVER, "client -> server"),
+        (&lab.server, tunnel::CLIENT, "server -> client"),
     ] {
-        let ping = from.run(
-            "ping",
-            ["-n", "-c", &count, "-i", "0.2", "-W", "2", "-p", PATTERN, to],
-        )?;
-        let counts = ping_counts(&String::from_utf8_lossy(&ping.stdout));
-        let want: u32 = count.parse()?;
-        report.check(
-            format!("{transport}: ping {name} ({to})"),
-            counts == Some((want, want)),
-            counts.map_or("no summary from ping".into(), |(s, r)| {
-                format!("{s} sent, {r} received")
-            }),
-        );
+        let check = format!("{transport}: ping {name} ({to})");
+        from.ping_check(report, check, to, count, &["-p", PATTERN])?;
     }
     Ok(())
 }
@@ -289,8 +261,7 @@ fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     lab.underlay.take().context("no underlay capture")?.finish()?;
     lab.client_step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
     lab.server_step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
-    let pcaps = env::workspace_root().join("pcaps").join("step02");
-    std::fs::create_dir_all(&pcaps)?;
+    let pcaps = env::fixtures_dir("step02")?;
     for (from, to) in [
         ("underlay-udp.pcap", "underlay.pcap"),
         ("server-udp-tun.pcap", "server-tun.pcap"),
@@ -300,25 +271,6 @@ fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     }
     report.note(format!("recorded the fixtures in {}", pcaps.display()));
     Ok(())
-}
-
-/// Waits until the client logs that the server answered its Ping: from
-/// then on the tunnel carries traffic (over TCP, the connection is up).
-pub fn wait_for_answer(client: &mut Running, log: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains("answered") {
-            return Ok(());
-        }
-        if let Err(e) = client.check_alive() {
-            bail!("{e:#}; its log:\n{text}");
-        }
-        if Instant::now() >= deadline {
-            bail!("the server did not answer the client within 15 s; the client's log:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A link condition of the meltdown experiment.
@@ -361,13 +313,12 @@ pub struct Timing {
 /// (`tunlab-relay`, in the server host) is the bad link: the client's end
 /// talks to it, and it talks to the server's end.
 pub fn meltdown(out: &Path, report: &mut Report) -> anyhow::Result<Vec<Timing>> {
-    let relay = env::binary("tunlab", "tunlab-relay")?;
     let data = out.join("random-meltdown.bin");
     write_random(&data, MELTDOWN_BYTES)?;
     let mut timings = Vec::new();
     for condition in CONDITIONS {
         for transport in ["udp", "tcp"] {
-            let seconds = meltdown_run(out, &relay, &data, condition, transport, report)?;
+            let seconds = meltdown_run(out, &data, condition, transport, report)?;
             report.check(
                 format!(
                     "meltdown: {transport} transport, {}: the transfer arrives intact",
@@ -418,7 +369,6 @@ pub fn meltdown(out: &Path, report: &mut Report) -> anyhow::Result<Vec<Timing>> 
 /// time.
 fn meltdown_run(
     out: &Path,
-    relay: &Path,
     data: &Path,
     condition: &Condition,
     transport: &'static str,
@@ -437,15 +387,16 @@ fn meltdown_run(
         tag: &tag,
         record: false,
         underlay: None,
-        relay: Some((relay, condition.impair)),
+        relay: Some(condition.impair),
     };
     let lab = up(out, &setup, report)?;
     // One ping to be sure the tunnel carries traffic before the clock starts
     // (-w: keep trying for up to 10 s, a lossy link may eat the first).
+    let to = tunnel::SERVER.to_string();
     let ping = lab
         .client
-        .run("ping", ["-n", "-c", "1", "-w", "10", "10.0.0.1"])?;
-    if !ping.status.success() {
+        .ping_with(["-n", "-c", "1", "-w", "10", &to].map(String::from).into())?;
+    if !ping.success {
         report.note(format!("{tag}: the tunnel did not carry a ping"));
         return Ok(None);
     }
@@ -457,5 +408,5 @@ fn meltdown_run(
 /// Sends `data` from the client to the server (10.0.0.1) through the
 /// tunnel with nc; returns whether it arrived intact and how long it took.
 fn transfer(lab: &Up, data: &Path, received: &Path, timeout: u32) -> anyhow::Result<(bool, f64)> {
-    nc_transfer(&lab.client, &lab.server, "10.0.0.1", data, received, timeout)
+    nc_transfer(&lab.client, &lab.server, tunnel::SERVER, data, received, timeout)
 }

@@ -14,44 +14,43 @@
 //! sees carries the lowered MSS), and a too-large ping gets "fragmentation
 //! needed" / "packet too big" back from the tunnel.
 
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use etherparse::{TcpOptionElement, TcpSlice};
 use nix::sys::signal::Signal;
 
+use crate::captures::tshark_bad_checksums;
+use crate::doctor::{Kernel, Needs};
 use crate::env;
-use crate::lab01::wait_for_tun;
-use crate::lab02::wait_for_answer;
-use crate::netns::{Host, Topology};
-use crate::process::Running;
+use crate::labs::{Options, Shell};
+use crate::netns::Host;
+use crate::process::{Running, path_arg};
 use crate::report::Report;
-use crate::traffic::{iperf3, ping_counts, sha256, wait_for_listener, write_random};
+use crate::topology::{self, Net, ROUTED_MTU, TUN, TUNNEL_PORT, tunnel, underlay};
+use crate::traffic::{iperf3, sha256, write_random};
 
-pub const TOOLS: &[&str] = &[
-    "ip",
-    "ping",
-    "curl",
-    "iperf3",
-    "tshark",
-    "python3",
-    "sha256sum",
-    "ss",
-];
 pub const PACKAGE: &str = "step03-ipv6";
-pub const TUN: &str = "tun0";
-/// The link MTU between the router and the server in part two.
-pub const SMALL_MTU: u16 = 1400;
+/// What the lab needs from the machine.
+pub const NEEDS: Needs = Needs {
+    tools: &[
+        "ip",
+        "ping",
+        "curl",
+        "iperf3",
+        "tshark",
+        "python3",
+        "sha256sum",
+        "ss",
+    ],
+    kernel: &[Kernel::Tun, Kernel::Netns, Kernel::Veth],
+    binaries: &[(PACKAGE, PACKAGE)],
+};
 /// Size of the file downloaded over HTTP through the tunnel.
 pub const DOWNLOAD_BYTES: usize = 4 * 1024 * 1024;
-
-pub fn default_out() -> PathBuf {
-    env::workspace_root().join("target").join("tunlab").join("lab03")
-}
-
-pub use crate::labs::Options;
 
 /// The lab's hosts with the tunnel up. Drops in field order.
 pub struct Up {
@@ -60,96 +59,115 @@ pub struct Up {
     pub server: Host,
     pub client: Host,
     pub router: Option<Host>,
-    _topology: Topology,
+    _net: Net,
 }
 
 /// Builds the hosts and starts both ends. `routed`: part two's path through
 /// a router with a small link MTU.
 pub fn up(out: &Path, routed: bool, report: &mut Report) -> anyhow::Result<Up> {
-    env::require_tools(TOOLS)?;
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out)?;
-    let mut topology = Topology::new()?;
-    let server = topology.host("server")?;
-    let client = topology.host("client")?;
-    let (server_ip, router) = if routed {
-        let router = topology.host("router")?;
-        topology.link(&client, "veth0", &router, "veth-c")?;
-        topology.link(&router, "veth-s", &server, "veth0")?;
-        client.add_address("veth0", "2001:db8:1::2/64")?;
-        router.add_address("veth-c", "2001:db8:1::1/64")?;
-        router.add_address("veth-s", "2001:db8:2::1/64")?;
-        server.add_address("veth0", "2001:db8:2::2/64")?;
-        for (host, dev) in [(&router, "veth-s"), (&server, "veth0")] {
-            host.ip(["link", "set", dev, "mtu", &SMALL_MTU.to_string()])?;
-        }
-        client.ip(["-6", "route", "add", "default", "via", "2001:db8:1::1"])?;
-        server.ip(["-6", "route", "add", "default", "via", "2001:db8:2::1"])?;
-        // Inside the router's own namespace: gone with it.
-        router.run("sysctl", ["-q", "-w", "net.ipv6.conf.all.forwarding=1"])?;
+    let (net, server_ip, router) = if routed {
+        let net = topology::ipv6_routed().build()?;
+        let (client, router, server) = (net.host("client")?, net.host("router")?, net.host("server")?);
         report.note(format!(
-            "client 2001:db8:1::2 -- router -- (MTU {SMALL_MTU}) -- server 2001:db8:2::2 ({}, {}, {})",
+            "client {} -- router -- (MTU {ROUTED_MTU}) -- server {} ({}, {}, {})",
+            underlay::LINK1_HOST6,
+            underlay::LINK2_HOST6,
             client.netns(),
             router.netns(),
             server.netns()
         ));
-        ("2001:db8:2::2", Some(router))
+        (net, underlay::LINK2_HOST6, Some(router))
     } else {
-        topology.link(&server, "veth0", &client, "veth0")?;
-        server.add_address("veth0", "2001:db8::1/64")?;
-        client.add_address("veth0", "2001:db8::2/64")?;
+        let net = topology::ipv6_link().build()?;
+        let (client, server) = (net.host("client")?, net.host("server")?);
         report.note(format!(
-            "client 2001:db8::2 -- server 2001:db8::1 ({}, {})",
+            "client {} -- server {} ({}, {})",
+            underlay::CLIENT6,
+            underlay::SERVER6,
             client.netns(),
             server.netns()
         ));
-        ("2001:db8::1", None)
+        (net, underlay::SERVER6, None)
     };
+    let (server, client) = (net.host("server")?, net.host("client")?);
     let tag = if routed { "routed" } else { "direct" };
-    let mut extra: Vec<&str> = Vec::new();
+    // Part two tells the tunnel the path's MTU, but leaves the TUN devices
+    // at 1500, as when the path shrinks behind your back.
+    let mut extra: Vec<String> = Vec::new();
     if routed {
-        extra.extend(["--underlay-mtu", "1400", "--mtu", "1500"]);
+        extra.extend([
+            "--underlay-mtu".into(),
+            ROUTED_MTU.to_string(),
+            "--mtu".into(),
+            "1500".into(),
+        ]);
     }
-    let server_log = out.join(format!("{tag}-server.log"));
-    let server_pcap = out.join(format!("{tag}-server-tun.pcap"));
-    let mut args = vec![
-        "server",
-        "--listen",
-        "[::]:51820",
-        "--address",
-        "10.0.0.1/24",
-        "--address",
-        "fd00::1/64",
-    ];
-    args.extend(["--pcap", server_pcap.to_str().context("path is not UTF-8")?]);
-    args.extend(&extra);
-    let mut server_step = Running::start(&server, &binary, &args, &server_log)?;
-    wait_for_tun(&server, &mut server_step, &server_log, TUN, "10.0.0.1/24")?;
-    let client_log = out.join(format!("{tag}-client.log"));
-    let client_pcap = out.join(format!("{tag}-client-tun.pcap"));
-    let server_addr = format!("[{server_ip}]:51820");
-    let mut args = vec![
-        "client",
-        "--server",
-        &server_addr,
-        "--address",
-        "10.0.0.2/24",
-        "--address",
-        "fd00::2/64",
-    ];
-    args.extend(["--pcap", client_pcap.to_str().context("path is not UTF-8")?]);
-    args.extend(&extra);
-    let mut client_step = Running::start(&client, &binary, &args, &client_log)?;
-    wait_for_tun(&client, &mut client_step, &client_log, TUN, "10.0.0.2/24")?;
-    wait_for_answer(&mut client_step, &client_log)?;
+    let listen = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), TUNNEL_PORT);
+    let server_end = End {
+        role: "server",
+        flag: "--listen",
+        peer: listen,
+        addresses: [tunnel::SERVER.into(), tunnel::SERVER6.into()],
+    };
+    let mut server_step = server_end.start(&server, &binary, out, tag, &extra)?;
+    server_step.wait_for_tun(TUN, tunnel::cidr(tunnel::SERVER))?;
+    let client_end = End {
+        role: "client",
+        flag: "--server",
+        peer: SocketAddr::new(server_ip.into(), TUNNEL_PORT),
+        addresses: [tunnel::CLIENT.into(), tunnel::CLIENT6.into()],
+    };
+    let mut client_step = client_end.start(&client, &binary, out, tag, &extra)?;
+    client_step.wait_for_tun(TUN, tunnel::cidr(tunnel::CLIENT))?;
+    client_step.wait_for_answer()?;
     Ok(Up {
         server_step,
         client_step,
         server,
         client,
         router,
-        _topology: topology,
+        _net: net,
     })
+}
+
+/// One end of the tunnel: `step03-ipv6 ROLE FLAG PEER --address V4
+/// --address V6 --pcap TAG-ROLE-tun.pcap EXTRA...`, logging to
+/// `TAG-ROLE.log`.
+struct End {
+    role: &'static str,
+    flag: &'static str,
+    peer: SocketAddr,
+    addresses: [std::net::IpAddr; 2],
+}
+
+impl End {
+    fn start(
+        &self,
+        host: &Host,
+        binary: &Path,
+        out: &Path,
+        tag: &str,
+        extra: &[String],
+    ) -> anyhow::Result<Running> {
+        let role = self.role;
+        let mut args: Vec<String> = vec![role.into(), self.flag.into(), self.peer.to_string()];
+        for address in self.addresses {
+            args.extend(["--address".into(), tunnel::cidr(address).to_string()]);
+        }
+        let pcap = out.join(format!("{tag}-{role}-tun.pcap"));
+        args.extend(["--pcap".into(), path_arg(&pcap)?]);
+        args.extend(extra.iter().cloned());
+        Running::start(host, binary, &args, &out.join(format!("{tag}-{role}.log")))
+    }
+}
+
+/// `tunlab shell 03`: part one, the shell in the client.
+pub fn shell(out: &Path, report: &mut Report) -> anyhow::Result<Shell> {
+    let up = up(out, false, report)?;
+    let client = up.client.clone();
+    Ok(Shell::new(up, client))
 }
 
 /// Runs both parts of lab 03.
@@ -165,40 +183,17 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-fn ping(report: &mut Report, from: &Host, args: &[&str], what: String) -> anyhow::Result<()> {
-    let mut all = vec!["-n", "-c", "3", "-i", "0.2", "-W", "2"];
-    all.extend_from_slice(args);
-    let out = from.run("ping", &all)?;
-    let counts = ping_counts(&String::from_utf8_lossy(&out.stdout));
-    report.check(
-        what,
-        counts == Some((3, 3)),
-        counts.map_or("no summary from ping".into(), |(s, r)| {
-            format!("{s} sent, {r} received")
-        }),
-    );
-    Ok(())
-}
-
 /// Part one: one IPv6 link.
 fn direct(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     let mut lab = up(out, false, report)?;
     for (from, name, v4, v6) in [
-        (&lab.client, "client -> server", "10.0.0.1", "fd00::1"),
-        (&lab.server, "server -> client", "10.0.0.2", "fd00::2"),
+        (&lab.client, "client -> server", tunnel::SERVER, tunnel::SERVER6),
+        (&lab.server, "server -> client", tunnel::CLIENT, tunnel::CLIENT6),
     ] {
-        ping(
-            report,
-            from,
-            &[v4],
-            format!("ping {name} ({v4}) over an IPv6 underlay"),
-        )?;
-        ping(
-            report,
-            from,
-            &["-6", v6],
-            format!("ping -6 {name} ({v6}) over an IPv6 underlay"),
-        )?;
+        let check = format!("ping {name} ({v4}) over an IPv6 underlay");
+        from.ping_check(report, check, v4, 3, &[])?;
+        let check = format!("ping -6 {name} ({v6}) over an IPv6 underlay");
+        from.ping_check(report, check, v6, 3, &[])?;
     }
     let www = out.join("www");
     std::fs::create_dir_all(&www)?;
@@ -209,12 +204,12 @@ fn direct(out: &Path, report: &mut Report) -> anyhow::Result<()> {
         got,
         format!("{} MB in {secs:.2} s", DOWNLOAD_BYTES >> 20),
     );
-    let (ran, receiver) = iperf3(&lab.server, &lab.client, "fd00::1")?;
+    let (ran, receiver) = iperf3(&lab.server, &lab.client, tunnel::SERVER6)?;
     report.check("iperf3 -6 ran for 5 s through the tunnel", ran, receiver);
     stop(&mut lab, "direct", report)?;
     for side in ["server", "client"] {
         let pcap = out.join(format!("direct-{side}-tun.pcap"));
-        let bad = bad_checksums(&pcap)?;
+        let bad = tshark_bad_checksums(&pcap)?;
         report.check(
             format!("tshark finds no bad checksum on the {side}'s TUN"),
             bad.is_empty(),
@@ -230,20 +225,21 @@ fn routed(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     let www = out.join("www");
     let (got, secs) = http_download(&lab, &www, out)?;
     report.check(
-        format!("curl through a path of MTU {SMALL_MTU} fetches the file intact"),
+        format!("curl through a path of MTU {ROUTED_MTU} fetches the file intact"),
         got,
         format!("{} MB in {secs:.2} s", DOWNLOAD_BYTES >> 20),
     );
     // 1400 bytes of data + 8 + 20 = 1428 > 1348, the most the tunnel carries
     // here (1400 - 40 - 8 - 4). With DF (-M do), the tunnel answers.
     for (args, want) in [
-        (&["-M", "do", "-s", "1400", "10.0.0.1"][..], "mtu = 1348"),
-        (&["-6", "-M", "do", "-s", "1400", "fd00::1"][..], "mtu=1348"),
+        (too_big(tunnel::SERVER.into()), "mtu = 1348"),
+        (too_big(tunnel::SERVER6.into()), "mtu=1348"),
     ] {
-        let mut all = vec!["-n", "-c", "2", "-i", "0.5", "-W", "2"];
-        all.extend_from_slice(args);
-        let ping = lab.client.run("ping", &all)?;
-        let text = String::from_utf8_lossy(&ping.stdout).to_string() + &String::from_utf8_lossy(&ping.stderr);
+        let all = ["-n", "-c", "2", "-i", "0.5", "-W", "2"]
+            .iter()
+            .map(|a| a.to_string());
+        let ping = lab.client.ping_with(all.chain(args.iter().cloned()).collect())?;
+        let text = ping.stdout + &ping.stderr;
         let line = text
             .lines()
             .find(|l| l.contains("mtu") && (l.contains("Frag needed") || l.contains("too big")))
@@ -263,7 +259,7 @@ fn routed(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     stop(&mut lab, "routed", report)?;
     for side in ["server", "client"] {
         let pcap = out.join(format!("routed-{side}-tun.pcap"));
-        let bad = bad_checksums(&pcap)?;
+        let bad = tshark_bad_checksums(&pcap)?;
         report.check(
             format!("routed: tshark finds no bad checksum on the {side}'s TUN (clamped SYNs, ICMP errors)"),
             bad.is_empty(),
@@ -281,6 +277,18 @@ fn routed(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ping -M do -s 1400 [-6] ADDRESS`: with DF, 1400 bytes of data, more
+/// than the routed tunnel carries.
+fn too_big(address: std::net::IpAddr) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    if address.is_ipv6() {
+        args.push("-6".into());
+    }
+    args.extend(["-M", "do", "-s", "1400"].map(String::from));
+    args.push(address.to_string());
+    args
+}
+
 /// Serves `www` from the server over HTTP on fd00::1 and downloads its
 /// big.bin from the client; true when it arrived intact.
 fn http_download(lab: &Up, www: &Path, out: &Path) -> anyhow::Result<(bool, f64)> {
@@ -293,7 +301,7 @@ fn http_download(lab: &Up, www: &Path, out: &Path) -> anyhow::Result<(bool, f64)
             "http.server",
             "8000",
             "--bind",
-            "fd00::1",
+            &tunnel::SERVER6.to_string(),
             "--directory",
             www_str,
         ])
@@ -302,22 +310,11 @@ fn http_download(lab: &Up, www: &Path, out: &Path) -> anyhow::Result<(bool, f64)
         .spawn()
         .context("starting python3 -m http.server")?;
     let result = (|| {
-        wait_for_listener(&lab.server, 8000)?;
+        lab.server.wait_for_listener(8000)?;
         let got = out.join("downloaded.bin");
         let started = std::time::Instant::now();
-        let curl = lab.client.run(
-            "curl",
-            [
-                "-g",
-                "-s",
-                "-S",
-                "--max-time",
-                "60",
-                "-o",
-                got.to_str().unwrap_or(""),
-                "http://[fd00::1]:8000/big.bin",
-            ],
-        )?;
+        let url = format!("http://[{}]:8000/big.bin", tunnel::SERVER6);
+        let curl = lab.client.download(&url, &got, 60)?;
         let secs = started.elapsed().as_secs_f64();
         let intact = curl.status.success() && sha256(&got)? == sha256(&www.join("big.bin"))?;
         let _ = std::fs::remove_file(&got);
@@ -330,64 +327,9 @@ fn http_download(lab: &Up, www: &Path, out: &Path) -> anyhow::Result<(bool, f64)
 
 fn stop(lab: &mut Up, tag: &str, report: &mut Report) -> anyhow::Result<()> {
     for (step, name) in [(&mut lab.client_step, "client"), (&mut lab.server_step, "server")] {
-        let status = step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
-        report.check(
-            format!("{tag}: {name} exits cleanly on SIGTERM"),
-            status.success(),
-            status.to_string(),
-        );
+        step.stop_checked(report, format!("{tag}: {name} exits cleanly on SIGTERM"))?;
     }
     Ok(())
-}
-
-/// Lines of tshark's verdict on every checksum it can check in `pcap`: the
-/// packets whose checksum is bad. Empty when all are good.
-///
-/// A checksum is a property of one packet, so TCP's sequence analysis and
-/// stream reassembly are turned off: on a capture of 100 MB of iperf3 with
-/// retransmissions they can cost tshark minutes. It gets two minutes at
-/// most all the same.
-pub fn bad_checksums(pcap: &Path) -> anyhow::Result<Vec<String>> {
-    let out = std::process::Command::new("timeout")
-        .args(["120", "tshark", "-n", "-r"])
-        .arg(pcap)
-        .args([
-            "-o",
-            "tcp.analyze_sequence_numbers:FALSE",
-            "-o",
-            "tcp.desegment_tcp_streams:FALSE",
-            "-o",
-            "ip.check_checksum:TRUE",
-            "-o",
-            "tcp.check_checksum:TRUE",
-            "-o",
-            "udp.check_checksum:TRUE",
-            "-Y",
-            // Linux writes 0xffff where a TCP checksum folds to 0 (the two
-            // are the same number in one's complement, and both verify:
-            // RFC 1624 §3); Wireshark marks exactly that case with
-            // `tcp.checksum.ffff`, "0xffff instead of 0x0000", and calls
-            // it bad. It is not, so only that case is let through.
-            "ip.checksum.status == \"Bad\" || (tcp.checksum.status == \"Bad\" && !tcp.checksum.ffff) \
-             || udp.checksum.status == \"Bad\" || icmp.checksum.status == \"Bad\" \
-             || icmpv6.checksum.status == \"Bad\"",
-        ])
-        .output()
-        .context("running tshark")?;
-    if out.status.code() == Some(124) {
-        bail!("tshark took more than 120 s on {}", pcap.display());
-    }
-    if !out.status.success() {
-        bail!(
-            "tshark failed on {}: {}",
-            pcap.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect())
 }
 
 /// The MSS option of every TCP SYN (without ACK) in a TUN capture.
@@ -421,45 +363,36 @@ pub fn syn_mss(pcap: &Path) -> anyhow::Result<Vec<u16>> {
 fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     let dir = out.join("fixtures");
     std::fs::create_dir_all(&dir)?;
-    let pcaps = env::workspace_root().join("pcaps").join("step03");
-    std::fs::create_dir_all(&pcaps)?;
+    let pcaps = env::fixtures_dir("step03")?;
 
     // The responder, in a host of its own.
     {
         let binary = env::step_binary(PACKAGE)?;
-        let mut topology = Topology::new()?;
-        let host = topology.host("host")?;
+        let net = topology::one_host().build()?;
+        let host = net.host("host")?;
         let pcap = dir.join("respond.pcap");
-        let log = dir.join("respond.log");
+        let (v4, v6) = (
+            tunnel::cidr(tunnel::SERVER).to_string(),
+            tunnel::cidr(tunnel::SERVER6).to_string(),
+        );
         let args = [
             "respond",
             "--address",
-            "10.0.0.1/24",
+            &v4,
             "--address",
-            "fd00::1/64",
+            &v6,
             "--pcap",
-            pcap.to_str().context("path is not UTF-8")?,
+            &path_arg(&pcap)?,
         ];
-        let mut step = Running::start(&host, &binary, &args, &log)?;
-        wait_for_tun(&host, &mut step, &log, TUN, "10.0.0.1/24")?;
-        ping(
-            report,
-            &host,
-            &["10.0.0.2"],
-            "fixtures: ping 10.0.0.2 answered by respond".into(),
-        )?;
-        ping(
-            report,
-            &host,
-            &["-6", "fd00::2"],
-            "fixtures: ping -6 fd00::2 answered by respond".into(),
-        )?;
-        ping(
-            report,
-            &host,
-            &["-6", "-s", "1200", "fd00::3"],
-            "fixtures: ping -6 -s 1200 fd00::3".into(),
-        )?;
+        let mut step = Running::start(&host, &binary, &args, &dir.join("respond.log"))?;
+        step.wait_for_tun(TUN, &v4)?;
+        let (c4, c6, c6b) = (tunnel::CLIENT, tunnel::CLIENT6, tunnel::CLIENT2_6);
+        let name = format!("fixtures: ping {c4} answered by respond");
+        host.ping_check(report, name, c4, 3, &[])?;
+        let name = format!("fixtures: ping -6 {c6} answered by respond");
+        host.ping_check(report, name, c6, 3, &[])?;
+        let name = format!("fixtures: ping -6 -s 1200 {c6b}");
+        host.ping_check(report, name, c6b, 3, &["-6", "-s", "1200"])?;
         step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
         std::fs::copy(&pcap, pcaps.join("respond.pcap"))?;
     }
@@ -471,13 +404,9 @@ fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     std::fs::write(www.join("big.bin"), vec![b'x'; 3000])?;
     let (got, _) = http_download(&lab, &www, &dir)?;
     report.check("fixtures: a small fetch over the routed path", got, "");
-    for args in [
-        &["-M", "do", "-s", "1400", "10.0.0.1"][..],
-        &["-6", "-M", "do", "-s", "1400", "fd00::1"][..],
-    ] {
-        let mut all = vec!["-n", "-c", "1", "-W", "1"];
-        all.extend_from_slice(args);
-        lab.client.run("ping", &all)?;
+    for address in [tunnel::SERVER.into(), tunnel::SERVER6.into()] {
+        let all = ["-n", "-c", "1", "-W", "1"].iter().map(|a| a.to_string());
+        lab.client.ping_with(all.chain(too_big(address)).collect())?;
     }
     stop(&mut lab, "fixtures", report)?;
     for side in ["client", "server"] {

@@ -16,33 +16,35 @@
 //! arrives, the duplicates are counted as replays), and a client killed and
 //! started again (back within seconds).
 
-use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use etherparse::{IpNumber, IpSlice, UdpSlice};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use etherparse::{IpNumber, UdpSlice};
+use nix::sys::signal::Signal;
 
+use crate::captures::each_ip_packet;
+use crate::doctor::{Kernel, Needs};
 use crate::env;
-use crate::lab01::wait_for_tun;
-use crate::netns::{Host, Topology};
-use crate::process::{Capture, CaptureOptions, Running};
+use crate::keys::{KeyPair, Keys, private_copy};
+use crate::labs::{Options, Shell};
+use crate::netns::Host;
+use crate::process::{Capture, CaptureOptions, Running, path_arg, start_relay};
 use crate::report::Report;
-use crate::traffic::{nc_transfer, ping_counts, wait_for_udp_listener, write_random};
+use crate::steplog::{Status, handshake_line, note_counters_at_exit};
+use crate::topology::{self, Net, RELAY_PORT, TUN, TUNNEL_PORT, internet, tunnel, underlay};
+use crate::traffic::{PATTERN, nc_transfer, write_random};
 
-pub const TOOLS: &[&str] = &["ip", "ss", "ping", "tcpdump", "nc", "python3", "sha256sum"];
 pub const PACKAGE: &str = "step04-crypto";
-pub const TUN: &str = "tun0";
-pub const PORT: u16 = 51820;
-/// The bytes of "tunlab", which the pings carry as their payload pattern
-/// (the same as lab 02's, where the underlay showed them in plain text).
-pub const PATTERN: &str = crate::lab02::PATTERN;
+/// What the lab needs from the machine.
+pub const NEEDS: Needs = Needs {
+    tools: &["ip", "ss", "ping", "tcpdump", "nc", "python3", "sha256sum"],
+    kernel: &[Kernel::Tun, Kernel::Netns, Kernel::Veth],
+    binaries: &[(PACKAGE, PACKAGE), ("tunlab", "tunlab-relay")],
+};
 /// Size of the file sent through the tunnel on a clean link.
 pub const TRANSFER_BYTES: usize = 10 * 1024 * 1024;
 /// Size of the file sent through the relay that reorders and duplicates.
@@ -50,8 +52,6 @@ pub const RELAY_BYTES: usize = 4 * 1024 * 1024;
 /// What the relay does: no loss, but 2% of the datagrams sent twice and 2%
 /// held back so that later ones overtake them.
 pub const IMPAIR: &str = "delay=1ms,dup=0.02,reorder=0.02,seed=4";
-/// The client's second underlay address, which it moves to mid-ping.
-pub const ROAM_ADDRESS: &str = "192.0.2.3";
 /// How many 32-byte windows of the transferred file the lab looks for in
 /// the underlay capture.
 pub const FILE_SAMPLES: usize = 64;
@@ -68,124 +68,12 @@ pub const TYPE_COOKIE: u8 = 3;
 pub const TYPE_DATA: u8 = 4;
 /// The longest a restarted client may take to get a ping through.
 pub const RESTART_LIMIT: Duration = Duration::from_secs(10);
+/// The ends whose keys the lab makes: the server and the client it lists.
+pub const KEY_NAMES: &[&str] = &["server", "client"];
 
-const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-
-pub fn default_out() -> PathBuf {
-    env::workspace_root().join("target").join("tunlab").join("lab04")
-}
-
-/// One end's key pair: the private key in a file of mode 0600, and the
-/// public key in base64.
-#[derive(Debug, Clone)]
-pub struct KeyPair {
-    pub file: PathBuf,
-    pub public: String,
-}
-
-impl KeyPair {
-    /// `step04-crypto genkey > file` (the file created with mode 0600
-    /// before anything is written to it), then `pubkey < file`. `binary`
-    /// is step 04's or a later step's: their keys are the same.
-    pub fn generate(binary: &Path, file: &Path) -> anyhow::Result<Self> {
-        let name = program_name(binary);
-        // A file that exists keeps its mode when opened, so start afresh.
-        let _ = std::fs::remove_file(file);
-        let out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(file)
-            .with_context(|| format!("creating {}", file.display()))?;
-        let status = Command::new(binary)
-            .arg("genkey")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .status()
-            .with_context(|| format!("running {name} genkey"))?;
-        if !status.success() {
-            bail!("{name} genkey > {} failed ({status})", file.display());
-        }
-        Self::load(binary, file)
-    }
-
-    /// The pair of an existing private key file: `pubkey < file`.
-    pub fn load(binary: &Path, file: &Path) -> anyhow::Result<Self> {
-        let name = program_name(binary);
-        let key = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-        let out = Command::new(binary)
-            .arg("pubkey")
-            .stdin(key)
-            .output()
-            .with_context(|| format!("running {name} pubkey"))?;
-        if !out.status.success() {
-            bail!(
-                "{name} pubkey < {} failed ({}): {}",
-                file.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if public.len() != 44 {
-            bail!("{name} pubkey printed {public:?}, not a 44-character base64 key");
-        }
-        Ok(Self {
-            file: file.to_path_buf(),
-            public,
-        })
-    }
-
-    /// The short form the program's log uses: the first 8 characters.
-    pub fn short(&self) -> &str {
-        self.public.get(..8).unwrap_or(&self.public)
-    }
-
-    pub fn file_str(&self) -> anyhow::Result<&str> {
-        self.file.to_str().context("key path is not UTF-8")
-    }
-}
-
-/// The file name of a program, for messages.
-fn program_name(binary: &Path) -> String {
-    binary.file_name().map_or_else(
-        || binary.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
-/// The keys of the server and of the client it lists.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    pub server: KeyPair,
-    pub client: KeyPair,
-}
-
-impl Keys {
-    /// Fresh keys in `dir`: `server.key` and `client.key`.
-    pub fn generate(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        Ok(Self {
-            server: KeyPair::generate(binary, &dir.join("server.key"))?,
-            client: KeyPair::generate(binary, &dir.join("client.key"))?,
-        })
-    }
-}
-
-/// Copies a key file into `to` with mode 0600: a key checked out by git has
-/// the mode of the checkout (0644, usually), which the program refuses.
-fn private_copy(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let key = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
-    let _ = std::fs::remove_file(to);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)
-        .with_context(|| format!("creating {}", to.display()))?;
-    std::io::Write::write_all(&mut file, &key)?;
-    Ok(())
+/// The server's socket.
+fn server_addr() -> SocketAddr {
+    SocketAddr::new(underlay::SERVER.into(), TUNNEL_PORT)
 }
 
 /// The hosts with the tunnel up. Drops in field order.
@@ -201,13 +89,11 @@ pub struct Up {
     /// Linked to the server only, on 198.51.100.0/24; nothing runs there
     /// unless a check starts it.
     pub intruder: Host,
-    pub server_log: PathBuf,
-    pub client_log: PathBuf,
     pub binary: PathBuf,
     pub keys: Keys,
     /// How the client end was started, to start it again.
     client_end: ClientEnd,
-    _topology: Topology,
+    _net: Net,
 }
 
 /// How to start the client end.
@@ -218,26 +104,26 @@ struct ClientEnd {
     /// Record its TUN (`--pcap`).
     record: bool,
     /// Where it sends: the server, or the relay.
-    to: String,
+    to: SocketAddr,
 }
 
 impl ClientEnd {
     /// Starts the client end in `host`, logging to `client-<name>.log` (and
     /// recording to `client-<name>-tun.pcap`), and waits for its handshake.
-    /// Returns it with its log.
-    fn start(&self, host: &Host, name: &str) -> anyhow::Result<(Running, PathBuf)> {
+    fn start(&self, host: &Host, name: &str) -> anyhow::Result<Running> {
+        let address = tunnel::cidr(tunnel::CLIENT).to_string();
         let mut args: Vec<String> = [
             "client",
             "--server",
-            &self.to,
+            &self.to.to_string(),
             "--key",
-            self.keys.client.file_str()?,
+            self.keys["client"].file_str()?,
             "--server-key",
-            &self.keys.server.public,
+            &self.keys["server"].public,
             "--address",
-            "10.0.0.2/24",
+            &address,
             "--address",
-            "fd00::2/64",
+            &tunnel::cidr(tunnel::CLIENT6).to_string(),
             "--keepalive",
             "25",
         ]
@@ -249,9 +135,9 @@ impl ClientEnd {
         }
         let log = self.out.join(format!("client-{name}.log"));
         let mut step = Running::start(host, &self.binary, &args, &log)?;
-        wait_for_tun(host, &mut step, &log, TUN, "10.0.0.2/24")?;
-        wait_for_handshake(&mut step, &log)?;
-        Ok((step, log))
+        step.wait_for_tun(TUN, &address)?;
+        step.wait_for_handshake()?;
+        Ok(step)
     }
 }
 
@@ -267,9 +153,9 @@ pub struct Setup<'a> {
     /// Capture the server's veth0 into this file, from before either end
     /// starts, so the handshake is in it.
     pub underlay: Option<&'a Path>,
-    /// Put the impairment relay (this binary, with this spec) in front of
-    /// the server: the client talks to it on port 7000.
-    pub relay: Option<(&'a Path, &'a str)>,
+    /// Put the impairment relay, with this spec, in front of the server:
+    /// the client talks to it on port 7000.
+    pub relay: Option<&'a str>,
 }
 
 impl<'a> Setup<'a> {
@@ -289,23 +175,18 @@ impl<'a> Setup<'a> {
 /// as `setup` says, with their files in `out`. Returns once the client has
 /// completed its handshake.
 pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<Up> {
-    env::require_tools(TOOLS)?;
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut topology = Topology::new()?;
-    let server = topology.host("server")?;
-    let client = topology.host("client")?;
-    let intruder = topology.host("intruder")?;
-    topology.link(&server, "veth0", &client, "veth0")?;
-    topology.link(&server, "veth1", &intruder, "veth0")?;
-    server.add_address("veth0", "192.0.2.1/24")?;
-    client.add_address("veth0", "192.0.2.2/24")?;
-    server.add_address("veth1", "198.51.100.1/24")?;
-    intruder.add_address("veth0", "198.51.100.3/24")?;
+    let net = topology::two_hosts_and_intruder().build()?;
+    let (server, client, intruder) = (net.host("server")?, net.host("client")?, net.host("intruder")?);
     report.note(format!(
-        "underlay: server 192.0.2.1 ({}) <-> client 192.0.2.2 ({}); server 198.51.100.1 <-> intruder 198.51.100.3 ({})",
+        "underlay: server {} ({}) <-> client {} ({}); server {} <-> intruder {} ({})",
+        underlay::SERVER,
         server.netns(),
+        underlay::CLIENT,
         client.netns(),
+        internet::SERVER,
+        internet::INTRUDER,
         intruder.netns()
     ));
     let underlay = setup
@@ -315,20 +196,26 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
 
     let tag = setup.tag;
     let keys = setup.keys;
-    let peer = format!("{}=10.0.0.2/32,fd00::2/128", keys.client.public);
-    let listen = format!("0.0.0.0:{PORT}");
+    let peer = format!(
+        "{}={},{}",
+        keys["client"].public,
+        tunnel::host(tunnel::CLIENT),
+        tunnel::host(tunnel::CLIENT6)
+    );
+    let listen = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), TUNNEL_PORT);
+    let address = tunnel::cidr(tunnel::SERVER).to_string();
     let mut args: Vec<String> = [
         "server",
         "--listen",
-        &listen,
+        &listen.to_string(),
         "--key",
-        keys.server.file_str()?,
+        keys["server"].file_str()?,
         "--peer",
         &peer,
         "--address",
-        "10.0.0.1/24",
+        &address,
         "--address",
-        "fd00::1/64",
+        &tunnel::cidr(tunnel::SERVER6).to_string(),
     ]
     .map(String::from)
     .into();
@@ -344,51 +231,35 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
             args.push(path_arg(&path)?);
         }
     }
-    let server_log = out.join(format!("server-{tag}.log"));
-    let mut server_step = Running::start(&server, &binary, &args, &server_log)?;
-    wait_for_tun(&server, &mut server_step, &server_log, TUN, "10.0.0.1/24")?;
+    let mut server_step = Running::start(&server, &binary, &args, &out.join(format!("server-{tag}.log")))?;
+    server_step.wait_for_tun(TUN, &address)?;
     // The client's first initiation leaves at once: the socket must be
     // there, or the kernel answers it with a port unreachable.
-    wait_for_udp_listener(&server, PORT)?;
+    server.wait_for_udp_listener(TUNNEL_PORT)?;
 
     let relay = match setup.relay {
-        Some((relay, impair)) => {
-            let upstream = format!("192.0.2.1:{PORT}");
-            let args = [
-                "udp",
-                "--listen",
-                "192.0.2.1:7000",
-                "--upstream",
-                &upstream,
-                "--impair",
-                impair,
-            ];
-            Some(Running::start(
-                &server,
-                relay,
-                &args,
-                &out.join(format!("relay-{tag}.log")),
-            )?)
+        Some(impair) => {
+            let front = SocketAddr::new(underlay::SERVER.into(), RELAY_PORT);
+            let log = out.join(format!("relay-{tag}.log"));
+            Some(start_relay(&server, "udp", front, server_addr(), impair, &log)?)
         }
         None => None,
-    };
-    let to = if relay.is_some() {
-        "192.0.2.1:7000".to_string()
-    } else {
-        format!("192.0.2.1:{PORT}")
     };
     let client_end = ClientEnd {
         binary: binary.clone(),
         out: out.to_path_buf(),
         keys: keys.clone(),
         record: setup.record,
-        to,
+        to: match relay {
+            Some(_) => SocketAddr::new(underlay::SERVER.into(), RELAY_PORT),
+            None => server_addr(),
+        },
     };
-    let (client_step, client_log) = client_end.start(&client, tag)?;
+    let client_step = client_end.start(&client, tag)?;
     report.note(format!(
         "started {PACKAGE} server (key {}) and client (key {}); handshake complete",
-        keys.server.short(),
-        keys.client.short()
+        keys["server"].short(),
+        keys["client"].short()
     ));
     Ok(Up {
         underlay,
@@ -398,12 +269,10 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
         server,
         client,
         intruder,
-        server_log,
-        client_log,
         binary,
         keys: keys.clone(),
         client_end,
-        _topology: topology,
+        _net: net,
     })
 }
 
@@ -411,23 +280,28 @@ impl Up {
     /// Starts the client end again (after it was stopped), as
     /// `client-<name>.log`.
     pub fn restart_client(&mut self, name: &str) -> anyhow::Result<()> {
-        let (step, log) = self.client_end.start(&self.client, name)?;
-        self.client_step = step;
-        self.client_log = log;
+        self.client_step = self.client_end.start(&self.client, name)?;
         Ok(())
     }
 
     /// The server's status, as it logs it on SIGUSR1.
     pub fn server_status(&self) -> anyhow::Result<Status> {
-        status(&self.server_step, &self.server_log)
+        self.server_step.status()
     }
 }
 
-pub fn path_arg(path: &Path) -> anyhow::Result<String> {
-    Ok(path.to_str().context("path is not UTF-8")?.to_string())
+/// `tunlab shell 04`: fresh keys, both ends up, the shell in the client.
+pub fn shell(out: &Path, report: &mut Report) -> anyhow::Result<Shell> {
+    let keys = Keys::generate(&env::step_binary(PACKAGE)?, out, KEY_NAMES)?;
+    let up = up(out, &Setup::plain(&keys), report)?;
+    let client = up.client.clone();
+    let note = format!(
+        "kill -USR1 {} (the server's counters, in {})",
+        up.server_step.pid().unwrap_or_default(),
+        up.server_step.log().display()
+    );
+    Ok(Shell::new(up, client).note(note))
 }
-
-pub use crate::labs::Options;
 
 /// Runs lab 04: the main session (checks 1 to 6 and 8), then the transfer
 /// through a link that reorders and duplicates.
@@ -436,13 +310,8 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     let out = &options.out;
     std::fs::create_dir_all(out)?;
     let binary = env::step_binary(PACKAGE)?;
-    let keys = Keys::generate(&binary, out)?;
-    report.note(format!(
-        "fresh keys in {}: server {}..., client {}...",
-        out.display(),
-        keys.server.short(),
-        keys.client.short()
-    ));
+    let keys = Keys::generate(&binary, out, KEY_NAMES)?;
+    report.note(format!("fresh keys in {}: {}", out.display(), keys.shorts()));
     main_session(out, &keys, &mut report)?;
     reordering(out, &keys, &mut report)?;
     if options.fixtures {
@@ -466,7 +335,7 @@ fn main_session(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<
     ping_both_ways(&lab, "", 3, &[], report)?;
 
     // 2. 10 MB, client to server.
-    let (same, secs) = transfer(&lab.server, &lab.client, &data, &out.join("received.bin"), 60)?;
+    let (same, secs) = transfer(&lab, &data, &out.join("received.bin"), 60)?;
     report.check(
         "10 MB sent with nc arrive intact (sha256 matches)",
         same,
@@ -511,27 +380,15 @@ fn ping_both_ways(
     extra: &[&str],
     report: &mut Report,
 ) -> anyhow::Result<()> {
+    let mut args = vec!["-p", PATTERN];
+    args.extend_from_slice(extra);
     for (from, name, v4, v6) in [
-        (&lab.client, "client -> server", "10.0.0.1", "fd00::1"),
-        (&lab.server, "server -> client", "10.0.0.2", "fd00::2"),
+        (&lab.client, "client -> server", tunnel::SERVER, tunnel::SERVER6),
+        (&lab.server, "server -> client", tunnel::CLIENT, tunnel::CLIENT6),
     ] {
-        for (family, to) in [("", v4), ("-6 ", v6)] {
-            let count_arg = count.to_string();
-            let mut args = vec!["-n", "-c", &count_arg, "-i", "0.2", "-W", "2", "-p", PATTERN];
-            args.extend_from_slice(extra);
-            if !family.is_empty() {
-                args.push("-6");
-            }
-            args.push(to);
-            let ping = from.run("ping", &args)?;
-            let counts = ping_counts(&String::from_utf8_lossy(&ping.stdout));
-            report.check(
-                format!("{prefix}ping {family}{name} ({to})"),
-                counts == Some((count, count)),
-                counts.map_or("no summary from ping".into(), |(s, r)| {
-                    format!("{s} sent, {r} received")
-                }),
-            );
+        for (family, to) in [("", IpAddr::from(v4)), ("-6 ", v6.into())] {
+            let check = format!("{prefix}ping {family}{name} ({to})");
+            from.ping_check(report, check, to, count, &args)?;
         }
     }
     Ok(())
@@ -551,8 +408,8 @@ fn inspect_underlay(pcap: &Path, data: &Path, dropped: u64, report: &mut Report)
         needles.push(&file[at..at + SAMPLE_LEN]);
     }
     let found = occurrences(&bytes, &needles);
-    let server = SocketAddr::new(SERVER_IP.into(), PORT);
-    let seen = Underlay::read(pcap, server, CLIENT_IP.into())?;
+    let server = server_addr();
+    let seen = Underlay::read(pcap, server, underlay::CLIENT.into())?;
     // A capture that lost most packets (tcpdump starved of CPU drops what
     // its buffer cannot hold) would pass the checks below for nothing: the
     // client's data messages must hold at least 90% of the file.
@@ -742,27 +599,10 @@ impl std::fmt::Display for Kinds {
 impl Underlay {
     /// Reads a capture of the server's veth0 (Ethernet frames).
     pub fn read(pcap: &Path, server: SocketAddr, client: IpAddr) -> anyhow::Result<Self> {
-        let (_, frames) = step01_ping_tun::pcap::read_any(pcap)?;
-        let mut seen = Self {
-            datagrams: Vec::new(),
-            housekeeping: 0,
-            other: Vec::new(),
-            server,
-            client,
-        };
-        for (n, frame) in frames.iter().enumerate() {
-            let Some(ip) = step01_ping_tun::pcap::ip_in_ethernet(&frame.data) else {
-                if frame.data.get(12..14) == Some(&[0x08, 0x06]) {
-                    seen.housekeeping += 1;
-                } else {
-                    seen.other.push(format!("frame {}: not IP", n + 1));
-                }
-                continue;
-            };
-            let Ok(ip) = IpSlice::from_slice(ip) else {
-                seen.other.push(format!("frame {}: a broken IP packet", n + 1));
-                continue;
-            };
+        let mut datagrams = Vec::new();
+        let mut housekeeping = 0;
+        let mut other = Vec::new();
+        let others = each_ip_packet(pcap, |n, _, ip| {
             let (src, dst) = (ip.source_addr(), ip.destination_addr());
             let payload = ip.payload();
             if payload.ip_number == IpNumber::IPV6_ICMP
@@ -771,34 +611,40 @@ impl Underlay {
                     IpAddr::V4(_) => false,
                 }
             {
-                seen.housekeeping += 1;
-                continue;
+                housekeeping += 1;
+                return;
             }
             let udp = (payload.ip_number == IpNumber::UDP && !payload.fragmented)
                 .then(|| UdpSlice::from_slice(payload.payload).ok())
                 .flatten();
             let Some(udp) = udp else {
-                seen.other.push(format!(
-                    "frame {}: {src} > {dst} protocol {}",
-                    n + 1,
+                other.push(format!(
+                    "frame {n}: {src} > {dst} protocol {}",
                     payload.ip_number.0
                 ));
-                continue;
+                return;
             };
             let from = SocketAddr::new(src, udp.source_port());
             let to = SocketAddr::new(dst, udp.destination_port());
             let ours = (to == server && src == client) || (from == server && dst == client);
             if !ours {
-                seen.other.push(format!("frame {}: UDP {from} > {to}", n + 1));
-                continue;
+                other.push(format!("frame {n}: UDP {from} > {to}"));
+                return;
             }
-            seen.datagrams.push(Datagram {
+            datagrams.push(Datagram {
                 from,
                 to,
                 payload: udp.payload().to_vec(),
             });
-        }
-        Ok(seen)
+        })?;
+        other.extend(others.odd);
+        Ok(Self {
+            datagrams,
+            housekeeping: housekeeping + others.arp,
+            other,
+            server,
+            client,
+        })
     }
 
     pub fn kinds(&self) -> Kinds {
@@ -841,7 +687,7 @@ fn replay(lab: &Up, seen: &Underlay, report: &mut Report) -> anyhow::Result<()> 
         );
         return Ok(());
     };
-    let client = lab.keys.client.short();
+    let client = lab.keys["client"].short();
     let before = lab.server_status()?;
     let before_peer = before.peer(client).cloned().unwrap_or_default();
     let hex: String = message.payload.iter().map(|b| format!("{b:02x}")).collect();
@@ -857,10 +703,10 @@ fn replay(lab: &Up, seen: &Underlay, report: &mut Report) -> anyhow::Result<()> 
         [
             "-c",
             script,
-            &CLIENT_IP.to_string(),
+            &underlay::CLIENT.to_string(),
             &hex,
-            &SERVER_IP.to_string(),
-            &PORT.to_string(),
+            &underlay::SERVER.to_string(),
+            &TUNNEL_PORT.to_string(),
         ],
     )?;
     if !sent.status.success() {
@@ -879,8 +725,9 @@ fn replay(lab: &Up, seen: &Underlay, report: &mut Report) -> anyhow::Result<()> 
         "a replayed data message is dropped as a replay",
         replays >= 1,
         format!(
-            "counter {} sent again from {CLIENT_IP}:{port}: the server's replay count went from {} to {} ({})",
+            "counter {} sent again from {}:{port}: the server's replay count went from {} to {} ({})",
             message.counter().unwrap_or_default(),
+            underlay::CLIENT,
             before_peer.count("replay"),
             after_peer.count("replay"),
             after_peer.drops_text()
@@ -906,7 +753,7 @@ fn or_unknown(s: &str) -> &str {
 /// happens. Run in the intruder host, where no tunnel runs.
 fn refused_key(lab: &Up, out: &Path, report: &mut Report) -> anyhow::Result<()> {
     let loose = out.join("loose.key");
-    private_copy(&lab.keys.client.file, &loose)?;
+    private_copy(&lab.keys["client"].file, &loose)?;
     std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644))?;
     let binary = path_arg(&lab.binary)?;
     let run = lab.intruder.run(
@@ -916,13 +763,13 @@ fn refused_key(lab: &Up, out: &Path, report: &mut Report) -> anyhow::Result<()> 
             &binary,
             "client",
             "--server",
-            "198.51.100.1:51820",
+            &intruders_server().to_string(),
             "--key",
             &path_arg(&loose)?,
             "--server-key",
-            &lab.keys.server.public,
+            &lab.keys["server"].public,
             "--address",
-            "10.0.0.9/24",
+            &tunnel::cidr(tunnel::STRANGER).to_string(),
             "--tun",
             "tun9",
         ],
@@ -947,30 +794,30 @@ fn refused_key(lab: &Up, out: &Path, report: &mut Report) -> anyhow::Result<()> 
 /// in the intruder host.
 fn intruder(lab: &Up, out: &Path, report: &mut Report) -> anyhow::Result<()> {
     let key = KeyPair::generate(&lab.binary, &out.join("intruder.key"))?;
-    let log = out.join("intruder.log");
+    let address = tunnel::cidr(tunnel::CLIENT2).to_string();
     let args = [
         "client",
         "--server",
-        "198.51.100.1:51820",
+        &intruders_server().to_string(),
         "--key",
         key.file_str()?,
         "--server-key",
-        &lab.keys.server.public,
+        &lab.keys["server"].public,
         "--address",
-        "10.0.0.3/24",
+        &address,
     ];
-    let mut step = Running::start(&lab.intruder, &lab.binary, &args, &log)?;
-    wait_for_tun(&lab.intruder, &mut step, &log, TUN, "10.0.0.3/24")?;
-    let ping = lab
-        .intruder
-        .run("ping", ["-n", "-c", "3", "-i", "0.2", "-W", "1", "10.0.0.1"])?;
-    let counts = ping_counts(&String::from_utf8_lossy(&ping.stdout));
+    let mut step = Running::start(&lab.intruder, &lab.binary, &args, &out.join("intruder.log"))?;
+    step.wait_for_tun(TUN, &address)?;
+    let to = tunnel::SERVER.to_string();
+    let ping = lab.intruder.ping_with(
+        ["-n", "-c", "3", "-i", "0.2", "-W", "1", &to]
+            .map(String::from)
+            .into(),
+    )?;
     report.check(
         "ping from a client the server does not list fails",
-        matches!(counts, Some((sent, 0)) if sent > 0),
-        counts.map_or("no summary from ping".into(), |(s, r)| {
-            format!("{s} sent, {r} received")
-        }),
+        ping.none_answered(),
+        ping.to_string(),
     );
     // Its handshake retries come 1, 2, 4 s apart: by now two have gone.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -989,7 +836,7 @@ fn intruder(lab: &Up, out: &Path, report: &mut Report) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| "no unattributed line in the status".into()),
     );
-    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let said = step.log_text();
     let completed = said.lines().find(|l| handshake_line(l)).map(str::to_string);
     report.check(
         "a client whose key the server does not list gets no handshake",
@@ -1009,27 +856,39 @@ fn roaming(lab: &Up, report: &mut Report) -> anyhow::Result<()> {
     let ping = lab
         .client
         .command("ping")
-        .args(["-n", "-c", "40", "-i", "0.2", "-W", "2", "10.0.0.1"])
+        .args([
+            "-n",
+            "-c",
+            "40",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &tunnel::SERVER.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .context("starting ping")?;
     std::thread::sleep(Duration::from_secs(2));
-    lab.client.add_address("veth0", &format!("{ROAM_ADDRESS}/24"))?;
+    let roamed_to = underlay::ROAMED;
+    let prefix = topology::underlay::NET.prefix_len();
+    lab.client
+        .add_address("veth0", &format!("{roamed_to}/{prefix}"))?;
     lab.client.ip([
         "route",
         "replace",
-        "192.0.2.1/32",
+        &tunnel::host(underlay::SERVER).to_string(),
         "dev",
         "veth0",
         "src",
-        ROAM_ADDRESS,
+        &roamed_to.to_string(),
     ])?;
     let moved = Instant::now();
     let ping = ping.wait_with_output()?;
-    let counts = ping_counts(&String::from_utf8_lossy(&ping.stdout));
+    let counts = crate::traffic::ping_counts(&String::from_utf8_lossy(&ping.stdout));
     report.check(
-        format!("ping keeps going while the client moves to {ROAM_ADDRESS}"),
+        format!("ping keeps going while the client moves to {roamed_to}"),
         counts.is_some_and(|(sent, got)| sent > 0 && got * 10 >= sent * 9),
         counts.map_or("no summary from ping".into(), |(s, r)| {
             format!(
@@ -1038,19 +897,19 @@ fn roaming(lab: &Up, report: &mut Report) -> anyhow::Result<()> {
             )
         }),
     );
-    let log = std::fs::read_to_string(&lab.server_log).unwrap_or_default();
+    let log = lab.server_step.log_text();
     let roamed = log
         .lines()
-        .find(|l| l.contains("roamed to") && l.contains(&format!("{ROAM_ADDRESS}:")))
+        .find(|l| l.contains("roamed to") && l.contains(&format!("{roamed_to}:")))
         .map(|l| l.trim().to_string());
     let status = lab.server_status()?;
     let endpoint = status
-        .peer(lab.keys.client.short())
+        .peer(lab.keys["client"].short())
         .map(|p| p.endpoint.clone())
         .unwrap_or_default();
     report.check(
-        format!("the server follows the client to {ROAM_ADDRESS}"),
-        roamed.is_some() && endpoint.starts_with(&format!("{ROAM_ADDRESS}:")),
+        format!("the server follows the client to {roamed_to}"),
+        roamed.is_some() && endpoint.starts_with(&format!("{roamed_to}:")),
         format!(
             "{}; endpoint now {}",
             roamed.unwrap_or_else(|| "no \"roamed to\" line in the server's log".into()),
@@ -1066,21 +925,17 @@ fn restart(lab: &mut Up, report: &mut Report) -> anyhow::Result<()> {
     let killed = Instant::now();
     lab.client_step.stop(Signal::SIGKILL, Duration::from_secs(5))?;
     lab.restart_client("main-restart")?;
-    let ping = lab
-        .client
-        .run("ping", ["-n", "-c", "1", "-i", "0.2", "-w", "10", "10.0.0.1"])?;
+    let to = tunnel::SERVER.to_string();
+    let ping = lab.client.ping_with(
+        ["-n", "-c", "1", "-i", "0.2", "-w", "10", &to]
+            .map(String::from)
+            .into(),
+    )?;
     let secs = killed.elapsed();
-    let counts = ping_counts(&String::from_utf8_lossy(&ping.stdout));
     report.check(
         "a client killed and started again gets a ping through within 10 s",
-        counts.is_some_and(|(_, got)| got >= 1) && secs < RESTART_LIMIT,
-        format!(
-            "first reply {:.2} s after SIGKILL ({})",
-            secs.as_secs_f64(),
-            counts.map_or("no summary from ping".into(), |(s, r)| {
-                format!("{s} sent, {r} received")
-            })
-        ),
+        ping.counts.is_some_and(|(_, got)| got >= 1) && secs < RESTART_LIMIT,
+        format!("first reply {:.2} s after SIGKILL ({ping})", secs.as_secs_f64()),
     );
     Ok(())
 }
@@ -1089,20 +944,9 @@ fn restart(lab: &mut Up, report: &mut Report) -> anyhow::Result<()> {
 /// server's last counters.
 fn stop(lab: &mut Up, prefix: &str, report: &mut Report) -> anyhow::Result<()> {
     for (step, name) in [(&mut lab.client_step, "client"), (&mut lab.server_step, "server")] {
-        let status = step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
-        report.check(
-            format!("{prefix}{name} exits cleanly on SIGTERM"),
-            status.success(),
-            status.to_string(),
-        );
+        step.stop_checked(report, format!("{prefix}{name} exits cleanly on SIGTERM"))?;
     }
-    let log = std::fs::read_to_string(&lab.server_log).unwrap_or_default();
-    if let Some(status) = Status::last(&log) {
-        report.note("the server's counters at exit:");
-        for line in status.lines {
-            report.note(format!("  {line}"));
-        }
-    }
+    note_counters_at_exit(report, &lab.server_step.log_text());
     Ok(())
 }
 
@@ -1110,7 +954,6 @@ fn stop(lab: &mut Up, prefix: &str, report: &mut Report) -> anyhow::Result<()> {
 /// reorders datagrams (without losing any): TCP inside must not notice, and
 /// the server drops each duplicate as a replay.
 fn reordering(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<()> {
-    let relay = env::binary("tunlab", "tunlab-relay")?;
     let data = out.join("random-relay.bin");
     write_random(&data, RELAY_BYTES)?;
     let setup = Setup {
@@ -1118,17 +961,11 @@ fn reordering(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<()
         keys,
         record: false,
         underlay: None,
-        relay: Some((&relay, IMPAIR)),
+        relay: Some(IMPAIR),
     };
     let mut lab = up(out, &setup, report)?;
     report.note(format!("the relay between them: {IMPAIR}"));
-    let (same, secs) = transfer(
-        &lab.server,
-        &lab.client,
-        &data,
-        &out.join("received-relay.bin"),
-        60,
-    )?;
+    let (same, secs) = transfer(&lab, &data, &out.join("received-relay.bin"), 60)?;
     let _ = std::fs::remove_file(&data);
     report.check(
         "4 MB through a link that reorders and duplicates arrive intact (sha256 matches)",
@@ -1136,12 +973,14 @@ fn reordering(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<()
         format!("{secs:.2} s"),
     );
     let status = lab.server_status()?;
-    let replays = status.peer(keys.client.short()).map_or(0, |p| p.count("replay"));
-    let relay_log = out.join("relay-relay.log");
+    let replays = status
+        .peer(keys["client"].short())
+        .map_or(0, |p| p.count("replay"));
+    let mut relay_said = String::new();
     if let Some(mut relay) = lab.relay.take() {
         relay.stop(Signal::SIGTERM, Duration::from_secs(5))?;
+        relay_said = relay.log_text();
     }
-    let relay_said = std::fs::read_to_string(&relay_log).unwrap_or_default();
     let relay_up = relay_said
         .lines()
         .rev()
@@ -1159,192 +998,14 @@ fn reordering(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<()
 
 /// Sends `data` from the client to the server (10.0.0.1) through the
 /// tunnel with nc; returns whether it arrived intact and how long it took.
-fn transfer(
-    server: &Host,
-    client: &Host,
-    data: &Path,
-    received: &Path,
-    timeout: u32,
-) -> anyhow::Result<(bool, f64)> {
-    nc_transfer(client, server, "10.0.0.1", data, received, timeout)
+fn transfer(lab: &Up, data: &Path, received: &Path, timeout: u32) -> anyhow::Result<(bool, f64)> {
+    nc_transfer(&lab.client, &lab.server, tunnel::SERVER, data, received, timeout)
 }
 
-/// A log line saying a handshake completed.
-fn handshake_line(line: &str) -> bool {
-    line.contains("handshake with") && line.contains("complete")
-}
-
-/// Waits until `log` says a handshake completed.
-pub fn wait_for_handshake(step: &mut Running, log: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.lines().any(handshake_line) {
-            return Ok(());
-        }
-        if let Err(e) = step.check_alive() {
-            bail!("{e:#}; its log:\n{text}");
-        }
-        if Instant::now() >= deadline {
-            bail!("no handshake within 15 s; the log {}:\n{text}", log.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// One peer's line of a status report:
-/// `tun0: peer AbCdEfGh endpoint 192.0.2.2:40000 handshake 3 s ago: sent 10
-/// packets (840 bytes), received 10 packets (840 bytes), handshakes 1,
-/// dropped 2 (replay 1, bad-tag 1)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerStatus {
-    /// The short key, as the line names the peer.
-    pub peer: String,
-    /// `192.0.2.2:40000`, or `none`.
-    pub endpoint: String,
-    /// Every `name N` of the line: `handshakes`, `dropped`, and each drop
-    /// reason.
-    pub counts: BTreeMap<String, u64>,
-    pub line: String,
-}
-
-impl PeerStatus {
-    /// The count called `name` (a drop reason such as `replay`), 0 when the
-    /// line does not list it.
-    pub fn count(&self, name: &str) -> u64 {
-        self.counts.get(name).copied().unwrap_or(0)
-    }
-
-    /// The packets of `sent N packets` (`direction` `sent`) or `received N
-    /// packets`, 0 when the line does not say.
-    pub fn packets(&self, direction: &str) -> u64 {
-        let words: Vec<&str> = self.line.split_whitespace().collect();
-        words
-            .windows(3)
-            .find(|w| w[0] == direction && w[2].starts_with("packets"))
-            .and_then(|w| w[1].parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// The drop list of the line, e.g. `dropped 2 (replay 1, bad-tag 1)`.
-    pub fn drops_text(&self) -> String {
-        match self.line.find("dropped") {
-            Some(at) => self.line[at..].trim().to_string(),
-            None => "nothing dropped".into(),
-        }
-    }
-}
-
-/// One status report of a step 04 end: a line per peer, then the drops no
-/// peer can be blamed for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Status {
-    pub peers: Vec<PeerStatus>,
-    /// The counts of the `unattributed:` line.
-    pub unattributed: BTreeMap<String, u64>,
-    pub unattributed_line: Option<String>,
-    /// The report's lines, as logged (from `TUN:` on).
-    pub lines: Vec<String>,
-}
-
-impl Status {
-    /// The last status report in a log.
-    pub fn last(log: &str) -> Option<Self> {
-        let lines: Vec<&str> = log.lines().collect();
-        let end = lines.iter().rposition(|l| l.contains("unattributed:"))?;
-        let start = lines[..end]
-            .iter()
-            .rposition(|l| l.contains("unattributed:"))
-            .map_or(0, |i| i + 1);
-        let from_tun = |l: &str| -> String {
-            l.find(&format!("{TUN}:"))
-                .map_or(l, |at| &l[at..])
-                .trim()
-                .to_string()
-        };
-        let mut status = Status::default();
-        for line in &lines[start..end] {
-            // Other lines that name a peer (`peer X may use ...`) are not
-            // part of a report.
-            if !line.contains(&format!("{TUN}: peer ")) {
-                continue;
-            }
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let Some(peer) = after(&words, "peer") else {
-                continue;
-            };
-            status.peers.push(PeerStatus {
-                peer: peer.to_string(),
-                endpoint: after(&words, "endpoint").unwrap_or("").to_string(),
-                counts: counts(line),
-                line: from_tun(line),
-            });
-            status.lines.push(from_tun(line));
-        }
-        status.unattributed = counts(lines[end]);
-        status.unattributed_line = Some(from_tun(lines[end]));
-        status.lines.push(from_tun(lines[end]));
-        Some(status)
-    }
-
-    /// The peer whose short key is `short`.
-    pub fn peer(&self, short: &str) -> Option<&PeerStatus> {
-        self.peers.iter().find(|p| p.peer == short)
-    }
-
-    /// The count called `name` over every line: each peer's and the
-    /// unattributed drops.
-    pub fn total(&self, name: &str) -> u64 {
-        self.peers.iter().map(|p| p.count(name)).sum::<u64>()
-            + self.unattributed.get(name).copied().unwrap_or(0)
-    }
-}
-
-/// The word after `key` in `words`, without a trailing comma or colon.
-fn after<'a>(words: &[&'a str], key: &str) -> Option<&'a str> {
-    let at = words.iter().position(|w| *w == key)?;
-    Some(words.get(at + 1)?.trim_end_matches([',', ':']))
-}
-
-/// Every `name N` in a status line: the pieces between commas, colons and
-/// parentheses that are exactly a word and a number.
-fn counts(line: &str) -> BTreeMap<String, u64> {
-    line.split([',', '(', ')', ':'])
-        .filter_map(|piece| {
-            let mut words = piece.split_whitespace();
-            let (name, n) = (words.next()?, words.next()?);
-            if words.next().is_some() {
-                return None;
-            }
-            Some((name.to_string(), n.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Sends SIGUSR1 to `step` and returns the status report it logs in
-/// answer.
-pub fn status(step: &Running, log: &Path) -> anyhow::Result<Status> {
-    let reports = |text: &str| text.lines().filter(|l| l.contains("unattributed:")).count();
-    let before = reports(&std::fs::read_to_string(log).unwrap_or_default());
-    let pid = step.pid().context("the program is not running")?;
-    kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).context("sending SIGUSR1")?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if reports(&text) > before {
-            return Status::last(&text).context("a status report without its lines");
-        }
-        if Instant::now() >= deadline {
-            let tail: Vec<&str> = text.lines().rev().take(20).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!(
-                "no status report (a line with \"unattributed:\") in {} within 5 s of SIGUSR1; it ends:\n{}",
-                log.display(),
-                tail.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Where the intruder reaches the server: its address on the intruder's
+/// link.
+fn intruders_server() -> SocketAddr {
+    SocketAddr::new(internet::SERVER.into(), TUNNEL_PORT)
 }
 
 /// A short session with the fixed test-only keys (three pings each way,
@@ -1354,22 +1015,8 @@ pub fn status(step: &Running, log: &Path) -> anyhow::Result<Status> {
 fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Result<()> {
     let dir = out.join("fixtures");
     std::fs::create_dir_all(&dir)?;
-    let pcaps = env::workspace_root().join("pcaps").join("step04");
-    std::fs::create_dir_all(&pcaps)?;
-    let pair = |side: &str| -> anyhow::Result<KeyPair> {
-        let kept = pcaps.join(format!("test-only-{side}.key"));
-        if !kept.exists() {
-            KeyPair::generate(binary, &kept)?;
-            report.note(format!("created the test-only key {}", kept.display()));
-        }
-        let copy = dir.join(format!("{side}.key"));
-        private_copy(&kept, &copy)?;
-        KeyPair::load(binary, &copy)
-    };
-    let keys = Keys {
-        server: pair("server")?,
-        client: pair("client")?,
-    };
+    let pcaps = env::fixtures_dir("step04")?;
+    let keys = Keys::test_only(binary, &pcaps, &dir, KEY_NAMES, report)?;
     let underlay = dir.join("underlay.pcap");
     let setup = Setup {
         tag: "fixtures",
@@ -1381,25 +1028,12 @@ fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Re
     let mut lab = up(&dir, &setup, report)?;
     // Three pings each way, then two ping -6 from the client.
     for (from, name, to, count) in [
-        (&lab.client, "client -> server", "10.0.0.1", 3),
-        (&lab.server, "server -> client", "10.0.0.2", 3),
-        (&lab.client, "-6 client -> server", "fd00::1", 2),
+        (&lab.client, "client -> server", IpAddr::from(tunnel::SERVER), 3),
+        (&lab.server, "server -> client", tunnel::CLIENT.into(), 3),
+        (&lab.client, "-6 client -> server", tunnel::SERVER6.into(), 2),
     ] {
-        let count_arg = count.to_string();
-        let ping = from.run(
-            "ping",
-            [
-                "-n", "-c", &count_arg, "-i", "0.2", "-W", "2", "-s", "56", "-p", PATTERN, to,
-            ],
-        )?;
-        let counts = ping_counts(&String::from_utf8_lossy(&ping.stdout));
-        report.check(
-            format!("fixtures: ping {name} ({to})"),
-            counts == Some((count, count)),
-            counts.map_or("no summary from ping".into(), |(s, r)| {
-                format!("{s} sent, {r} received")
-            }),
-        );
+        let check = format!("fixtures: ping {name} ({to})");
+        from.ping_check(report, check, to, count, &["-s", "56", "-p", PATTERN])?;
     }
     lab.underlay.take().context("no underlay capture")?.finish()?;
     stop(&mut lab, "fixtures: ", report)?;
@@ -1418,48 +1052,6 @@ fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const LOG: &str = "\
-[2025-01-01T00:00:00Z INFO  step04_crypto] peer AbCdEfGh may use 10.0.0.2/32, fd00::2/128
-[2025-01-01T00:00:00Z INFO  step04_crypto] handshake with AbCdEfGh complete
-[2025-01-01T00:00:01Z INFO  step04_crypto] tun0: peer AbCdEfGh endpoint 192.0.2.2:40000 handshake 3 s ago: sent 10 packets (840 bytes), received 10 packets (840 bytes), handshakes 1, dropped 2 (replay 1, bad-tag 1)
-[2025-01-01T00:00:01Z INFO  step04_crypto] tun0: unattributed: dropped 3 (unknown-peer 3)
-[2025-01-01T00:00:02Z INFO  step04_crypto] tun0: peer AbCdEfGh endpoint 192.0.2.3:40000 handshake 4 s ago: sent 12 packets (1008 bytes), received 12 packets (1008 bytes), handshakes 1, dropped 3 (handshake-replay 1, replay 2)
-[2025-01-01T00:00:02Z INFO  step04_crypto] tun0: peer Zz+/9xYw endpoint none handshake never: sent 0 packets (0 bytes), received 0 packets (0 bytes), handshakes 0, dropped 0
-[2025-01-01T00:00:02Z INFO  step04_crypto] tun0: unattributed: dropped 0
-";
-
-    #[test]
-    fn reads_the_last_status_report() {
-        let status = Status::last(LOG).unwrap();
-        assert_eq!(status.peers.len(), 2);
-        let peer = status.peer("AbCdEfGh").unwrap();
-        assert_eq!(peer.endpoint, "192.0.2.3:40000");
-        assert_eq!(peer.count("replay"), 2);
-        assert_eq!(peer.count("handshake-replay"), 1);
-        assert_eq!(peer.count("handshakes"), 1);
-        assert_eq!(peer.count("dropped"), 3);
-        assert_eq!(peer.count("bad-tag"), 0);
-        assert_eq!(peer.drops_text(), "dropped 3 (handshake-replay 1, replay 2)");
-        assert_eq!(peer.packets("sent"), 12);
-        assert_eq!(peer.packets("received"), 12);
-        let other = status.peer("Zz+/9xYw").unwrap();
-        assert_eq!(other.endpoint, "none");
-        assert_eq!(status.total("unknown-peer"), 0);
-        assert_eq!(status.lines.len(), 3);
-        assert!(status.lines[2].starts_with("tun0: unattributed:"));
-    }
-
-    #[test]
-    fn reads_the_first_status_report() {
-        let first: String = LOG.lines().take(4).map(|l| format!("{l}\n")).collect();
-        let status = Status::last(&first).unwrap();
-        assert_eq!(status.peers.len(), 1);
-        assert_eq!(status.peers[0].endpoint, "192.0.2.2:40000");
-        assert_eq!(status.peers[0].count("replay"), 1);
-        assert_eq!(status.total("unknown-peer"), 3);
-        assert_eq!(Status::last("no report here"), None);
-    }
 
     #[test]
     fn finds_needles_in_one_pass() {

@@ -31,33 +31,40 @@
 //! change none of it, and that the layer-3 programs put everything back,
 //! on a normal exit and, after SIGKILL, with `step06-localhost down`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 
+use crate::captures::verify_checksums;
+use crate::doctor::{Kernel, Needs};
 use crate::env;
-use crate::lab01::wait_for_tun;
-use crate::lab04::{KeyPair, path_arg, wait_for_handshake};
-use crate::lab05::{HostState, host_lines, state_in_log};
-use crate::netns::{Host, STEP_STATE_DIR, Topology};
-use crate::process::{Capture, CaptureOptions, Running};
+use crate::hoststate::{
+    Down, FORWARDING, HostState, ROUTE_LOCALNET, check_unchanged, host_lines, state_in_log,
+};
+use crate::keys::{KeyPair, Keys};
+use crate::labs::{Options, Shell};
+use crate::netns::{Host, STEP_STATE_DIR};
+use crate::process::{Capture, CaptureOptions, READY_TIMEOUT, Running, path_arg};
 use crate::report::Report;
-use crate::traffic::{wait_for_listener, wait_for_udp_listener};
+use crate::steplog::handshake_line;
+use crate::topology::{self, Net, TUN, TUNNEL_PORT, internet, tunnel, underlay};
 
-pub const TOOLS: &[&str] = &["ip", "ss", "tcpdump", "nft", "curl", "python3"];
+pub const PACKAGE: &str = "step06-localhost";
+/// What the lab needs from the machine.
+pub const NEEDS: Needs = Needs {
+    tools: &["ip", "ss", "tcpdump", "nft", "curl", "python3"],
+    kernel: &[Kernel::Tun, Kernel::Netns, Kernel::Veth, Kernel::Nftables],
+    binaries: &[(PACKAGE, PACKAGE)],
+};
 /// What recording the fixtures needs besides: turning off checksum
 /// offload on every veth.
 pub const FIXTURE_TOOLS: &[&str] = &["ethtool"];
-pub const PACKAGE: &str = "step06-localhost";
-pub const TUN: &str = "tun0";
 /// The layer-4 server's control port.
 pub const CONTROL_PORT: u16 = 7835;
-/// The layer-3 server's tunnel port.
-pub const VPN_PORT: u16 = 51820;
 /// The client's services, on 127.0.0.1.
 pub const HTTP_PORT: u16 = 8080;
 pub const ECHO_PORT: u16 = 9000;
@@ -65,13 +72,6 @@ pub const ECHO_PORT: u16 = 9000;
 /// each service on its own port number).
 pub const L3_HTTP_PORT: u16 = 18080;
 pub const L3_ECHO_PORT: u16 = 19000;
-/// Addresses.
-pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-pub const SERVER_LINK_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-pub const SERVER_PUBLIC_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-pub const VISITOR_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-/// The client's tunnel address in the layer-3 design.
-pub const CLIENT_INNER: &str = "10.0.0.2";
 /// The load on the echo service: this many connections at once, each
 /// sending this many bytes and reading them back.
 pub const ECHO_CONNECTIONS: usize = 50;
@@ -83,45 +83,16 @@ pub const RESTART_LIMIT: Duration = Duration::from_secs(10);
 /// The sysctls either design might change: forwarding (the layer-3
 /// server) and accepting 127.0.0.0/8 on other interfaces than `lo` (the
 /// layer-3 client, on its TUN device, which goes with it).
-pub const SYSCTLS: [&str; 3] = [
-    "net.ipv4.ip_forward",
-    "net.ipv6.conf.all.forwarding",
-    "net.ipv4.conf.all.route_localnet",
-];
+pub const SYSCTLS: [&str; 3] = [FORWARDING[0], FORWARDING[1], ROUTE_LOCALNET];
 /// The nftables table of the layer-3 programs: `inet tunlab_step06_<tun>`.
 pub const TABLE_PREFIX: &str = "tunlab_step06_";
+/// The ends whose keys the lab makes: the server, the client, a second
+/// client the server also lists, and a stranger it does not.
+pub const KEY_NAMES: &[&str] = &["server", "client", "other", "stranger"];
 
 /// The client's services and the visitor's load.
 pub const SERVICES_PY: &str = include_str!("../06-localhost/services.py");
 pub const VISITOR_PY: &str = include_str!("../06-localhost/visitor.py");
-
-pub fn default_out() -> PathBuf {
-    env::workspace_root().join("target").join("tunlab").join("lab06")
-}
-
-/// The keys: the server's, the client's, a second client the server also
-/// lists, and a stranger it does not.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    pub server: KeyPair,
-    pub client: KeyPair,
-    pub other: KeyPair,
-    pub stranger: KeyPair,
-}
-
-impl Keys {
-    /// Fresh keys in `dir`: `server.key`, `client.key`, `other.key`,
-    /// `stranger.key`.
-    pub fn generate(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        Ok(Self {
-            server: KeyPair::generate(binary, &dir.join("server.key"))?,
-            client: KeyPair::generate(binary, &dir.join("client.key"))?,
-            other: KeyPair::generate(binary, &dir.join("other.key"))?,
-            stranger: KeyPair::generate(binary, &dir.join("stranger.key"))?,
-        })
-    }
-}
 
 /// The three hosts, the client's services running. Drops in field order:
 /// the services, then the hosts.
@@ -130,8 +101,6 @@ pub struct Hosts {
     pub client: Host,
     pub server: Host,
     pub internet: Host,
-    /// The services' log: a line per request, echo connection and datagram.
-    pub services_log: PathBuf,
     /// The state of the client and the server before any step started.
     pub before_client: HostState,
     pub before_server: HostState,
@@ -139,7 +108,7 @@ pub struct Hosts {
     pub out: PathBuf,
     /// `visitor.py`, written into `out`.
     visitor: String,
-    _topology: Topology,
+    _net: Net,
 }
 
 /// Builds the hosts and links, records the client's and the server's
@@ -147,59 +116,35 @@ pub struct Hosts {
 /// transmit checksum offload on every veth, so that captures on the
 /// server show real checksums (the server's own segments too).
 pub fn hosts(out: &Path, tag: &str, offload_off: bool, report: &mut Report) -> anyhow::Result<Hosts> {
-    env::require_tools(TOOLS)?;
     if offload_off {
         env::require_tools(FIXTURE_TOOLS)?;
     }
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut topology = Topology::new()?;
-    let server = topology.host("server")?;
-    let client = topology.host("client")?;
-    let internet = topology.host("internet")?;
-    topology.link(&server, "veth-c", &client, "veth0")?;
-    topology.link(&server, "veth-inet", &internet, "veth0")?;
-    server.add_address("veth-c", "192.0.2.1/24")?;
-    client.add_address("veth0", "192.0.2.2/24")?;
-    server.add_address("veth-inet", "198.51.100.1/24")?;
-    internet.add_address("veth0", "198.51.100.2/24")?;
-    // The client reaches everything through the server; the visitor only
-    // the server's link (no route to 192.0.2.0/24 at all).
-    client.ip(["-4", "route", "add", "default", "via", "192.0.2.1"])?;
-    // The server starts as a host that does not forward (a new namespace
-    // copies the machine's IPv4 settings), and neither host accepts
-    // 127.0.0.0/8 from outside: what a program turns on, it must turn off.
-    for host in [&server, &client] {
-        for key in SYSCTLS {
-            write_sysctl(host, key, "0")?;
-        }
-    }
+    let spec = topology::three_hosts();
+    let net = spec.build()?;
+    let (server, client, internet) = (net.host("server")?, net.host("client")?, net.host("internet")?);
     if offload_off {
-        for (host, dev) in [
-            (&internet, "veth0"),
-            (&client, "veth0"),
-            (&server, "veth-c"),
-            (&server, "veth-inet"),
-        ] {
-            let off = host.run("ethtool", ["-K", dev, "tx", "off"])?;
-            if !off.status.success() {
-                bail!(
-                    "ethtool -K {dev} tx off in {} failed: {}",
-                    host.name(),
-                    String::from_utf8_lossy(&off.stderr).trim()
-                );
+        for link in &spec.links {
+            for end in [&link.a, &link.b] {
+                net.host(end.host)?.tx_offload_off(end.interface)?;
             }
         }
     }
     report.note(format!(
-        "hosts: client 192.0.2.2 ({}) linked to server 192.0.2.1 ({}); the visitor, internet \
-         198.51.100.2 ({}), behind the server's 198.51.100.1, with no route to 192.0.2.0/24",
+        "hosts: client {} ({}) linked to server {} ({}); the visitor, internet \
+         {} ({}), behind the server's {}, with no route to {}",
+        underlay::CLIENT,
         client.netns(),
+        underlay::SERVER,
         server.netns(),
-        internet.netns()
+        internet::HOST,
+        internet.netns(),
+        internet::SERVER,
+        underlay::NET
     ));
-    let before_client = HostState6::read(&client)?;
-    let before_server = HostState6::read(&server)?;
+    let before_client = host_state(&client)?;
+    let before_server = host_state(&server)?;
     before_client.save(&out.join(format!("state-client-before-{tag}.txt")))?;
     before_server.save(&out.join(format!("state-server-before-{tag}.txt")))?;
 
@@ -207,20 +152,20 @@ pub fn hosts(out: &Path, tag: &str, offload_off: bool, report: &mut Report) -> a
     std::fs::write(&script, SERVICES_PY).with_context(|| format!("writing {}", script.display()))?;
     let visitor = out.join("visitor.py");
     std::fs::write(&visitor, VISITOR_PY).with_context(|| format!("writing {}", visitor.display()))?;
-    let services_log = out.join(format!("services-{tag}.log"));
     let services = Running::start(
         &client,
         Path::new("python3"),
         &[path_arg(&script)?, "--name".into(), "client".into()],
-        &services_log,
+        &out.join(format!("services-{tag}.log")),
     )?;
-    let ready = wait_for_listener(&client, HTTP_PORT)
-        .and_then(|()| wait_for_listener(&client, ECHO_PORT))
-        .and_then(|()| wait_for_udp_listener(&client, ECHO_PORT));
+    let ready = client
+        .wait_for_listener(HTTP_PORT)
+        .and_then(|()| client.wait_for_listener(ECHO_PORT))
+        .and_then(|()| client.wait_for_udp_listener(ECHO_PORT));
     if let Err(e) = ready {
         bail!(
             "{e:#}: the client's services did not start; their log:\n{}",
-            std::fs::read_to_string(&services_log).unwrap_or_default()
+            services.log_text()
         );
     }
     Ok(Hosts {
@@ -228,63 +173,23 @@ pub fn hosts(out: &Path, tag: &str, offload_off: bool, report: &mut Report) -> a
         client,
         server,
         internet,
-        services_log,
         before_client,
         before_server,
         binary,
         out: out.to_path_buf(),
         visitor: path_arg(&visitor)?,
-        _topology: topology,
+        _net: net,
     })
 }
 
 // ---------------------------------------------------------------------
 // Host state.
 
-/// Lab 05's host state (routes and rules of both families, the nftables
-/// ruleset, the forwarding sysctls) and `route_localnet`.
-pub struct HostState6;
-
-impl HostState6 {
-    pub fn read(host: &Host) -> anyhow::Result<HostState> {
-        let mut state = HostState::read(host, false)?;
-        for key in SYSCTLS {
-            if !state.items.iter().any(|(w, _)| w == key) {
-                state
-                    .items
-                    .push((key.to_string(), read_sysctl(host, key)? + "\n"));
-            }
-        }
-        Ok(state)
-    }
-}
-
-fn sysctl_path(key: &str) -> String {
-    format!("/proc/sys/{}", key.replace('.', "/"))
-}
-
-/// A sysctl inside `host` (each namespace has its own), or the error.
-pub fn read_sysctl(host: &Host, key: &str) -> anyhow::Result<String> {
-    let out = host.run("cat", [sysctl_path(key)])?;
-    Ok(stdout_of(&out, &format!("reading {key} in {}", host.name()))?
-        .trim()
-        .to_string())
-}
-
-fn write_sysctl(host: &Host, key: &str, value: &str) -> anyhow::Result<()> {
-    let out = host.run("sh", ["-c", &format!("echo {value} > {}", sysctl_path(key))])?;
-    stdout_of(&out, &format!("setting {key}={value} in {}", host.name())).map(drop)
-}
-
-fn stdout_of(out: &Output, what: &str) -> anyhow::Result<String> {
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// The state of a lab 06 host: lab 05's (routes and rules of both
+/// families, the nftables ruleset, the forwarding sysctls) and
+/// `route_localnet`.
+pub fn host_state(host: &Host) -> anyhow::Result<HostState> {
+    HostState::read(host, &SYSCTLS, false)
 }
 
 /// A check that `host`'s state is what it was before, with a unified diff
@@ -297,34 +202,16 @@ fn same_state(
     out: &Path,
     report: &mut Report,
 ) -> anyhow::Result<bool> {
-    let now = HostState6::read(host)?;
+    let now = host_state(host)?;
     now.save(&out.join(format!("state-{file}.txt")))?;
-    let diff = before.diff(&now);
-    Ok(report.check(
-        format!("{name} equals the state before"),
-        diff.is_none(),
-        match diff {
-            None => now.summary() + &format!(", route_localnet {}", now.item(SYSCTLS[2]).trim()),
-            Some(diff) => format!("it differs:\n{diff}"),
-        },
-    ))
-}
-
-/// The tables of `host`'s nftables ruleset: `table inet tunlab_step06_tun0`.
-fn tables(host: &Host) -> Vec<String> {
-    host.run("nft", ["list", "tables"])
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    Ok(check_unchanged(report, name, before, &now, || {
+        now.summary() + &format!(", route_localnet {}", now.item(ROUTE_LOCALNET).trim())
+    }))
 }
 
 /// The layer-3 table of `host`, its whole text, if there is one.
 fn step_table(host: &Host) -> Option<(String, String)> {
-    let line = tables(host).into_iter().find(|t| t.contains(TABLE_PREFIX))?;
+    let line = host.nft_tables().into_iter().find(|t| t.contains(TABLE_PREFIX))?;
     let words: Vec<&str> = line.split_whitespace().collect();
     let (family, name) = (words.get(1)?.to_string(), words.get(2)?.to_string());
     let text = host
@@ -337,19 +224,13 @@ fn step_table(host: &Host) -> Option<(String, String)> {
 // ---------------------------------------------------------------------
 // Traffic.
 
-/// `curl -sS --max-time SECS URL` in `host`: the body, or curl's error.
-fn curl(host: &Host, url: &str, secs: f64) -> anyhow::Result<Result<String, String>> {
-    let out = host.run("curl", ["-sS", "--max-time", &format!("{secs}"), url])?;
-    Ok(if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        Err(format!("{said} ({})", out.status))
-    })
+/// Where the visitor reaches the server's `port`.
+fn public(port: u16) -> SocketAddr {
+    SocketAddr::new(internet::SERVER.into(), port)
 }
 
 fn page_url(port: u16) -> String {
-    format!("http://{SERVER_PUBLIC_IP}:{port}/")
+    format!("http://{}/", public(port))
 }
 
 /// The client's page, as the services write it.
@@ -385,7 +266,7 @@ fn visitor(hosts: &Hosts, args: &[String]) -> anyhow::Result<(bool, String, Stri
 /// Check 1: the visitor gets the client's page through `port`.
 fn page(hosts: &Hosts, design: &str, port: u16, report: &mut Report) -> anyhow::Result<Option<String>> {
     let url = page_url(port);
-    let answer = curl(&hosts.internet, &url, 5.0)?;
+    let answer = hosts.internet.curl(&url, 5.0)?;
     let ok = answer.as_deref().is_ok_and(is_page);
     report.check(
         format!("{design}: the visitor gets the client's page at {url}"),
@@ -410,7 +291,7 @@ fn echo(hosts: &Hosts, design: &str, port: u16, report: &mut Report) -> anyhow::
         hosts,
         &[
             "tcp".into(),
-            SERVER_PUBLIC_IP.to_string(),
+            internet::SERVER.to_string(),
             port.to_string(),
             "--connections".into(),
             ECHO_CONNECTIONS.to_string(),
@@ -427,8 +308,9 @@ fn echo(hosts: &Hosts, design: &str, port: u16, report: &mut Report) -> anyhow::
         .collect();
     report.check(
         format!(
-            "{design}: {ECHO_CONNECTIONS} visitors at once each echo {} MB through {SERVER_PUBLIC_IP}:{port}, every sha256 matches",
-            ECHO_BYTES / 1_000_000
+            "{design}: {ECHO_CONNECTIONS} visitors at once each echo {} MB through {}, every sha256 matches",
+            ECHO_BYTES / 1_000_000,
+            public(port)
         ),
         ok,
         if bad.is_empty() {
@@ -452,14 +334,17 @@ fn udp(
         hosts,
         &[
             "udp".into(),
-            SERVER_PUBLIC_IP.to_string(),
+            internet::SERVER.to_string(),
             port.to_string(),
             "--count".into(),
             UDP_DATAGRAMS.to_string(),
         ],
     )?;
     report.check(
-        format!("{design}: {UDP_DATAGRAMS} UDP datagrams to {SERVER_PUBLIC_IP}:{port} all come back equal"),
+        format!(
+            "{design}: {UDP_DATAGRAMS} UDP datagrams to {} all come back equal",
+            public(port)
+        ),
         ok,
         match missing {
             Some(why) => format!("{last} ({why})"),
@@ -474,7 +359,11 @@ fn udp(
 fn back_after(hosts: &Hosts, port: u16, since: Instant) -> anyhow::Result<Option<Duration>> {
     let deadline = since + Duration::from_secs(15);
     while Instant::now() < deadline {
-        if curl(&hosts.internet, &page_url(port), 1.0)?.is_ok_and(|b| is_page(&b)) {
+        if hosts
+            .internet
+            .curl(&page_url(port), 1.0)?
+            .is_ok_and(|b| is_page(&b))
+        {
             return Ok(Some(since.elapsed()));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -485,73 +374,19 @@ fn back_after(hosts: &Hosts, port: u16, since: Instant) -> anyhow::Result<Option
 fn restart_check(design: &str, port: u16, back: Option<Duration>, note: &str, report: &mut Report) {
     report.check(
         format!(
-            "{design}: a client killed with SIGKILL and started again serves on {SERVER_PUBLIC_IP}:{port} again within {} s",
+            "{design}: a client killed with SIGKILL and started again serves on {} again within {} s",
+            public(port),
             RESTART_LIMIT.as_secs()
         ),
         back.is_some_and(|d| d < RESTART_LIMIT),
         match back {
-            Some(d) => format!("the page came back {:.2} s after the SIGKILL{note}", d.as_secs_f64()),
+            Some(d) => format!(
+                "the page came back {:.2} s after the SIGKILL{note}",
+                d.as_secs_f64()
+            ),
             None => format!("not back 15 s after the SIGKILL{note}"),
         },
     );
-}
-
-// ---------------------------------------------------------------------
-// Waiting for programs.
-
-/// Polls `ready` for up to `secs`, failing early with the log if `step`
-/// exits.
-fn wait_until(
-    step: &mut Running,
-    log: &Path,
-    what: &str,
-    secs: u64,
-    mut ready: impl FnMut() -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if ready() {
-            return Ok(());
-        }
-        if let Err(e) = step.check_alive() {
-            bail!("{e:#}; its log {}:\n{}", log.display(), read(log));
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{what} did not happen within {secs} s; the log {}:\n{}",
-                log.display(),
-                read(log)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn read(log: &Path) -> String {
-    std::fs::read_to_string(log).unwrap_or_default()
-}
-
-/// Waits up to `secs` for `step` to exit by itself: its status, or `None`
-/// if it still runs (it is then stopped with SIGTERM).
-fn exits_within(mut step: Running, secs: u64) -> anyhow::Result<Option<std::process::ExitStatus>> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if step.check_alive().is_err() {
-            return Ok(Some(step.stop(Signal::SIGKILL, Duration::from_secs(1))?));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = step.stop(Signal::SIGTERM, Duration::from_secs(5));
-    Ok(None)
-}
-
-/// The first line of `log` that contains `needle`, trimmed of the log's
-/// prefix up to the module name.
-fn line_with(log: &Path, needle: &str) -> Option<String> {
-    read(log).lines().find(|l| l.contains(needle)).map(|l| {
-        let l = l.trim();
-        l.find("] ").map_or(l, |at| &l[at + 2..]).to_string()
-    })
 }
 
 /// Whether `binary ARGS --help` mentions `word`: what the binary can do
@@ -568,6 +403,11 @@ fn help_mentions(binary: &Path, args: &[&str], word: &str) -> bool {
 // ---------------------------------------------------------------------
 // Layer 4.
 
+/// The layer-4 server's control address, on the client's link.
+fn control() -> SocketAddr {
+    SocketAddr::new(underlay::SERVER.into(), CONTROL_PORT)
+}
+
 /// How the layer-4 server and the exposing clients are started.
 struct L4<'a> {
     hosts: &'a Hosts,
@@ -577,30 +417,29 @@ struct L4<'a> {
 }
 
 impl L4<'_> {
-    fn server(&self, tag: &str) -> anyhow::Result<(Running, PathBuf)> {
+    fn server(&self, tag: &str) -> anyhow::Result<Running> {
         let h = self.hosts;
-        let control = format!("{SERVER_LINK_IP}:{CONTROL_PORT}");
         let args: Vec<String> = [
             "server",
             "--control",
-            &control,
+            &control().to_string(),
             "--key",
-            self.keys.server.file_str()?,
+            self.keys["server"].file_str()?,
             "--peer",
-            &self.keys.client.public,
+            &self.keys["client"].public,
             "--peer",
-            &self.keys.other.public,
+            &self.keys["other"].public,
             "--public-ip",
-            &SERVER_PUBLIC_IP.to_string(),
+            &internet::SERVER.to_string(),
         ]
         .map(String::from)
         .into();
         let log = h.out.join(format!("server-{tag}.log"));
         let mut step = Running::start(&h.server, &h.binary, &args, &log)?;
-        wait_until(&mut step, &log, "the control port", 10, || {
-            wait_for_listener(&h.server, CONTROL_PORT).is_ok()
+        step.wait_until("the control port", READY_TIMEOUT, || {
+            h.server.wait_for_listener(CONTROL_PORT).is_ok()
         })?;
-        Ok((step, log))
+        Ok(step)
     }
 
     /// Starts `expose PORT --remote-port PORT` (and `--udp` for the echo)
@@ -613,18 +452,17 @@ impl L4<'_> {
         udp: bool,
         keylog: Option<&Path>,
         name: &str,
-    ) -> anyhow::Result<(Running, PathBuf)> {
+    ) -> anyhow::Result<Running> {
         let h = self.hosts;
-        let server = format!("{SERVER_LINK_IP}:{CONTROL_PORT}");
         let mut args: Vec<String> = [
             "expose",
             &port.to_string(),
             "--server",
-            &server,
+            &control().to_string(),
             "--key",
             key.file_str()?,
             "--server-key",
-            &self.keys.server.public,
+            &self.keys["server"].public,
             "--remote-port",
             &remote.to_string(),
         ]
@@ -638,26 +476,20 @@ impl L4<'_> {
             args.extend(["--keylog".into(), path_arg(keylog)?]);
         }
         let log = h.out.join(format!("expose-{name}.log"));
-        let step = Running::start(&h.client, &h.binary, &args, &log)?;
-        Ok((step, log))
+        Running::start(&h.client, &h.binary, &args, &log)
     }
 
     /// Starts an expose and waits until the server listens on its port.
-    fn exposed(
-        &self,
-        port: u16,
-        udp: bool,
-        keylog: Option<&Path>,
-        name: &str,
-    ) -> anyhow::Result<(Running, PathBuf)> {
-        let (mut step, log) = self.expose(&self.keys.client, port, port, udp, keylog, name)?;
+    fn exposed(&self, port: u16, udp: bool, keylog: Option<&Path>, name: &str) -> anyhow::Result<Running> {
+        let mut step = self.expose(&self.keys["client"], port, port, udp, keylog, name)?;
         let server = &self.hosts.server;
-        wait_until(&mut step, &log, &format!("exposing port {port}"), 10, || {
-            read(&log).contains("exposed at")
-                && wait_for_listener(server, port).is_ok()
-                && (!(udp && self.udp) || wait_for_udp_listener(server, port).is_ok())
+        let log = step.log().to_path_buf();
+        step.wait_until(&format!("exposing port {port}"), READY_TIMEOUT, || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains("exposed at"))
+                && server.wait_for_listener(port).is_ok()
+                && (!(udp && self.udp) || server.wait_for_udp_listener(port).is_ok())
         })?;
-        Ok((step, log))
+        Ok(step)
     }
 }
 
@@ -669,47 +501,52 @@ fn layer4(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
         keys,
         udp: udp_flag,
     };
-    let (server, server_log) = l4.server("l4")?;
-    let (http, http_log) = l4.exposed(HTTP_PORT, false, None, "8080")?;
-    let (echo_step, _) = l4.exposed(ECHO_PORT, true, None, "9000")?;
+    let server = l4.server("l4")?;
+    let http = l4.exposed(HTTP_PORT, false, None, "8080")?;
+    let echo_step = l4.exposed(ECHO_PORT, true, None, "9000")?;
     report.note(format!(
-        "started {PACKAGE} server --control {SERVER_LINK_IP}:{CONTROL_PORT} --public-ip {SERVER_PUBLIC_IP} \
-         (key {}), and in the client expose {HTTP_PORT} --remote-port {HTTP_PORT} and expose {ECHO_PORT} \
-         --remote-port {ECHO_PORT}{} (key {})",
-        keys.server.short(),
+        "started {PACKAGE} server --control {} --public-ip {} (key {}), and in the client expose {HTTP_PORT} \
+         --remote-port {HTTP_PORT} and expose {ECHO_PORT} --remote-port {ECHO_PORT}{} (key {})",
+        control(),
+        internet::SERVER,
+        keys["server"].short(),
         if udp_flag { " --udp" } else { "" },
-        keys.client.short()
+        keys["client"].short()
     ));
-    let exposed: Vec<String> = read(&server_log)
+    let short = keys["client"].short();
+    let exposed: Vec<String> = server
+        .log_text()
         .lines()
         .filter(|l| l.contains(" exposed on "))
-        .map(|l| l[l.find(keys.client.short()).unwrap_or(0)..].trim().to_string())
+        .map(|l| l[l.find(short).unwrap_or(0)..].trim().to_string())
         .collect();
     report.check(
-        format!("L4: the server listens on {SERVER_PUBLIC_IP}:{HTTP_PORT} and :{ECHO_PORT} for the client"),
-        [HTTP_PORT, ECHO_PORT].iter().all(|p| {
-            exposed
-                .iter()
-                .any(|l| l.ends_with(&format!("{SERVER_PUBLIC_IP}:{p}")))
-        }),
+        format!(
+            "L4: the server listens on {} and :{ECHO_PORT} for the client",
+            public(HTTP_PORT)
+        ),
+        [HTTP_PORT, ECHO_PORT]
+            .iter()
+            .all(|&p| exposed.iter().any(|l| l.ends_with(&public(p).to_string()))),
         format!("its log: {}", exposed.join("; ")),
     );
-    let running_client = HostState6::read(&hosts.client)?;
-    let running_server = HostState6::read(&hosts.server)?;
+    let running_client = host_state(&hosts.client)?;
+    let running_server = host_state(&hosts.server)?;
+    let diffs = [
+        ("client", hosts.before_client.diff(&running_client)),
+        ("server", hosts.before_server.diff(&running_server)),
+    ];
     report.check(
         "L4: while it runs, neither the client nor the server has changed its routes, rules, nftables or sysctls",
-        hosts.before_client.diff(&running_client).is_none() && hosts.before_server.diff(&running_server).is_none(),
-        [
-            ("client", hosts.before_client.diff(&running_client)),
-            ("server", hosts.before_server.diff(&running_server)),
-        ]
-        .iter()
-        .map(|(n, d)| match d {
-            None => format!("{n}: as before"),
-            Some(d) => format!("{n}:\n{d}"),
-        })
-        .collect::<Vec<_>>()
-        .join("; "),
+        diffs.iter().all(|(_, d)| d.is_none()),
+        diffs
+            .iter()
+            .map(|(n, d)| match d {
+                None => format!("{n}: as before"),
+                Some(d) => format!("{n}:\n{d}"),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
     );
 
     if let Some(seen) = page(hosts, "L4", HTTP_PORT, report)? {
@@ -725,17 +562,17 @@ fn layer4(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
         (!udp_flag).then_some("this build of expose has no --udp"),
         report,
     )?;
-    wrong_key_l4(&l4, &server_log, report)?;
+    wrong_key_l4(&l4, &server, report)?;
     port_in_use(&l4, report)?;
 
     // Check 4: SIGKILL and start again.
     let mut http = http;
     http.stop(Signal::SIGKILL, Duration::from_secs(5))?;
     let killed = Instant::now();
-    let (again, again_log) = l4.expose(&keys.client, HTTP_PORT, HTTP_PORT, false, None, "8080-again")?;
+    let again = l4.expose(&keys["client"], HTTP_PORT, HTTP_PORT, false, None, "8080-again")?;
     let back = back_after(hosts, HTTP_PORT, killed)?;
-    let short = keys.client.short();
-    let replaced = read(&server_log)
+    let replaced = server
+        .log_text()
         .lines()
         .filter(|l| l.contains(short) && (l.contains(" gone: ") || l.contains("replaced")))
         .map(|l| l[l.find(short).unwrap_or(0)..].trim().to_string())
@@ -746,7 +583,6 @@ fn layer4(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
         format!("; the server: {}", replaced.join("; "))
     };
     restart_check("L4", HTTP_PORT, back, &replaced, report);
-    let _ = http_log;
 
     // Check 6: nothing changed, and nothing after the end either.
     let mut stopped = Vec::new();
@@ -758,43 +594,45 @@ fn layer4(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
         let status = step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
         stopped.push(format!("{name}: {status}"));
     }
-    let _ = again_log;
     report.note(format!("stopped with SIGTERM: {}", stopped.join("; ")));
-    same_state(
-        "L4: after exit, the client's host state",
-        &hosts.client,
-        &hosts.before_client,
-        "client-after-l4",
-        &hosts.out,
-        report,
-    )?;
-    same_state(
-        "L4: after exit, the server's host state",
-        &hosts.server,
-        &hosts.before_server,
-        "server-after-l4",
-        &hosts.out,
-        report,
-    )?;
+    for (name, host, before) in [
+        ("client", &hosts.client, &hosts.before_client),
+        ("server", &hosts.server, &hosts.before_server),
+    ] {
+        same_state(
+            &format!("L4: after exit, the {name}'s host state"),
+            host,
+            before,
+            &format!("{name}-after-l4"),
+            &hosts.out,
+            report,
+        )?;
+    }
     Ok(())
 }
 
 /// Check 5, layer 4: a client whose key the server does not list.
-fn wrong_key_l4(l4: &L4<'_>, server_log: &Path, report: &mut Report) -> anyhow::Result<()> {
+fn wrong_key_l4(l4: &L4<'_>, server: &Running, report: &mut Report) -> anyhow::Result<()> {
     const PORT: u16 = 8081;
-    let before = read(server_log).lines().filter(|l| l.contains("refused")).count();
-    let (step, log) = l4.expose(&l4.keys.stranger, HTTP_PORT, PORT, false, None, "stranger")?;
-    let status = exits_within(step, 5)?;
-    let refusals: Vec<String> = read(server_log)
-        .lines()
-        .filter(|l| l.contains("refused"))
-        .skip(before)
-        .map(|l| l.trim().to_string())
-        .collect();
-    let listening = wait_for_listener_now(&l4.hosts.server, PORT);
-    let said = read(&log);
+    let refusals = || -> Vec<String> {
+        server
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("refused"))
+            .map(|l| l.trim().to_string())
+            .collect()
+    };
+    let before = refusals().len();
+    let mut step = l4.expose(&l4.keys["stranger"], HTTP_PORT, PORT, false, None, "stranger")?;
+    let status = step.exits_within(Duration::from_secs(5))?;
+    let refusals: Vec<String> = refusals().into_iter().skip(before).collect();
+    let listening = l4.hosts.server.listens("tcp", PORT);
+    let said = step.log_text();
     report.check(
-        format!("L4: a client whose key the server does not list gets no port ({SERVER_PUBLIC_IP}:{PORT})"),
+        format!(
+            "L4: a client whose key the server does not list gets no port ({})",
+            public(PORT)
+        ),
         !listening && !said.contains("exposed at") && !refusals.is_empty(),
         format!(
             "the client {}; its last words: {:?}; the server: {}",
@@ -812,18 +650,12 @@ fn wrong_key_l4(l4: &L4<'_>, server_log: &Path, report: &mut Report) -> anyhow::
     Ok(())
 }
 
-/// Is anything listening on TCP `port` in `host` now?
-fn wait_for_listener_now(host: &Host, port: u16) -> bool {
-    host.run("ss", ["-Htln", &format!("sport = :{port}")])
-        .is_ok_and(|o| !o.stdout.is_empty())
-}
-
 /// A second client (its key listed) asks for a port the first holds.
 fn port_in_use(l4: &L4<'_>, report: &mut Report) -> anyhow::Result<()> {
-    let (step, log) = l4.expose(&l4.keys.other, HTTP_PORT, HTTP_PORT, false, None, "other")?;
-    let status = exits_within(step, 5)?;
-    let said = line_with(&log, "port-in-use");
-    let still = curl(&l4.hosts.internet, &page_url(HTTP_PORT), 5.0)?;
+    let mut step = l4.expose(&l4.keys["other"], HTTP_PORT, HTTP_PORT, false, None, "other")?;
+    let status = step.exits_within(Duration::from_secs(5))?;
+    let said = step.log_line("port-in-use");
+    let still = l4.hosts.internet.curl(&page_url(HTTP_PORT), 5.0)?;
     report.check(
         format!("L4: a second client asking for port {HTTP_PORT}, which the first holds, gets port-in-use"),
         said.is_some() && status.is_some_and(|s| !s.success()) && still.as_deref().is_ok_and(is_page),
@@ -850,61 +682,60 @@ struct L3<'a> {
 }
 
 impl L3<'_> {
-    fn server(&self, tag: &str, pcap: Option<&Path>) -> anyhow::Result<(Running, PathBuf)> {
+    fn server(&self, tag: &str, pcap: Option<&Path>) -> anyhow::Result<Running> {
         let h = self.hosts;
-        let listen = format!("0.0.0.0:{VPN_PORT}");
-        let peer = format!("{}={CLIENT_INNER}/32", self.keys.client.public);
-        let forward_http = format!("{L3_HTTP_PORT}={CLIENT_INNER}:{HTTP_PORT}");
-        let forward_echo = format!("{L3_ECHO_PORT}={CLIENT_INNER}:{ECHO_PORT}");
+        let listen = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), TUNNEL_PORT);
+        let peer = format!("{}={}", self.keys["client"].public, tunnel::host(tunnel::CLIENT));
+        let address = tunnel::cidr(tunnel::SERVER).to_string();
         let mut args: Vec<String> = [
             "vpn-server",
             "--listen",
-            &listen,
+            &listen.to_string(),
             "--key",
-            self.keys.server.file_str()?,
+            self.keys["server"].file_str()?,
             "--peer",
             &peer,
             "--address",
-            "10.0.0.1/24",
-            "--forward",
-            &forward_http,
-            "--forward",
-            &forward_echo,
+            &address,
         ]
         .map(String::from)
         .into();
+        for (public, private) in [(L3_HTTP_PORT, HTTP_PORT), (L3_ECHO_PORT, ECHO_PORT)] {
+            let to = SocketAddr::new(tunnel::CLIENT.into(), private);
+            args.extend(["--forward".into(), format!("{public}={to}")]);
+        }
         if let Some(pcap) = pcap {
             args.extend(["--pcap".into(), path_arg(pcap)?]);
         }
         let log = h.out.join(format!("vpn-server-{tag}.log"));
         let mut step = Running::start(&h.server, &h.binary, &args, &log)?;
-        wait_for_tun(&h.server, &mut step, &log, TUN, "10.0.0.1/24")?;
-        wait_until(&mut step, &log, "the server's socket and its table", 10, || {
-            wait_for_udp_listener(&h.server, VPN_PORT).is_ok() && step_table(&h.server).is_some()
+        step.wait_for_tun(TUN, &address)?;
+        step.wait_until("the server's socket and its table", READY_TIMEOUT, || {
+            h.server.wait_for_udp_listener(TUNNEL_PORT).is_ok() && step_table(&h.server).is_some()
         })?;
-        Ok((step, log))
+        Ok(step)
     }
 
-    /// Starts the client in the client host (or with `key` in `host`
-    /// without waiting for anything).
+    /// The arguments of a client with `key` that reaches the server at
+    /// `server` and takes `address` (`--deliver` both services when
+    /// `deliver`).
     fn client_args(
         &self,
         key: &KeyPair,
         server: Ipv4Addr,
-        address: &str,
+        address: Ipv4Addr,
         deliver: bool,
     ) -> anyhow::Result<Vec<String>> {
-        let server = format!("{server}:{VPN_PORT}");
         let mut args: Vec<String> = [
             "vpn-client",
             "--server",
-            &server,
+            &SocketAddr::new(server.into(), TUNNEL_PORT).to_string(),
             "--key",
             key.file_str()?,
             "--server-key",
-            &self.keys.server.public,
+            &self.keys["server"].public,
             "--address",
-            address,
+            &tunnel::cidr(address).to_string(),
         ]
         .map(String::from)
         .into();
@@ -918,22 +749,18 @@ impl L3<'_> {
 
     /// Starts the client and waits for its handshake, its table and
     /// `route_localnet` on its TUN device.
-    fn client(&self, tag: &str) -> anyhow::Result<(Running, PathBuf)> {
+    fn client(&self, tag: &str) -> anyhow::Result<Running> {
         let h = self.hosts;
-        let args = self.client_args(&self.keys.client, SERVER_LINK_IP, "10.0.0.2/24", true)?;
+        let args = self.client_args(&self.keys["client"], underlay::SERVER, tunnel::CLIENT, true)?;
         let log = h.out.join(format!("vpn-client-{tag}.log"));
         let mut step = Running::start(&h.client, &h.binary, &args, &log)?;
-        wait_for_tun(&h.client, &mut step, &log, TUN, "10.0.0.2/24")?;
-        wait_for_handshake(&mut step, &log)?;
+        step.wait_for_tun(TUN, tunnel::cidr(tunnel::CLIENT))?;
+        step.wait_for_handshake()?;
         let key = format!("net.ipv4.conf.{TUN}.route_localnet");
-        wait_until(
-            &mut step,
-            &log,
-            "route_localnet and the client's table",
-            10,
-            || read_sysctl(&h.client, &key).is_ok_and(|v| v == "1") && step_table(&h.client).is_some(),
-        )?;
-        Ok((step, log))
+        step.wait_until("route_localnet and the client's table", READY_TIMEOUT, || {
+            h.client.sysctl(&key).is_ok_and(|v| v == "1") && step_table(&h.client).is_some()
+        })?;
+        Ok(step)
     }
 }
 
@@ -948,23 +775,27 @@ fn layer3(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
         return Ok(());
     }
     let l3 = L3 { hosts, keys };
-    let (server, server_log) = l3.server("l3", None)?;
-    let (client, client_log) = l3.client("l3")?;
+    let server = l3.server("l3", None)?;
+    let client = l3.client("l3")?;
+    let inner = tunnel::CLIENT;
     report.note(format!(
-        "started {PACKAGE} vpn-server --listen 0.0.0.0:{VPN_PORT} --address 10.0.0.1/24 --peer C={CLIENT_INNER}/32 \
-         --forward {L3_HTTP_PORT}={CLIENT_INNER}:{HTTP_PORT} --forward {L3_ECHO_PORT}={CLIENT_INNER}:{ECHO_PORT} \
-         (key {}), and in the client vpn-client --address 10.0.0.2/24 --deliver {HTTP_PORT} --deliver {ECHO_PORT} \
+        "started {PACKAGE} vpn-server --listen 0.0.0.0:{TUNNEL_PORT} --address {} --peer C={}/32 \
+         --forward {L3_HTTP_PORT}={inner}:{HTTP_PORT} --forward {L3_ECHO_PORT}={inner}:{ECHO_PORT} \
+         (key {}), and in the client vpn-client --address {} --deliver {HTTP_PORT} --deliver {ECHO_PORT} \
          (key {}); handshake complete",
-        keys.server.short(),
-        keys.client.short()
+        tunnel::cidr(tunnel::SERVER),
+        inner,
+        keys["server"].short(),
+        tunnel::cidr(inner),
+        keys["client"].short()
     ));
-    running_state(hosts, &server_log, &client_log, report)?;
+    running_state(hosts, &server, &client, report)?;
     if let Some(seen) = page(hosts, "L3", L3_HTTP_PORT, report)? {
         report.note(format!(
             "the service saw {seen}: {}",
-            if seen == VISITOR_IP.to_string() {
+            if seen == internet::HOST.to_string() {
                 "the visitor's own address, carried through the tunnel"
-            } else if seen == "10.0.0.1" {
+            } else if seen == tunnel::SERVER.to_string() {
                 "the server's tunnel address: the server masquerades what it forwards into the tunnel"
             } else {
                 "neither the visitor nor the server's tunnel address"
@@ -976,7 +807,7 @@ fn layer3(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
     wrong_key_l3(&l3, report)?;
 
     // Check 4 and 6: SIGKILL, down, the state as before, start again.
-    let state = state_in_log(&read(&client_log));
+    let state = state_in_log(&client.log_text());
     let mut client = client;
     client.stop(Signal::SIGKILL, Duration::from_secs(5))?;
     let killed = Instant::now();
@@ -989,7 +820,7 @@ fn layer3(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
         &hosts.out,
         report,
     )?;
-    let (client, client_log) = l3.client("l3-again")?;
+    let client = l3.client("l3-again")?;
     let back = back_after(hosts, L3_HTTP_PORT, killed)?;
     restart_check(
         "L3",
@@ -998,10 +829,10 @@ fn layer3(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
         " (including down and reading the host's state)",
         report,
     );
-    stop(hosts, client, &client_log, "client", "l3", report)?;
+    stop(hosts, client, "client", "l3", report)?;
 
     // The server: SIGKILL and down, then a fresh pair, then a normal end.
-    let state = state_in_log(&read(&server_log));
+    let state = state_in_log(&server.log_text());
     let mut server = server;
     server.stop(Signal::SIGKILL, Duration::from_secs(5))?;
     down(hosts, &hosts.server, "server", state.as_deref(), report)?;
@@ -1013,29 +844,29 @@ fn layer3(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
         &hosts.out,
         report,
     )?;
-    let (server, server_log) = l3.server("l3-fresh", None)?;
-    let (client, client_log) = l3.client("l3-fresh")?;
-    let answer = curl(&hosts.internet, &page_url(L3_HTTP_PORT), 5.0)?;
+    let server = l3.server("l3-fresh", None)?;
+    let client = l3.client("l3-fresh")?;
+    let answer = hosts.internet.curl(&page_url(L3_HTTP_PORT), 5.0)?;
     report.check(
         "L3: a fresh server and client on the restored hosts serve the page again",
         answer.as_deref().is_ok_and(is_page),
         format!("{answer:?}"),
     );
-    stop(hosts, client, &client_log, "client", "l3-fresh", report)?;
-    stop(hosts, server, &server_log, "server", "l3-fresh", report)?;
+    stop(hosts, client, "client", "l3-fresh", report)?;
+    stop(hosts, server, "server", "l3-fresh", report)?;
     Ok(())
 }
 
 /// What each layer-3 end changed while it runs.
 fn running_state(
     hosts: &Hosts,
-    server_log: &Path,
-    client_log: &Path,
+    server: &Running,
+    client: &Running,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let server_now = HostState6::read(&hosts.server)?;
+    let server_now = host_state(&hosts.server)?;
     server_now.save(&hosts.out.join("state-server-l3-running.txt"))?;
-    let client_now = HostState6::read(&hosts.client)?;
+    let client_now = host_state(&hosts.client)?;
     client_now.save(&hosts.out.join("state-client-l3-running.txt"))?;
     for (name, before, now) in [
         ("server", &hosts.before_server, &server_now),
@@ -1045,24 +876,27 @@ fn running_state(
             std::fs::write(hosts.out.join(format!("{name}-l3-running.diff")), diff)?;
         }
     }
+    let inner = tunnel::CLIENT.to_string();
     let (name, table) = step_table(&hosts.server).unwrap_or_default();
     let forwards = [L3_HTTP_PORT, L3_ECHO_PORT].iter().all(|p| {
         table
             .lines()
-            .any(|l| l.contains(&format!("dport {p}")) && l.contains("dnat") && l.contains(CLIENT_INNER))
+            .any(|l| l.contains(&format!("dport {p}")) && l.contains("dnat") && l.contains(&inner))
     });
+    let ip_forward = server_now.item(FORWARDING[0]).trim();
     report.check(
-        format!("L3: the server forwards and DNATs {L3_HTTP_PORT} and {L3_ECHO_PORT} to {CLIENT_INNER} (table {name})"),
-        forwards && server_now.item(SYSCTLS[0]).trim() == "1",
         format!(
-            "ip_forward {}; {}; its log: {}",
-            server_now.item(SYSCTLS[0]).trim(),
+            "L3: the server forwards and DNATs {L3_HTTP_PORT} and {L3_ECHO_PORT} to {inner} (table {name})"
+        ),
+        forwards && ip_forward == "1",
+        format!(
+            "ip_forward {ip_forward}; {}; its log: {}",
             if forwards {
                 "a dnat rule for each public port".to_string()
             } else {
-                format!("no dnat to {CLIENT_INNER} for each port in:\n{table}")
+                format!("no dnat to {inner} for each port in:\n{table}")
             },
-            host_lines(&read(server_log)).join("; ")
+            host_lines(&server.log_text()).join("; ")
         ),
     );
     let (name, table) = step_table(&hosts.client).unwrap_or_default();
@@ -1071,8 +905,10 @@ fn running_state(
             .lines()
             .any(|l| l.contains(&format!("dport {p}")) && l.contains("dnat") && l.contains("127.0.0.1"))
     });
-    let localnet =
-        read_sysctl(&hosts.client, &format!("net.ipv4.conf.{TUN}.route_localnet")).unwrap_or_default();
+    let localnet = hosts
+        .client
+        .sysctl(&format!("net.ipv4.conf.{TUN}.route_localnet"))
+        .unwrap_or_default();
     report.check(
         format!("L3: the client DNATs {HTTP_PORT} and {ECHO_PORT} from {TUN} to 127.0.0.1, with route_localnet on {TUN} (table {name})"),
         delivers && localnet == "1",
@@ -1083,7 +919,7 @@ fn running_state(
             } else {
                 format!("no dnat to 127.0.0.1 for each port in:\n{table}")
             },
-            host_lines(&read(client_log)).join("; ")
+            host_lines(&client.log_text()).join("; ")
         ),
     );
     Ok(())
@@ -1093,16 +929,17 @@ fn running_state(
 /// (which reaches the server's 198.51.100.1:51820), gets no handshake.
 fn wrong_key_l3(l3: &L3<'_>, report: &mut Report) -> anyhow::Result<()> {
     let h = l3.hosts;
-    let args = l3.client_args(&l3.keys.stranger, SERVER_PUBLIC_IP, "10.0.0.9/24", false)?;
-    let log = h.out.join("vpn-client-stranger.log");
-    let step = Running::start(&h.internet, &h.binary, &args, &log)?;
+    let args = l3.client_args(&l3.keys["stranger"], internet::SERVER, tunnel::STRANGER, false)?;
+    let mut step = Running::start(
+        &h.internet,
+        &h.binary,
+        &args,
+        &h.out.join("vpn-client-stranger.log"),
+    )?;
     std::thread::sleep(Duration::from_secs(3));
-    let status = exits_within(step, 0)?;
-    let said = read(&log);
-    let completed = said
-        .lines()
-        .find(|l| l.contains("handshake with") && l.contains("complete"))
-        .map(str::to_string);
+    let status = step.exits_within(Duration::ZERO)?;
+    let said = step.log_text();
+    let completed = said.lines().find(|l| handshake_line(l)).map(str::to_string);
     report.check(
         "L3: a client whose key the server does not list gets no handshake",
         completed.is_none(),
@@ -1126,22 +963,13 @@ fn down(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let state_left = state.is_some_and(Path::exists);
-    let out = host.run(&path_arg(&hosts.binary)?, ["down"])?;
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
-    std::fs::write(
-        hosts.out.join(format!("{name}-down.log")),
-        said.clone() + &String::from_utf8_lossy(&out.stderr),
-    )?;
-    let undid: Vec<&str> = said
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("undid: "))
-        .collect();
+    let down = Down::run(host, &hosts.binary, &hosts.out.join(format!("{name}-down.log")))?;
     report.check(
         format!("L3: {PACKAGE} down in the {name} undoes what the killed {name} left"),
-        out.status.success() && !undid.is_empty() && state_left && !state.is_some_and(Path::exists),
+        down.status.success() && !down.undid.is_empty() && state_left && !state.is_some_and(Path::exists),
         format!(
             "{}; the state file {} {} before and {} after; undid: {}",
-            out.status,
+            down.status,
             state.map_or("(none named in the log)".into(), |p| p.display().to_string()),
             if state_left { "was there" } else { "was not there" },
             if state.is_some_and(Path::exists) {
@@ -1149,10 +977,10 @@ fn down(
             } else {
                 "is gone"
             },
-            if undid.is_empty() {
-                format!("nothing ({})", String::from_utf8_lossy(&out.stderr).trim())
+            if down.undid.is_empty() {
+                format!("nothing ({})", down.stderr.trim())
             } else {
-                undid.join(", ")
+                down.undid.join(", ")
             }
         ),
     );
@@ -1161,20 +989,11 @@ fn down(
 
 /// Stops a layer-3 end with SIGTERM; checks its exit status, its host's
 /// state and that its state file is gone.
-fn stop(
-    hosts: &Hosts,
-    mut step: Running,
-    log: &Path,
-    name: &str,
-    tag: &str,
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    let status = step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
-    report.check(
+fn stop(hosts: &Hosts, mut step: Running, name: &str, tag: &str, report: &mut Report) -> anyhow::Result<()> {
+    step.stop_checked(
+        report,
         format!("L3: the {name} ({tag}) exits with status 0 on SIGTERM"),
-        status.success(),
-        status.to_string(),
-    );
+    )?;
     let (host, before) = match name {
         "client" => (&hosts.client, &hosts.before_client),
         _ => (&hosts.server, &hosts.before_server),
@@ -1187,7 +1006,7 @@ fn stop(
         &hosts.out,
         report,
     )?;
-    let state = state_in_log(&read(log));
+    let state = state_in_log(&step.log_text());
     report.check(
         format!("L3: the {name} ({tag}) leaves no state file in {STEP_STATE_DIR}"),
         state.as_deref().is_none_or(|p| !p.exists()),
@@ -1216,8 +1035,8 @@ fn loopback_only(hosts: &Hosts, report: &mut Report) -> anyhow::Result<()> {
         ours.len() == 3 && ours.iter().all(|l| l.contains("127.0.0.1:")),
         ours.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; "),
     );
-    let direct = format!("http://{CLIENT_IP}:{HTTP_PORT}/");
-    let from_internet = curl(&hosts.internet, &direct, 2.0)?;
+    let direct = format!("http://{}/", SocketAddr::new(underlay::CLIENT.into(), HTTP_PORT));
+    let from_internet = hosts.internet.curl(&direct, 2.0)?;
     report.check(
         format!("the visitor cannot reach {direct} (it has no route to the client)"),
         from_internet.is_err(),
@@ -1226,7 +1045,7 @@ fn loopback_only(hosts: &Hosts, report: &mut Report) -> anyhow::Result<()> {
             Err(e) => e,
         },
     );
-    let from_server = curl(&hosts.server, &direct, 2.0)?;
+    let from_server = hosts.server.curl(&direct, 2.0)?;
     report.check(
         format!("the server, on the client's own link, is refused at {direct} (loopback only)"),
         from_server
@@ -1243,7 +1062,43 @@ fn loopback_only(hosts: &Hosts, report: &mut Report) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------
 // The lab.
 
-pub use crate::labs::Options;
+/// `tunlab shell 06`: both designs up at once on one set of hosts (the
+/// layer-4 server and two exposes, the layer-3 server and client), the
+/// shell in the visitor's host.
+pub fn shell(out: &Path, report: &mut Report) -> anyhow::Result<Shell> {
+    let binary = env::step_binary(PACKAGE)?;
+    let keys = Keys::generate(&binary, out, KEY_NAMES)?;
+    let hosts = hosts(out, "shell", false, report)?;
+    let l4 = L4 {
+        hosts: &hosts,
+        keys: &keys,
+        udp: help_mentions(&binary, &["expose"], "--udp"),
+    };
+    let mut running = vec![l4.server("shell")?];
+    running.push(l4.exposed(HTTP_PORT, false, None, "8080-shell")?);
+    running.push(l4.exposed(ECHO_PORT, true, None, "9000-shell")?);
+    let l3 = L3 {
+        hosts: &hosts,
+        keys: &keys,
+    };
+    running.push(l3.server("shell", None)?);
+    running.push(l3.client("shell")?);
+    report.note(format!(
+        "layer 4: server and expose {HTTP_PORT}, {ECHO_PORT}; layer 3: vpn-server --forward \
+         {L3_HTTP_PORT}, {L3_ECHO_PORT} and vpn-client --deliver {HTTP_PORT}, {ECHO_PORT}; logs in {}",
+        out.display()
+    ));
+    let internet = hosts.internet.clone();
+    let note = format!(
+        "python3 {} tcp {} {ECHO_PORT} --connections 5 --bytes 100000; \
+         ip netns exec {} ss -tlnup (the client's services, on 127.0.0.1 only)",
+        hosts.visitor,
+        internet::SERVER,
+        hosts.client.netns()
+    );
+    // Dropped in order: the programs, then the hosts.
+    Ok(Shell::new((running, hosts), internet).note(note))
+}
 
 /// Runs lab 06.
 pub fn run(options: &Options) -> anyhow::Result<Report> {
@@ -1252,14 +1107,14 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     let out = &options.out;
     std::fs::create_dir_all(out)?;
     let binary = env::step_binary(PACKAGE)?;
-    let keys = Keys::generate(&binary, out)?;
+    let keys = Keys::generate(&binary, out, KEY_NAMES)?;
     report.note(format!(
         "fresh keys in {}: server {}..., client {}..., other {}... (listed too), stranger {}... (not listed)",
         out.display(),
-        keys.server.short(),
-        keys.client.short(),
-        keys.other.short(),
-        keys.stranger.short()
+        keys["server"].short(),
+        keys["client"].short(),
+        keys["other"].short(),
+        keys["stranger"].short()
     ));
     {
         let hosts = hosts(out, "l4", false, &mut report)?;
@@ -1274,10 +1129,10 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             report.check("L3: the session ran to its end", false, format!("{e:#}"));
         }
     }
-    if options.fixtures {
-        if let Err(e) = record_fixtures(out, &binary, &mut report) {
-            report.check("fixtures: recorded", false, format!("{e:#}"));
-        }
+    if options.fixtures
+        && let Err(e) = record_fixtures(out, &binary, &mut report)
+    {
+        report.check("fixtures: recorded", false, format!("{e:#}"));
     }
     report.note(format!(
         "the lab took {:.1} s; captures and logs are in {}",
@@ -1288,43 +1143,14 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
 }
 
 /// The fixed test-only keys of `pcaps/step06/` (made once, kept in git),
-/// copied with mode 0600 into `dir`.
-fn fixture_keys(binary: &Path, pcaps: &Path, dir: &Path, report: &mut Report) -> anyhow::Result<Keys> {
-    let pair = |side: &str| -> anyhow::Result<KeyPair> {
-        let kept = pcaps.join(format!("test-only-{side}.key"));
-        if !kept.exists() {
-            KeyPair::generate(binary, &kept)?;
-            report.note(format!("created the test-only key {}", kept.display()));
-        }
-        let copy = dir.join(format!("{side}.key"));
-        private_copy(&kept, &copy)?;
-        KeyPair::load(binary, &copy)
-    };
-    let server = pair("server")?;
-    let client = pair("client")?;
-    // Not used by the fixtures: any keys will do.
-    Ok(Keys {
-        other: client.clone(),
-        stranger: client.clone(),
-        server,
-        client,
-    })
-}
-
-/// Copies a key file into `to` with mode 0600: a key checked out by git has
-/// the mode of the checkout (0644, usually), which the program refuses.
-fn private_copy(from: &Path, to: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let key = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
-    let _ = std::fs::remove_file(to);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)
-        .with_context(|| format!("creating {}", to.display()))?;
-    std::io::Write::write_all(&mut file, &key)?;
-    Ok(())
+/// copied with mode 0600 into `dir`; the fixtures need only the server's
+/// and the client's, so the other two names take the client's pair.
+fn fixture_keys(binary: &Path, pcaps: &Path, dir: &Path, report: &Report) -> anyhow::Result<Keys> {
+    let mut keys = Keys::test_only(binary, pcaps, dir, &["server", "client"], report)?;
+    for name in ["other", "stranger"] {
+        keys.insert(name, keys["client"].clone());
+    }
+    Ok(keys)
 }
 
 /// The golden fixtures in `pcaps/step06/`: (a) layer 4, the control
@@ -1338,8 +1164,7 @@ fn private_copy(from: &Path, to: &Path) -> anyhow::Result<()> {
 fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Result<()> {
     let dir = out.join("fixtures");
     std::fs::create_dir_all(&dir)?;
-    let pcaps = env::workspace_root().join("pcaps").join("step06");
-    std::fs::create_dir_all(&pcaps)?;
+    let pcaps = env::fixtures_dir("step06")?;
     let keys = fixture_keys(binary, &pcaps, &dir, report)?;
     let hosts = hosts(&dir, "fixtures", true, report)?;
     let mut copies: Vec<(PathBuf, &str)> = Vec::new();
@@ -1359,7 +1184,7 @@ fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Re
             keys: &keys,
             udp: false,
         };
-        let (mut server, _) = l4.server("fixtures")?;
+        let mut server = l4.server("fixtures")?;
         let control = dir.join("control.pcap");
         let capture = Capture::start_with(
             &hosts.server,
@@ -1371,8 +1196,8 @@ fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Re
             },
         )?;
         let keylog = dir.join("client.keylog");
-        let (mut expose, _) = l4.exposed(HTTP_PORT, false, Some(&keylog), "fixtures")?;
-        let answer = curl(&hosts.internet, &page_url(HTTP_PORT), 5.0)?;
+        let mut expose = l4.exposed(HTTP_PORT, false, Some(&keylog), "fixtures")?;
+        let answer = hosts.internet.curl(&page_url(HTTP_PORT), 5.0)?;
         report.check(
             "fixtures: L4, one curl through the exposed port",
             answer.as_deref().is_ok_and(is_page),
@@ -1398,8 +1223,8 @@ fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Re
             keys: &keys,
         };
         let tun = dir.join("l3-server-tun.pcap");
-        let (server, server_log) = l3.server("fixtures", Some(&tun))?;
-        let (client, client_log) = l3.client("fixtures")?;
+        let server = l3.server("fixtures", Some(&tun))?;
+        let client = l3.client("fixtures")?;
         let outside = dir.join("l3-outside.pcap");
         let capture = Capture::start_with(
             &hosts.server,
@@ -1410,21 +1235,21 @@ fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Re
                 ..CaptureOptions::default()
             },
         )?;
-        let answer = curl(&hosts.internet, &page_url(L3_HTTP_PORT), 5.0)?;
+        let answer = hosts.internet.curl(&page_url(L3_HTTP_PORT), 5.0)?;
         report.check(
             "fixtures: L3, one curl through the forwarded port",
             answer.as_deref().is_ok_and(is_page),
             format!("{answer:?}"),
         );
         let captured = capture.finish()?;
-        stop(&hosts, client, &client_log, "client", "fixtures", report)?;
-        stop(&hosts, server, &server_log, "server", "fixtures", report)?;
+        stop(&hosts, client, "client", "fixtures", report)?;
+        stop(&hosts, server, "server", "fixtures", report)?;
         copies.push((tun, "l3-server-tun.pcap"));
         copies.push((captured.path, "l3-outside.pcap"));
     }
     for (path, name) in &copies {
         if name.ends_with(".pcap") && *name != "l3-server-tun.pcap" {
-            let (total, bad) = bad_checksums(path)?;
+            let (total, bad) = verify_checksums(path)?;
             report.check(
                 format!("fixtures: every TCP checksum in {name} verifies"),
                 total > 0 && bad.is_empty(),
@@ -1447,24 +1272,6 @@ fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Re
         ));
     }
     Ok(())
-}
-
-/// The TCP segments of an Ethernet capture, and a line for each whose
-/// checksum does not verify.
-fn bad_checksums(pcap: &Path) -> anyhow::Result<(usize, Vec<String>)> {
-    let (_, frames) = step01_ping_tun::pcap::read_any(pcap)?;
-    let mut total = 0;
-    let mut bad = Vec::new();
-    for frame in &frames {
-        let Some(ip) = step01_ping_tun::pcap::ip_in_ethernet(&frame.data) else {
-            continue;
-        };
-        total += 1;
-        if !step03_ipv6::checksum::verify_transport(ip).unwrap_or(false) {
-            bad.push(step01_ping_tun::Summary(ip).to_string());
-        }
-    }
-    Ok((total, bad))
 }
 
 #[cfg(test)]

@@ -2,23 +2,43 @@
 //! real step binaries inside them, drives real traffic and checks what a
 //! student should see.
 //!
+//! One harness, shared by every lab:
+//!
+//! - [`topology`]: the labs' topologies as data (hosts, links, addresses,
+//!   routes) and the one function that builds them; every address a lab
+//!   uses is named there.
 //! - [`netns`]: lab hosts (namespaces), cleanup on drop and of crashed runs.
-//! - [`process`]: programs and tcpdump captures running in lab hosts.
+//! - [`process`]: programs and tcpdump captures running in lab hosts, and
+//!   waiting for what they do.
+//! - [`traffic`]: driving ping, nc, curl and iperf3 and reading what they say.
+//! - [`captures`]: the IP packets of a capture and their checksums.
+//! - [`keys`]: key pairs for the encrypted steps.
+//! - [`steplog`]: what the steps log (answers, handshakes, status reports).
+//! - [`hoststate`]: a host's routes, rules, nftables and sysctls, read
+//!   before and after, and compared.
+//! - [`report`]: the PASS/FAIL lines of a lab.
+//! - [`labs`]: the table of labs: each one's run, shell and output folder;
+//!   [`lab01`] ... [`lab06`]: the labs themselves, their checks and
+//!   explanations.
+//! - [`env`]: the checkout, building the steps as the user, getting root
+//!   through sudo, handing files back; [`doctor`]: what the labs need from
+//!   the machine.
+//! - [`exercise`]: the checker of the coding exercises.
 //! - [`bench`]: `tunlab bench`, every tunnel measured against the bare
 //!   link and the userspace WireGuard implementations.
-//! - [`env`]: what a lab needs from the machine (root, tools, binaries).
-//! - [`report`]: the PASS/FAIL lines of a lab.
-//! - [`traffic`]: driving ping, nc, curl and iperf3 and reading what they say.
-//! - [`exercise`]: the checker of the coding exercises.
-//! - [`labs`]: the list of labs; [`lab01`], [`lab02`], [`lab03`], [`lab04`],
-//!   [`lab05`], [`lab06`]: the labs.
+//! - [`fuzz`]: `tunlab fuzz`, the coverage-guided fuzz targets run for a time.
 //! - [`relay`]: a userspace bad link (loss, delay, reordering) for UDP and TCP.
 
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod captures;
+pub mod doctor;
 pub mod env;
 pub mod exercise;
+pub mod fuzz;
+pub mod hoststate;
+pub mod keys;
 pub mod lab01;
 pub mod lab02;
 pub mod lab03;
@@ -30,4 +50,6 @@ pub mod netns;
 pub mod process;
 pub mod relay;
 pub mod report;
+pub mod steplog;
+pub mod topology;
 pub mod traffic;

@@ -1,30 +1,45 @@
 //! `tunlab`: the classroom entry point. Lists, runs, checks and opens the
-//! labs, and cleans up after crashed runs.
+//! labs, checks the machine, and cleans up after crashed runs.
+//!
+//! Run it as yourself: it builds what a lab needs as you, and asks sudo
+//! for root only for the lab itself (see `tunlab::env`).
 
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use step01_ping_tun::Summary;
 use step01_ping_tun::pcap::DataLink;
 use step02_plain_tunnel::wire::{UnderlaySummary, udp_payload};
-use tunlab::labs::{LABS, Lab};
-use tunlab::netns::Host;
+use tunlab::doctor::{self, Needs, State};
+use tunlab::env::{self, CannotElevate, EXIT_UNPRIVILEGED};
+use tunlab::labs::{LABS, Lab, Options};
 use tunlab::report::Report;
-use tunlab::{bench, env, exercise, lab01, lab02, lab03, lab04, lab05, lab06, netns};
+use tunlab::topology::TUNNEL_PORT;
+use tunlab::{bench, exercise, fuzz, netns};
 
 /// Run the tunlab classroom labs: each builds its own hosts from network
 /// namespaces, runs the real step binaries in them, drives real traffic and
 /// checks what you should see.
+///
+/// Run it as yourself, not with sudo: it builds the steps as you, then asks
+/// sudo for root (your password, on the terminal) for the lab part only.
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Examples:\n  cargo run -p tunlab -- list\n  sudo -E cargo run -p tunlab -- run 01\n  sudo -E cargo run -p tunlab -- check 01\n  sudo -E cargo run -p tunlab -- shell 01\n  cargo run -p tunlab -- decode pcaps/step01/ping-default.pcap\n  sudo -E cargo run -p tunlab -- clean\n  sudo -E cargo run --release -p tunlab -- bench"
+    after_help = "Examples:\n  cargo run -p tunlab -- list\n  cargo run -p tunlab -- doctor\n  \
+                  cargo run -p tunlab -- run 01\n  cargo run -p tunlab -- check 01\n  \
+                  cargo run -p tunlab -- shell 01\n  cargo run -p tunlab -- decode pcaps/step01/ping-default.pcap\n  \
+                  cargo run -p tunlab -- clean\n  cargo run --release -p tunlab -- bench\n\n\
+                  Exit status: 0 when every check passed, 1 when a check failed (or something went wrong), \
+                  2 on a usage error, 77 when the lab cannot run here (no way to root, or the machine lacks \
+                  what it needs: see `tunlab doctor`)."
 )]
 struct Args {
     #[command(subcommand)]
@@ -35,8 +50,17 @@ struct Args {
 enum Cmd {
     /// List the labs.
     List,
+    /// Check what the labs need from this machine (Linux, /dev/net/tun,
+    /// namespaces, veth, nftables, each tool, root or sudo, leftovers of
+    /// crashed runs, the bench's WireGuard peers): one line per item, with
+    /// the command that fixes it. Exits 1 when a lab cannot run.
+    Doctor {
+        /// Only what this lab needs, e.g. 05 [default: every lab].
+        lab: Option<String>,
+    },
     /// Build a lab's hosts, run its step, drive traffic, check and explain
-    /// what happens, save the captures, and remove everything (needs root).
+    /// what happens, save the captures, and remove everything (as root:
+    /// tunlab asks sudo).
     Run {
         /// The lab's number, e.g. 01.
         lab: String,
@@ -48,8 +72,8 @@ enum Cmd {
         #[arg(long)]
         fixtures: bool,
     },
-    /// Check your work on a lab: your exercise, then (as root) the lab's
-    /// checks against your build of the step.
+    /// Check your work on a lab: your exercise, then (as root: tunlab asks
+    /// sudo) the lab's checks against your build of the step.
     Check {
         lab: String,
         /// The file with your attempt [default: the lab's exercise stub].
@@ -57,7 +81,8 @@ enum Cmd {
         attempt: Option<PathBuf>,
     },
     /// Build a lab's hosts, start its step, and open a shell inside a lab
-    /// host; leaving the shell removes everything (needs root).
+    /// host; leaving the shell removes everything (as root: tunlab asks
+    /// sudo).
     Shell { lab: String },
     /// Print the packets of pcap files, one tcpdump-like line each, as the
     /// steps log them: TUN captures (LINKTYPE_RAW), and Ethernet captures of
@@ -68,8 +93,8 @@ enum Cmd {
     },
     /// Measure every tunnel step against the bare link and against
     /// wireguard-go and boringtun, on a topology of its own: iperf3 TCP and
-    /// UDP, ping, CPU time and memory (needs root). Build with --release:
-    /// sudo -E cargo run --release -p tunlab -- bench
+    /// UDP, ping, CPU time and memory (as root: tunlab asks sudo). Build
+    /// with --release: cargo run --release -p tunlab -- bench
     Bench {
         /// How many times each contestant is measured (interleaved).
         #[arg(long, default_value_t = 3)]
@@ -95,7 +120,22 @@ enum Cmd {
         #[arg(long)]
         book: bool,
     },
-    /// Remove lab hosts left behind by runs that crashed or were killed.
+    /// Run every fuzz target (fuzz/fuzz_targets/) for a while, each seeded
+    /// with the shipped captures, and report executions, coverage and
+    /// crashes. Needs cargo-fuzz (scripts/install-deps.sh --fuzz), not root.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets, e.g. --target step01_responder [default: all].
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
+        /// List the targets and what each feeds, and stop.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Remove lab hosts left behind by runs that crashed or were killed
+    /// (as root: tunlab asks sudo).
     Clean {
         /// Also remove the hosts of runs that are still going.
         #[arg(long)]
@@ -103,24 +143,64 @@ enum Cmd {
     },
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    match dispatch(args.command) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("tunlab: {e:#}");
-            ExitCode::FAILURE
-        }
+/// A mistake in how tunlab was called (exit status 2).
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
-fn find(lab: &str) -> anyhow::Result<&'static Lab> {
-    Lab::find(lab).with_context(|| format!("there is no lab {lab}; `tunlab list` shows the labs"))
+impl std::error::Error for Usage {}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let code = match dispatch(args.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tunlab: {e:#}");
+            if e.downcast_ref::<CannotElevate>().is_some() {
+                EXIT_UNPRIVILEGED
+            } else if e.downcast_ref::<Usage>().is_some() {
+                2
+            } else {
+                1
+            }
+        }
+    };
+    // What this process wrote as root for someone else becomes theirs.
+    env::hand_back();
+    ExitCode::from(code)
 }
 
-/// Ok(false) when checks failed.
-fn dispatch(command: Cmd) -> anyhow::Result<bool> {
+fn find(lab: &str) -> anyhow::Result<&'static Lab> {
+    Lab::find(lab).ok_or_else(|| Usage(format!("there is no lab {lab}; `tunlab list` shows the labs")).into())
+}
+
+/// The arguments this program was given, to give them again to its copy
+/// that runs as root.
+fn own_args() -> Vec<OsString> {
+    std::env::args_os().skip(1).collect()
+}
+
+/// Checks what `needs` asks of the machine; prints the lines that failed.
+/// False when something is missing.
+fn ready(what: &str, needs: &Needs) -> bool {
+    let missing = doctor::preflight(needs);
+    if missing.is_empty() {
+        return true;
+    }
+    eprintln!("tunlab: {what} cannot run on this machine yet:");
+    for line in missing {
+        eprintln!("  {line}");
+    }
+    false
+}
+
+/// The exit status: 0, 1 (checks failed), 2, or 77.
+fn dispatch(command: Cmd) -> anyhow::Result<u8> {
     match command {
         Cmd::List => {
             for lab in LABS {
@@ -129,35 +209,70 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
                     lab.number, lab.package, lab.title, lab.folder
                 );
             }
-            Ok(true)
+            Ok(0)
         }
+        Cmd::Doctor { lab } => doctor(lab.as_deref()),
         Cmd::Run { lab, out, fixtures } => {
             let lab = find(&lab)?;
-            env::require_root()?;
+            let what = format!("lab {}", lab.number);
+            if !ready(&what, lab.needs) {
+                return Ok(EXIT_UNPRIVILEGED);
+            }
+            if !env::is_root() {
+                return env::run_as_root(&what, lab.needs, &own_args());
+            }
             clean_up_on_signals(true)?;
+            let out = out.unwrap_or_else(|| lab.default_out());
+            env::make_dir(&out)?;
             println!("lab {}: {}", lab.number, lab.title);
-            let report = run_lab(lab, out, fixtures)?;
+            let report = (lab.run)(&Options {
+                out,
+                fixtures,
+                quiet: false,
+            })?;
             Ok(summarize(&report))
         }
         Cmd::Check { lab, attempt } => {
             let lab = find(&lab)?;
-            let mut ok = check_exercise(lab, attempt)?;
-            match env::missing_privilege() {
-                Some(why) => println!(
-                    "the lab's own checks did not run: {why}; run: sudo -E cargo run -p tunlab -- check {}",
-                    lab.number
-                ),
-                None => {
-                    clean_up_on_signals(true)?;
-                    println!("lab {}: {}", lab.number, lab.title);
-                    ok &= summarize(&run_lab(lab, None, false)?);
-                }
+            // The copy that sudo runs does only the lab's part: the
+            // exercise was checked before it, as the user.
+            let exercise_ok = env::elevated() || check_exercise(lab, attempt)?;
+            let failed = if exercise_ok { 0 } else { 1 };
+            let what = format!("lab {}", lab.number);
+            if !ready(&what, lab.needs) {
+                println!("the lab's own checks did not run");
+                return Ok(failed.max(EXIT_UNPRIVILEGED * exercise_ok as u8));
             }
-            Ok(ok)
+            if !env::is_root() {
+                return match env::run_as_root(&what, lab.needs, &own_args()) {
+                    Ok(code) => Ok(if exercise_ok { code } else { failed }),
+                    Err(e) if e.downcast_ref::<CannotElevate>().is_some() => {
+                        println!("the lab's own checks did not run: {e}");
+                        Ok(if exercise_ok { EXIT_UNPRIVILEGED } else { failed })
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+            clean_up_on_signals(true)?;
+            let out = lab.default_out();
+            env::make_dir(&out)?;
+            println!("lab {}: {}", lab.number, lab.title);
+            let report = (lab.run)(&Options {
+                out,
+                fixtures: false,
+                quiet: false,
+            })?;
+            Ok(summarize(&report).max(failed))
         }
         Cmd::Shell { lab } => {
             let lab = find(&lab)?;
-            env::require_root()?;
+            let what = format!("the shell of lab {}", lab.number);
+            if !ready(&what, lab.needs) {
+                return Ok(EXIT_UNPRIVILEGED);
+            }
+            if !env::is_root() {
+                return env::run_as_root(&what, lab.needs, &own_args());
+            }
             // Ctrl-C in the shell is for the shell, not for us.
             clean_up_on_signals(false)?;
             shell(lab)
@@ -168,9 +283,9 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
                 if e.downcast_ref::<std::io::Error>()
                     .is_some_and(|e| e.kind() == ErrorKind::BrokenPipe) =>
             {
-                Ok(true)
+                Ok(0)
             }
-            other => other.map(|()| true),
+            other => other.map(|()| 0),
         },
         Cmd::Bench {
             rounds,
@@ -180,7 +295,12 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
             out,
             book,
         } => {
-            env::require_root()?;
+            if !ready("tunlab bench", &bench::NEEDS) {
+                return Ok(EXIT_UNPRIVILEGED);
+            }
+            if !env::is_root() {
+                return env::run_as_root("tunlab bench", &bench::NEEDS, &own_args());
+            }
             clean_up_on_signals(true)?;
             let options = bench::Options {
                 out: out.unwrap_or_else(bench::Options::default_out),
@@ -189,20 +309,70 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
                 udp_probes,
                 only,
             };
+            env::make_dir(&options.out)?;
             let results = bench::run(&options)?;
             println!("\n{}", results.terminal());
             println!("written: {}/bench.{{json,md,svg}}", options.out.display());
             if book {
                 let dir = env::workspace_root().join("book").join("src").join("bench");
-                std::fs::create_dir_all(&dir)?;
+                env::make_dir(&dir)?;
                 bench::write(&dir, &results)?;
                 println!("written: {}/bench.{{json,md,svg}}", dir.display());
             }
-            Ok(true)
+            Ok(0)
+        }
+        Cmd::Fuzz {
+            seconds,
+            targets,
+            list,
+        } => {
+            if list {
+                for t in fuzz::TARGETS {
+                    println!("{:<28} {}", t.name, t.what);
+                }
+                return Ok(0);
+            }
+            let chosen: Vec<&fuzz::Target> = if targets.is_empty() {
+                fuzz::TARGETS.iter().collect()
+            } else {
+                targets
+                    .iter()
+                    .map(|t| fuzz::find(t))
+                    .collect::<anyhow::Result<_>>()?
+            };
+            println!(
+                "building {} fuzz targets (AddressSanitizer, debug assertions)",
+                chosen.len()
+            );
+            fuzz::build()?;
+            let mut crashed = false;
+            for (i, target) in chosen.iter().enumerate() {
+                println!(
+                    "[{}/{}] {} for {seconds} s: {}",
+                    i + 1,
+                    chosen.len(),
+                    target.name,
+                    target.what
+                );
+                let outcome = fuzz::run(target, seconds)?;
+                println!("{outcome}");
+                crashed |= outcome.crash.is_some();
+            }
+            println!("corpora and logs: {}", fuzz::work_dir().display());
+            Ok(u8::from(crashed))
         }
         Cmd::Clean { all } => {
-            env::require_root()?;
-            env::require_tools(&["ip"])?;
+            const NEEDS: Needs = Needs {
+                tools: &["ip"],
+                kernel: &[],
+                binaries: &[],
+            };
+            if !ready("tunlab clean", &NEEDS) {
+                return Ok(EXIT_UNPRIVILEGED);
+            }
+            if !env::is_root() {
+                return env::run_as_root("tunlab clean", &NEEDS, &own_args());
+            }
             let removed = netns::remove_leftovers(all)?;
             if removed.is_empty() {
                 println!("nothing to clean");
@@ -214,8 +384,29 @@ fn dispatch(command: Cmd) -> anyhow::Result<bool> {
                     println!("removed network namespace {ns}");
                 }
             }
-            Ok(true)
+            Ok(0)
         }
+    }
+}
+
+/// `tunlab doctor [LAB]`: 1 when something a lab needs is missing.
+fn doctor(lab: Option<&str>) -> anyhow::Result<u8> {
+    let needs: Vec<Needs> = match lab {
+        Some(lab) => vec![*find(lab)?.needs],
+        None => LABS.iter().map(|l| *l.needs).chain([bench::NEEDS]).collect(),
+    };
+    let lines = doctor::report(&needs);
+    for line in &lines {
+        println!("{line}");
+    }
+    let missing = lines.iter().filter(|l| l.state == State::Missing).count();
+    let which = lab.map_or("every lab".to_string(), |n| format!("lab {n}"));
+    if missing == 0 {
+        println!("{which} can run here");
+        Ok(0)
+    } else {
+        println!("{missing} missing: {which} cannot run here until the lines marked MISSING are fixed");
+        Ok(1)
     }
 }
 
@@ -257,7 +448,7 @@ fn decode(files: &[PathBuf]) -> anyhow::Result<()> {
 /// step 02's have a version, then a nonzero type.
 fn underlay_line(ip: &[u8]) -> String {
     if let Some((sport, dport, payload)) = udp_payload(ip)
-        && (sport == lab04::PORT || dport == lab04::PORT)
+        && (sport == TUNNEL_PORT || dport == TUNNEL_PORT)
         && payload.get(1..4) == Some(&[0, 0, 0])
     {
         return format!(
@@ -268,58 +459,23 @@ fn underlay_line(ip: &[u8]) -> String {
     }
     UnderlaySummary {
         packet: ip,
-        port: lab02::PORT,
+        port: TUNNEL_PORT,
     }
     .to_string()
 }
 
-fn run_lab(lab: &Lab, out: Option<PathBuf>, fixtures: bool) -> anyhow::Result<Report> {
-    match lab.number {
-        "01" => lab01::run(&lab01::Options {
-            out: out.unwrap_or_else(lab01::default_out),
-            fixtures,
-            quiet: false,
-        }),
-        "02" => lab02::run(&lab02::Options {
-            out: out.unwrap_or_else(lab02::default_out),
-            fixtures,
-            quiet: false,
-        }),
-        "03" => lab03::run(&lab03::Options {
-            out: out.unwrap_or_else(lab03::default_out),
-            fixtures,
-            quiet: false,
-        }),
-        "04" => lab04::run(&lab04::Options {
-            out: out.unwrap_or_else(lab04::default_out),
-            fixtures,
-            quiet: false,
-        }),
-        "05" => lab05::run(&lab05::Options {
-            out: out.unwrap_or_else(lab05::default_out),
-            fixtures,
-            quiet: false,
-        }),
-        "06" => lab06::run(&lab06::Options {
-            out: out.unwrap_or_else(lab06::default_out),
-            fixtures,
-            quiet: false,
-        }),
-        other => bail!("lab {other} cannot run yet"),
-    }
-}
-
-fn summarize(report: &Report) -> bool {
+/// Prints the failed checks; the exit status: 0 when all passed, else 1.
+fn summarize(report: &Report) -> u8 {
     let failures = report.failures();
     if failures.is_empty() {
         println!("all {} checks passed", report.checks.len());
-        true
+        0
     } else {
         println!("{} of {} checks failed:", failures.len(), report.checks.len());
         for f in failures {
             println!("  {f}");
         }
-        false
+        1
     }
 }
 
@@ -343,88 +499,40 @@ fn check_exercise(lab: &Lab, attempt: Option<PathBuf>) -> anyhow::Result<bool> {
     Ok(outcome.passed)
 }
 
-fn shell(lab: &Lab) -> anyhow::Result<bool> {
+/// `tunlab shell NN`: the lab's hosts up, a shell in one of them; leaving
+/// it removes everything.
+fn shell(lab: &Lab) -> anyhow::Result<u8> {
     let mut report = Report::new(false);
-    // Each lab's hosts stay up (and are removed) with `_up`.
-    let (_up, host, hint): (Box<dyn std::any::Any>, Host, String) = match lab.number {
-        "01" => {
-            let up = lab01::up(&lab01::default_out(), &mut report)?;
-            let host = up.host.clone();
-            (
-                Box::new(up),
-                host,
-                "ip addr; ip route; ping -c 3 10.0.0.2; tcpdump -n -i tun0".into(),
-            )
-        }
-        "02" => {
-            let up = lab02::up(&lab02::default_out(), &lab02::Setup::plain("udp"), &mut report)?;
-            let host = up.client.clone();
-            (
-                Box::new(up),
-                host,
-                "ping -c 3 10.0.0.1; tcpdump -n -X -i veth0 udp port 51820".into(),
-            )
-        }
-        "03" => {
-            let up = lab03::up(&lab03::default_out(), false, &mut report)?;
-            let host = up.client.clone();
-            (
-                Box::new(up),
-                host,
-                "ping -6 -c 3 fd00::1; ip -6 route; tcpdump -n -i tun0".into(),
-            )
-        }
-        "04" => {
-            let out = lab04::default_out();
-            let keys = lab04::Keys::generate(&env::step_binary(lab04::PACKAGE)?, &out)?;
-            let up = lab04::up(&out, &lab04::Setup::plain(&keys), &mut report)?;
-            let host = up.client.clone();
-            let hint = format!(
-                "ping -c 3 10.0.0.1; tcpdump -n -X -i veth0 udp port 51820; \
-                 kill -USR1 {} (the server's counters, in {})",
-                up.server_step.pid().unwrap_or_default(),
-                up.server_log.display()
-            );
-            (Box::new(up), host, hint)
-        }
-        "05" => {
-            let out = lab05::default_out();
-            let keys = lab05::Keys::generate(&env::step_binary(lab05::PACKAGE)?, &out)?;
-            let up = lab05::up(&out, &lab05::Setup::plain(&keys), &mut report)?;
-            let host = up.client1.clone();
-            let hint = format!(
-                "ip route; nft list ruleset; cat /etc/resolv.conf; curl http://198.51.100.2/; \
-                 curl -o /dev/null http://198.51.100.2/bytes/10000000; getent ahosts www.example.test; \
-                 kill -USR1 {} (the server's counters, in {}); ip netns exec {} sh (the server)",
-                up.server_step.as_ref().and_then(|s| s.pid()).unwrap_or_default(),
-                up.server_log.display(),
-                up.server.netns()
-            );
-            (Box::new(up), host, hint)
-        }
-        other => bail!("lab {other} has no shell yet"),
-    };
+    let out = lab.default_out();
+    env::make_dir(&out)?;
+    let up = (lab.shell)(&out, &mut report)?;
     let shell = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into());
+    let mut hint = lab.hint.to_string();
+    for note in &up.notes {
+        hint.push_str("; ");
+        hint.push_str(note);
+    }
     println!(
         "{} runs in the lab; this shell is inside lab host `{}`. Try: {hint}",
         lab.package,
-        host.name()
+        up.host.name()
     );
     println!("Leave the shell (exit or Ctrl-D) to remove the lab.");
-    let status = host
+    let status = up
+        .host
         .command(&shell)
-        .env("PS1", format!("[lab {} {}] \\w# ", lab.number, host.name()))
+        .env("PS1", format!("[lab {} {}] \\w# ", lab.number, up.host.name()))
         .stdin(std::process::Stdio::inherit())
         .status()
         .context("starting the shell")?;
-    drop(_up);
+    drop(up);
     println!("lab removed");
-    Ok(status.success())
+    Ok(if status.success() { 0 } else { 1 })
 }
 
 /// On SIGTERM and SIGHUP (and SIGINT when `on_sigint`), delete this run's
-/// lab hosts and exit: a signal's default action would skip every
-/// destructor and leave the namespaces behind.
+/// lab hosts, hand its files back, and exit: a signal's default action
+/// would skip every destructor and leave the namespaces behind.
 fn clean_up_on_signals(on_sigint: bool) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
@@ -435,6 +543,7 @@ fn clean_up_on_signals(on_sigint: bool) -> anyhow::Result<()> {
             }
             eprintln!("tunlab: interrupted; removing the lab hosts");
             netns::remove_own();
+            env::hand_back();
             std::process::exit(130);
         }
     });

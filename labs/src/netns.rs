@@ -193,6 +193,36 @@ impl Host {
         all.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         ip(all)
     }
+
+    /// Runs `program args...` inside this host and returns what it
+    /// printed; fails with its stderr when it fails.
+    pub fn stdout<I, S>(&self, program: &str, args: I) -> anyhow::Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = self.run(program, &args)?;
+        check_output(program, &args, &out).with_context(|| format!("in lab host {}", self.name))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Whether interface `dev` exists in this host.
+    pub fn has_link(&self, dev: &str) -> bool {
+        self.ip(["link", "show", "dev", dev]).is_ok()
+    }
+
+    /// Sets the MTU of interface `dev`.
+    pub fn set_mtu(&self, dev: &str, mtu: u16) -> anyhow::Result<()> {
+        self.ip(["link", "set", dev, "mtu", &mtu.to_string()]).map(drop)
+    }
+
+    /// Turns off transmit checksum offload on `dev` (`ethtool -K DEV tx
+    /// off`). With it on, a veth hands a packet on before its UDP or TCP
+    /// checksum is filled in, and a capture shows a partial one.
+    pub fn tx_offload_off(&self, dev: &str) -> anyhow::Result<()> {
+        self.stdout("ethtool", ["-K", dev, "tx", "off"]).map(drop)
+    }
 }
 
 /// Kills whatever still runs in `ns`, then deletes it.
@@ -265,12 +295,18 @@ fn owner_pid(ns: &str) -> Option<u32> {
     ns.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
 }
 
+/// Whether the run that made lab namespace `ns` still goes on (its
+/// process exists).
+pub fn owner_alive(ns: &str) -> bool {
+    owner_pid(ns).is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
 /// Removes lab namespaces whose run is over (its process is gone), or all
 /// of them with `all`. Returns the names removed.
 pub fn remove_leftovers(all: bool) -> anyhow::Result<Vec<String>> {
     let mut removed = Vec::new();
     for ns in lab_namespaces()? {
-        let alive = owner_pid(&ns).is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let alive = owner_alive(&ns);
         let ours = owner_pid(&ns) == Some(std::process::id());
         if all && !ours || !alive {
             delete_namespace(&ns)?;

@@ -1,4 +1,5 @@
-//! Long-running programs inside lab hosts: the step binaries and tcpdump.
+//! Long-running programs inside lab hosts: the step binaries and tcpdump,
+//! and waiting for what they do.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -13,11 +14,26 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::netns::Host;
+use crate::report::Report;
 
-/// A program running in a lab host. Dropping it kills it.
+/// How long a step may take to do what a lab waits for (bring its TUN
+/// device up, set up its routes).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a lab waits for a handshake or a first answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A path as a program argument.
+pub fn path_arg(path: &Path) -> anyhow::Result<String> {
+    Ok(path.to_str().context("path is not UTF-8")?.to_string())
+}
+
+/// A program running in a lab host, its stdout and stderr going to a log
+/// file. Dropping it stops it.
 pub struct Running {
     what: String,
     child: Option<Child>,
+    host: Host,
+    log: PathBuf,
 }
 
 impl Running {
@@ -46,11 +62,117 @@ impl Running {
         Ok(Self {
             what,
             child: Some(child),
+            host: host.clone(),
+            log: log.to_path_buf(),
         })
     }
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// The file its stdout and stderr go to.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// What it has written so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The first line of its log that contains `needle`, without the log's
+    /// prefix (up to `] `).
+    pub fn log_line(&self, needle: &str) -> Option<String> {
+        self.log_text().lines().find(|l| l.contains(needle)).map(|l| {
+            let l = l.trim();
+            l.find("] ").map_or(l, |at| &l[at + 2..]).to_string()
+        })
+    }
+
+    /// Polls `ready` until it holds, for up to `timeout`; fails at once,
+    /// with the program's log, if the program exits first.
+    pub fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if ready() {
+                return Ok(());
+            }
+            if let Err(e) = self.check_alive() {
+                bail!("{e:#}; its log {}:\n{}", self.log.display(), self.log_text());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{what} did not happen within {} s; the log {}:\n{}",
+                    timeout.as_secs(),
+                    self.log.display(),
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until a line of its log satisfies `line`.
+    pub fn wait_for_log(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        line: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<()> {
+        let log = self.log.clone();
+        self.wait_until(what, timeout, || {
+            std::fs::read_to_string(&log).is_ok_and(|text| text.lines().any(&line))
+        })
+    }
+
+    /// Waits until it has brought `tun` up with `address` (`10.0.0.1/24`)
+    /// in its host.
+    pub fn wait_for_tun(&mut self, tun: &str, address: impl std::fmt::Display) -> anyhow::Result<()> {
+        let host = self.host.clone();
+        let inet = format!("inet {address}");
+        self.wait_until(
+            &format!("{tun} in {} up with {address}", host.name()),
+            READY_TIMEOUT,
+            || {
+                let addr = host
+                    .ip(["-o", "-4", "addr", "show", "dev", tun])
+                    .unwrap_or_default();
+                let link = host.ip(["-o", "link", "show", "dev", tun]).unwrap_or_default();
+                addr.contains(&inet) && link.contains(",UP")
+            },
+        )
+    }
+
+    /// Waits up to `timeout` for it to exit by itself: its status, or
+    /// `None` if it still runs (it is then stopped with SIGTERM).
+    pub fn exits_within(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.check_alive().is_err() {
+                return Ok(Some(self.stop(Signal::SIGKILL, Duration::from_secs(1))?));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.stop(Signal::SIGTERM, Duration::from_secs(5));
+        Ok(None)
+    }
+
+    /// Stops it with SIGTERM and records the check `NAME` (such as
+    /// `client exits cleanly on SIGTERM`): it passes on exit status 0.
+    pub fn stop_checked(
+        &mut self,
+        report: &mut Report,
+        name: impl Into<String>,
+    ) -> anyhow::Result<ExitStatus> {
+        let status = self.stop(Signal::SIGTERM, Duration::from_secs(5))?;
+        report.check(name, status.success(), status.to_string());
+        Ok(status)
     }
 
     /// Fails when the program has already exited.
@@ -189,6 +311,8 @@ impl Capture {
         let running = Running {
             what: "tcpdump".into(),
             child: Some(child),
+            host: host.clone(),
+            log: PathBuf::new(),
         };
         let mut said = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -255,4 +379,28 @@ impl Capture {
             dropped,
         })
     }
+}
+
+/// Starts the impairment relay (`tunlab-relay TRANSPORT`, see
+/// [`crate::relay`]) in `host`: it listens on `listen`, relays to
+/// `upstream`, and impairs as `impair` says.
+pub fn start_relay(
+    host: &Host,
+    transport: &str,
+    listen: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+    impair: &str,
+    log: &Path,
+) -> anyhow::Result<Running> {
+    let relay = crate::env::binary("tunlab", "tunlab-relay")?;
+    let args = [
+        transport.to_string(),
+        "--listen".into(),
+        listen.to_string(),
+        "--upstream".into(),
+        upstream.to_string(),
+        "--impair".into(),
+        impair.to_string(),
+    ];
+    Running::start(host, &relay, &args, log)
 }

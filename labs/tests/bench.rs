@@ -5,13 +5,13 @@
 //! the benchmark, never asserted by a test). Needs root; without it the
 //! test says SKIPPED (and fails under CI).
 
-use tunlab::bench::{self, Options, TOOLS};
+use tunlab::bench::{self, NEEDS, Options};
 
 #[test]
 fn a_short_bench_run_writes_a_well_formed_table_json_and_chart() {
-    if !tunlab::env::lab_test_can_run(
+    if !tunlab::env::lab_test(
         "a_short_bench_run_writes_a_well_formed_table_json_and_chart",
-        TOOLS,
+        &NEEDS,
     ) {
         return;
     }

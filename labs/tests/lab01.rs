@@ -5,9 +5,18 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use tunlab::env::{lab_test_can_run, step_binary};
-use tunlab::lab01::{self, Options, SCENARIOS, TOOLS};
+use tunlab::doctor::{Kernel, Needs};
+use tunlab::env::{lab_test, step_binary};
+use tunlab::lab01::{self, NEEDS, SCENARIOS};
+use tunlab::labs::Options;
 use tunlab::netns::{self, Topology};
+
+/// What the tests of lab hosts alone need: `ip` and namespaces.
+const HOSTS_ONLY: Needs = Needs {
+    tools: &["ip"],
+    kernel: &[Kernel::Netns],
+    binaries: &[],
+};
 
 fn out_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tunlab-test-{}-{name}", std::process::id()));
@@ -17,7 +26,7 @@ fn out_dir(name: &str) -> PathBuf {
 
 #[test]
 fn lab01_pings_through_step01() {
-    if !lab_test_can_run("lab01_pings_through_step01", TOOLS) {
+    if !lab_test("lab01_pings_through_step01", &NEEDS) {
         return;
     }
     let out = out_dir("lab01");
@@ -62,7 +71,11 @@ fn lab01_pings_through_step01() {
 /// exits with 77, instead of dying with a raw EPERM.
 #[test]
 fn step01_without_cap_net_admin_says_what_to_run() {
-    if !lab_test_can_run("step01_without_cap_net_admin_says_what_to_run", &["setpriv"]) {
+    const SETPRIV: Needs = Needs {
+        tools: &["setpriv"],
+        ..NEEDS
+    };
+    if !lab_test("step01_without_cap_net_admin_says_what_to_run", &SETPRIV) {
         return;
     }
     let binary = step_binary("step01-ping-tun").unwrap();
@@ -88,7 +101,7 @@ fn step01_without_cap_net_admin_says_what_to_run() {
 /// `tunlab clean`) removes them, and never those of a run still going.
 #[test]
 fn leftovers_of_crashed_runs_are_removed() {
-    if !lab_test_can_run("leftovers_of_crashed_runs_are_removed", &["ip"]) {
+    if !lab_test("leftovers_of_crashed_runs_are_removed", &HOSTS_ONLY) {
         return;
     }
     // Above the kernel's largest pid (4194304), so surely not running.
@@ -118,7 +131,7 @@ fn leftovers_of_crashed_runs_are_removed() {
 /// A topology is removed even when the code using it panics.
 #[test]
 fn hosts_are_removed_when_a_lab_panics() {
-    if !lab_test_can_run("hosts_are_removed_when_a_lab_panics", &["ip"]) {
+    if !lab_test("hosts_are_removed_when_a_lab_panics", &HOSTS_ONLY) {
         return;
     }
     let name = std::thread::spawn(|| {
@@ -141,7 +154,7 @@ fn hosts_are_removed_when_a_lab_panics() {
 /// exit status 0, the counters printed, the device gone.
 #[test]
 fn step01_stops_cleanly_on_ctrl_c() {
-    if !lab_test_can_run("step01_stops_cleanly_on_ctrl_c", TOOLS) {
+    if !lab_test("step01_stops_cleanly_on_ctrl_c", &NEEDS) {
         return;
     }
     let out = out_dir("ctrl-c");
@@ -155,7 +168,7 @@ fn step01_stops_cleanly_on_ctrl_c() {
         )
         .unwrap();
     assert!(status.success(), "{status}");
-    let log = std::fs::read_to_string(&lab.log).unwrap();
+    let log = lab.step.log_text();
     assert!(log.contains("got SIGINT, stopping"), "{log}");
     assert!(
         log.lines().any(|l| l.starts_with("tun0: replies 0, dropped ")),

@@ -2,12 +2,13 @@
 //! step 02 binaries on both, over UDP and over TCP. Needs root; without it
 //! the test says SKIPPED (and fails under CI).
 
-use tunlab::env::lab_test_can_run;
-use tunlab::lab02::{self, Options, TOOLS};
+use tunlab::env::lab_test;
+use tunlab::lab02::{self, NEEDS};
+use tunlab::labs::Options;
 
 #[test]
 fn lab02_carries_traffic_both_ways_over_udp_and_tcp() {
-    if !lab_test_can_run("lab02_carries_traffic_both_ways_over_udp_and_tcp", TOOLS) {
+    if !lab_test("lab02_carries_traffic_both_ways_over_udp_and_tcp", &NEEDS) {
         return;
     }
     let out = std::env::temp_dir().join(format!("tunlab-test-{}-lab02", std::process::id()));

@@ -2,12 +2,13 @@
 //! path with a small MTU. Needs root; without it the test says SKIPPED (and
 //! fails under CI).
 
-use tunlab::env::lab_test_can_run;
-use tunlab::lab03::{self, Options, TOOLS};
+use tunlab::env::lab_test;
+use tunlab::lab03::{self, NEEDS};
+use tunlab::labs::Options;
 
 #[test]
 fn lab03_carries_both_families_and_fits_the_path_mtu() {
-    if !lab_test_can_run("lab03_carries_both_families_and_fits_the_path_mtu", TOOLS) {
+    if !lab_test("lab03_carries_both_families_and_fits_the_path_mtu", &NEEDS) {
         return;
     }
     let out = std::env::temp_dir().join(format!("tunlab-test-{}-lab03", std::process::id()));

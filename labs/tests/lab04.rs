@@ -4,14 +4,15 @@
 //! and started again). Needs root; without it the test says SKIPPED (and
 //! fails under CI).
 
-use tunlab::env::lab_test_can_run;
-use tunlab::lab04::{self, Options, TOOLS};
+use tunlab::env::lab_test;
+use tunlab::lab04::{self, NEEDS};
+use tunlab::labs::Options;
 
 #[test]
 fn lab04_hides_the_traffic_and_withstands_replay_roaming_and_restart() {
-    if !lab_test_can_run(
+    if !lab_test(
         "lab04_hides_the_traffic_and_withstands_replay_roaming_and_restart",
-        TOOLS,
+        &NEEDS,
     ) {
         return;
     }

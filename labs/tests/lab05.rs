@@ -4,14 +4,15 @@
 //! start over a killed run's leftovers, and every host left exactly as it
 //! was. Needs root; without it the test says SKIPPED (and fails under CI).
 
-use tunlab::env::lab_test_can_run;
-use tunlab::lab05::{self, Options, TOOLS};
+use tunlab::env::lab_test;
+use tunlab::lab05::{self, NEEDS};
+use tunlab::labs::Options;
 
 #[test]
 fn lab05_routes_everything_through_the_tunnel_and_leaves_the_hosts_as_they_were() {
-    if !lab_test_can_run(
+    if !lab_test(
         "lab05_routes_everything_through_the_tunnel_and_leaves_the_hosts_as_they_were",
-        TOOLS,
+        &NEEDS,
     ) {
         return;
     }

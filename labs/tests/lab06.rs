@@ -6,12 +6,16 @@
 //! host left as it was. Needs root; without it the test says SKIPPED (and
 //! fails under CI).
 
-use tunlab::env::lab_test_can_run;
-use tunlab::lab06::{self, Options, TOOLS};
+use tunlab::env::lab_test;
+use tunlab::lab06::{self, NEEDS};
+use tunlab::labs::Options;
 
 #[test]
 fn lab06_publishes_a_loopback_service_at_layer_4_and_layer_3() {
-    if !lab_test_can_run("lab06_publishes_a_loopback_service_at_layer_4_and_layer_3", TOOLS) {
+    if !lab_test(
+        "lab06_publishes_a_loopback_service_at_layer_4_and_layer_3",
+        &NEEDS,
+    ) {
         return;
     }
     let out = std::env::temp_dir().join(format!("tunlab-test-{}-lab06", std::process::id()));

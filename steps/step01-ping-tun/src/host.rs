@@ -9,7 +9,7 @@ use anyhow::Context;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tun_rs::{DeviceBuilder, InterruptEvent, SyncDevice};
 
-use crate::cidr::Ipv4Cidr;
+use ipnet::Ipv4Net;
 
 /// The exit code of a program that lacks a privilege (`EX_NOPERM` of
 /// sysexits.h), so scripts can tell it from other failures.
@@ -76,11 +76,11 @@ pub fn init_logging(verbose: u8) {
 /// 10.0.0.1/24) through the device, so every other address of the subnet
 /// now leads to this program. The device lives as long as the returned
 /// handle: when the program exits, however it exits, the kernel removes it.
-pub fn create_tun(name: &str, address: Ipv4Cidr, mtu: u16) -> anyhow::Result<SyncDevice> {
+pub fn create_tun(name: &str, address: Ipv4Net, mtu: u16) -> anyhow::Result<SyncDevice> {
     crate::ifname::check(name)?;
     DeviceBuilder::new()
         .name(name)
-        .ipv4(address.address(), address.prefix_len(), None)
+        .ipv4(address.addr(), address.prefix_len(), None)
         .mtu(mtu)
         .build_sync()
         .map_err(|e| match e.kind() {

@@ -5,6 +5,8 @@
 //! drops (and counts) everything else.
 //!
 //! - [`checksum`]: the RFC 1071 Internet checksum.
+//! - [`counts`]: counters by reason, shared by every step.
+//! - [`cli`]: parsers for command-line values, shared by every step.
 //! - [`wire`]: one-line, tcpdump-like summaries of packets.
 //! - [`responder`]: the sans-IO core, request bytes in, reply bytes out.
 //! - [`pcap`]: recording and reading LINKTYPE_RAW captures.
@@ -15,7 +17,8 @@
 #![forbid(unsafe_code)]
 
 pub mod checksum;
-pub mod cidr;
+pub mod cli;
+pub mod counts;
 pub mod host;
 pub mod ifname;
 pub mod pcap;
@@ -23,6 +26,6 @@ pub mod responder;
 pub mod run;
 pub mod wire;
 
-pub use cidr::Ipv4Cidr;
+pub use ipnet::Ipv4Net;
 pub use responder::{Counters, DropReason, Outcome, Responder};
 pub use wire::Summary;

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use step01_ping_tun::Ipv4Cidr;
 use step01_ping_tun::host::{self, Shutdown};
 use step01_ping_tun::run::{Config, run};
+use step01_ping_tun::{Ipv4Net, cli};
 
 /// Create a TUN device and answer every ping routed into it.
 ///
@@ -26,8 +26,8 @@ struct Args {
     #[arg(long, default_value = "tun0", value_name = "NAME", value_parser = step01_ping_tun::ifname::parse)]
     tun: String,
     /// Address and prefix length of the device.
-    #[arg(long, default_value = "10.0.0.1/24", value_name = "CIDR")]
-    address: Ipv4Cidr,
+    #[arg(long, default_value = "10.0.0.1/24", value_name = "CIDR", value_parser = cli::ipv4_net)]
+    address: Ipv4Net,
     /// MTU of the device.
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(68..))]
     mtu: u16,

@@ -16,7 +16,8 @@ use etherparse::{
 };
 
 use crate::checksum;
-use crate::cidr::Ipv4Cidr;
+use crate::counts::{Counts, Reason};
+use ipnet::Ipv4Net;
 
 // ANCHOR: drop_reason
 /// Why a packet got no reply. Each reason has its own counter.
@@ -51,9 +52,9 @@ pub enum DropReason {
     NoRoom,
 }
 
-impl DropReason {
+impl Reason for DropReason {
     /// Every reason, in the order the counters are printed.
-    pub const ALL: [DropReason; 11] = [
+    const ALL: &'static [DropReason] = &[
         DropReason::Truncated,
         DropReason::Malformed,
         DropReason::Ipv6,
@@ -67,8 +68,7 @@ impl DropReason {
         DropReason::NoRoom,
     ];
 
-    /// A short name for logs and counters.
-    pub fn as_str(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             DropReason::Truncated => "truncated",
             DropReason::Malformed => "malformed",
@@ -83,15 +83,11 @@ impl DropReason {
             DropReason::NoRoom => "no-room",
         }
     }
-
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.name())
     }
 }
 // ANCHOR_END: drop_reason
@@ -109,50 +105,20 @@ pub enum Outcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
     pub replies: u64,
-    drops: [u64; DropReason::ALL.len()],
-}
-
-impl Counters {
-    pub fn drops(&self, reason: DropReason) -> u64 {
-        self.drops[reason.index()]
-    }
-
-    pub fn total_drops(&self) -> u64 {
-        self.drops.iter().sum()
-    }
+    pub drops: Counts<DropReason>,
 }
 
 impl fmt::Display for Counters {
     /// `replies 3, dropped 2 (ipv6 2)`, listing only reasons that happened.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "replies {}, dropped {}", self.replies, self.total_drops())?;
-        write_nonzero(f, DropReason::ALL.map(|r| (r, self.drops(r))))
+        write!(f, "replies {}, dropped {}", self.replies, self.drops)
     }
-}
-
-/// Writes ` (reason n, reason n)` for the reasons counted at least once, or
-/// nothing when there are none: the tail of every step's counters line.
-pub fn write_nonzero<R: fmt::Display>(
-    f: &mut fmt::Formatter<'_>,
-    counts: impl IntoIterator<Item = (R, u64)>,
-) -> fmt::Result {
-    let mut sep = " (";
-    for (reason, n) in counts {
-        if n > 0 {
-            write!(f, "{sep}{reason} {n}")?;
-            sep = ", ";
-        }
-    }
-    if sep == ", " {
-        f.write_str(")")?;
-    }
-    Ok(())
 }
 
 /// Answers pings for every address of a subnet except its own.
 #[derive(Debug, Clone)]
 pub struct Responder {
-    subnet: Ipv4Cidr,
+    subnet: Ipv4Net,
     counters: Counters,
 }
 
@@ -163,7 +129,7 @@ impl Responder {
     /// A responder for the subnet of the TUN device's address. The kernel
     /// answers pings to the device's own address itself, so they never reach
     /// us; every other unicast address of the subnet is ours to answer.
-    pub fn new(subnet: Ipv4Cidr) -> Self {
+    pub fn new(subnet: Ipv4Net) -> Self {
         Self {
             subnet,
             counters: Counters::default(),
@@ -184,7 +150,7 @@ impl Responder {
                 Outcome::Reply(len)
             }
             Err(reason) => {
-                self.counters.drops[reason.index()] += 1;
+                self.counters.drops.increment(reason);
                 Outcome::Drop(reason)
             }
         }
@@ -246,7 +212,7 @@ impl Responder {
         let s = &self.subnet;
         // A /31 (RFC 3021) or /32 has no network or broadcast address.
         let special = s.prefix_len() < 31 && (dst == s.network() || dst == s.broadcast());
-        s.contains(dst) && dst != s.address() && !special
+        s.contains(&dst) && dst != s.addr() && !special
     }
 }
 
@@ -352,7 +318,7 @@ mod tests {
         match r.handle(p, &mut out) {
             Outcome::Reply(_) => panic!("answered a packet that should be dropped"),
             Outcome::Drop(why) => {
-                assert_eq!(r.counters().drops(why), 1);
+                assert_eq!(r.counters().drops.get(why), 1);
                 assert_eq!(r.counters().replies, 0);
                 why
             }
@@ -397,7 +363,7 @@ mod tests {
             assert!(verify(&reply[20..]), "icmp checksum, size {size}");
             assert_eq!(&reply[28..], &data[..]);
         }
-        assert_eq!(r.counters().total_drops(), 0);
+        assert_eq!(r.counters().drops.total(), 0);
     }
 
     /// A request with IP options (IHL > 5, here a record-route option) gets
@@ -528,7 +494,7 @@ mod tests {
         r.handle(&[0x60; 48], &mut out);
         r.handle(&[], &mut out);
         assert_eq!(r.counters().replies, 2);
-        assert_eq!(r.counters().total_drops(), 2);
+        assert_eq!(r.counters().drops.total(), 2);
         assert_eq!(
             r.counters().to_string(),
             "replies 2, dropped 2 (truncated 1, ipv6 1)"
@@ -561,6 +527,6 @@ mod tests {
                 check(&mut r, &p);
             }
         }
-        assert_eq!(r.counters().replies + r.counters().total_drops(), seen);
+        assert_eq!(r.counters().replies + r.counters().drops.total(), seen);
     }
 }

@@ -10,17 +10,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use tun_rs::SyncDevice;
 
-use crate::cidr::Ipv4Cidr;
 use crate::host::{Shutdown, create_tun};
 use crate::pcap::Recorder;
 use crate::responder::{Counters, DropReason, Outcome, Responder};
 use crate::wire::Summary;
+use ipnet::Ipv4Net;
 
 /// What `step01-ping-tun` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub tun: String,
-    pub address: Ipv4Cidr,
+    pub address: Ipv4Net,
     pub mtu: u16,
     pub pcap: Option<PathBuf>,
 }

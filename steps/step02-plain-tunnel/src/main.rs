@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use step01_ping_tun::Ipv4Cidr;
+use step01_ping_tun::Ipv4Net;
 use step01_ping_tun::host::{self, Shutdown};
 use step02_plain_tunnel::mtu::Transport;
 use step02_plain_tunnel::run::{Config, Endpoint, resolve, run};
@@ -56,8 +56,8 @@ struct Common {
     #[arg(long, default_value = "tun0", value_name = "NAME", value_parser = step01_ping_tun::ifname::parse)]
     tun: String,
     /// Tunnel address and prefix length of this end, e.g. 10.0.0.1/24.
-    #[arg(long, value_name = "CIDR")]
-    address: Ipv4Cidr,
+    #[arg(long, value_name = "CIDR", value_parser = step01_ping_tun::cli::ipv4_net)]
+    address: Ipv4Net,
     /// The underlay transport.
     #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
     transport: TransportArg,

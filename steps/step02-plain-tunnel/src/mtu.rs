@@ -24,12 +24,24 @@ pub enum Transport {
     Tcp,
 }
 
+/// Bytes of an IPv4 header without options (RFC 791 §3.1: the IHL is 5
+/// 32-bit words when there are none, and we send none).
+pub const IPV4_HEADER_LEN: u16 = 20;
+/// Bytes of the fixed IPv6 header (RFC 8200 §3); we add no extension
+/// headers.
+pub const IPV6_HEADER_LEN: u16 = 40;
+/// Bytes of a UDP header (RFC 768).
+pub const UDP_HEADER_LEN: u16 = 8;
+
 // ANCHOR: tun_mtu
 /// The TUN MTU for an underlay path of `underlay_mtu` bytes to `peer`.
 pub fn tun_mtu(underlay_mtu: u16, peer: SocketAddr) -> u16 {
-    let ip_header = if peer.is_ipv4() { 20 } else { 40 };
-    let udp_header = 8;
-    underlay_mtu.saturating_sub(ip_header + udp_header + wire::HEADER_LEN as u16)
+    let ip_header = if peer.is_ipv4() {
+        IPV4_HEADER_LEN
+    } else {
+        IPV6_HEADER_LEN
+    };
+    underlay_mtu.saturating_sub(ip_header + UDP_HEADER_LEN + wire::HEADER_LEN as u16)
 }
 // ANCHOR_END: tun_mtu
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use signal_hook::consts::SIGUSR1;
-use step01_ping_tun::Ipv4Cidr;
+use step01_ping_tun::Ipv4Net;
 use step01_ping_tun::Summary;
 use step01_ping_tun::host::{Shutdown, create_tun};
 use step01_ping_tun::pcap::Recorder;
@@ -237,7 +237,7 @@ impl Config {
 // ANCHOR: run
 /// Creates the TUN device and runs until SIGINT or SIGTERM; returns the
 /// final status line (the peer and the counters).
-pub fn run(config: &Config, address: Ipv4Cidr, shutdown: &Shutdown) -> anyhow::Result<String> {
+pub fn run(config: &Config, address: Ipv4Net, shutdown: &Shutdown) -> anyhow::Result<String> {
     let mtu = tun_mtu(config.underlay_mtu, config.underlay_family_hint());
     let device = create_tun(&config.tun, address, mtu)?;
     log::info!("{} is up with {address} (MTU {mtu})", config.tun);

@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use step01_ping_tun::responder::write_nonzero;
+use step01_ping_tun::counts::{Counts, Reason};
 
 use crate::wire::{self, Repr};
 
@@ -45,8 +45,8 @@ pub enum DropReason {
     NoRoom,
 }
 
-impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+impl Reason for DropReason {
+    const ALL: &'static [DropReason] = &[
         DropReason::Truncated,
         DropReason::BadVersion,
         DropReason::UnknownType,
@@ -59,7 +59,7 @@ impl DropReason {
         DropReason::NoRoom,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             DropReason::Truncated => "truncated",
             DropReason::BadVersion => "bad-version",
@@ -72,10 +72,6 @@ impl DropReason {
             DropReason::UnknownSender => "unknown-sender",
             DropReason::NoRoom => "no-room",
         }
-    }
-
-    fn index(self) -> usize {
-        self as usize
     }
 }
 
@@ -93,7 +89,7 @@ impl From<wire::Error> for DropReason {
 
 impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.name())
     }
 }
 // ANCHOR_END: drop_reason
@@ -107,17 +103,7 @@ pub struct Counters {
     /// IP packets that came out of the tunnel, and their bytes.
     pub rx_packets: u64,
     pub rx_bytes: u64,
-    drops: [u64; DropReason::ALL.len()],
-}
-
-impl Counters {
-    pub fn drops(&self, reason: DropReason) -> u64 {
-        self.drops[reason.index()]
-    }
-
-    pub fn total_drops(&self) -> u64 {
-        self.drops.iter().sum()
-    }
+    pub drops: Counts<DropReason>,
 }
 
 impl fmt::Display for Counters {
@@ -126,13 +112,8 @@ impl fmt::Display for Counters {
         write!(
             f,
             "sent {} packets ({} bytes), received {} packets ({} bytes), dropped {}",
-            self.tx_packets,
-            self.tx_bytes,
-            self.rx_packets,
-            self.rx_bytes,
-            self.total_drops()
-        )?;
-        write_nonzero(f, DropReason::ALL.map(|r| (r, self.drops(r))))
+            self.tx_packets, self.tx_bytes, self.rx_packets, self.rx_bytes, self.drops
+        )
     }
 }
 
@@ -240,7 +221,7 @@ impl Tunnel {
     }
 
     fn drop(&mut self, reason: DropReason) -> DropReason {
-        self.counters.drops[reason.index()] += 1;
+        self.counters.drops.increment(reason);
         reason
     }
 

@@ -40,6 +40,16 @@ mod field {
     pub const PAYLOAD: usize = 4;
 }
 
+/// The header's fields and their byte ranges, in order: the ranges the
+/// accessors of [`Message`] read and write, as a table (the book's figures
+/// are drawn from it). They cover `0..HEADER_LEN` without a gap; the
+/// payload follows.
+pub const FIELDS: &[(&str, std::ops::Range<usize>)] = &[
+    ("version", field::VERSION..field::VERSION + 1),
+    ("type", field::TYPE..field::TYPE + 1),
+    ("reserved", field::RESERVED),
+];
+
 // ANCHOR: message_type
 /// The kind of a message (the byte at offset 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,6 +350,44 @@ mod tests {
         assert_eq!(Repr::parse_bytes(&[1, 2, 0, 1]), Err(Error::BadReserved));
         assert_eq!(Repr::parse_bytes(&[1, 2, 0, 0, 9]), Err(Error::BadLength));
         assert_eq!(Repr::parse_bytes(&[1, 1, 0, 0]), Err(Error::BadLength));
+    }
+
+    /// The field of [`FIELDS`] called `name`.
+    fn field_range(name: &str) -> std::ops::Range<usize> {
+        let found = FIELDS.iter().find(|(n, _)| *n == name);
+        found
+            .unwrap_or_else(|| panic!("no field {name:?} in FIELDS"))
+            .1
+            .clone()
+    }
+
+    #[test]
+    fn the_field_table_is_what_the_accessors_use() {
+        // The table tiles the header, in order, with no gap or overlap.
+        let mut at = 0;
+        for (name, range) in FIELDS {
+            assert_eq!(
+                range.start, at,
+                "{name} does not start where the field before it ends"
+            );
+            assert!(range.end > range.start, "{name} is empty");
+            at = range.end;
+        }
+        assert_eq!(at, HEADER_LEN);
+        // Each accessor reads and writes the bytes its row names.
+        let mut bytes: Vec<u8> = (0..8).map(|i| 0xa0 + i).collect();
+        let message = Message::new_unchecked(&bytes[..]);
+        assert_eq!(message.version(), bytes[field_range("version").start]);
+        assert_eq!(message.payload(), &bytes[HEADER_LEN..]);
+        let mut message = Message::new_unchecked(&mut bytes[..]);
+        message.set_version(0x11);
+        message.set_message_type(MessageType::Pong);
+        message.clear_reserved();
+        assert_eq!(bytes[field_range("version")], [0x11]);
+        assert_eq!(bytes[field_range("type")], [MessageType::Pong.to_u8()]);
+        assert_eq!(bytes[field_range("reserved")], [0, 0]);
+        // Nothing else was touched.
+        assert_eq!(bytes[HEADER_LEN..], [0xa4, 0xa5, 0xa6, 0xa7]);
     }
 
     #[test]

@@ -167,7 +167,7 @@ fn every_drop_reason() {
             Err(*reason),
             "{message:?}"
         );
-        assert_eq!(server.counters().drops(*reason), 1);
+        assert_eq!(server.counters().drops.get(*reason), 1);
     }
     // The server has heard nothing valid, so it has no one to send to.
     assert_eq!(
@@ -201,7 +201,7 @@ fn every_drop_reason() {
         client.encapsulate(&ipv4(100, 0), now, &mut out[..50]),
         Err(DropReason::NoRoom)
     );
-    let total = server.counters().total_drops() + client.counters().total_drops();
+    let total = server.counters().drops.total() + client.counters().drops.total();
     assert_eq!(total, 12);
     assert!(server.counters().to_string().contains("no-peer 1"));
 }

@@ -97,7 +97,7 @@ pub fn clamp_mss(packet: &mut [u8], max_mss: u16) -> Clamp {
     // NOPs it is at an odd offset: its high byte is the low byte of one
     // 16-bit word and its low byte the high byte of the next, so it counts
     // in the sum with its bytes swapped (RFC 1071 §2 (B)).
-    let sum = if at % 2 == 0 {
+    let sum = if at.is_multiple_of(2) {
         checksum::update(sum, mss, max_mss)
     } else {
         checksum::update(sum, mss.swap_bytes(), max_mss.swap_bytes())

@@ -5,7 +5,7 @@ use std::io;
 use anyhow::{Context, bail};
 use tun_rs::{DeviceBuilder, SyncDevice};
 
-use crate::cidr::IpCidr;
+use ipnet::IpNet;
 
 // ANCHOR: create_tun
 /// Creates the TUN device `name` with `addresses` and `mtu`, and brings it
@@ -13,16 +13,16 @@ use crate::cidr::IpCidr;
 /// device (10.0.0.0/24, fd00::/64), so both families now lead here. A TUN
 /// device is `NOARP`, so IPv6 skips duplicate address detection on it and
 /// the addresses are usable at once.
-pub fn create_tun(name: &str, addresses: &[IpCidr], mtu: u16) -> anyhow::Result<SyncDevice> {
+pub fn create_tun(name: &str, addresses: &[IpNet], mtu: u16) -> anyhow::Result<SyncDevice> {
     step01_ping_tun::ifname::check(name)?;
-    if addresses.iter().filter(|a| matches!(a, IpCidr::V4(_))).count() > 1 {
+    if addresses.iter().filter(|a| matches!(a, IpNet::V4(_))).count() > 1 {
         bail!("give at most one IPv4 --address (and any number of IPv6 ones)");
     }
     let mut builder = DeviceBuilder::new().name(name).mtu(mtu);
     for address in addresses {
         builder = match address {
-            IpCidr::V4(c) => builder.ipv4(c.address(), c.prefix_len(), None),
-            IpCidr::V6(c) => builder.ipv6(c.address(), c.prefix_len()),
+            IpNet::V4(c) => builder.ipv4(c.addr(), c.prefix_len(), None),
+            IpNet::V6(c) => builder.ipv6(c.addr(), c.prefix_len()),
         };
     }
     let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();

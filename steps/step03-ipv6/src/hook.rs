@@ -3,12 +3,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use step02_plain_tunnel::run::{InnerHook, Outbound};
 
 use crate::clamp::{self, Clamp};
 use crate::pmtu::{self, TooBig};
+use crate::rate::TokenBucket;
 
 /// ICMP errors per second the hook sends at most, on average, and how many
 /// it may send at once. Linux's own limit is 1000 a second in bursts of 50
@@ -16,52 +17,6 @@ use crate::pmtu::{self, TooBig};
 /// far fewer: each error makes its sender lower its path MTU at once.
 pub const ERRORS_PER_SECOND: u32 = 100;
 pub const ERROR_BURST: u32 = 20;
-
-// ANCHOR: token_bucket
-/// A token bucket: holds at most `burst` tokens, gains `rate` a second,
-/// and each action takes one. Time comes in as an argument.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    rate: u32,
-    burst: u32,
-    tokens: u32,
-    /// When the tokens were last topped up.
-    since: Option<Instant>,
-}
-
-impl TokenBucket {
-    /// A full bucket.
-    pub fn new(rate: u32, burst: u32) -> Self {
-        Self {
-            rate,
-            burst,
-            tokens: burst,
-            since: None,
-        }
-    }
-
-    /// Takes a token at `now` if there is one.
-    pub fn take(&mut self, now: Instant) -> bool {
-        let since = *self.since.get_or_insert(now);
-        let per_token = Duration::from_secs(1) / self.rate.max(1);
-        let earned = now.saturating_duration_since(since).as_nanos() / per_token.as_nanos().max(1);
-        if earned > 0 {
-            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
-            self.tokens = self.tokens.saturating_add(earned).min(self.burst);
-            // Keep the remainder: time not yet worth a token still counts.
-            self.since = Some(since + per_token * earned.min(self.burst.saturating_add(1)));
-            if self.tokens == self.burst {
-                self.since = Some(now);
-            }
-        }
-        if self.tokens == 0 {
-            return false;
-        }
-        self.tokens -= 1;
-        true
-    }
-}
-// ANCHOR_END: token_bucket
 
 // ANCHOR: path_hook
 /// Keeps TCP segments and all other packets within what the tunnel can
@@ -170,21 +125,6 @@ impl InnerHook for PathHook {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_bucket_allows_a_burst_then_the_rate() {
-        let t0 = Instant::now();
-        let mut bucket = TokenBucket::new(100, 20);
-        assert!((0..20).all(|_| bucket.take(t0)), "a full burst at once");
-        assert!(!bucket.take(t0), "then nothing");
-        // 10 ms earns one token at 100 a second.
-        assert!(bucket.take(t0 + Duration::from_millis(10)));
-        assert!(!bucket.take(t0 + Duration::from_millis(15)));
-        assert!(bucket.take(t0 + Duration::from_millis(20)));
-        // A long pause refills to the burst, not beyond.
-        let later = t0 + Duration::from_secs(60);
-        assert_eq!((0..100).filter(|_| bucket.take(later)).count(), 20);
-    }
 
     #[test]
     fn a_flood_of_big_packets_gets_a_limited_number_of_errors() {

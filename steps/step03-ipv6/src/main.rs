@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 use step01_ping_tun::host::{self, Shutdown};
 use step01_ping_tun::pcap::Recorder;
 use step02_plain_tunnel::mtu::{Transport, tun_mtu};
 use step02_plain_tunnel::run::{Config, Endpoint, resolve, run_device, step02_tunnel};
-use step03_ipv6::cidr::IpCidr;
+use step03_ipv6::cli::ip_net;
 use step03_ipv6::device::create_tun;
 use step03_ipv6::hook::PathHook;
 use step03_ipv6::respond::DualResponder;
@@ -89,8 +90,8 @@ struct DeviceArgs {
     tun: String,
     /// An address of the device, with its prefix length; give one IPv4
     /// and any number of IPv6 addresses.
-    #[arg(long = "address", value_name = "CIDR", required = true)]
-    addresses: Vec<IpCidr>,
+    #[arg(long = "address", value_name = "CIDR", required = true, value_parser = ip_net)]
+    addresses: Vec<IpNet>,
     /// Record every packet read from and written to the device in FILE
     /// (pcap, LINKTYPE_RAW).
     #[arg(long, value_name = "FILE")]
@@ -169,7 +170,7 @@ fn recorder(device: &DeviceArgs) -> anyhow::Result<Option<Recorder>> {
         .transpose()
 }
 
-fn listing(addresses: &[IpCidr]) -> String {
+fn listing(addresses: &[IpNet]) -> String {
     addresses
         .iter()
         .map(ToString::to_string)
@@ -182,12 +183,12 @@ fn respond(args: &DeviceArgs, shutdown: &Shutdown) -> anyhow::Result<String> {
     let mtu = args.mtu.unwrap_or(1500);
     let device = create_tun(&args.tun, &args.addresses, mtu)?;
     let v4 = args.addresses.iter().find_map(|a| match a {
-        IpCidr::V4(c) => Some(step01_ping_tun::Responder::new(*c)),
-        IpCidr::V6(_) => None,
+        IpNet::V4(c) => Some(step01_ping_tun::Responder::new(*c)),
+        IpNet::V6(_) => None,
     });
     let v6 = args.addresses.iter().find_map(|a| match a {
-        IpCidr::V6(c) => Some(*c),
-        IpCidr::V4(_) => None,
+        IpNet::V6(c) => Some(*c),
+        IpNet::V4(_) => None,
     });
     let mut responder = DualResponder::new(v4, v6);
     log::info!(
@@ -222,11 +223,11 @@ fn tunnel_end(
     let limit = tun_mtu(args.underlay_mtu, config.underlay_family_hint());
     let mtu = args.device.mtu.unwrap_or(limit);
     let device = create_tun(&args.device.tun, &args.device.addresses, mtu)?;
-    let v4 = args.device.addresses.iter().find_map(|a| match a.address() {
+    let v4 = args.device.addresses.iter().find_map(|a| match a.addr() {
         std::net::IpAddr::V4(ip) => Some(ip),
         std::net::IpAddr::V6(_) => None,
     });
-    let v6 = args.device.addresses.iter().find_map(|a| match a.address() {
+    let v6 = args.device.addresses.iter().find_map(|a| match a.addr() {
         std::net::IpAddr::V6(ip) => Some(ip),
         std::net::IpAddr::V4(_) => None,
     });

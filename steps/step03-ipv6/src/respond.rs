@@ -10,12 +10,12 @@ use std::fmt;
 use std::net::Ipv6Addr;
 
 use etherparse::{Icmpv6Header, Icmpv6Slice, Icmpv6Type, IpNumber, Ipv6Header, Ipv6Slice};
-use step01_ping_tun::responder::write_nonzero;
+use step01_ping_tun::counts::{Counts, Reason};
 use step01_ping_tun::run::Handler;
 use step01_ping_tun::{DropReason, Responder};
 
 use crate::checksum;
-use crate::cidr::Ipv6Cidr;
+use ipnet::Ipv6Net;
 
 // ANCHOR: drop6
 /// Why an IPv6 packet got no reply.
@@ -45,8 +45,8 @@ pub enum Drop6 {
 }
 // ANCHOR_END: drop6
 
-impl Drop6 {
-    pub const ALL: [Drop6; 10] = [
+impl Reason for Drop6 {
+    const ALL: &'static [Drop6] = &[
         Drop6::NoIpv6,
         Drop6::Truncated,
         Drop6::NotForUs,
@@ -59,7 +59,7 @@ impl Drop6 {
         Drop6::NoRoom,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Drop6::NoIpv6 => "no-ipv6",
             Drop6::Truncated => "truncated",
@@ -77,7 +77,7 @@ impl Drop6 {
 
 impl fmt::Display for Drop6 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.name())
     }
 }
 
@@ -102,24 +102,14 @@ impl fmt::Display for Drop {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters6 {
     pub replies: u64,
-    drops: [u64; Drop6::ALL.len()],
-}
-
-impl Counters6 {
-    pub fn drops(&self, reason: Drop6) -> u64 {
-        self.drops[reason as usize]
-    }
-
-    pub fn total_drops(&self) -> u64 {
-        self.drops.iter().sum()
-    }
+    pub drops: Counts<Drop6>,
 }
 
 /// Answers pings of both families.
 #[derive(Debug, Clone)]
 pub struct DualResponder {
     v4: Option<Responder>,
-    v6: Option<Ipv6Cidr>,
+    v6: Option<Ipv6Net>,
     counters6: Counters6,
 }
 
@@ -127,7 +117,7 @@ pub struct DualResponder {
 pub const REPLY_HOP_LIMIT: u8 = 64;
 
 impl DualResponder {
-    pub fn new(v4: Option<Responder>, v6: Option<Ipv6Cidr>) -> Self {
+    pub fn new(v4: Option<Responder>, v6: Option<Ipv6Net>) -> Self {
         Self {
             v4,
             v6,
@@ -144,7 +134,7 @@ impl DualResponder {
     }
 
     fn count6(&mut self, reason: Drop6) -> Drop {
-        self.counters6.drops[reason as usize] += 1;
+        self.counters6.drops.increment(reason);
         Drop::V6(reason)
     }
 
@@ -180,7 +170,7 @@ impl DualResponder {
         };
         // Checked after the type, so neighbour discovery and MLD (sent to
         // multicast groups) are counted as what they are.
-        if !prefix.contains(dst) || dst == prefix.address() || dst.is_multicast() {
+        if !prefix.contains(&dst) || dst == prefix.addr() || dst.is_multicast() {
             return Err(Drop6::NotForUs);
         }
         write_echo_reply6(dst, src, echo, icmp.payload(), out)
@@ -246,8 +236,7 @@ impl fmt::Display for DualResponder {
             write!(f, "ipv4: {v4}; ")?;
         }
         let c = &self.counters6;
-        write!(f, "ipv6: replies {}, dropped {}", c.replies, c.total_drops())?;
-        write_nonzero(f, Drop6::ALL.map(|r| (r, c.drops(r))))
+        write!(f, "ipv6: replies {}, dropped {}", c.replies, c.drops)
     }
 }
 
@@ -260,7 +249,7 @@ mod tests {
     const PEER: &str = "fd00::2";
 
     fn responder() -> DualResponder {
-        let v6 = Ipv6Cidr::new(US.parse().unwrap(), 64).unwrap();
+        let v6 = Ipv6Net::new(US.parse().unwrap(), 64).unwrap();
         DualResponder::new(Some(Responder::new("10.0.0.1/24".parse().unwrap())), Some(v6))
     }
 
@@ -329,7 +318,7 @@ mod tests {
         for (packet, reason) in cases {
             let mut r = responder();
             assert_eq!(r.handle(&packet, &mut [0u8; 200]), Err(Drop::V6(reason)));
-            assert_eq!(r.counters_v6().drops(reason), 1);
+            assert_eq!(r.counters_v6().drops.get(reason), 1);
         }
         let mut bad = icmpv6(US, PEER, echo(1), b"data");
         let last = bad.len() - 1;
@@ -405,7 +394,7 @@ mod tests {
             }
         }
         let v4 = r.counters_v4().unwrap();
-        let handled = v4.replies + v4.total_drops() + r.counters_v6().replies + r.counters_v6().total_drops();
+        let handled = v4.replies + v4.drops.total() + r.counters_v6().replies + r.counters_v6().drops.total();
         assert_eq!(handled, seen);
     }
 }

@@ -41,10 +41,7 @@ fn responder_replies_match_recorded_replies() {
     let packets = read("respond.pcap");
     let mut responder = DualResponder::new(
         Some(Responder::new("10.0.0.1/24".parse().unwrap())),
-        Some(match "fd00::1/64".parse().unwrap() {
-            step03_ipv6::cidr::IpCidr::V6(c) => c,
-            step03_ipv6::cidr::IpCidr::V4(_) => unreachable!(),
-        }),
+        Some("fd00::1/64".parse().unwrap()),
     );
     let mut out = vec![0u8; 65535];
     let (mut v4, mut v6) = (0, 0);

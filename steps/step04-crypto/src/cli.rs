@@ -12,10 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use ipnet::IpNet;
 use step01_ping_tun::host::{self, Shutdown};
 use step02_plain_tunnel::mtu::Transport;
 use step02_plain_tunnel::run::{Config, Endpoint, run_device};
-use step03_ipv6::cidr::IpCidr;
+use step03_ipv6::cli::ip_net;
 use step03_ipv6::device::create_tun;
 use step03_ipv6::hook::PathHook;
 use x25519_dalek::PublicKey;
@@ -36,8 +37,8 @@ pub struct Common {
     pub tun: String,
     /// An address of the device, with its prefix length; one IPv4 and any
     /// number of IPv6 addresses.
-    #[arg(long = "address", value_name = "CIDR", required = true)]
-    pub addresses: Vec<IpCidr>,
+    #[arg(long = "address", value_name = "CIDR", required = true, value_parser = ip_net)]
+    pub addresses: Vec<IpNet>,
     /// Record every packet read from and written to the device in FILE
     /// (pcap, LINKTYPE_RAW).
     #[arg(long, value_name = "FILE")]
@@ -94,7 +95,7 @@ pub fn server_peers(peers: &[String]) -> anyhow::Result<Vec<PeerConfig>> {
                 .with_context(|| format!("--peer `{spec}` is not PUBKEY=CIDR[,CIDR...]"))?;
             let allowed = list
                 .split(',')
-                .map(|c| c.trim().parse::<IpCidr>().map_err(anyhow::Error::msg))
+                .map(|c| ip_net(c.trim()).map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<Vec<_>>>()
                 .with_context(|| format!("in --peer `{spec}`"))?;
             Ok(PeerConfig {
@@ -112,7 +113,7 @@ pub struct Started<'a> {
     pub tun: &'a str,
     pub mtu: u16,
     pub endpoint: &'a Endpoint,
-    pub addresses: &'a [IpCidr],
+    pub addresses: &'a [IpNet],
 }
 
 /// The tunnel's peer for a client: the server, which may send from any
@@ -164,7 +165,7 @@ pub fn tunnel_end<G>(
         underlay_mtu: common.underlay_mtu,
     };
     let mtu = tun_mtu(common.underlay_mtu, config.underlay_family_hint());
-    if mtu < 1280 && common.addresses.iter().any(|a| matches!(a, IpCidr::V6(_))) {
+    if mtu < 1280 && common.addresses.iter().any(|a| matches!(a, IpNet::V6(_))) {
         bail!(
             "an underlay MTU of {} leaves {mtu} for the tunnel; IPv6 needs 1280",
             common.underlay_mtu
@@ -198,11 +199,11 @@ pub fn tunnel_end<G>(
     let shutdown = Shutdown::install()?;
     let device = create_tun(&common.tun, &common.addresses, mtu)?;
     log::info!("{} is up (MTU {mtu})", common.tun);
-    let v4 = common.addresses.iter().find_map(|a| match a.address() {
+    let v4 = common.addresses.iter().find_map(|a| match a.addr() {
         std::net::IpAddr::V4(ip) => Some(ip),
         std::net::IpAddr::V6(_) => None,
     });
-    let v6 = common.addresses.iter().find_map(|a| match a.address() {
+    let v6 = common.addresses.iter().find_map(|a| match a.addr() {
         std::net::IpAddr::V6(ip) => Some(ip),
         std::net::IpAddr::V4(_) => None,
     });

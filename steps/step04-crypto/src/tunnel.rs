@@ -14,11 +14,11 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use step01_ping_tun::responder::write_nonzero;
+use ipnet::IpNet;
+use step01_ping_tun::counts::{Counts, Reason};
 use step02_plain_tunnel::tunnel::ip_packet_len;
 use step02_plain_tunnel::{Action, Transmit};
-use step03_ipv6::cidr::IpCidr;
-use step03_ipv6::hook::TokenBucket;
+use step03_ipv6::rate::TokenBucket;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::crypto::{KEY_LEN, TAG_LEN, open, seal};
@@ -155,8 +155,8 @@ pub enum DropReason {
     Unanswered,
 }
 
-impl DropReason {
-    pub const ALL: [DropReason; 24] = [
+impl Reason for DropReason {
+    const ALL: &'static [DropReason] = &[
         DropReason::Truncated,
         DropReason::BadType,
         DropReason::BadReserved,
@@ -183,7 +183,7 @@ impl DropReason {
         DropReason::Unanswered,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             DropReason::Truncated => "truncated",
             DropReason::BadType => "bad-type",
@@ -215,7 +215,7 @@ impl DropReason {
 
 impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.name())
     }
 }
 
@@ -239,31 +239,9 @@ impl From<HandshakeError> for DropReason {
 }
 // ANCHOR_END: drop_reason
 
-/// Drops by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Drops([u64; DropReason::ALL.len()]);
-
-impl Drops {
-    pub fn get(&self, reason: DropReason) -> u64 {
-        self.0[reason as usize]
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.iter().sum()
-    }
-
-    fn count(&mut self, reason: DropReason) {
-        self.0[reason as usize] += 1;
-    }
-}
-
-impl fmt::Display for Drops {
-    /// `dropped 3 (replay 2, bad-tag 1)`
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "dropped {}", self.total())?;
-        write_nonzero(f, DropReason::ALL.map(|r| (r, self.get(r))))
-    }
-}
+/// Drops by reason; printed `dropped {drops}` as `dropped 3 (replay 2,
+/// bad-tag 1)`.
+pub type Drops = Counts<DropReason>;
 
 /// One peer as configured: its key, the inner addresses it may use (as
 /// source, and as destination of what we send it), and what we know of
@@ -271,7 +249,7 @@ impl fmt::Display for Drops {
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
     pub public: PublicKey,
-    pub allowed: Vec<IpCidr>,
+    pub allowed: Vec<IpNet>,
     /// Where to send, until an authenticated message says otherwise.
     pub endpoint: Option<SocketAddr>,
     /// Send a keepalive after this long without sending (and start a
@@ -488,8 +466,8 @@ impl Tunnel {
 
     fn drop_for(&mut self, peer: Option<PeerId>, reason: DropReason) -> DropReason {
         match peer.and_then(|id| self.peers.get_mut(id)) {
-            Some(p) => p.stats.drops.count(reason),
-            None => self.drops.count(reason),
+            Some(p) => p.stats.drops.increment(reason),
+            None => self.drops.increment(reason),
         }
         reason
     }
@@ -570,7 +548,7 @@ impl Tunnel {
         }
         if peer.staged.len() >= self.limits.max_staged {
             peer.staged.pop_front();
-            peer.stats.drops.count(DropReason::QueueFull);
+            peer.stats.drops.increment(DropReason::QueueFull);
         }
         peer.staged.push_back(packet.to_vec());
         match peer.handshake {
@@ -586,7 +564,7 @@ impl Tunnel {
             .iter()
             .enumerate()
             .flat_map(|(id, p)| p.config.allowed.iter().map(move |c| (id, c)))
-            .filter(|(_, c)| c.contains(ip))
+            .filter(|(_, c)| c.contains(&ip))
             .max_by_key(|(_, c)| c.prefix_len())
             .map(|(id, _)| id)
     }
@@ -944,7 +922,7 @@ impl Tunnel {
         // Cryptokey routing: the peer may only speak from its own
         // addresses.
         let allowed = inner_addresses(packet)
-            .is_some_and(|(source, _)| self.peers[id].config.allowed.iter().any(|c| c.contains(source)));
+            .is_some_and(|(source, _)| self.peers[id].config.allowed.iter().any(|c| c.contains(&source)));
         if !allowed {
             return Err(self.drop_for(Some(id), DropReason::SourceNotAllowed));
         }
@@ -1007,7 +985,7 @@ impl Tunnel {
                         return None;
                     };
                     for _ in peer.staged.drain(..) {
-                        peer.stats.drops.count(DropReason::Unanswered);
+                        peer.stats.drops.increment(DropReason::Unanswered);
                     }
                     self.by_index.remove(&state.sender);
                     return None;
@@ -1073,7 +1051,7 @@ impl Tunnel {
                 });
                 let s = &p.stats;
                 format!(
-                    "peer {} endpoint {endpoint} handshake {handshake}: sent {} packets ({} bytes), received {} packets ({} bytes), handshakes {}, {}",
+                    "peer {} endpoint {endpoint} handshake {handshake}: sent {} packets ({} bytes), received {} packets ({} bytes), handshakes {}, dropped {}",
                     Short(&p.config.public),
                     s.tx_packets,
                     s.tx_bytes,
@@ -1084,7 +1062,7 @@ impl Tunnel {
                 )
             })
             .collect();
-        lines.push(format!("unattributed: {}", self.drops));
+        lines.push(format!("unattributed: dropped {}", self.drops));
         lines
     }
 }

@@ -66,6 +66,43 @@ mod field {
     pub const D_PAYLOAD: usize = 16;
 }
 
+/// A message's fields and their byte ranges, in order.
+pub type FieldTable = &'static [(&'static str, std::ops::Range<usize>)];
+
+/// The fields of a handshake initiation: the ranges its view's accessors
+/// read and write, as a table (the book's figures are drawn from it). They
+/// cover `0..INITIATION_LEN` without a gap.
+pub const INITIATION_FIELDS: FieldTable = &[
+    ("type", field::TYPE..field::TYPE + 1),
+    ("reserved", field::RESERVED),
+    ("sender index", field::SENDER),
+    ("ephemeral public key", field::I_EPHEMERAL),
+    ("static public key, sealed", field::I_STATIC),
+    ("timestamp, sealed", field::I_TIMESTAMP),
+    ("mac1", field::I_MAC1),
+];
+
+/// The fields of a handshake response; they cover `0..RESPONSE_LEN`.
+pub const RESPONSE_FIELDS: FieldTable = &[
+    ("type", field::TYPE..field::TYPE + 1),
+    ("reserved", field::RESERVED),
+    ("sender index", field::SENDER),
+    ("receiver index", field::R_RECEIVER),
+    ("ephemeral public key", field::R_EPHEMERAL),
+    ("empty, sealed", field::R_EMPTY),
+    ("mac1", field::R_MAC1),
+];
+
+/// The header of a data message; it covers `0..DATA_HEADER_LEN`. The
+/// sealed inner packet follows, padded to a multiple of 16 bytes, then
+/// its [`TAG_LEN`]-byte tag.
+pub const DATA_FIELDS: FieldTable = &[
+    ("type", field::TYPE..field::TYPE + 1),
+    ("reserved", field::RESERVED),
+    ("receiver index", field::D_RECEIVER),
+    ("counter", field::D_COUNTER),
+];
+
 fn check_header(bytes: &[u8], kind: u8, len_ok: bool) -> Result<(), Error> {
     match bytes.first() {
         None => return Err(Error::Truncated),
@@ -389,6 +426,76 @@ mod tests {
             "malformed (bad-type), 2 bytes"
         );
         assert_eq!(MessageSummary(&[]).to_string(), "malformed (truncated), 0 bytes");
+    }
+
+    /// The row of `table` called `name`.
+    fn field_range(table: FieldTable, name: &str) -> std::ops::Range<usize> {
+        let found = table.iter().find(|(n, _)| *n == name);
+        found.unwrap_or_else(|| panic!("no field {name:?}")).1.clone()
+    }
+
+    /// Bytes 0, 1, 2, ... with the header of `kind`, so every field reads
+    /// something different.
+    fn numbered(len: usize, kind: u8) -> Vec<u8> {
+        let mut b: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        b[0] = kind;
+        b[1..4].fill(0);
+        b
+    }
+
+    #[test]
+    fn the_field_tables_tile_their_messages() {
+        for (table, len) in [
+            (INITIATION_FIELDS, INITIATION_LEN),
+            (RESPONSE_FIELDS, RESPONSE_LEN),
+            (DATA_FIELDS, DATA_HEADER_LEN),
+        ] {
+            let mut at = 0;
+            for (name, range) in table {
+                assert_eq!(
+                    range.start, at,
+                    "{name} does not start where the field before it ends"
+                );
+                assert!(range.end > range.start, "{name} is empty");
+                at = range.end;
+            }
+            assert_eq!(at, len);
+        }
+    }
+
+    #[test]
+    fn the_field_tables_are_what_the_accessors_read() {
+        let t = INITIATION_FIELDS;
+        let b = numbered(INITIATION_LEN, INITIATION);
+        let p = InitiationPacket::new_checked(&b[..]).unwrap();
+        assert_eq!(p.sender().to_le_bytes(), b[field_range(t, "sender index")]);
+        assert_eq!(p.ephemeral(), b[field_range(t, "ephemeral public key")]);
+        assert_eq!(p.sealed_static(), b[field_range(t, "static public key, sealed")]);
+        assert_eq!(p.sealed_timestamp(), b[field_range(t, "timestamp, sealed")]);
+        assert_eq!(p.mac1(), b[field_range(t, "mac1")]);
+        assert_eq!(p.mac1_covered().len(), field_range(t, "mac1").start);
+
+        let t = RESPONSE_FIELDS;
+        let b = numbered(RESPONSE_LEN, RESPONSE);
+        let p = ResponsePacket::new_checked(&b[..]).unwrap();
+        assert_eq!(p.sender().to_le_bytes(), b[field_range(t, "sender index")]);
+        assert_eq!(p.receiver().to_le_bytes(), b[field_range(t, "receiver index")]);
+        assert_eq!(p.ephemeral(), b[field_range(t, "ephemeral public key")]);
+        assert_eq!(p.sealed_empty(), b[field_range(t, "empty, sealed")]);
+        assert_eq!(p.mac1(), b[field_range(t, "mac1")]);
+
+        let t = DATA_FIELDS;
+        let b = numbered(DATA_OVERHEAD + 5, DATA);
+        let p = DataPacket::new_checked(&b[..]).unwrap();
+        assert_eq!(p.receiver().to_le_bytes(), b[field_range(t, "receiver index")]);
+        assert_eq!(p.counter().to_le_bytes(), b[field_range(t, "counter")]);
+        assert_eq!(p.header(), &b[..DATA_HEADER_LEN]);
+        assert_eq!(p.ciphertext(), &b[DATA_HEADER_LEN..b.len() - TAG_LEN]);
+        let mut header = [0u8; DATA_HEADER_LEN];
+        emit_data_header(&mut header, p.receiver(), p.counter());
+        assert_eq!(header, b[..DATA_HEADER_LEN]);
+        assert_eq!(header[field_range(t, "type")], [DATA]);
+        assert_eq!(header[field_range(t, "reserved")], [0, 0, 0]);
     }
 
     #[test]

@@ -72,12 +72,12 @@ fn tun(name: &str) -> Vec<Captured> {
 }
 
 /// The client's tunnel addresses, as the lab gives them to the server.
-fn client_allowed() -> Vec<step03_ipv6::cidr::IpCidr> {
+fn client_allowed() -> Vec<ipnet::IpNet> {
     vec!["10.0.0.2/32".parse().unwrap(), "fd00::2/128".parse().unwrap()]
 }
 
 fn from_client(packet: &[u8]) -> bool {
-    inner_addresses(packet).is_some_and(|(src, _)| client_allowed().iter().any(|c| c.contains(src)))
+    inner_addresses(packet).is_some_and(|(src, _)| client_allowed().iter().any(|c| c.contains(&src)))
 }
 
 /// One event on the server, in time order.

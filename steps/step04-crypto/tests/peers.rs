@@ -676,7 +676,7 @@ fn packets_the_server_drops_after_opening_them_do_not_make_the_client_rehandshak
     };
     for _ in 0..90 {
         p.advance(secs(1));
-        if p.now.duration_since(t0).as_secs() % 4 == 0 {
+        if p.now.duration_since(t0).as_secs().is_multiple_of(4) {
             let mut out = vec![0u8; 2048];
             if let Ok(Some(t)) = p.client.encapsulate(&rs, p.now, &mut out) {
                 let m = out[..t.len].to_vec();

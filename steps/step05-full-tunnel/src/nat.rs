@@ -54,7 +54,7 @@ use pnet_packet::ipv4::{Ipv4Flags, Ipv4Packet, MutableIpv4Packet};
 use pnet_packet::ipv6::{Ipv6Packet, MutableIpv6Packet};
 use pnet_packet::tcp::{MutableTcpPacket, TcpPacket};
 use pnet_packet::udp::{MutableUdpPacket, UdpPacket};
-use step01_ping_tun::responder::write_nonzero;
+use step01_ping_tun::counts::{Counts, Reason};
 use step03_ipv6::checksum::{update, update_u32};
 
 /// The transport protocols [`snat`] and [`dnat`] rewrite.
@@ -219,8 +219,8 @@ pub enum NatError {
     TtlExceeded,
 }
 
-impl NatError {
-    pub const ALL: [NatError; 8] = [
+impl Reason for NatError {
+    const ALL: &'static [NatError] = &[
         NatError::Malformed,
         NatError::Fragment,
         NatError::Protocol,
@@ -231,7 +231,7 @@ impl NatError {
         NatError::TtlExceeded,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             NatError::Malformed => "malformed",
             NatError::Fragment => "fragment",
@@ -247,37 +247,15 @@ impl NatError {
 
 impl fmt::Display for NatError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.name())
     }
 }
 
 impl std::error::Error for NatError {}
 
-/// Packets not rewritten, by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NatErrors([u64; NatError::ALL.len()]);
-
-impl NatErrors {
-    pub fn get(&self, reason: NatError) -> u64 {
-        self.0[reason as usize]
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.iter().sum()
-    }
-
-    pub fn count(&mut self, reason: NatError) {
-        self.0[reason as usize] += 1;
-    }
-}
-
-impl fmt::Display for NatErrors {
-    /// `not translated 3 (fragment 2, protocol 1)`
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "not translated {}", self.total())?;
-        write_nonzero(f, NatError::ALL.map(|r| (r, self.get(r))))
-    }
-}
+/// Packets not rewritten, by reason; printed `not translated {errors}`
+/// as `not translated 3 (fragment 2, protocol 1)`.
+pub type NatErrors = Counts<NatError>;
 
 // ANCHOR: snat
 /// Source NAT, as nftables' `masquerade` does it to a packet leaving for
@@ -1004,11 +982,14 @@ mod tests {
         );
         assert_eq!(forward(&mut p).unwrap().to_string(), "hlim 64 -> 63");
         let mut errors = NatErrors::default();
-        assert_eq!(errors.to_string(), "not translated 0");
-        errors.count(NatError::Fragment);
-        errors.count(NatError::Fragment);
-        errors.count(NatError::Protocol);
-        assert_eq!(errors.to_string(), "not translated 3 (fragment 2, protocol 1)");
+        assert_eq!(format!("not translated {errors}"), "not translated 0");
+        errors.increment(NatError::Fragment);
+        errors.increment(NatError::Fragment);
+        errors.increment(NatError::Protocol);
+        assert_eq!(
+            format!("not translated {errors}"),
+            "not translated 3 (fragment 2, protocol 1)"
+        );
     }
 
     /// The kinds of packet `build` makes.

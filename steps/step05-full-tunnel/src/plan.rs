@@ -7,9 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use ipnet::IpNet;
 use serde_json::Value;
 use step01_ping_tun::ifname;
-use step03_ipv6::cidr::IpCidr;
 
 use crate::journal::{Action, Change};
 use crate::system::{sysctl_key, sysctl_parts};
@@ -276,7 +276,7 @@ fn after_undo(key: &str, old: &str) -> &'static str {
 /// [`forwarding_side_effects`].
 pub fn server_plan(
     tun: &str,
-    addresses: &[IpCidr],
+    addresses: &[IpNet],
     current: &[(String, String)],
 ) -> anyhow::Result<Vec<Change>> {
     ifname::check(tun)?;
@@ -328,14 +328,8 @@ pub fn server_plan(
     let mut rules = String::new();
     for a in addresses {
         let (family, network) = match a {
-            IpCidr::V4(c) => ("ip", format!("{}/{}", c.network(), c.prefix_len())),
-            IpCidr::V6(c) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(c.prefix_len()))
-                    .unwrap_or(0);
-                let net = std::net::Ipv6Addr::from_bits(c.address().to_bits() & mask);
-                ("ip6", format!("{net}/{}", c.prefix_len()))
-            }
+            IpNet::V4(c) => ("ip", c.trunc().to_string()),
+            IpNet::V6(c) => ("ip6", c.trunc().to_string()),
         };
         rules.push_str(&format!(
             "    oifname != \"{tun}\" {family} saddr {network} masquerade\n"
@@ -569,7 +563,7 @@ mod tests {
 
     #[test]
     fn a_server_turns_on_only_what_is_off_and_masquerades_its_prefixes() {
-        let addresses: Vec<IpCidr> = vec!["10.0.0.1/24".parse().unwrap(), "fd00::1/64".parse().unwrap()];
+        let addresses: Vec<IpNet> = vec!["10.0.0.1/24".parse().unwrap(), "fd00::1/64".parse().unwrap()];
         let current = vec![
             ("net.ipv4.ip_forward".to_string(), "0".to_string()),
             ("net.ipv6.conf.all.forwarding".to_string(), "1".to_string()),

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use ipnet::IpNet;
 use step01_ping_tun::{host, ifname};
-use step03_ipv6::cidr::IpCidr;
 use step04_crypto::cli::Started;
 
 use crate::journal::{Change, Journal, RESOLV_CONF, already_gone, recover};
@@ -151,7 +151,7 @@ pub fn client_changes(
         tun: started.tun.to_string(),
         server,
         route_to_server,
-        ipv6_inside: started.addresses.iter().any(|a| matches!(a, IpCidr::V6(_))),
+        ipv6_inside: started.addresses.iter().any(|a| matches!(a, IpNet::V6(_))),
         dns: wanted.dns,
         resolv_conf,
         kill_switch: wanted.kill_switch,

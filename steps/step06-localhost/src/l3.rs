@@ -91,9 +91,9 @@ use std::str::FromStr;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use ipnet::IpNet;
 use step01_ping_tun::ifname;
 use step02_plain_tunnel::run::{Endpoint, resolve};
-use step03_ipv6::cidr::IpCidr;
 use step04_crypto::PeerConfig;
 use step04_crypto::cli::{Common, Started, client_peer, tunnel_end};
 use step05_full_tunnel::cli::{DownArgs, FullTunnelArgs, StateArgs, parse_peer};
@@ -191,7 +191,7 @@ pub fn run(program: &str, cmd: L3Command) -> anyhow::Result<ExitCode> {
             state,
             common,
         } => {
-            let allowed: Vec<IpCidr> = peers.iter().flat_map(|p| p.allowed.iter().copied()).collect();
+            let allowed: Vec<IpNet> = peers.iter().flat_map(|p| p.allowed.iter().copied()).collect();
             check_forwards(&forwards, &allowed)?;
             let state = state.path(STEP, &common.tun);
             let endpoint = Endpoint::Server { listen };
@@ -333,7 +333,7 @@ impl FromStr for Forward {
 /// Checks the forwards against each other and the clients: one target per
 /// public port and family, and each target a tunnel address some client
 /// may use (else the tunnel would have no one to send it to).
-pub fn check_forwards(forwards: &[Forward], allowed: &[IpCidr]) -> anyhow::Result<()> {
+pub fn check_forwards(forwards: &[Forward], allowed: &[IpNet]) -> anyhow::Result<()> {
     for (i, f) in forwards.iter().enumerate() {
         if let Some(earlier) = forwards[..i]
             .iter()
@@ -345,7 +345,7 @@ pub fn check_forwards(forwards: &[Forward], allowed: &[IpCidr]) -> anyhow::Resul
                 if f.to.is_ipv4() { "IPv4" } else { "IPv6" }
             );
         }
-        if !allowed.iter().any(|c| c.contains(f.to.ip())) {
+        if !allowed.iter().any(|c| c.contains(&f.to.ip())) {
             bail!(
                 "--forward {f}: no --peer may use {}; add it to a client's --peer PUBKEY=CIDR list",
                 f.to.ip()
@@ -357,7 +357,7 @@ pub fn check_forwards(forwards: &[Forward], allowed: &[IpCidr]) -> anyhow::Resul
 
 /// The delivered ports, in order and once each; they need an IPv4 address
 /// on the tunnel.
-pub fn check_delivers(ports: &[u16], addresses: &[IpCidr]) -> anyhow::Result<Vec<u16>> {
+pub fn check_delivers(ports: &[u16], addresses: &[IpNet]) -> anyhow::Result<Vec<u16>> {
     if !ports.is_empty() && tunnel_v4(addresses).is_none() {
         bail!(
             "--deliver needs an IPv4 --address: delivery to 127.0.0.1 is IPv4 only (IPv6 has no route_localnet)"
@@ -372,8 +372,8 @@ pub fn check_delivers(ports: &[u16], addresses: &[IpCidr]) -> anyhow::Result<Vec
     Ok(ports.to_vec())
 }
 
-fn tunnel_v4(addresses: &[IpCidr]) -> Option<Ipv4Addr> {
-    addresses.iter().find_map(|a| match a.address() {
+fn tunnel_v4(addresses: &[IpNet]) -> Option<Ipv4Addr> {
+    addresses.iter().find_map(|a| match a.addr() {
         IpAddr::V4(ip) => Some(ip),
         IpAddr::V6(_) => None,
     })
@@ -612,7 +612,7 @@ mod tests {
 
     #[test]
     fn a_forward_must_reach_a_client_and_take_its_port_once() {
-        let allowed: Vec<IpCidr> = vec!["10.0.0.2/32".parse().unwrap(), "fd00::2/128".parse().unwrap()];
+        let allowed: Vec<IpNet> = vec!["10.0.0.2/32".parse().unwrap(), "fd00::2/128".parse().unwrap()];
         let ok = [
             fwd("8080=10.0.0.2:8080"),
             fwd("8080=[fd00::2]:8080"),
@@ -690,7 +690,7 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        let v6: Vec<IpCidr> = vec!["fd00::2/64".parse().unwrap()];
+        let v6: Vec<IpNet> = vec!["fd00::2/64".parse().unwrap()];
         assert!(
             check_delivers(&[8080], &v6)
                 .unwrap_err()
@@ -698,7 +698,7 @@ mod tests {
                 .contains("IPv4 only")
         );
         assert!(check_delivers(&[], &v6).unwrap().is_empty());
-        let both: Vec<IpCidr> = vec!["fd00::2/64".parse().unwrap(), "10.0.0.2/24".parse().unwrap()];
+        let both: Vec<IpNet> = vec!["fd00::2/64".parse().unwrap(), "10.0.0.2/24".parse().unwrap()];
         assert_eq!(check_delivers(&[80, 8080], &both).unwrap(), [80, 8080]);
         assert_eq!(
             check_delivers(&[80, 80], &both).unwrap_err().to_string(),

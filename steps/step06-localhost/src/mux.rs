@@ -258,7 +258,7 @@ impl Mux {
 
     fn peer_parity(&self, id: u32) -> bool {
         match self.side {
-            Side::Client => id % 2 == 0,
+            Side::Client => id.is_multiple_of(2),
             Side::Server => id % 2 == 1,
         }
     }

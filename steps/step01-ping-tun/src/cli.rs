@@ -1,0 +1,67 @@
+//! What the command lines of the steps share: parsers for their values.
+//!
+//! Interface addresses are [`ipnet`]'s types: an [`Ipv4Net`] keeps the
+//! address as given (`10.0.0.1/24` is the address 10.0.0.1 on the network
+//! 10.0.0.0/24) and knows its network, broadcast address and netmask. Its
+//! own parser says only "invalid IP address syntax"; [`ipv4_net`] says what
+//! is wrong and what is expected, for clap to print.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+/// Parses `ADDRESS/PREFIX`, such as `10.0.0.1/24`, for clap's
+/// `value_parser`. The error names the value and what is wrong with it.
+pub fn ipv4_net(s: &str) -> Result<Ipv4Net, String> {
+    let err = |why: &str| format!("`{s}` is not an IPv4 ADDRESS/PREFIX such as 10.0.0.1/24: {why}");
+    let (address, prefix) = s.split_once('/').ok_or_else(|| err("the /PREFIX is missing"))?;
+    let address: Ipv4Addr = address.parse().map_err(|_| err("bad address"))?;
+    let prefix_len: u8 = prefix.parse().map_err(|_| err("bad prefix length"))?;
+    Ipv4Net::new(address, prefix_len).map_err(|_| err("the prefix length is at most 32"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_derive() {
+        let c = ipv4_net("10.0.0.1/24").unwrap();
+        assert_eq!(c.addr(), Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(c.prefix_len(), 24);
+        assert_eq!(c.netmask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(c.network(), Ipv4Addr::new(10, 0, 0, 0));
+        assert_eq!(c.broadcast(), Ipv4Addr::new(10, 0, 0, 255));
+        assert!(c.contains(&Ipv4Addr::new(10, 0, 0, 200)));
+        assert!(!c.contains(&Ipv4Addr::new(10, 0, 1, 2)));
+        assert_eq!(c.to_string(), "10.0.0.1/24");
+    }
+
+    #[test]
+    fn edge_prefixes() {
+        let all = ipv4_net("10.1.2.3/0").unwrap();
+        assert_eq!(all.netmask(), Ipv4Addr::UNSPECIFIED);
+        assert!(all.contains(&Ipv4Addr::new(192, 0, 2, 1)));
+        let host = ipv4_net("10.1.2.3/32").unwrap();
+        assert_eq!(host.network(), host.broadcast());
+        assert!(!host.contains(&Ipv4Addr::new(10, 1, 2, 4)));
+    }
+
+    #[test]
+    fn rejects_bad_input_saying_why() {
+        for (bad, why) in [
+            ("10.0.0.1", "the /PREFIX is missing"),
+            ("10.0.0.1/33", "the prefix length is at most 32"),
+            ("10.0.0/24", "bad address"),
+            ("fd00::1/64", "bad address"),
+            ("10.0.0.1/x", "bad prefix length"),
+            ("", "the /PREFIX is missing"),
+        ] {
+            let err = ipv4_net(bad).unwrap_err();
+            assert_eq!(
+                err,
+                format!("`{bad}` is not an IPv4 ADDRESS/PREFIX such as 10.0.0.1/24: {why}")
+            );
+        }
+    }
+}
