@@ -5,34 +5,40 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Context, bail};
 use etherparse::{Icmpv4Type, SlicedPacket, TransportSlice};
-use tunlab::lab05::{self, Client};
+use tunlab::lab05::Client;
+use tunlab::topology::{self as lab_topology, TUN, TUNNEL_PORT, tunnel};
 
 use crate::ladder::{Ladder, Lane, Msg, Row};
 use crate::svg::{Canvas, MARGIN, Paint, TOP, WIDTH, color};
 use crate::topology::{self, Host, Iface, Link};
 use crate::{Figure, capture};
 
-/// Lab 05's hosts, interfaces, addresses and links.
-///
-/// The addresses and the MTU are the lab's own constants and `Client`'s
-/// methods. The interface names, the prefix lengths, the server's own
-/// tunnel addresses and its IPv6 addresses on the clients' links are
-/// written out where the lab builds its topology (`lab05::up`), so they
-/// are repeated here, and `the_written_out_parts_are_lab05s` checks them
-/// against the lab's source. When the lab harness describes topologies as
-/// data, this function reads that data instead, and nothing else changes.
+/// Lab 05's hosts, interfaces, addresses and links, read from the lab's
+/// topology (`tunlab::topology::full_tunnel`), the data the lab builds its
+/// network from; the TUN devices' addresses are the tunnel's, which the
+/// steps give their devices.
 pub fn network() -> (Vec<Host>, Vec<Link>) {
-    let (c1, c2) = (Client::One, Client::Two);
+    let spec = lab_topology::full_tunnel();
+    // The host's interfaces in the spec's order, each with its addresses.
+    let ifaces = |host: &str| -> Vec<Iface> {
+        spec.ends_of(host)
+            .map(|(end, _)| {
+                let addresses: Vec<String> = end.addresses.iter().map(|a| a.to_string()).collect();
+                let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+                Iface::new(end.interface, &addresses)
+            })
+            .collect()
+    };
+    let tun =
+        |v4: Ipv4Addr, v6: std::net::Ipv6Addr| Iface::new(TUN, &[&format!("{v4}/24"), &format!("{v6}/64")]);
     let client = |c: Client, y: f64, tun_first: bool| {
-        let (v4, v6) = c.underlay();
         let (in4, in6) = c.inner();
-        let veth = Iface::new("veth0", &[&format!("{v4}/25"), &format!("{v6}/64")]);
-        let tun = Iface::new(lab05::TUN, &[&format!("{in4}/24"), &format!("{in6}/64")]);
-        let ifaces = if tun_first {
-            vec![tun, veth]
+        let mut list = ifaces(c.name());
+        if tun_first {
+            list.insert(0, tun(in4, in6));
         } else {
-            vec![veth, tun]
-        };
+            list.push(tun(in4, in6));
+        }
         let role = match c {
             Client::One => "client --full-tunnel --dns --kill-switch",
             Client::Two => "client --full-tunnel",
@@ -40,7 +46,7 @@ pub fn network() -> (Vec<Host>, Vec<Link>) {
         Host {
             name: c.name().into(),
             role: role.into(),
-            ifaces,
+            ifaces: list,
             notes: vec![format!(
                 "default route via {}; the full tunnel sends all but the server's address into tun0",
                 c.server()
@@ -50,24 +56,15 @@ pub fn network() -> (Vec<Host>, Vec<Link>) {
             w: 200.0,
         }
     };
+    // The server's links to the clients, its TUN device between them.
+    let mut server_ifaces = ifaces("server");
+    server_ifaces.insert(1, tun(tunnel::SERVER, tunnel::SERVER6));
     let server = Host {
         name: "server".into(),
         role: "server --nat".into(),
-        ifaces: vec![
-            Iface::new("veth-c1", &[&format!("{}/25", c1.server()), "2001:db8:1::1/64"]),
-            Iface::new(lab05::TUN, &["10.0.0.1/24", "fd00::1/64"]),
-            Iface::new("veth-c2", &[&format!("{}/25", c2.server()), "2001:db8:2::1/64"]),
-            Iface::new(
-                "veth-inet",
-                &[
-                    &format!("{}/24", lab05::SERVER_OUT_V4),
-                    &format!("{}/64", lab05::SERVER_OUT_V6),
-                ],
-            ),
-        ],
+        ifaces: server_ifaces,
         notes: vec![format!(
-            "forwards, and masquerades the tunnel's addresses as its own; UDP port {}",
-            lab05::PORT
+            "forwards, and masquerades the tunnel's addresses as its own; UDP port {TUNNEL_PORT}"
         )],
         x: 290.0,
         y: TOP + 40.0,
@@ -76,46 +73,39 @@ pub fn network() -> (Vec<Host>, Vec<Link>) {
     let internet = Host {
         name: "internet".into(),
         role: "web and name server".into(),
-        ifaces: vec![Iface::new(
-            "veth0",
-            &[
-                &format!("{}/24", lab05::INTERNET_V4),
-                &format!("{}/24", lab05::DNS_SERVER),
-                &format!("{}/64", lab05::INTERNET_V6),
-            ],
-        )],
+        ifaces: ifaces("internet"),
         notes: vec!["knows the way back to 192.0.2.0/24, and nothing of the tunnel's addresses".into()],
         x: WIDTH - MARGIN - 170.0,
         y: TOP + 100.0,
         w: 170.0,
     };
     let hosts = vec![
-        client(c1, TOP, false),
+        client(Client::One, TOP, false),
         server,
         internet,
-        client(c2, TOP + 190.0, true),
+        client(Client::Two, TOP + 190.0, true),
     ];
-    let link = |a: usize, ai: &str, b: usize, bi: &str, label: Option<String>, tunnel: bool| Link {
-        a: (a, ai.into()),
-        b: (b, bi.into()),
-        label,
-        color: if tunnel { color::OUTER } else { color::INK },
-        dashed: tunnel,
-    };
-    let links = vec![
-        link(
-            0,
-            "veth0",
-            1,
-            "veth-c1",
-            Some(format!("MTU {}", lab05::SMALL_MTU)),
-            false,
-        ),
-        link(3, "veth0", 1, "veth-c2", None, false),
-        link(1, "veth-inet", 2, "veth0", None, false),
-        link(0, lab05::TUN, 1, lab05::TUN, Some("tunnel".into()), true),
-        link(3, lab05::TUN, 1, lab05::TUN, Some("tunnel".into()), true),
-    ];
+    let index = |name: &str| hosts.iter().position(|h| h.name == name).unwrap_or(0);
+    let mut links: Vec<Link> = spec
+        .links
+        .iter()
+        .map(|l| Link {
+            a: (index(l.a.host), l.a.interface.into()),
+            b: (index(l.b.host), l.b.interface.into()),
+            label: l.mtu.map(|mtu| format!("MTU {mtu}")),
+            color: color::INK,
+            dashed: false,
+        })
+        .collect();
+    for client in [Client::One, Client::Two] {
+        links.push(Link {
+            a: (index(client.name()), TUN.into()),
+            b: (index("server"), TUN.into()),
+            label: Some("tunnel".into()),
+            color: color::OUTER,
+            dashed: true,
+        });
+    }
     (hosts, links)
 }
 
@@ -169,7 +159,7 @@ pub fn round_trip() -> anyhow::Result<Figure> {
     let (out_req, out_rep) = echo_pair(outside).with_context(|| format!("pcaps/{outside}"))?;
     let c1 = Client::One;
     let (client_in, client_out, server_link) = (c1.inner().0, c1.underlay().0, c1.server());
-    if in_req.0.to_string() != client_in || in_req.1 != out_req.1 || in_rep.0 != out_rep.0 {
+    if in_req.0 != client_in || in_req.1 != out_req.1 || in_rep.0 != out_rep.0 {
         bail!("the captures do not hold one ping from client1 to the internet host and its reply");
     }
     let id = in_req.2;
@@ -190,7 +180,7 @@ pub fn round_trip() -> anyhow::Result<Figure> {
         Msg::new(
             client,
             server,
-            format!("UDP {client_out}{arrow}{server_link}:{}", lab05::PORT),
+            format!("UDP {client_out}{arrow}{server_link}:{}", TUNNEL_PORT),
         )
         .detail(format!("sealed inside: {}{arrow}{}", in_req.0, in_req.1))
         .color(color::OUTER),
@@ -241,7 +231,7 @@ pub fn round_trip() -> anyhow::Result<Figure> {
         Msg::new(
             server,
             client,
-            format!("UDP {server_link}:{}{arrow}{client_out}", lab05::PORT),
+            format!("UDP {server_link}:{}{arrow}{client_out}", TUNNEL_PORT),
         )
         .detail(format!("sealed inside: {}{arrow}{}", in_rep.0, in_rep.1))
         .color(color::OUTER),
@@ -266,33 +256,4 @@ pub fn round_trip() -> anyhow::Result<Figure> {
              of the reply."
         ),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    /// The parts of lab 05's network that `network` cannot read from the
-    /// lab's constants are what the lab builds.
-    #[test]
-    fn the_written_out_parts_are_lab05s() {
-        let source = include_str!("../../../labs/src/lab05.rs");
-        for literal in [
-            "(&server, \"veth-c1\", [\"192.0.2.1/25\", \"2001:db8:1::1/64\"])",
-            "(&server, \"veth-c2\", [\"192.0.2.129/25\", \"2001:db8:2::1/64\"])",
-            "(&server, \"veth-inet\", [\"198.51.100.1/24\", \"2001:db8:100::1/64\"])",
-            "(&client1, \"veth0\", [\"192.0.2.2/25\", \"2001:db8:1::2/64\"])",
-            "(&client2, \"veth0\", [\"192.0.2.130/25\", \"2001:db8:2::2/64\"])",
-            "(&internet, \"veth0\", [\"198.51.100.2/24\", \"2001:db8:100::2/64\"])",
-            "internet.add_address(\"veth0\", &format!(\"{DNS_SERVER}/24\"))",
-            "\"10.0.0.1/24\",\n        \"--address\",\n        \"fd00::1/64\",",
-            "topology.link(&server, \"veth-c1\", &client1, \"veth0\")",
-            "topology.link(&server, \"veth-c2\", &client2, \"veth0\")",
-            "topology.link(&server, \"veth-inet\", &internet, \"veth0\")",
-        ] {
-            assert!(
-                source.contains(literal),
-                "labs/src/lab05.rs no longer builds its network with {literal}: make \
-                 book/figures/src/lab05.rs's network() read the lab's topology again"
-            );
-        }
-    }
 }

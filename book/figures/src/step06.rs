@@ -7,6 +7,7 @@ use std::net::SocketAddrV4;
 use anyhow::{Context, bail};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use tunlab::lab06;
+use tunlab::topology::{TUNNEL_PORT, internet, tunnel, underlay};
 
 use crate::ladder::{Ladder, Lane, Msg, Row};
 use crate::svg::{Canvas, Paint, TOP, color};
@@ -50,15 +51,12 @@ fn control_frames() -> anyhow::Result<Vec<(bool, String)>> {
 pub fn layer4() -> anyhow::Result<Figure> {
     let frames = control_frames()?;
     let (visitor, server, client, service) = (0, 1, 2, 3);
-    let public = SocketAddrV4::new(lab06::SERVER_PUBLIC_IP, lab06::HTTP_PORT);
+    let public = SocketAddrV4::new(internet::SERVER, lab06::HTTP_PORT);
     let local = format!("127.0.0.1:{}", lab06::HTTP_PORT);
     let mut l = Ladder::new(vec![
-        Lane::new("visitor", &lab06::VISITOR_IP.to_string()),
-        Lane::new(
-            "server",
-            &format!("{}, {}", lab06::SERVER_LINK_IP, lab06::SERVER_PUBLIC_IP),
-        ),
-        Lane::new("client", &lab06::CLIENT_IP.to_string()),
+        Lane::new("visitor", &internet::HOST.to_string()),
+        Lane::new("server", &format!("{}, {}", underlay::SERVER, internet::SERVER)),
+        Lane::new("client", &underlay::CLIENT.to_string()),
         Lane::new("web service", &local),
     ]);
     l.note_width = 230.0;
@@ -66,7 +64,7 @@ pub fn layer4() -> anyhow::Result<Figure> {
         Msg::new(
             client,
             server,
-            format!("TCP connect {}:{}", lab06::SERVER_LINK_IP, lab06::CONTROL_PORT),
+            format!("TCP connect {}:{}", underlay::SERVER, lab06::CONTROL_PORT),
         )
         .detail("the client dials out: the control connection")
         .color(color::OUTER),
@@ -175,7 +173,7 @@ pub fn layer3() -> anyhow::Result<Figure> {
     if out_syn.0 != out_ack.1 || in_syn.0 != in_ack.1 || out_syn.0.port() != in_syn.0.port() {
         bail!("pcaps/{outside} and pcaps/{inside} do not hold the same connection");
     }
-    if in_syn.1.ip().to_string() != lab06::CLIENT_INNER {
+    if *in_syn.1.ip() != tunnel::CLIENT {
         bail!(
             "pcaps/{inside}: the SYN goes to {}, not the client's tunnel address",
             in_syn.1
@@ -183,12 +181,9 @@ pub fn layer3() -> anyhow::Result<Figure> {
     }
     let (visitor, server, client, service) = (0, 1, 2, 3);
     let mut l = Ladder::new(vec![
-        Lane::new("visitor", &lab06::VISITOR_IP.to_string()),
-        Lane::new(
-            "server",
-            &format!("{}, {}", lab06::SERVER_PUBLIC_IP, in_syn.0.ip()),
-        ),
-        Lane::new("client", &format!("tun0 {}", lab06::CLIENT_INNER)),
+        Lane::new("visitor", &internet::HOST.to_string()),
+        Lane::new("server", &format!("{}, {}", internet::SERVER, in_syn.0.ip())),
+        Lane::new("client", &format!("tun0 {}", tunnel::CLIENT)),
         Lane::new("web service", &local.to_string()),
     ]);
     l.note_width = 250.0;
@@ -196,11 +191,7 @@ pub fn layer3() -> anyhow::Result<Figure> {
         Msg::new(
             client,
             server,
-            format!(
-                "UDP to {}:{}: step 05's tunnel",
-                lab06::SERVER_LINK_IP,
-                lab06::VPN_PORT
-            ),
+            format!("UDP to {}:{}: step 05's tunnel", underlay::SERVER, TUNNEL_PORT),
         )
         .detail("the client dials out; the server forwards a port to it")
         .color(color::OUTER),
