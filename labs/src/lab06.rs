@@ -421,7 +421,7 @@ impl L4<'_> {
         let h = self.hosts;
         let args: Vec<String> = [
             "server",
-            "--control",
+            "--listen",
             &control().to_string(),
             "--key",
             self.keys["server"].file_str()?,
@@ -505,7 +505,7 @@ fn layer4(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
     let http = l4.exposed(HTTP_PORT, false, None, "8080")?;
     let echo_step = l4.exposed(ECHO_PORT, true, None, "9000")?;
     report.note(format!(
-        "started {PACKAGE} server --control {} --public-ip {} (key {}), and in the client expose {HTTP_PORT} \
+        "started {PACKAGE} server --listen {} --public-ip {} (key {}), and in the client expose {HTTP_PORT} \
          --remote-port {HTTP_PORT} and expose {ECHO_PORT} --remote-port {ECHO_PORT}{} (key {})",
         control(),
         internet::SERVER,
