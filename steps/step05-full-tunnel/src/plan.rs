@@ -186,8 +186,12 @@ pub fn kill_switch_table(tun: &str) -> String {
 ///   addresses (MLD reports, RFC 3810).
 ///
 /// The chain filters only what this host sends: router advertisements and
-/// DHCP answers come in untouched. It outlives the program when the
-/// program is killed: then nothing leaks until `down`.
+/// DHCP answers come in untouched. What it does not cover: a DHCP client's
+/// messages sent through a packet socket (many send their broadcasts that
+/// way) never pass nftables's IP hooks, so they leave whatever the rules
+/// say, as ARP does; and a process with the privilege to bind ports 68 or
+/// 546 could send its own data through the exceptions. It outlives the
+/// program when the program is killed: then nothing leaks until `down`.
 fn kill_switch(tun: &str, server: SocketAddr) -> Change {
     let family = if server.is_ipv4() { "ip" } else { "ip6" };
     let body = format!(
