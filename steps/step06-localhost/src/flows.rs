@@ -174,7 +174,7 @@ impl FlowTable {
             Verdict::Forward(flow.stream)
         } else if self.flows.len() >= self.config.max_flows {
             Verdict::Drop(DropReason::TooManyFlows)
-        } else if self.from_source(from) >= self.config.max_flows_per_source {
+        } else if self.flows_of_source(from) >= self.config.max_flows_per_source {
             Verdict::Drop(DropReason::TooManyFromSource)
         } else {
             Verdict::Open
@@ -187,7 +187,7 @@ impl FlowTable {
     // ANCHOR_END: on_datagram
 
     /// Flows open from `from`'s address (any port).
-    fn from_source(&self, from: SocketAddr) -> usize {
+    fn flows_of_source(&self, from: SocketAddr) -> usize {
         let source = source_key(from.ip());
         self.flows.keys().filter(|a| source_key(a.ip()) == source).count()
     }
