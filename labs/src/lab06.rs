@@ -563,6 +563,7 @@ fn layer4(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
         report,
     )?;
     wrong_key_l4(&l4, &server, report)?;
+    replayed_initiation(&l4, &server, report)?;
     port_in_use(&l4, report)?;
 
     // Check 4: SIGKILL and start again.
@@ -645,6 +646,87 @@ fn wrong_key_l4(l4: &L4<'_>, server: &Running, report: &mut Report) -> anyhow::R
                 .first()
                 .map(|l| l[l.find("] ").map_or(0, |a| a + 2)..].to_string())
                 .unwrap_or_else(|| "no refusal in its log".into())
+        ),
+    );
+    Ok(())
+}
+
+/// Sends a record (hex) to the control port, and prints how many bytes
+/// came back before the server closed (or 5 s passed).
+const KNOCK_PY: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s.sendall(bytes.fromhex(sys.argv[3]))
+got = 0
+try:
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        got += len(b)
+        if got >= int(sys.argv[4]):
+            break
+except (socket.timeout, ConnectionResetError):
+    pass
+print(got)
+"#;
+
+/// Check, layer 4: one initiation of the client's, made now, sent twice
+/// over two connections: the first is answered, the replay is closed
+/// without a word and counted as a replay in the server's log.
+fn replayed_initiation(l4: &L4<'_>, server: &Running, report: &mut Report) -> anyhow::Result<()> {
+    use step04_crypto::entropy::Entropy;
+    use step04_crypto::noise::{self, Identity};
+    use step04_crypto::wire::{INITIATION_LEN, RESPONSE_LEN};
+    let client = &l4.keys["client"];
+    let text = std::fs::read_to_string(&client.file)
+        .with_context(|| format!("reading {}", client.file.display()))?;
+    let secret = step04_crypto::keys::parse_secret(&text).context("the client's key file")?;
+    let server_key = step04_crypto::keys::parse_public(&l4.keys["server"].public)?;
+    let ephemeral = step04_crypto::entropy::OsEntropy.ephemeral();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut record = vec![0u8; 2 + INITIATION_LEN];
+    record[..2].copy_from_slice(&(INITIATION_LEN as u16).to_be_bytes());
+    noise::initiate(
+        &Identity::new(secret),
+        &server_key,
+        ephemeral,
+        0,
+        noise::tai64n(now),
+        &mut record[2..],
+    )
+    .map_err(|e| anyhow::anyhow!("making an initiation: {e:?}"))?;
+    let hex: String = record.iter().map(|b| format!("{b:02x}")).collect();
+    let replays = || server.log_text().matches("a replayed initiation").count();
+    let before = replays();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let said = l4.hosts.client.stdout(
+            "python3",
+            [
+                "-c",
+                KNOCK_PY,
+                &underlay::SERVER.to_string(),
+                &CONTROL_PORT.to_string(),
+                &hex,
+                &(2 + RESPONSE_LEN).to_string(),
+            ],
+        )?;
+        answers.push(said.trim().parse::<usize>().unwrap_or(usize::MAX));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while replays() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logged = replays() - before;
+    report.check(
+        "L4: a replayed initiation gets no answer, and the server says it was a replay",
+        answers == [2 + RESPONSE_LEN, 0] && logged == 1,
+        format!(
+            "the initiation answered with {} bytes, its replay with {}; replays in the server's log: {logged}",
+            answers[0], answers[1]
         ),
     );
     Ok(())
