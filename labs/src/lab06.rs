@@ -687,7 +687,7 @@ fn replayed_initiation(l4: &L4<'_>, server: &Running, report: &mut Report) -> an
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let mut record = vec![0u8; 2 + INITIATION_LEN];
+    let mut record = [0u8; 2 + INITIATION_LEN];
     record[..2].copy_from_slice(&(INITIATION_LEN as u16).to_be_bytes());
     noise::initiate(
         &Identity::new(secret),
