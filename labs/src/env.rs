@@ -403,11 +403,10 @@ pub fn run_as_root(what: &str, needs: &Needs, args: &[OsString]) -> anyhow::Resu
         for signal in signals.forever() {
             // The terminal sends Ctrl-C and Ctrl-\ to the whole process
             // group, the root copy included: nothing to pass on.
-            if signal == signal_hook::consts::SIGTERM || signal == signal_hook::consts::SIGHUP {
-                if let Ok(signal) = nix::sys::signal::Signal::try_from(signal) {
+            if (signal == signal_hook::consts::SIGTERM || signal == signal_hook::consts::SIGHUP)
+                && let Ok(signal) = nix::sys::signal::Signal::try_from(signal) {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
                 }
-            }
         }
     });
     let status = child.wait().context("waiting for sudo")?;

@@ -24,6 +24,8 @@
 //!   through sudo, handing files back; [`doctor`]: what the labs need from
 //!   the machine.
 //! - [`exercise`]: the checker of the coding exercises.
+//! - [`book_output`]: the book's quoted program output, checked against
+//!   the real thing.
 //! - [`bench`]: `tunlab bench`, every tunnel measured against the bare
 //!   link and the userspace WireGuard implementations.
 //! - [`fuzz`]: `tunlab fuzz`, the coverage-guided fuzz targets run for a time.
@@ -32,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod book_output;
 pub mod captures;
 pub mod doctor;
 pub mod env;

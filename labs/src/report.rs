@@ -1,6 +1,7 @@
 //! The checks of a lab, printed as they happen: `PASS what` or `FAIL what`.
 
 use std::fmt;
+use std::sync::Mutex;
 
 /// One check and its outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,9 @@ impl fmt::Display for Check {
 pub struct Report {
     pub checks: Vec<Check>,
     quiet: bool,
+    /// Every line a check or a note printed (or would have, when quiet),
+    /// for the checker of the book's quoted output.
+    lines: Mutex<Vec<String>>,
 }
 
 impl Report {
@@ -33,6 +37,7 @@ impl Report {
         Self {
             checks: Vec::new(),
             quiet,
+            lines: Mutex::new(Vec::new()),
         }
     }
 
@@ -43,18 +48,26 @@ impl Report {
             passed,
             detail: detail.into(),
         };
-        if !self.quiet {
-            println!("{check}");
-        }
+        self.print(check.to_string());
         self.checks.push(check);
         passed
     }
 
     /// Prints a line of explanation (indented, so checks stand out).
     pub fn note(&self, line: impl fmt::Display) {
+        self.print(format!("     {line}"));
+    }
+
+    fn print(&self, line: String) {
         if !self.quiet {
-            println!("     {line}");
+            println!("{line}");
         }
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+
+    /// The lines the checks and notes printed, in order.
+    pub fn transcript(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn passed(&self) -> bool {

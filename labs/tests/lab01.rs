@@ -37,6 +37,8 @@ fn lab01_pings_through_step01() {
     })
     .unwrap();
     report.assert_passed("lab 01");
+    // The book quotes this run: every `<!-- output: lab 01 -->` block.
+    tunlab::book_output::assert_lab_blocks("01", &report, &out);
     // What a student is told to look for, each checked:
     for scenario in SCENARIOS {
         let carried = if scenario.ours {

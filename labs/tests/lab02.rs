@@ -19,6 +19,8 @@ fn lab02_carries_traffic_both_ways_over_udp_and_tcp() {
     })
     .unwrap();
     report.assert_passed("lab 02");
+    // The book quotes this run: every `<!-- output: lab 02 -->` block.
+    tunlab::book_output::assert_lab_blocks("02", &report, &out);
     for transport in ["udp", "tcp"] {
         for check in [
             "ping client -> server (10.0.0.1)",

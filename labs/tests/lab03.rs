@@ -19,6 +19,8 @@ fn lab03_carries_both_families_and_fits_the_path_mtu() {
     })
     .unwrap();
     report.assert_passed("lab 03");
+    // The book quotes this run: every `<!-- output: lab 03 -->` block.
+    tunlab::book_output::assert_lab_blocks("03", &report, &out);
     for check in [
         "ping -6 client -> server (fd00::1) over an IPv6 underlay",
         "ping -6 server -> client (fd00::2) over an IPv6 underlay",

@@ -24,6 +24,8 @@ fn lab04_hides_the_traffic_and_withstands_replay_roaming_and_restart() {
     })
     .unwrap();
     report.assert_passed("lab 04");
+    // The book quotes this run: every `<!-- output: lab 04 -->` block.
+    tunlab::book_output::assert_lab_blocks("04", &report, &out);
     for check in [
         "ping client -> server (10.0.0.1)",
         "ping -6 client -> server (fd00::1)",

@@ -24,6 +24,8 @@ fn lab05_routes_everything_through_the_tunnel_and_leaves_the_hosts_as_they_were(
     })
     .unwrap();
     report.assert_passed("lab 05");
+    // The book quotes this run: every `<!-- output: lab 05 -->` block.
+    tunlab::book_output::assert_lab_blocks("05", &report, &out);
     for check in [
         "host state recorded in client1, client2 and server before the tunnel",
         "client1 routes every address into tun0 but the server's (192.0.2.1 by veth0)",

@@ -27,6 +27,8 @@ fn lab06_publishes_a_loopback_service_at_layer_4_and_layer_3() {
     })
     .unwrap();
     report.assert_passed("lab 06");
+    // The book quotes this run: every `<!-- output: lab 06 -->` block.
+    tunlab::book_output::assert_lab_blocks("06", &report, &out);
     for check in [
         "the client's services listen on 127.0.0.1 only (8080/tcp, 9000/tcp, 9000/udp)",
         "the visitor cannot reach http://192.0.2.2:8080/ (it has no route to the client)",

@@ -71,8 +71,13 @@ pub enum TooBig {
 // ANCHOR: too_big
 /// Decides what to do with `packet`, read from the TUN device and larger
 /// than the tunnel MTU `mtu`, and writes the ICMP error, if there is one,
-/// into `out` with source address `from` (an address of this tunnel end, of
-/// the packet's family). Never panics, and does not allocate.
+/// into `out` with source address `from`, which must be of the packet's
+/// family. The caller chooses it: step 03's `PathHook` passes the packet's
+/// destination, beyond the tunnel, as a router on the path would (an IPv4
+/// error from one of the host's own addresses would be dropped as a
+/// martian), and its own tunnel address only for a destination that
+/// cannot be a source. Rate-limiting is the caller's too. Never panics,
+/// and does not allocate.
 ///
 /// An `mtu` below the family's minimum is reported as that minimum, and a
 /// packet within it is [`TooBig::Forward`]: a sender is never told to go
@@ -188,9 +193,10 @@ fn packet_too_big(
         return Ok(TooBig::Forward);
     }
     // RFC 4443 §2.4 (e): no ICMPv6 error about an ICMPv6 error or redirect,
-    // or a packet from an address that is not one node. Unlike other
-    // errors, Packet Too Big is sent for packets to multicast addresses,
-    // so that path MTU discovery works for multicast too (e.3).
+    // or a packet from an address that is not one node. Packets to
+    // multicast addresses get no error either, with two exceptions (e.3):
+    // Packet Too Big, so that path MTU discovery works for multicast too,
+    // and Parameter Problem code 2, which we never send.
     if ip.payload().ip_number == IpNumber::IPV6_ICMP {
         // A later fragment of ICMPv6 does not show the message type.
         if !is_first_fragment(ip) {
