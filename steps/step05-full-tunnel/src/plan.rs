@@ -317,7 +317,7 @@ pub fn server_plan(
             };
             if now != after_undo(&side, old) {
                 changes.push(Change {
-                    what: format!("sysctl {side}={now} kept, to put back after forwarding"),
+                    what: format!("sysctl {side}={now} (kept: forwarding rewrites it)"),
                     apply: sysctl(&side, now),
                     undo: sysctl(&side, now),
                 });
@@ -629,11 +629,11 @@ mod tests {
         assert_eq!(
             whats,
             [
-                "sysctl net.ipv4.conf.eth0.forwarding=1 kept, to put back after forwarding",
-                "sysctl net/ipv4/conf/eth0.100/forwarding=1 kept, to put back after forwarding",
-                "sysctl net.ipv4.conf.all.accept_redirects=0 kept, to put back after forwarding",
+                "sysctl net.ipv4.conf.eth0.forwarding=1 (kept: forwarding rewrites it)",
+                "sysctl net/ipv4/conf/eth0.100/forwarding=1 (kept: forwarding rewrites it)",
+                "sysctl net.ipv4.conf.all.accept_redirects=0 (kept: forwarding rewrites it)",
                 "sysctl net.ipv4.ip_forward=1 (was 0)",
-                "sysctl net.ipv6.conf.eth0.forwarding=1 kept, to put back after forwarding",
+                "sysctl net.ipv6.conf.eth0.forwarding=1 (kept: forwarding rewrites it)",
                 "sysctl net.ipv6.conf.all.forwarding=1 (was 0)",
                 "nft table inet tunlab_step05_tun0",
             ]
