@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use nix::unistd::geteuid;
 
+use step01_ping_tun::ifname;
+
 use crate::system::{PROGRAM_DIRS, System, sysctl_parts, trusted_program};
 
 /// The resolver file: the only file a journal puts back.
@@ -78,9 +80,10 @@ pub fn perform(system: &mut dyn System, action: &Action) -> anyhow::Result<()> {
 /// before undoing anything, so a state file someone else wrote cannot make
 /// a root process run a shell, write /etc/shadow or set `kernel.` sysctls.
 ///
-/// - `ip [-4|-6] route|rule del ...` and `nft delete table FAMILY NAME`,
-///   by absolute path in the system's directories (see
-///   [`trusted_program`]), with plain words as arguments;
+/// - `ip [-4|-6] route|rule|address del ...`, `ip link set dev NAME
+///   down` (step 07's interface) and `nft delete table FAMILY NAME`, by
+///   absolute path in the system's directories (see [`trusted_program`]),
+///   with plain words as arguments;
 /// - a `net.` sysctl, to a number;
 /// - the resolver file, [`RESOLV_CONF`].
 pub fn check_undo(action: &Action) -> anyhow::Result<()> {
@@ -133,8 +136,12 @@ fn check_command(argv: &[String]) -> anyhow::Result<()> {
     };
     let ok = match (name, args) {
         ("ip", [object, "del", rest @ ..]) => {
-            matches!(*object, "route" | "rule") && !rest.is_empty() && rest.iter().all(|w| word(w))
+            matches!(*object, "route" | "rule" | "address")
+                && !rest.is_empty()
+                && rest.iter().all(|w| word(w))
         }
+        // Step 07's interface, which its `down` also takes down.
+        ("ip", ["link", "set", "dev", device, "down"]) => ifname::check(device).is_ok(),
         ("nft", ["delete", "table", family, table]) => {
             matches!(*family, "ip" | "ip6" | "inet") && word(table)
         }
@@ -142,7 +149,7 @@ fn check_command(argv: &[String]) -> anyhow::Result<()> {
     };
     if !ok {
         bail!(
-            "`{}` is not an undo this journal writes (ip route/rule del, nft delete table)",
+            "`{}` is not an undo this journal writes (ip route/rule/address del, ip link set down, nft delete table)",
             argv.join(" ").escape_debug()
         );
     }
@@ -1005,6 +1012,8 @@ mod tests {
             "/usr/bin/ip route del 0.0.0.0/1 dev tun0",
             "/usr/sbin/nft delete table inet tunlab_step05_ks_tun0",
             "/usr/sbin/nft delete table ip tunlab_step06_deliver_tun0",
+            "/usr/sbin/ip address del fd00::2/64 dev wg0",
+            "/usr/sbin/ip link set dev wg0 down",
         ] {
             ok(argv).unwrap();
         }
@@ -1014,6 +1023,8 @@ mod tests {
             "/usr/sbin/ip -4 route add 0.0.0.0/0 dev evil0",
             "/usr/sbin/ip -4 route del",
             "/usr/sbin/ip link del eth0",
+            "/usr/sbin/ip link set dev eth0 up",
+            "/usr/sbin/ip link set dev eth0 netns other down",
             "/usr/sbin/ip -4 route del 0.0.0.0/1 dev x;sh",
         ] {
             assert!(ok(argv).is_err(), "{argv}");
