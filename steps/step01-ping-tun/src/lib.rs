@@ -13,6 +13,7 @@
 //! - [`ifname`]: interface names, checked before any command or script
 //!   sees them.
 //! - [`host`] and [`run`]: the TUN device, signals, and the I/O loop.
+//! - [`logging`]: drop lines that a flood cannot multiply.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod counts;
 pub mod host;
 pub mod ifname;
+pub mod logging;
 pub mod pcap;
 pub mod responder;
 pub mod run;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
-use step01_ping_tun::host;
+use step01_ping_tun::cli::LogArgs;
 use step04_crypto::cli::{genkey, pubkey};
 use step04_crypto::entropy::{Entropy, OsEntropy};
 use step04_crypto::keys::{self, Short};
@@ -108,9 +108,8 @@ enum Command {
         /// later. For test sessions only.
         #[arg(long, value_name = "FILE")]
         keylog: Option<PathBuf>,
-        /// Log more: -v shows every stream, -vv every frame.
-        #[arg(short, long, action = clap::ArgAction::Count)]
-        verbose: u8,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// Expose LOCAL_PORT (on 127.0.0.1) through the server.
     #[command(after_help = "Examples:\n  \
@@ -145,9 +144,8 @@ enum Command {
         /// later. For test sessions only.
         #[arg(long, value_name = "FILE")]
         keylog: Option<PathBuf>,
-        /// Log more: -v shows every stream, -vv every frame.
-        #[arg(short, long, action = clap::ArgAction::Count)]
-        verbose: u8,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// The layer-3 design: step 05's VPN, with ports forwarded to a client
     /// (vpn-server --forward) and delivered to its loopback (vpn-client
@@ -172,7 +170,7 @@ fn main() -> ExitCode {
             max_visitors_per_source,
             visitor_idle_timeout,
             keylog,
-            verbose,
+            log,
         } => {
             if let Some(p) = peers.iter().find(|p| {
                 let low = p.ports.as_ref().and_then(|set| set.lowest());
@@ -210,7 +208,7 @@ fn main() -> ExitCode {
                 public_ip,
                 Duration::from_secs(udp_idle_timeout),
                 keylog.as_deref(),
-                verbose,
+                log,
             )
         }
         Command::Expose {
@@ -222,7 +220,7 @@ fn main() -> ExitCode {
             remote_port,
             udp,
             keylog,
-            verbose,
+            log,
         } => expose(
             SocketAddr::new(local_host, local_port),
             server,
@@ -231,7 +229,7 @@ fn main() -> ExitCode {
             remote_port,
             if udp { Protos::BOTH } else { Protos::TCP },
             keylog.as_deref(),
-            verbose,
+            log,
         ),
     };
     match result {
@@ -268,9 +266,9 @@ fn serve(
     public_ip: IpAddr,
     udp_idle_timeout: Duration,
     keylog: Option<&Path>,
-    verbose: u8,
+    log: LogArgs,
 ) -> anyhow::Result<ExitCode> {
-    host::init_logging(verbose);
+    log.init();
     let identity = Identity::new(keys::read_key_file(key)?);
     for p in peers {
         match &p.ports {
@@ -301,9 +299,9 @@ fn expose(
     remote_port: Option<u16>,
     protos: Protos,
     keylog: Option<&Path>,
-    verbose: u8,
+    log: LogArgs,
 ) -> anyhow::Result<ExitCode> {
-    host::init_logging(verbose);
+    log.init();
     let identity = Arc::new(Identity::new(keys::read_key_file(key)?));
     let server_key = keys::parse_public(server_key).context("--server-key")?;
     let mut config = ClientConfig::new(server.clone(), identity, server_key, local);
