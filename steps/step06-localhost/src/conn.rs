@@ -782,31 +782,36 @@ impl Conn {
     /// stream ends, is reset or the connection dies. Returns how many
     /// datagrams were too long for `max` and skipped.
     pub fn pump_datagrams(&self, id: u32, max: usize, mut send: impl FnMut(&[u8])) -> u64 {
-        let mut buf = vec![0u8; MAX_DATA];
         let mut decoder = Decoder::new(max);
         loop {
             let mut g = self.lock();
             let n = loop {
                 if g.dead.is_some() {
-                    return decoder.too_long;
+                    return decoder.too_long();
                 }
-                match g.mux.read(id, &mut buf) {
+                // Straight into the decoder's buffer, which has room for
+                // a whole datagram once the whole ones are taken.
+                let space = decoder.space();
+                if space.is_empty() {
+                    return decoder.too_long();
+                }
+                match g.mux.read(id, space) {
                     Ok(n) => break n,
                     Err(StreamError::WouldBlock) => {
                         let Some(w) = g.wakers.get(&id).cloned() else {
-                            return decoder.too_long;
+                            return decoder.too_long();
                         };
                         g = w.wait(g).unwrap_or_else(|e| e.into_inner());
                     }
-                    Err(StreamError::Reset | StreamError::Closed) => return decoder.too_long,
+                    Err(StreamError::Reset | StreamError::Closed) => return decoder.too_long(),
                 }
             };
             drop(g);
             self.tx.notify_one();
             if n == 0 {
-                return decoder.too_long;
+                return decoder.too_long();
             }
-            decoder.push(&buf[..n]);
+            decoder.filled(n);
             while let Some(d) = decoder.next_datagram() {
                 send(d);
             }

@@ -53,11 +53,13 @@
 //! client only once its first sealed frame opens, which proves it holds
 //! the keys.
 //!
-//! Memory for an unauthenticated peer is bounded: before the handshake a
-//! record must have exactly the handshake message's length, so a server
-//! keeps at most that one message (plus what a single read brought: 512
-//! bytes in the shell), and garbage (an HTTP request, a port scanner's
-//! probe) fails on its first two bytes.
+//! Memory for an unauthenticated peer is bounded: records are cut from the
+//! byte stream by step 02's [`FrameReader`], whose buffer of two of the
+//! longest records (2 x (2 + [`MAX_RECORD`]) = 32,820 bytes) is allocated
+//! once and never grows; before the handshake a record must have exactly
+//! the handshake message's length, checked as soon as its two length
+//! bytes arrive, so garbage (an HTTP request, a port scanner's probe)
+//! fails on its first two bytes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -68,14 +70,17 @@ use step04_crypto::wire::{INITIATION_LEN, InitiationPacket, RESPONSE_LEN, Respon
 use step04_crypto::{PublicKey, StaticSecret};
 use zeroize::Zeroize;
 
+use step02_plain_tunnel::framing::{FrameError, FrameReader};
+
 use crate::wire::{HEADER_LEN, MAX_FRAME, Repr};
 
 /// Bytes of a record's length.
 pub const LENGTH_LEN: usize = 2;
 /// The longest record: the longest frame and its tag.
 pub const MAX_RECORD: usize = MAX_FRAME + TAG_LEN;
-/// The most unprocessed input a channel holds: the shell must call
-/// [`SecureChannel::poll`] until it returns `None` before pushing more.
+/// The most unprocessed input a channel holds, its record reader's buffer:
+/// the shell must call [`SecureChannel::poll`] until it returns `None`
+/// before pushing more.
 pub const INPUT_LIMIT: usize = 2 * (LENGTH_LEN + MAX_RECORD);
 
 /// Why the channel failed. Every error ends the connection.
@@ -188,9 +193,8 @@ pub enum Event<'a> {
 /// TCP. No I/O, no clock.
 pub struct SecureChannel {
     state: State,
-    input: Vec<u8>,
-    /// Bytes at the front of `input` that the last `poll` handed out.
-    consumed: usize,
+    /// Step 02's reader of 2-byte length-prefixed frames: the records.
+    records: FrameReader,
     failed: Option<Error>,
 }
 // ANCHOR_END: channel
@@ -206,9 +210,21 @@ impl fmt::Debug for SecureChannel {
         };
         f.debug_struct("SecureChannel")
             .field("state", &state)
-            .field("buffered", &self.input.len())
+            .field("buffered", &self.records.buffered())
             .field("failed", &self.failed)
             .finish()
+    }
+}
+
+/// A reader of records: any length up to the longest, each checked by the
+/// channel as soon as its prefix arrives.
+fn record_reader() -> FrameReader {
+    FrameReader::new(MAX_RECORD)
+}
+
+impl From<FrameError> for Error {
+    fn from(_: FrameError) -> Self {
+        Error::UnexpectedRecord
     }
 }
 
@@ -241,8 +257,7 @@ impl SecureChannel {
                 server,
                 initiator,
             },
-            input: Vec::new(),
-            consumed: 0,
+            records: record_reader(),
             failed: None,
         })
     }
@@ -251,8 +266,7 @@ impl SecureChannel {
     pub fn server(keys: Arc<ServerKeys>, ephemeral: StaticSecret) -> Self {
         Self {
             state: State::AwaitInitiation { keys, ephemeral },
-            input: Vec::new(),
-            consumed: 0,
+            records: record_reader(),
             failed: None,
         }
     }
@@ -278,19 +292,17 @@ impl SecureChannel {
     /// Whether part of a record is buffered: at the end of the stream, a
     /// record cut short.
     pub fn has_partial(&self) -> bool {
-        self.input.len() > self.consumed
+        self.records.buffered() > 0
     }
 
-    /// Bytes received from TCP. Fails if more than [`INPUT_LIMIT`] would be
-    /// buffered.
+    /// Bytes received from TCP. Fails if they do not fit in the reader's
+    /// buffer ([`INPUT_LIMIT`]): the shell must take every event
+    /// ([`poll`](Self::poll) until `None`) before it pushes more.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), Error> {
         self.fail_again()?;
-        self.input.drain(..self.consumed);
-        self.consumed = 0;
-        if self.input.len() + bytes.len() > INPUT_LIMIT {
+        if self.records.push(bytes) < bytes.len() {
             return self.fail(Error::Overflow);
         }
-        self.input.extend_from_slice(bytes);
         Ok(())
     }
 
@@ -300,8 +312,6 @@ impl SecureChannel {
 
     fn fail<T>(&mut self, e: Error) -> Result<T, Error> {
         self.failed = Some(e);
-        self.input = Vec::new();
-        self.consumed = 0;
         Err(e)
     }
 
@@ -309,32 +319,41 @@ impl SecureChannel {
     /// The next record's event, if a whole record is buffered.
     pub fn poll(&mut self) -> Result<Option<Event<'_>>, Error> {
         self.fail_again()?;
-        self.input.drain(..self.consumed);
-        self.consumed = 0;
-        let Some(&[a, b]) = self.input.get(..LENGTH_LEN) else {
-            return Ok(None);
-        };
-        let len = usize::from(u16::from_be_bytes([a, b]));
-        // Check the length before waiting for the bytes it announces.
-        let fits = match self.state {
+        let Self {
+            state,
+            records,
+            failed,
+        } = self;
+        // The length each state takes, judged as soon as the prefix
+        // arrives, before waiting for the bytes it announces.
+        let fits = |len: usize| match state {
             State::AwaitInitiation { .. } => len == INITIATION_LEN,
-            // Nothing may come before our response: wait for the caller.
-            State::Initiated { .. } | State::Identified { .. } => return Ok(None),
             State::AwaitResponse { .. } => len == RESPONSE_LEN,
             State::Open { .. } => (HEADER_LEN + TAG_LEN..=MAX_RECORD).contains(&len),
+            State::Initiated { .. } | State::Identified { .. } => false,
         };
-        if !fits {
-            return self.fail(Error::UnexpectedRecord);
-        }
-        if self.input.len() < LENGTH_LEN + len {
+        // Nothing may come before our response: wait for the caller.
+        if matches!(state, State::Initiated { .. } | State::Identified { .. }) {
             return Ok(None);
         }
-        self.consumed = LENGTH_LEN + len;
-        let record = LENGTH_LEN..LENGTH_LEN + len;
-        match &mut self.state {
+        let check = |len| {
+            if fits(len) {
+                Ok(())
+            } else {
+                Err(Error::UnexpectedRecord)
+            }
+        };
+        let record = match records.next_checked(check) {
+            Ok(Some(record)) => record,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                *failed = Some(e);
+                return Err(e);
+            }
+        };
+        let outcome = match state {
             State::AwaitInitiation { keys, ephemeral } => {
-                let record = &self.input[record];
-                let ok = InitiationPacket::new_checked(record)
+                let ok = InitiationPacket::new_checked(&*record)
                     .map_err(|_| Error::UnexpectedRecord)
                     .and_then(|msg| {
                         if noise::initiation_mac1_ok(&keys.identity, &msg) {
@@ -343,56 +362,67 @@ impl SecureChannel {
                             Err(Error::BadMac)
                         }
                     });
-                let ephemeral_key = match ok {
-                    Ok(e) => e,
-                    Err(e) => return self.fail(e),
-                };
-                let mut message = [0u8; INITIATION_LEN];
-                message.copy_from_slice(record);
-                let ephemeral = std::mem::replace(ephemeral, StaticSecret::from([0; 32]));
-                self.state = State::Initiated {
-                    keys: keys.clone(),
-                    ephemeral,
-                    message,
-                };
-                Ok(Some(Event::Initiation {
-                    ephemeral: ephemeral_key,
-                }))
+                match ok {
+                    Ok(ephemeral_key) => {
+                        let mut message = [0u8; INITIATION_LEN];
+                        message.copy_from_slice(record);
+                        let keys = keys.clone();
+                        let ephemeral = std::mem::replace(ephemeral, StaticSecret::from([0; 32]));
+                        *state = State::Initiated {
+                            keys,
+                            ephemeral,
+                            message,
+                        };
+                        Ok(Event::Initiation {
+                            ephemeral: ephemeral_key,
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
             }
-            State::Initiated { .. } | State::Identified { .. } => Ok(None),
+            State::Initiated { .. } | State::Identified { .. } => Err(Error::NotEstablished),
             State::AwaitResponse {
                 identity,
                 server,
                 initiator,
             } => {
-                let msg =
-                    ResponsePacket::new_checked(&self.input[record]).map_err(|_| Error::UnexpectedRecord);
+                let msg = ResponsePacket::new_checked(&*record).map_err(|_| Error::UnexpectedRecord);
                 let result = msg.and_then(|msg| {
                     if !noise::response_mac1_ok(identity, &msg) {
                         return Err(Error::BadMac);
                     }
                     Ok(noise::consume_response(identity, initiator, &msg)?)
                 });
-                let server = *server;
+                let peer = *server.as_bytes();
                 match result {
-                    Ok(keys) => self.established(keys, server),
-                    Err(e) => self.fail(e),
+                    Ok(keys) => {
+                        *state = State::Open {
+                            keys,
+                            send: 0,
+                            receive: 0,
+                        };
+                        Ok(Event::Established { peer })
+                    }
+                    Err(e) => Err(e),
                 }
             }
             State::Open { keys, receive, .. } => {
-                let aad = [a, b];
-                let (sealed, tag) = self.input[record].split_at_mut(len - TAG_LEN);
+                // The length, as it came, is the associated data.
+                let len = record.len();
+                let aad = (len as u16).to_be_bytes();
+                let (sealed, tag) = record.split_at_mut(len - TAG_LEN);
                 let mut t = [0u8; TAG_LEN];
                 t.copy_from_slice(tag);
-                if crypto::open(&keys.receive, *receive, &aad, sealed, &t).is_err() {
-                    return self.fail(Error::BadRecord);
+                match crypto::open(&keys.receive, *receive, &aad, sealed, &t) {
+                    Ok(()) => {
+                        *receive += 1;
+                        Ok(Event::Frame(&*sealed))
+                    }
+                    Err(_) => Err(Error::BadRecord),
                 }
-                *receive += 1;
-                Ok(Some(Event::Frame(
-                    &self.input[LENGTH_LEN..LENGTH_LEN + len - TAG_LEN],
-                )))
             }
-        }
+        };
+        outcome.map(Some).inspect_err(|e| *failed = Some(*e))
     }
     // ANCHOR_END: poll
 
@@ -457,17 +487,6 @@ impl SecureChannel {
     }
     // ANCHOR_END: identify
 
-    fn established(&mut self, keys: SessionKeys, peer: PublicKey) -> Result<Option<Event<'_>>, Error> {
-        self.state = State::Open {
-            keys,
-            send: 0,
-            receive: 0,
-        };
-        Ok(Some(Event::Established {
-            peer: *peer.as_bytes(),
-        }))
-    }
-
     // ANCHOR: seal
     /// Appends `frame`, sealed, as one record to `out`.
     pub fn seal(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
@@ -526,8 +545,7 @@ impl SecureChannel {
 pub struct Opener {
     key: [u8; crypto::KEY_LEN],
     receive: u64,
-    input: Vec<u8>,
-    consumed: usize,
+    records: FrameReader,
     failed: Option<Error>,
 }
 // ANCHOR_END: opener
@@ -536,7 +554,7 @@ impl fmt::Debug for Opener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Opener")
             .field("receive", &self.receive)
-            .field("buffered", &self.input.len())
+            .field("buffered", &self.records.buffered())
             .field("failed", &self.failed)
             .finish()
     }
@@ -553,8 +571,7 @@ impl Opener {
         Self {
             key,
             receive: 0,
-            input: Vec::new(),
-            consumed: 0,
+            records: record_reader(),
             failed: None,
         }
     }
@@ -564,20 +581,11 @@ impl Opener {
         if let Some(e) = self.failed {
             return Err(e);
         }
-        self.input.drain(..self.consumed);
-        self.consumed = 0;
-        if self.input.len() + bytes.len() > INPUT_LIMIT {
-            return self.fail(Error::Overflow);
+        if self.records.push(bytes) < bytes.len() {
+            self.failed = Some(Error::Overflow);
+            return Err(Error::Overflow);
         }
-        self.input.extend_from_slice(bytes);
         Ok(())
-    }
-
-    fn fail<T>(&mut self, e: Error) -> Result<T, Error> {
-        self.failed = Some(e);
-        self.input = Vec::new();
-        self.consumed = 0;
-        Err(e)
     }
 
     /// The next frame, opened, if a whole record is buffered.
@@ -585,32 +593,43 @@ impl Opener {
         if let Some(e) = self.failed {
             return Err(e);
         }
-        self.input.drain(..self.consumed);
-        self.consumed = 0;
-        let Some(&[a, b]) = self.input.get(..LENGTH_LEN) else {
-            return Ok(None);
+        let check = |len| {
+            if (HEADER_LEN + TAG_LEN..=MAX_RECORD).contains(&len) {
+                Ok(())
+            } else {
+                Err(Error::UnexpectedRecord)
+            }
         };
-        let len = usize::from(u16::from_be_bytes([a, b]));
-        if !(HEADER_LEN + TAG_LEN..=MAX_RECORD).contains(&len) {
-            return self.fail(Error::UnexpectedRecord);
+        let opened = match self.records.next_checked(check) {
+            Ok(None) => return Ok(None),
+            Ok(Some(record)) => {
+                let len = record.len();
+                let aad = (len as u16).to_be_bytes();
+                let (sealed, tag) = record.split_at_mut(len - TAG_LEN);
+                let mut t = [0u8; TAG_LEN];
+                t.copy_from_slice(tag);
+                match crypto::open(&self.key, self.receive, &aad, sealed, &t) {
+                    Ok(()) => Ok(&*sealed),
+                    Err(_) => Err(Error::BadRecord),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(frame) => {
+                self.receive += 1;
+                Ok(Some(frame))
+            }
+            Err(e) => {
+                self.failed = Some(e);
+                Err(e)
+            }
         }
-        if self.input.len() < LENGTH_LEN + len {
-            return Ok(None);
-        }
-        let (sealed, tag) = self.input[LENGTH_LEN..LENGTH_LEN + len].split_at_mut(len - TAG_LEN);
-        let mut t = [0u8; TAG_LEN];
-        t.copy_from_slice(tag);
-        if crypto::open(&self.key, self.receive, &[a, b], sealed, &t).is_err() {
-            return self.fail(Error::BadRecord);
-        }
-        self.receive += 1;
-        self.consumed = LENGTH_LEN + len;
-        Ok(Some(&self.input[LENGTH_LEN..LENGTH_LEN + len - TAG_LEN]))
     }
 
     /// Whether part of a record is buffered.
     pub fn has_partial(&self) -> bool {
-        self.input.len() > self.consumed
+        self.records.buffered() > 0
     }
 }
 
