@@ -20,6 +20,7 @@
 //! - [`conn`]: the I/O shell of one control connection: threads and
 //!   blocking sockets, no async runtime.
 //! - [`server`] and [`client`]: the two ends.
+//! - [`underlay`]: what both designs send, for the capture decoder.
 //! - [`l3`]: the layer-3 way: step 05's VPN with a public port forwarded
 //!   to a client (nftables DNAT) and delivered to its loopback.
 
@@ -35,4 +36,5 @@ pub mod mux;
 pub mod policy;
 pub mod secure;
 pub mod server;
+pub mod underlay;
 pub mod wire;
