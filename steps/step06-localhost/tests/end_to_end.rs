@@ -677,6 +677,9 @@ fn handshake_slots_are_capped_per_source_and_held_until_hello() {
     let mut config = server_config((LOCALHOST, 0).into());
     config.handshakes.per_source = 3;
     config.handshakes.first_record = Duration::from_millis(500);
+    // Longer than PATIENCE: the silent connections can only be closed in
+    // time by the first-record deadline.
+    config.handshakes.until_hello = Duration::from_secs(60);
     let server = Server::start(config).unwrap();
     let control = server.listen_addr();
     // Three connections from one address that send nothing hold its three
