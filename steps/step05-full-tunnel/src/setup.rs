@@ -44,8 +44,15 @@ pub fn default_state(tun: &str) -> PathBuf {
 /// Every state file of `step` in this network namespace, whatever its TUN
 /// device: for `down` without `--tun`.
 pub fn state_files(step: &str) -> Vec<PathBuf> {
+    state_files_in(&state_dir(), step)
+}
+
+/// Every state file of `step` in `dir`: `STEP-TUN.state` with a valid
+/// interface name for TUN, and nothing else (not the side files, not
+/// another step's).
+fn state_files_in(dir: &Path, step: &str) -> Vec<PathBuf> {
     let prefix = format!("{step}-");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(state_dir())
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -209,10 +216,15 @@ pub fn apply_all(
 /// The state files `down` undoes: the one `--state` names, or the one of
 /// `--tun`, or else every state file of `step` in this network namespace.
 pub fn states_to_undo(step: &str, tun: Option<&str>, state: Option<PathBuf>) -> Vec<PathBuf> {
+    states_to_undo_in(&state_dir(), step, tun, state)
+}
+
+/// [`states_to_undo`] with the state files in `dir`.
+fn states_to_undo_in(dir: &Path, step: &str, tun: Option<&str>, state: Option<PathBuf>) -> Vec<PathBuf> {
     match (state, tun) {
         (Some(state), _) => vec![state],
-        (None, Some(tun)) => vec![state_file(step, tun)],
-        (None, None) => state_files(step),
+        (None, Some(tun)) => vec![dir.join(format!("{step}-{tun}.state"))],
+        (None, None) => state_files_in(dir, step),
     }
 }
 
@@ -355,6 +367,47 @@ mod tests {
         fn write_file(&mut self, _: &Path, _: &str) -> anyhow::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn down_without_tun_finds_the_state_file_of_any_device_of_its_step() {
+        let dir = std::env::temp_dir().join(format!("step05-setup-{}-down", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A killed client ran on wg7, another on tun0; step 06 and the
+        // side files are not step 05's state, nor is a name that is not an
+        // interface's.
+        for name in [
+            "step05-wg7.state",
+            "step05-tun0.state",
+            "step05-tun0.0.saved",
+            "step06-tun0.state",
+            "step05-a very long name.state",
+            "step05-.state",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.join(name), "# pid 1\n").unwrap();
+        }
+        let names = |paths: Vec<PathBuf>| -> Vec<String> {
+            paths
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(states_to_undo_in(&dir, "step05", None, None)),
+            ["step05-tun0.state", "step05-wg7.state"]
+        );
+        assert_eq!(
+            names(states_to_undo_in(&dir, "step06", None, None)),
+            ["step06-tun0.state"]
+        );
+        assert_eq!(
+            names(states_to_undo_in(&dir, "step05", Some("wg7"), None)),
+            ["step05-wg7.state"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(states_to_undo_in(&dir, "step05", None, None).is_empty());
     }
 
     #[test]
