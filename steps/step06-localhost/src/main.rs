@@ -321,3 +321,101 @@ fn expose(
     })?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> String {
+        let secret = step04_crypto::StaticSecret::from([1; 32]);
+        keys::public_to_string(&step04_crypto::PublicKey::from(&secret))
+    }
+
+    fn server(flag: &str, peer: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from([
+            PROGRAM,
+            "server",
+            flag,
+            "127.0.0.1:7835",
+            "--key",
+            "server.key",
+            "--peer",
+            peer,
+        ])
+    }
+
+    #[test]
+    fn the_server_listens_with_listen_and_still_with_control() {
+        for flag in ["--listen", "--control"] {
+            let Command::Server { listen, .. } = server(flag, &key()).unwrap().command else {
+                panic!("not the server");
+            };
+            assert_eq!(listen, "127.0.0.1:7835".parse().unwrap(), "{flag}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_peer_is_a_usage_error_that_names_the_flag() {
+        let key = key();
+        let ok = server("--listen", &format!("{key}=80,8000-8099")).unwrap();
+        let Command::Server { peers, .. } = ok.command else {
+            panic!("not the server");
+        };
+        assert_eq!(peers.len(), 1);
+        for bad in [
+            format!("{key}=70000"),
+            format!("{key}=90-80"),
+            "nokey".to_string(),
+        ] {
+            let err = server("--listen", &bad).map(|_| ()).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            assert!(err.to_string().contains("--peer"), "{bad}: {err}");
+        }
+    }
+
+    /// Every flag that takes a time, in every subcommand, takes seconds
+    /// and says so the same way.
+    #[test]
+    fn every_duration_is_given_in_secs() {
+        let cli = Cli::command();
+        let mut durations = Vec::new();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let help = format!("{:?} {:?}", arg.get_help(), arg.get_long_help());
+                let long = arg.get_long().unwrap_or_default();
+                let timed =
+                    long.contains("timeout") || long.contains("keepalive") || help.contains("seconds");
+                if timed && arg.get_action().takes_values() {
+                    let names: Vec<&str> = arg
+                        .get_value_names()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|n| n.as_str())
+                        .collect();
+                    assert_eq!(names, ["SECS"], "{} --{long}", sub.get_name());
+                    durations.push(format!("{} --{long}", sub.get_name()));
+                }
+            }
+        }
+        for expected in [
+            "server --udp-idle-timeout",
+            "server --visitor-idle-timeout",
+            "vpn-client --keepalive",
+        ] {
+            assert!(
+                durations.iter().any(|d| d == expected),
+                "{expected}: {durations:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn expose_help_shows_expose_examples() {
+        let mut cli = Cli::command();
+        let expose = cli.find_subcommand_mut("expose").unwrap();
+        let help = expose.render_help().to_string();
+        let examples = help.split_once("Examples:").map(|(_, e)| e).unwrap_or_default();
+        assert!(examples.contains("step06-localhost expose 8000"), "{help}");
+        assert!(!examples.contains(" server --listen"), "{help}");
+    }
+}
