@@ -564,6 +564,7 @@ fn layer4(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
     )?;
     wrong_key_l4(&l4, &server, report)?;
     replayed_initiation(&l4, &server, report)?;
+    silent_visitors(hosts, report)?;
     port_in_use(&l4, report)?;
 
     // Check 4: SIGKILL and start again.
@@ -727,6 +728,89 @@ fn replayed_initiation(l4: &L4<'_>, server: &Running, report: &mut Report) -> an
         format!(
             "the initiation answered with {} bytes, its replay with {}; replays in the server's log: {logged}",
             answers[0], answers[1]
+        ),
+    );
+    Ok(())
+}
+
+/// Connections one visitor host opens to the page and holds without a
+/// word: more than the server's cap on streams per address (64 by
+/// default).
+const SILENT_VISITORS: usize = 100;
+
+/// Opens argv[3] connections to argv[1]:argv[2] and sends nothing; after
+/// a second prints how many are still open and how many the server
+/// closed, then holds them until its stdin closes.
+const SILENT_PY: &str = r#"
+import socket, sys, time
+socks = [socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) for _ in range(int(sys.argv[3]))]
+time.sleep(1.0)
+closed = 0
+for s in socks:
+    s.settimeout(0.01)
+    try:
+        if not s.recv(1):
+            closed += 1
+    except socket.timeout:
+        pass
+    except OSError:
+        closed += 1
+print(len(socks) - closed, closed, flush=True)
+sys.stdin.read()
+"#;
+
+/// Check, layer 4: one host opens [`SILENT_VISITORS`] connections to the
+/// public page port and holds them without a word. The server gives it
+/// streams up to its per-address cap and closes the rest at once; while
+/// they are held, the same host is refused and another address (the
+/// server's own) still gets the page.
+fn silent_visitors(hosts: &Hosts, report: &mut Report) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let mut child = hosts
+        .internet
+        .command("python3")
+        .args([
+            "-c",
+            SILENT_PY,
+            &internet::SERVER.to_string(),
+            &HTTP_PORT.to_string(),
+            &SILENT_VISITORS.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the silent visitors")?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufReader::new(out).read_line(&mut line)?;
+    }
+    let counts: Vec<usize> = line.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    let same = hosts.internet.curl(&page_url(HTTP_PORT), 5.0)?;
+    let other = hosts.server.curl(&page_url(HTTP_PORT), 5.0)?;
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let (open, closed) = match counts[..] {
+        [open, closed] => (open, closed),
+        _ => (0, 0),
+    };
+    let cap = step06_localhost::policy::VisitorLimits::default().per_source;
+    report.check(
+        format!(
+            "L4: one host holding {SILENT_VISITORS} silent visitors gets {cap} streams, and another address still gets the page"
+        ),
+        open == cap && closed == SILENT_VISITORS - cap && same.is_err() && other.as_deref().is_ok_and(is_page),
+        format!(
+            "{open} held open, {closed} closed at once; while they are held, the same host: {}; the server's own address: {}",
+            match &same {
+                Ok(_) => "the page".to_string(),
+                Err(e) => e.clone(),
+            },
+            match &other {
+                Ok(body) if is_page(body) => "the page".to_string(),
+                Ok(body) => format!("{body:?}"),
+                Err(e) => e.clone(),
+            }
         ),
     );
     Ok(())
