@@ -23,6 +23,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use step01_ping_tun::logging::DropLog;
 use step04_crypto::PublicKey;
 use step04_crypto::entropy::{Entropy, OsEntropy};
 use step04_crypto::keys::{self, Short};
@@ -136,7 +137,12 @@ impl Drop for VisitorLease {
 }
 
 impl PublicPort {
-    fn start(listener: TcpListener, conn: Arc<Conn>, visitors: Arc<Mutex<Visitors>>) -> anyhow::Result<Self> {
+    fn start(
+        listener: TcpListener,
+        conn: Arc<Conn>,
+        visitors: Arc<Mutex<Visitors>>,
+        refusals: Arc<DropLog>,
+    ) -> anyhow::Result<Self> {
         let local = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -169,7 +175,11 @@ impl PublicPort {
                     match conn.open_stream(visitor, lease) {
                         Ok(id) => log::debug!("visitor {from} is stream #{id}"),
                         Err(e) => {
-                            log::info!("visitor {from} refused: {e:#}");
+                            DropLog::drop(
+                                &refusals,
+                                Instant::now(),
+                                format_args!("visitor {from} refused: {e:#}"),
+                            );
                             if conn.dead().is_some() {
                                 break;
                             }
@@ -404,6 +414,10 @@ struct Shared {
     visitors: Arc<Mutex<Visitors>>,
     exposures: Mutex<Exposures>,
     conns: Mutex<Vec<Weak<Conn>>>,
+    /// Lines about connections and visitors refused, which anyone who can
+    /// reach the server can cause: the first few of each second at info
+    /// level, the rest at debug (the counters count all).
+    refusals: Arc<DropLog>,
     /// The number of the next control connection.
     next_conn: AtomicU64,
     counters: Arc<ServerCounters>,
@@ -453,6 +467,7 @@ impl Server {
             conns: Mutex::new(Vec::new()),
             next_conn: AtomicU64::new(1),
             counters: Arc::default(),
+            refusals: Arc::default(),
         });
         let s = shared.clone();
         let accept = thread::Builder::new()
@@ -647,7 +662,11 @@ fn session(s: &Arc<Shared>, mut tcp: TcpStream, slot: Slot) {
         Ok(key) => key,
         Err(e) => {
             s.counters.refused.fetch_add(1, Ordering::Relaxed);
-            log::info!("{from}: refused: {e:#}");
+            DropLog::drop(
+                &s.refusals,
+                Instant::now(),
+                format_args!("{from}: refused: {e:#}"),
+            );
             let _ = tcp.shutdown(Shutdown::Both);
             return;
         }
@@ -799,7 +818,7 @@ fn expose(
     ex.ports.bound(&key, id, actual)?;
     let internal = |e: anyhow::Error| (ErrorCode::PortUnavailable, format!("{e:#}"));
     let started = tcp
-        .map(|l| PublicPort::start(l, conn.clone(), s.visitors.clone()))
+        .map(|l| PublicPort::start(l, conn.clone(), s.visitors.clone(), s.refusals.clone()))
         .transpose()
         .map_err(internal)
         .and_then(
