@@ -386,7 +386,8 @@ impl FromStr for PeerSpec {
             Some((key, ports)) if !ports.is_empty() => (key, Some(ports)),
             _ => (s, None),
         };
-        let key = step04_crypto::keys::parse_public(key.trim()).map_err(|e| format!("{e:#}"))?;
+        let key = step04_crypto::keys::parse_public(key.trim())
+            .map_err(|e| format!("`{}` is not a public key ({e})", key.trim()))?;
         let ports = ports
             .map(|p| p.parse::<PortSet>())
             .transpose()

@@ -68,7 +68,6 @@ use step04_crypto::crypto::{self, TAG_LEN};
 use step04_crypto::noise::{self, HandshakeError, Identity, SessionKeys};
 use step04_crypto::wire::{INITIATION_LEN, InitiationPacket, RESPONSE_LEN, ResponsePacket};
 use step04_crypto::{PublicKey, StaticSecret};
-use zeroize::Zeroize;
 
 use step02_plain_tunnel::framing::{FrameError, FrameReader};
 
@@ -285,7 +284,7 @@ impl SecureChannel {
         let State::Open { keys, send: 0, .. } = &self.state else {
             return None;
         };
-        Some(Opener::new(keys.send))
+        Some(Opener::new(keys.send.clone()))
     }
     // ANCHOR_END: mirror
 
@@ -543,7 +542,8 @@ impl SecureChannel {
 /// records it reads, and with ChaCha20-Poly1305 a reused nonce gives away
 /// the XOR of two plaintexts and lets tags be forged (RFC 8439 section 4).
 pub struct Opener {
-    key: [u8; crypto::KEY_LEN],
+    /// Wiped when dropped ([`crypto::Secret`]).
+    key: crypto::Secret,
     receive: u64,
     records: FrameReader,
     failed: Option<Error>,
@@ -560,14 +560,8 @@ impl fmt::Debug for Opener {
     }
 }
 
-impl Drop for Opener {
-    fn drop(&mut self) {
-        self.key.zeroize();
-    }
-}
-
 impl Opener {
-    fn new(key: [u8; crypto::KEY_LEN]) -> Self {
+    fn new(key: crypto::Secret) -> Self {
         Self {
             key,
             receive: 0,
