@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use step01_ping_tun::ifname;
 use step04_crypto::PeerConfig;
-use step04_crypto::cli::server_peers;
+use step04_crypto::cli::{PeerSpec, PeerSpecError};
 
 use crate::setup::{Wanted, state_file, states_to_undo};
 
@@ -77,14 +77,11 @@ impl DownArgs {
     }
 }
 
-/// `--peer PUBKEY=CIDR[,CIDR...]`, for clap: a malformed key or CIDR is a
-/// usage error that names the flag.
-pub fn parse_peer(spec: &str) -> Result<PeerConfig, String> {
-    match server_peers(&[spec.to_string()]) {
-        Ok(mut peers) if peers.len() == 1 => Ok(peers.remove(0)),
-        Ok(_) => Err(format!("`{spec}` is not PUBKEY=CIDR[,CIDR...]")),
-        Err(e) => Err(format!("{e:#}")),
-    }
+/// `--peer PUBKEY=CIDR[,CIDR...]`, for clap, as step 04's server reads it
+/// ([`PeerSpec`]): a malformed key or CIDR is a usage error that names the
+/// flag.
+pub fn parse_peer(spec: &str) -> Result<PeerConfig, PeerSpecError> {
+    spec.parse::<PeerSpec>().map(|p| p.to_config())
 }
 
 #[cfg(test)]
