@@ -8,7 +8,10 @@
 //!
 //! Never a panic; the client opens nothing but the recorded frames, in
 //! their order (a changed, dropped, repeated or reordered record never
-//! opens); the server opens no record at all; a channel that failed stays
+//! opens); the server identifies no key but the listed one (after it
+//! gives the initiation's ephemeral key, its caller opens the initiation
+//! and answers it, as step 06's server does for a key it has not seen
+//! replayed) and opens no record at all; a channel that failed stays
 //! failed; buffered input stays within the limit.
 //!
 //! Records: op 0 pushes the body into the client, 1 into the server.
@@ -86,9 +89,10 @@ fn recorded() -> &'static Recorded {
         c.push(&down).expect("the recorded stream fits");
         let mut frames = Vec::new();
         loop {
-            match c.poll(&mut Vec::new()) {
+            match c.poll() {
                 Ok(Some(Event::Established { .. })) => {}
                 Ok(Some(Event::Frame(f))) => frames.push(f.to_vec()),
+                Ok(Some(Event::Initiation { .. })) => panic!("an initiation came to the client"),
                 Ok(None) => break,
                 Err(e) => panic!("the recorded stream does not open: {e}"),
             }
@@ -119,11 +123,33 @@ fuzz_target!(|data: &[u8]| {
         }
         let mut sent = Vec::new();
         for _ in 0..=INPUT_LIMIT {
-            match end.poll(&mut sent) {
+            match end.poll() {
                 Ok(None) => break,
                 Ok(Some(Event::Established { .. })) => {
+                    assert_eq!(which, 0, "the server took a response");
                     assert!(!established[which], "established twice");
                     established[which] = true;
+                }
+                Ok(Some(Event::Initiation { .. })) => {
+                    assert_eq!(which, 1, "the client took an initiation");
+                    assert!(!established[which], "an initiation after the handshake");
+                    // The server's caller judges the key and the timestamp
+                    // (step 06's policy); here every listed key is welcome.
+                    let answered = end.identify().and_then(|(client, _)| {
+                        assert_eq!(
+                            client,
+                            *PublicKey::from(&StaticSecret::from(r.client_key)).as_bytes(),
+                            "identified a key that is not listed"
+                        );
+                        end.accept(&mut sent)
+                    });
+                    match answered {
+                        Ok(_) => established[which] = true,
+                        Err(e) => {
+                            failed[which] = Some(e);
+                            break;
+                        }
+                    }
                 }
                 Ok(Some(Event::Frame(frame))) => {
                     assert!(established[which], "a frame before the handshake");
@@ -139,7 +165,7 @@ fuzz_target!(|data: &[u8]| {
                 Err(e) => {
                     failed[which] = Some(e);
                     assert_eq!(
-                        end.poll(&mut sent).map(|_| ()),
+                        end.poll().map(|_| ()),
                         Err(e),
                         "a failed channel recovered"
                     );
