@@ -164,11 +164,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Err(e) => {
                     failed[which] = Some(e);
-                    assert_eq!(
-                        end.poll().map(|_| ()),
-                        Err(e),
-                        "a failed channel recovered"
-                    );
+                    assert_eq!(end.poll().map(|_| ()), Err(e), "a failed channel recovered");
                     break;
                 }
             }
