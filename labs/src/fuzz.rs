@@ -437,7 +437,7 @@ fn step06_frames(from_client: bool) -> anyhow::Result<Vec<Vec<u8>>> {
     use step04_crypto::noise::{self, Identity};
     use step04_crypto::wire::{INITIATION_LEN, InitiationPacket};
     use step04_crypto::{PublicKey, StaticSecret};
-    use step06_localhost::secure::{Event, SecureChannel};
+    use step06_localhost::secure::{Event, MAX_RECORD, Opener, SecureChannel};
 
     let dir = workspace_root().join("pcaps").join("step06");
     let key = |name: &str| -> anyhow::Result<StaticSecret> {
@@ -469,14 +469,25 @@ fn step06_frames(from_client: bool) -> anyhow::Result<Vec<Vec<u8>>> {
     if !up.starts_with(&sent) {
         bail!("the replayed client does not write the recorded initiation");
     }
+    // Each takes the stream a record's worth at a time, as a shell does
+    // (a channel holds at most INPUT_LIMIT bytes unread).
     let frames = |channel: &mut SecureChannel, bytes: &[u8]| -> anyhow::Result<Vec<Vec<u8>>> {
-        channel.push(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut out = Vec::new();
-        while let Some(event) = channel
-            .poll(&mut Vec::new())
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-        {
-            if let Event::Frame(f) = event {
+        for chunk in bytes.chunks(MAX_RECORD) {
+            channel.push(chunk).map_err(|e| anyhow::anyhow!("{e}"))?;
+            while let Some(event) = channel.poll().map_err(|e| anyhow::anyhow!("{e}"))? {
+                if let Event::Frame(f) = event {
+                    out.push(f.to_vec());
+                }
+            }
+        }
+        Ok(out)
+    };
+    let opened = |opener: &mut Opener, bytes: &[u8]| -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for chunk in bytes.chunks(MAX_RECORD) {
+            opener.push(chunk).map_err(|e| anyhow::anyhow!("{e}"))?;
+            while let Some(f) = opener.poll().map_err(|e| anyhow::anyhow!("{e}"))? {
                 out.push(f.to_vec());
             }
         }
@@ -488,7 +499,7 @@ fn step06_frames(from_client: bool) -> anyhow::Result<Vec<Vec<u8>>> {
     let from_server = frames(&mut client, down.get(..response_len).context("no response")?)?;
     let mut mirror = client.mirror().context("no session after the response")?;
     Ok(if from_client {
-        frames(&mut mirror, &up[sent.len()..])?
+        opened(&mut mirror, &up[sent.len()..])?
     } else {
         let mut all = from_server;
         all.extend(frames(&mut client, &down[response_len..])?);
