@@ -20,10 +20,32 @@ use step03_ipv6::checksum::{checksum, transport_checksum, verify_transport};
 use step05_full_tunnel::nat::{self, NatError, Protocol, Rewritten};
 use tunlab_fuzz::Records;
 
-/// Where the IP header ends and the transport header starts, per etherparse.
-fn transport_start(packet: &[u8]) -> Option<usize> {
-    let ip = etherparse::IpSlice::from_slice(packet).ok()?;
-    Some(ip.payload().payload.as_ptr() as usize - packet.as_ptr() as usize)
+/// Where the IP header ends and the transport header starts, and the
+/// transport protocol, per etherparse. etherparse refuses an IPv6 packet
+/// whose hop-by-hop header is not the first extension header (RFC 8200
+/// §4.1 wants it first); step 03 walks past it anywhere, as Linux does,
+/// so NAT rewrites such a packet, and for it the extension headers are
+/// walked here (RFC 8200 §4.3 to §4.6, and the authentication header's
+/// length in 4-byte units, RFC 4302 §2.2).
+fn transport_start(packet: &[u8]) -> Option<(usize, u8)> {
+    if let Ok(ip) = etherparse::IpSlice::from_slice(packet) {
+        let start = ip.payload().payload.as_ptr() as usize - packet.as_ptr() as usize;
+        return Some((start, ip.payload_ip_number().0));
+    }
+    if packet.first()? >> 4 != 6 || packet.len() < 40 {
+        return None;
+    }
+    let (mut next, mut at) = (packet[6], 40);
+    loop {
+        let len = match next {
+            0 | 43 | 60 => (usize::from(*packet.get(at + 1)?) + 1) * 8,
+            44 => 8,
+            51 => (usize::from(*packet.get(at + 1)?) + 2) * 4,
+            _ => return Some((at, next)),
+        };
+        next = *packet.get(at)?;
+        at += len;
+    }
 }
 
 /// The IPv4 header checksum is valid; and whether it is the one a
@@ -42,14 +64,13 @@ fn ipv4_header(packet: &[u8]) -> Option<(bool, bool)> {
 
 /// Whether the stored transport checksum is the recomputed one.
 fn canonical(packet: &[u8]) -> bool {
-    let Some(start) = transport_start(packet) else {
+    let Some((start, protocol)) = transport_start(packet) else {
         return false;
     };
     let Some(computed) = transport_checksum(packet) else {
         return false;
     };
-    let ip = etherparse::IpSlice::from_slice(packet).expect("parsed above");
-    let at = match ip.payload_ip_number() {
+    let at = match etherparse::IpNumber(protocol) {
         etherparse::IpNumber::TCP => 16,
         etherparse::IpNumber::UDP => 6,
         _ => 2,
@@ -71,7 +92,7 @@ fn address(ipv6: bool, bytes: &[u8; 16]) -> IpAddr {
 fn nat_owned(packet: &[u8], at: usize) -> bool {
     let ipv6 = packet[0] >> 4 == 6;
     let addresses = if ipv6 { 8..40 } else { 12..20 };
-    let start = transport_start(packet).unwrap_or(usize::MAX);
+    let start = transport_start(packet).map_or(usize::MAX, |(start, _)| start);
     addresses.contains(&at)
         || (!ipv6 && (10..12).contains(&at))
         || (start..start.saturating_add(18)).contains(&at)
