@@ -5,20 +5,23 @@
 //! and, given our recorded ephemeral keys, indices and timestamp, every
 //! message we sent must come out again byte for byte. The other side's
 //! bytes were made by code no one here wrote, so this checks the protocol
-//! against WireGuard itself, not against our own reading of it.
+//! against WireGuard itself, not against our own reading of it. Insta
+//! snapshots keep the captures' decoded lines.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use step01_ping_tun::pcap::{ip_in_ethernet, read, read_any};
+use step01_ping_tun::Summary;
+use step01_ping_tun::pcap::{DataLink, ip_in_ethernet, read, read_any};
 use step02_plain_tunnel::Action;
 use step04_crypto::entropy::Scripted;
 use step04_crypto::keys::decode_key;
 use step04_crypto::run::read_keylog;
 use step07_wireguard::device::{Device, DropReason};
 use step07_wireguard::noise::{Identity, consume_initiation};
+use step07_wireguard::underlay::DECODER;
 use step07_wireguard::wire::{Initiation, MessageSummary, MessageType, Response};
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -257,4 +260,33 @@ fn a_changed_byte_in_the_recording_is_caught() {
     // refused and counted.
     assert!(device.decapsulate(resp.from, &bad, t0, &mut out).is_err());
     assert_eq!(device.drops().total(), 1);
+}
+
+/// Every capture of step 07, decoded as `tunlab decode --step 07` shows
+/// it: the underlay with step 07's decoder, the TUN device's packets as
+/// they are. One snapshot per capture, named by the file.
+#[test]
+fn decoded_captures() {
+    let mut files = 0;
+    insta::glob!("../../../pcaps", "step07/*.pcap", |path| {
+        files += 1;
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let (link, packets) = read_any(path).unwrap();
+        let text: String = packets
+            .iter()
+            .map(|p| match link {
+                DataLink::ETHERNET => {
+                    let ip = ip_in_ethernet(&p.data).unwrap();
+                    let line = DECODER.summary(ip, 51820);
+                    format!("{}\n", line.unwrap_or_else(|| Summary(ip).to_string()))
+                }
+                _ => format!("{}\n", Summary(&p.data)),
+            })
+            .collect();
+        let mut settings = insta::Settings::clone_current();
+        settings.remove_snapshot_suffix();
+        settings.remove_input_file();
+        settings.bind(|| insta::assert_snapshot!(name, text));
+    });
+    assert_eq!(files, 4, "the underlay and the TUN device, with each peer");
 }
