@@ -257,7 +257,7 @@ fn serve_uapi(stream: UnixStream, shared: &Shared) {
             Ok(None) => return,
             Ok(Some(Request::Get)) => {
                 let device = lock(&shared.device);
-                let mut text = uapi::get(&device, Instant::now());
+                let mut text = uapi::get(&device);
                 drop(device);
                 let r = writer.write_all(text.as_bytes());
                 zeroize::Zeroize::zeroize(&mut *text);
