@@ -12,6 +12,7 @@
 //! - [`device`]: the sans-IO core, many peers, configured at run time.
 //! - [`uapi`]: the `get=1` / `set=1` configuration protocol.
 //! - [`run`]: the I/O shell: TUN device, sockets, UAPI socket.
+//! - [`keylog`]: `--keylog`, the keys Wireshark decrypts a capture with.
 //! - [`conf`] and [`quick`]: wg-quick's file, `up` and `down`.
 //! - [`underlay`]: the messages in a capture, for `tunlab decode`.
 //!
@@ -25,6 +26,7 @@ pub mod allowed;
 pub mod conf;
 pub mod cookie;
 pub mod device;
+pub mod keylog;
 pub mod noise;
 pub mod quick;
 pub mod run;

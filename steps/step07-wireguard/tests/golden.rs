@@ -18,8 +18,8 @@ use step01_ping_tun::pcap::{DataLink, ip_in_ethernet, read, read_any};
 use step02_plain_tunnel::Action;
 use step04_crypto::entropy::Scripted;
 use step04_crypto::keys::decode_key;
-use step04_crypto::run::read_keylog;
 use step07_wireguard::device::{Device, DropReason};
+use step07_wireguard::keylog::ephemerals;
 use step07_wireguard::noise::{Identity, consume_initiation};
 use step07_wireguard::underlay::DECODER;
 use step07_wireguard::wire::{Initiation, MessageSummary, MessageType, Response};
@@ -95,7 +95,7 @@ fn replay(peer: &str, we_initiate: bool) -> (usize, usize) {
     let their_secret = key(&format!("test-only-{peer}.key"));
     let their_public = PublicKey::from(&StaticSecret::from(their_secret));
     let psk = key("test-only.psk");
-    let ephemerals = read_keylog(&std::fs::read_to_string(dir().join(format!("{peer}.keylog"))).unwrap());
+    let ephemerals = ephemerals(&std::fs::read_to_string(dir().join(format!("{peer}.keylog"))).unwrap());
     // Our indices are in our handshake messages, in the clear.
     let our_messages: Vec<&Datagram> = datagrams.iter().filter(|d| d.from == ours).collect();
     let indices: Vec<u32> = our_messages
