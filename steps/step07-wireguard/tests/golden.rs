@@ -8,6 +8,8 @@
 //! against WireGuard itself, not against our own reading of it. Insta
 //! snapshots keep the captures' decoded lines.
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -289,4 +291,38 @@ fn decoded_captures() {
         settings.bind(|| insta::assert_snapshot!(name, text));
     });
     assert_eq!(files, 4, "the underlay and the TUN device, with each peer");
+}
+
+/// The key log step 07 wrote while each session was recorded is all
+/// tshark needs to show every packet inside: as many echo requests and
+/// replies as step 07's TUN device read and wrote.
+#[test]
+fn the_recorded_key_logs_decrypt_the_recorded_sessions_in_tshark() {
+    if !common::have_tshark() {
+        return;
+    }
+    for peer in ["wireguard-go", "boringtun"] {
+        let out = std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(dir().join(format!("{peer}-underlay.pcap")))
+            .arg("-o")
+            .arg(format!(
+                "wg.keylog_file:{}",
+                dir().join(format!("{peer}.keylog")).display()
+            ))
+            .args([
+                "-Y",
+                "icmp.type == 8 || icmp.type == 0 || icmpv6.type == 128 || icmpv6.type == 129",
+                "-T",
+                "fields",
+                "-e",
+                "frame.number",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let decrypted = String::from_utf8_lossy(&out.stdout).lines().count();
+        let inside = read(&dir().join(format!("{peer}-tun.pcap"))).unwrap().len();
+        assert_eq!((peer, decrypted), (peer, inside));
+    }
 }
