@@ -835,7 +835,8 @@ fn wrong_psk(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
 // ANCHOR: up_down
 /// `up FILE.conf` with a full tunnel to wireguard-go, then `kill -9` of
 /// the interface, then `down FILE.conf`: the host (routes, resolver) is as
-/// it was.
+/// it was. The file's DNS names two servers and a search domain, and the
+/// resolver must have all three, in order, as wg-quick sets them.
 fn up_and_down(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let peer = Peer::WireguardGo;
     let host = lab.peer_host(peer)?;
@@ -876,11 +877,12 @@ fn up_and_down(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let ifname = format!("s7q{}", lab.run);
     let conf = lab.out.join(format!("{ifname}.conf"));
     let text = format!(
-        "[Interface]\nPrivateKey = {}\nAddress = {}/24, {}/64\nDNS = {}\nMTU = 1420\n\n[Peer]\nPublicKey = {}\nPresharedKey = {}\nEndpoint = {}:{PEER_PORT}\nAllowedIPs = 0.0.0.0/0, ::/0\n",
+        "[Interface]\nPrivateKey = {}\nAddress = {}/24, {}/64\nDNS = {}, {}, lab.example\nMTU = 1420\n\n[Peer]\nPublicKey = {}\nPresharedKey = {}\nEndpoint = {}:{PEER_PORT}\nAllowedIPs = 0.0.0.0/0, ::/0\n",
         read(&lab.tunlab_key.file)?,
         wireguard::TUNLAB_INNER,
         wireguard::TUNLAB_INNER6,
         wireguard::PEER_INNER,
+        wireguard::PEER_INNER6,
         lab.peer_key.public,
         read(&lab.psk.file)?,
         peer.address(),
@@ -909,12 +911,21 @@ fn up_and_down(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let pinged = lab.tunlab.ping(wireguard::PEER_INNER, 3, &[])?;
     let routes = lab.tunlab.ip(["route"])?;
     let resolv = lab.tunlab.stdout("cat", ["/etc/resolv.conf"])?;
+    let wanted = format!(
+        "nameserver {}\nnameserver {}\nsearch lab.example\n",
+        wireguard::PEER_INNER,
+        wireguard::PEER_INNER6
+    );
     report.check(
-        "after up: ping through the tunnel, everything routed into it, the resolver from DNS",
+        "after up: ping through the tunnel, everything routed into it, the resolver from DNS (both servers, the search domain)",
         pinged.all_answered(3)
             && routes.contains(&format!("0.0.0.0/1 dev {ifname}"))
-            && resolv.contains(wireguard::PEER_INNER),
-        format!("{pinged}; routes: {}", routes.lines().count()),
+            && resolv.contains(&wanted),
+        format!(
+            "{pinged}; routes: {}; resolver: {}",
+            routes.lines().count(),
+            resolv.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("; ")
+        ),
     );
     // kill -9: the interface cannot undo anything.
     let pid = up_text
@@ -1016,11 +1027,12 @@ print(n)
             .parse::<f64>()
             .ok()
     });
-    let flood_out = flood.wait_with_output()?;
-    let sent: u64 = String::from_utf8_lossy(&flood_out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    // The count it prints last comes through the reader that took its
+    // stdout above.
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest)?;
+    flood.wait()?;
+    let sent: u64 = rest.trim().parse().unwrap_or(0);
     if let Some(pid) = s.step.pid() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGUSR1);
     }
@@ -1036,7 +1048,7 @@ print(n)
     let cookies_on_wire = count_cookie_replies(&captured.path).unwrap_or(0);
     report.check(
         format!("{who}: step 07 answers the flood with cookie replies"),
-        replies > 0 && cookies_on_wire > 0,
+        sent > 0 && replies > 0 && cookies_on_wire > 0,
         format!("{sent} initiations sent; {replies} cookie replies counted, {cookies_on_wire} seen on the attacker's link"),
     );
     report.check(

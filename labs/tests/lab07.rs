@@ -47,10 +47,13 @@ fn lab07_interoperates_with_wireguard_go_and_boringtun() {
     }
     report.assert_check("a wrong pre-shared key: no ping gets through");
     report.assert_check("up FILE.conf brings up a full tunnel to wireguard-go");
+    report.assert_check(
+        "after up: ping through the tunnel, everything routed into it, the resolver from DNS (both servers, the search domain)",
+    );
     report.assert_check("down FILE.conf after kill -9 puts the routes and the resolver back as they were");
     if tunlab::env::on_path("tshark") {
         report.assert_check(
-            "a capture of step 07 and wireguard-go decrypts in tshark with WireGuard's key log (wg.keylog_file)",
+            "a capture of step 07 and wireguard-go decrypts in tshark with step 07's own key log (wg.keylog_file)",
         );
     }
     std::fs::remove_dir_all(out).unwrap();
