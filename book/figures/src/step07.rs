@@ -178,7 +178,7 @@ fn session_rows(
         let from_us = m.from == ours;
         let shown = show(&m.bytes)?;
         if ours_sent && theirs_sent {
-            if let Some(p) = Data::new_checked(&m.bytes[..]).ok() {
+            if let Ok(p) = Data::new_checked(&m.bytes[..]) {
                 rest.0 += 1;
                 let top = if from_us { &mut rest.1 } else { &mut rest.2 };
                 *top = (*top).max(p.counter());
@@ -369,7 +369,7 @@ fn cookie_run() -> anyhow::Result<CookieRun> {
     while at < Duration::from_secs(10) {
         let now = t0 + at;
         // The flood: one forged initiation every 1000 / PER_SECOND ms.
-        if at.as_millis() % u128::from(1000 / PER_SECOND) == 0 {
+        if at.as_millis().is_multiple_of(u128::from(1000 / PER_SECOND)) {
             let n = run.forged;
             let from = SocketAddr::from(([203, 0, 113, (n % 250 + 1) as u8], 1024 + (n % 60000) as u16));
             let answer = b.decapsulate(from, &forged_message, now, &mut out);
