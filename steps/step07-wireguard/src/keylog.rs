@@ -159,8 +159,8 @@ fn check(file: &File, path: &Path) -> anyhow::Result<()> {
     let mode = meta.mode() & 0o7777;
     if mode != 0o600 {
         bail!(
-            "key log {} has mode {mode:04o}, not 0600: a key log decrypts its sessions for whoever reads it; \
-             remove it (and the sessions it holds are readable by others), or `chmod 600` it",
+            "key log {} has mode {mode:04o}, not 0600: whoever reads a key log can decrypt its sessions; \
+             `chmod 600` it (if others may have read it, those sessions are exposed), or give another path",
             path.display()
         );
     }
