@@ -553,6 +553,7 @@ fn interop(lab: &Lab, peer: Peer, role: Role, data: &Path, report: &mut Report) 
     report.check(format!("{who}: iperf3 TCP runs through"), ok, line);
 
     wg_show(lab, peer, &s, &who, report)?;
+    showconf_syncconf(lab, &s, &tag, &who, report)?;
     renewal(lab, peer, role, &s, &who, report)?;
     roaming(lab, peer, &s, &who, report)?;
 
@@ -603,6 +604,62 @@ fn wg_show(lab: &Lab, peer: Peer, s: &Session, who: &str, report: &mut Report) -
             o.rx, o.tx, t.tx, t.rx
         ));
     }
+    Ok(())
+}
+
+/// `wg showconf` on step 07 gives a configuration that `wg syncconf`
+/// takes back unchanged: the same configuration again, and the peer's
+/// session kept (its latest handshake does not move), as wg promises of
+/// syncconf. The file holds step 07's private key, so it is mode 600.
+fn showconf_syncconf(
+    lab: &Lab,
+    s: &Session,
+    tag: &str,
+    who: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let before = lab.tunlab.stdout("wg", ["showconf", &s.tunlab_if])?;
+    let handshake = |peers: &[DumpPeer]| {
+        peers
+            .iter()
+            .find(|p| p.public == lab.peer_key.public)
+            .map(|p| p.latest_handshake)
+    };
+    let handshake_before = handshake(&dump(&lab.tunlab, &s.tunlab_if)?);
+    let file = lab.out.join(format!("{tag}-showconf.conf"));
+    let _ = std::fs::remove_file(&file);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file)
+        .and_then(|mut f| f.write_all(before.as_bytes()))
+        .with_context(|| format!("writing {}", file.display()))?;
+    let synced = lab
+        .tunlab
+        .run("wg", ["syncconf", &s.tunlab_if, &path_arg(&file)?])?;
+    let after = lab.tunlab.stdout("wg", ["showconf", &s.tunlab_if])?;
+    let handshake_after = handshake(&dump(&lab.tunlab, &s.tunlab_if)?);
+    report.check(
+        format!("{who}: wg showconf on step 07 names the peer, and wg syncconf takes it back unchanged"),
+        synced.status.success()
+            && before.contains(&format!("PublicKey = {}", lab.peer_key.public))
+            && before == after
+            && handshake_before.is_some_and(|t| t > 0)
+            && handshake_after == handshake_before,
+        format!(
+            "syncconf: {}; latest handshake {handshake_before:?} then {handshake_after:?}; showconf {}",
+            if synced.status.success() {
+                "ok".to_string()
+            } else {
+                String::from_utf8_lossy(&synced.stderr).trim().to_string()
+            },
+            if before == after { "unchanged" } else { "changed" }
+        ),
+    );
     Ok(())
 }
 

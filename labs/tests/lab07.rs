@@ -32,6 +32,9 @@ fn lab07_interoperates_with_wireguard_go_and_boringtun() {
                 format!("{who}: iperf3 TCP runs through"),
                 format!("{who}: wg show on step 07 shows the peer, its endpoint, a handshake and traffic"),
                 format!("{who}: wg show on {peer} shows step 07, its endpoint and traffic"),
+                format!(
+                    "{who}: wg showconf on step 07 names the peer, and wg syncconf takes it back unchanged"
+                ),
                 format!("{who}: a new handshake while a ping runs (the responder's latest handshake moves)"),
                 format!("{who}: step 07 exits cleanly on SIGTERM"),
             ] {
