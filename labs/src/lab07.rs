@@ -553,7 +553,7 @@ fn interop(lab: &Lab, peer: Peer, role: Role, data: &Path, report: &mut Report) 
     report.check(format!("{who}: iperf3 TCP runs through"), ok, line);
 
     wg_show(lab, peer, &s, &who, report)?;
-    showconf_syncconf(lab, &s, &tag, &who, report)?;
+    showconf_syncconf(lab, role, &s, &tag, &who, report)?;
     renewal(lab, peer, role, &s, &who, report)?;
     roaming(lab, peer, &s, &who, report)?;
 
@@ -611,8 +611,13 @@ fn wg_show(lab: &Lab, peer: Peer, s: &Session, who: &str, report: &mut Report) -
 /// takes back unchanged: the same configuration again, and the peer's
 /// session kept (its latest handshake does not move), as wg promises of
 /// syncconf. The file holds step 07's private key, so it is mode 600.
+/// With step 07 as the initiator, `wg setconf` of the same file too: it
+/// replaces the peers, so the session is gone and a new handshake must
+/// follow (as the responder, step 07 would wait for the peer to notice,
+/// up to 15 s, so that role skips it).
 fn showconf_syncconf(
     lab: &Lab,
+    role: Role,
     s: &Session,
     tag: &str,
     who: &str,
@@ -660,6 +665,40 @@ fn showconf_syncconf(
             if before == after { "unchanged" } else { "changed" }
         ),
     );
+    if role == Role::Initiator {
+        let set = lab
+            .tunlab
+            .run("wg", ["setconf", &s.tunlab_if, &path_arg(&file)?])?;
+        let again = lab.tunlab.stdout("wg", ["showconf", &s.tunlab_if])?;
+        lab.tunlab.ping_check(
+            report,
+            format!("{who}: after wg setconf, ping {}", wireguard::PEER_INNER),
+            wireguard::PEER_INNER,
+            3,
+            &[],
+        )?;
+        // setconf replaced the peer, so its session is gone and the
+        // tunnel above ran on a new handshake (the persistent keepalive
+        // or the ping started it): the latest handshake moved. The old
+        // one is from the session's start, seconds of transfers ago.
+        let renewed = handshake(&dump(&lab.tunlab, &s.tunlab_if)?);
+        report.check(
+            format!(
+                "{who}: wg setconf of that file on step 07 reads back the same, and a new handshake follows"
+            ),
+            set.status.success()
+                && again == before
+                && renewed.is_some_and(|t| handshake_before.is_some_and(|b| t > b)),
+            if set.status.success() {
+                format!(
+                    "showconf {}; latest handshake {handshake_before:?} then {renewed:?}",
+                    if again == before { "unchanged" } else { "changed" }
+                )
+            } else {
+                String::from_utf8_lossy(&set.stderr).trim().to_string()
+            },
+        );
+    }
     Ok(())
 }
 

@@ -42,6 +42,12 @@ fn lab07_interoperates_with_wireguard_go_and_boringtun() {
             }
         }
         report.assert_check(&format!(
+            "{peer} (step 07 as initiator): wg setconf of that file on step 07 reads back the same, and a new handshake follows"
+        ));
+        report.assert_check(&format!(
+            "{peer} (step 07 as initiator): after wg setconf, ping 10.0.0.2"
+        ));
+        report.assert_check(&format!(
             "flood, {peer}: step 07 answers the flood with cookie replies"
         ));
         report.assert_check(&format!(
