@@ -263,7 +263,7 @@ pub fn session_text(
 pub fn ephemerals(text: &str) -> Vec<[u8; 32]> {
     text.lines()
         .filter_map(|line| line.trim_start().strip_prefix("LOCAL_EPHEMERAL_PRIVATE_KEY = "))
-        .filter_map(keys::decode_key)
+        .filter_map(|key| keys::decode(key.trim()).ok())
         .collect()
 }
 
