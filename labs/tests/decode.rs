@@ -82,7 +82,7 @@ fn wireguard_and_step_04_are_told_apart() {
         );
         let as_04 = decoded(&file, Some("04"));
         assert!(
-            as_04.contains("UDP, length 148 | malformed (truncated), 148 bytes"),
+            as_04.contains("UDP, length 148 | [bad message, 148 bytes: wrong length for its type]"),
             "{as_04}"
         );
     }
