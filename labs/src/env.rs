@@ -257,7 +257,7 @@ pub fn binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
 /// `cargo`, as the user it should run as: ourselves, or, when root works
 /// for another user, that user (with their home, so their `~/.cargo` and
 /// `~/.rustup` are used and stay theirs).
-fn cargo_command() -> anyhow::Result<Command> {
+pub fn cargo_command() -> anyhow::Result<Command> {
     let Some((uid, gid)) = owner() else {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         return Ok(Command::new(cargo));

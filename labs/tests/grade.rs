@@ -1,0 +1,150 @@
+//! `--format json` and `--format tap` on a real lab run: the records a
+//! grader's script reads must be exactly the checks the lab made. Needs
+//! root (lab 01 runs for real); without it each test says SKIPPED (and
+//! fails under CI, where lab tests must run).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use tunlab::env::lab_test;
+use tunlab::lab01::NEEDS;
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tunlab-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `tunlab run 01 --format FORMAT --out DIR`, as this process (root).
+fn run_01(format: &str, out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tunlab"))
+        .args(["run", "01", "--format", format, "--out"])
+        .arg(out)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running tunlab")
+}
+
+/// The PASS and FAIL lines a run printed for people (on stderr, with a
+/// machine format), in order.
+fn check_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL "))
+        .collect()
+}
+
+#[test]
+fn json_records_are_the_checks_of_the_run() {
+    if !lab_test("json_records_are_the_checks_of_the_run", &NEEDS) {
+        return;
+    }
+    let out = out_dir("grade-json");
+    let output = run_01("json", &out);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
+    // Every line of stdout is one JSON object: nothing else may get there.
+    let records: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let (summary, checks) = records.split_last().expect("records");
+    assert!(
+        checks.iter().all(|r| r["type"] == "check" && r["lab"] == "01"),
+        "{stdout}"
+    );
+
+    // The report, as the run printed it for people: one line per check,
+    // `PASS name: detail`, in the same order as the records.
+    let lines = check_lines(&stderr);
+    assert_eq!(lines.len(), checks.len(), "stderr:\n{stderr}\nstdout:\n{stdout}");
+    for (record, line) in checks.iter().zip(&lines) {
+        let (name, detail) = (
+            record["name"].as_str().unwrap(),
+            record["detail"].as_str().unwrap(),
+        );
+        let status = match record["result"].as_str() {
+            Some("pass") => "PASS",
+            Some("fail") => "FAIL",
+            other => panic!("result {other:?} in {record}"),
+        };
+        let mut expected = format!("{status} {name}");
+        if !detail.is_empty() {
+            expected.push_str(&format!(": {detail}"));
+        }
+        assert_eq!(&expected, line);
+    }
+    assert!(checks.iter().all(|r| r["result"] == "pass"), "{stdout}");
+    assert!(
+        checks
+            .iter()
+            .any(|r| r["name"] == "tun0 is gone after the program exits"),
+        "{stdout}"
+    );
+
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["result"], "pass");
+    assert_eq!(summary["total"].as_u64(), Some(checks.len() as u64));
+    assert_eq!(summary["passed"].as_u64(), Some(checks.len() as u64));
+    assert_eq!(summary["failed"], 0);
+    assert_eq!(summary["exit"], 0);
+    // The lines for people are all on stderr, the same as without --format.
+    assert!(
+        stderr.contains("lab 01: a TUN device whose program answers ping"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("all {} checks passed", checks.len())),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn tap_stream_is_version_14_with_a_plan() {
+    if !lab_test("tap_stream_is_version_14_with_a_plan", &NEEDS) {
+        return;
+    }
+    let out = out_dir("grade-tap");
+    let output = run_01("tap", &out);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"TAP version 14"), "{stdout}");
+    let points: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))
+        .collect();
+    let people = check_lines(&stderr);
+    assert_eq!(points.len(), people.len(), "{stdout}");
+    for (i, (point, line)) in points.iter().zip(&people).enumerate() {
+        let name = line[5..].split(": ").next().unwrap();
+        assert!(
+            point.starts_with(&format!("ok {} - ", i + 1)),
+            "test point {}: {point}",
+            i + 1
+        );
+        assert!(point.contains(name), "{point} vs {line}");
+    }
+    assert_eq!(
+        lines.last(),
+        Some(&format!("1..{}", points.len()).as_str()),
+        "{stdout}"
+    );
+    // Everything else is a YAML block of a test point.
+    for line in &lines[1..lines.len() - 1] {
+        assert!(
+            line.starts_with("ok ") || line.starts_with("  "),
+            "not TAP: {line}"
+        );
+    }
+    std::fs::remove_dir_all(out).unwrap();
+}
