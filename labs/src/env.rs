@@ -404,9 +404,10 @@ pub fn run_as_root(what: &str, needs: &Needs, args: &[OsString]) -> anyhow::Resu
             // The terminal sends Ctrl-C and Ctrl-\ to the whole process
             // group, the root copy included: nothing to pass on.
             if (signal == signal_hook::consts::SIGTERM || signal == signal_hook::consts::SIGHUP)
-                && let Ok(signal) = nix::sys::signal::Signal::try_from(signal) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
-                }
+                && let Ok(signal) = nix::sys::signal::Signal::try_from(signal)
+            {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+            }
         }
     });
     let status = child.wait().context("waiting for sudo")?;

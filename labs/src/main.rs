@@ -608,22 +608,10 @@ fn summarize(report: &Report) -> u8 {
 }
 
 fn summarize_to(report: &Report, out: &mut impl Write) -> u8 {
-    let failures = report.failures();
-    if failures.is_empty() {
-        let _ = writeln!(out, "all {} checks passed", report.checks.len());
-        0
-    } else {
-        let _ = writeln!(
-            out,
-            "{} of {} checks failed:",
-            failures.len(),
-            report.checks.len()
-        );
-        for f in failures {
-            let _ = writeln!(out, "  {f}");
-        }
-        1
+    for line in report.summary() {
+        let _ = writeln!(out, "{line}");
     }
+    u8::from(!report.failures().is_empty())
 }
 
 /// Runs `lab` (as root) and prints its checks in `format`; the exit
