@@ -763,7 +763,11 @@ pub fn watch_status(lab: &Lab, when: &str, checked: &Checked, hints: Option<&Hin
             .find_map(|l| l.trim_start().strip_prefix("--> "))
             .map(|at| format!(" at {at}"))
             .unwrap_or_default();
-        let _ = write!(out, "{when} FAIL does not compile ({count}): {first}{at}");
+        let plural = if *count == 1 { "" } else { "s" };
+        let _ = write!(
+            out,
+            "{when} FAIL does not compile ({count} error{plural}): {first}{at}"
+        );
     } else if let Some(first) = checked.run.failed.first() {
         let message = first.message.lines().next().unwrap_or("(no message)");
         let _ = write!(
