@@ -1,10 +1,13 @@
 //! `--format json` and `--format tap` on a real lab run: the records a
-//! grader's script reads must be exactly the checks the lab made. Needs
-//! root (lab 01 runs for real); without it each test says SKIPPED (and
-//! fails under CI, where lab tests must run).
+//! grader's script reads must be exactly the checks the lab made, and the
+//! summary and the exit status must agree with them. (Whether lab 01's
+//! checks pass is `tests/lab01.rs`'s business.) Needs root (lab 01 runs
+//! for real); without it each test says SKIPPED (and fails under CI, where
+//! lab tests must run).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 
 use serde_json::Value;
 use tunlab::env::lab_test;
@@ -16,8 +19,13 @@ fn out_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// One lab run at a time: two at once load a small machine enough to
+/// make lab 01's captures miss a packet now and then.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// `tunlab run 01 --format FORMAT --out DIR`, as this process (root).
 fn run_01(format: &str, out: &Path) -> Output {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     Command::new(env!("CARGO_BIN_EXE_tunlab"))
         .args(["run", "01", "--format", format, "--out"])
         .arg(out)
@@ -46,7 +54,6 @@ fn json_records_are_the_checks_of_the_run() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
     );
-    assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
     // Every line of stdout is one JSON object: nothing else may get there.
     let records: Vec<Value> = stdout
         .lines()
@@ -78,7 +85,6 @@ fn json_records_are_the_checks_of_the_run() {
         }
         assert_eq!(&expected, line);
     }
-    assert!(checks.iter().all(|r| r["result"] == "pass"), "{stdout}");
     assert!(
         checks
             .iter()
@@ -86,21 +92,29 @@ fn json_records_are_the_checks_of_the_run() {
         "{stdout}"
     );
 
+    // The summary counts the records, and the exit status follows it.
+    let failed = checks.iter().filter(|r| r["result"] == "fail").count();
+    let passed = checks.len() - failed;
     assert_eq!(summary["type"], "summary");
-    assert_eq!(summary["result"], "pass");
     assert_eq!(summary["total"].as_u64(), Some(checks.len() as u64));
-    assert_eq!(summary["passed"].as_u64(), Some(checks.len() as u64));
-    assert_eq!(summary["failed"], 0);
-    assert_eq!(summary["exit"], 0);
-    // The lines for people are all on stderr, the same as without --format.
+    assert_eq!(summary["passed"].as_u64(), Some(passed as u64));
+    assert_eq!(summary["failed"].as_u64(), Some(failed as u64));
+    let (result, exit) = if failed == 0 { ("pass", 0) } else { ("fail", 1) };
+    assert_eq!(summary["result"], result, "{stdout}");
+    assert_eq!(summary["exit"], exit);
+    assert_eq!(output.status.code(), Some(exit), "stderr:\n{stderr}");
+    // The lines for people are all on stderr, as `run` prints them
+    // without --format.
     assert!(
         stderr.contains("lab 01: a TUN device whose program answers ping"),
         "{stderr}"
     );
-    assert!(
-        stderr.contains(&format!("all {} checks passed", checks.len())),
-        "{stderr}"
-    );
+    let last = if failed == 0 {
+        format!("all {} checks passed", checks.len())
+    } else {
+        format!("{failed} of {} checks failed:", checks.len())
+    };
+    assert!(stderr.contains(&last), "{stderr}");
     std::fs::remove_dir_all(out).unwrap();
 }
 
@@ -115,7 +129,6 @@ fn tap_stream_is_version_14_with_a_plan() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
     );
-    assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.first(), Some(&"TAP version 14"), "{stdout}");
     let points: Vec<&str> = lines
@@ -127,13 +140,17 @@ fn tap_stream_is_version_14_with_a_plan() {
     assert_eq!(points.len(), people.len(), "{stdout}");
     for (i, (point, line)) in points.iter().zip(&people).enumerate() {
         let name = line[5..].split(": ").next().unwrap();
+        let status = if line.starts_with("PASS") { "ok" } else { "not ok" };
         assert!(
-            point.starts_with(&format!("ok {} - ", i + 1)),
-            "test point {}: {point}",
+            point.starts_with(&format!("{status} {} - ", i + 1)),
+            "test point {}: {point}, for {line}",
             i + 1
         );
         assert!(point.contains(name), "{point} vs {line}");
     }
+    let failed = points.iter().filter(|p| p.starts_with("not ok")).count();
+    let exit = i32::from(failed > 0);
+    assert_eq!(output.status.code(), Some(exit), "stderr:\n{stderr}");
     assert_eq!(
         lines.last(),
         Some(&format!("1..{}", points.len()).as_str()),
@@ -142,7 +159,7 @@ fn tap_stream_is_version_14_with_a_plan() {
     // Everything else is a YAML block of a test point.
     for line in &lines[1..lines.len() - 1] {
         assert!(
-            line.starts_with("ok ") || line.starts_with("  "),
+            line.starts_with("ok ") || line.starts_with("not ok ") || line.starts_with("  "),
             "not TAP: {line}"
         );
     }
