@@ -41,6 +41,7 @@ pub mod bench;
 pub mod book_output;
 pub mod captures;
 pub mod coach;
+pub mod decode;
 pub mod doctor;
 pub mod env;
 pub mod exercise;

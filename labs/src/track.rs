@@ -7,18 +7,20 @@
 //! functions taken out: `labs/NN-*/track/MODULE.rs`. The learner edits
 //! that file. `tunlab track NN`:
 //!
-//! 1. copies the step crate to `target/track/stepNN/steps/CRATE/`, in a
-//!    workspace of its own made from the real one (the same dependency
-//!    versions, from a copy of `Cargo.lock`; the same profiles; the earlier
-//!    steps as path dependencies on the real crates; `pcaps/` linked, so
-//!    the golden tests find their captures);
+//! 1. copies the step crate to `target/track/stepNN/steps/CRATE/`, and the
+//!    micro-benchmarks' crate (`benches/`, `tunlab-benches`) beside it, in
+//!    a workspace of its own made from the real one (the same dependency
+//!    versions, from a copy of `Cargo.lock`; the same profiles; the other
+//!    steps as path dependencies on the real crates, the copied step in
+//!    their place for the benchmarks; `pcaps/` linked, so the golden tests
+//!    find their captures);
 //! 2. puts the learner's file in place of the module, with the original
 //!    module's unit tests appended;
 //! 3. runs that copy's tests (`cargo test --lib --tests`), and once they
 //!    pass,
-//! 4. runs the step's criterion micro-benchmark twice, on the real crate
-//!    and on the copy, on this machine and one after the other, and
-//!    compares the mean time of each benchmark.
+//! 4. runs the step's criterion micro-benchmark twice, in the real
+//!    workspace and in the copy's, on this machine and one after the other,
+//!    and compares the median time of each benchmark.
 //!
 //! The real crates are never touched. The copy's package is renamed
 //! (`track-CRATE`, its library keeping the crate's name), so that its
@@ -59,10 +61,14 @@ pub const MAX_SLOWDOWN: f64 = 3.0;
 /// system calls that carry it.
 pub const SLACK_NS: f64 = 10.0;
 
+/// The package of the micro-benchmarks, `benches/` in the workspace; they
+/// are built only with its feature `bench`.
+pub const BENCHES: &str = "tunlab-benches";
+
 /// The benchmark of a checkpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct Bench {
-    /// The bench target in the step crate (`benches/NAME.rs`).
+    /// The bench target of [`BENCHES`] (`benches/NAME.rs`).
     pub target: &'static str,
     /// Criterion's filter: the benchmark group, a regular expression.
     pub filter: &'static str,
@@ -91,7 +97,7 @@ pub const CHECKPOINTS: &[Checkpoint] = &[
         module: "src/responder.rs",
         what: "Responder::handle: check a request, write its echo reply",
         bench: Bench {
-            target: "responder",
+            target: "step01_responder",
             filter: "^step01/responder/",
             ids: &[
                 "step01/responder/handle/echo-84",
@@ -105,7 +111,7 @@ pub const CHECKPOINTS: &[Checkpoint] = &[
         module: "src/tunnel.rs",
         what: "Tunnel::encapsulate and Tunnel::decapsulate",
         bench: Bench {
-            target: "tunnel",
+            target: "step02_tunnel",
             filter: "^step02/tunnel/",
             ids: &["step02/tunnel/encapsulate/1400", "step02/tunnel/decapsulate/1400"],
         },
@@ -116,7 +122,7 @@ pub const CHECKPOINTS: &[Checkpoint] = &[
         module: "src/replay.rs",
         what: "ReplayWindow::check and ReplayWindow::mark (RFC 6479)",
         bench: Bench {
-            target: "data_path",
+            target: "step04_data_path",
             filter: "^step04/replay/",
             ids: &[
                 "step04/replay/in-order",
@@ -132,7 +138,7 @@ pub const CHECKPOINTS: &[Checkpoint] = &[
         module: "src/nat.rs",
         what: "the NAT rewrite: snat, dnat and forward, checksums by RFC 1624",
         bench: Bench {
-            target: "nat",
+            target: "step05_nat",
             filter: "^step05/nat/",
             ids: &[
                 "step05/nat/snat/tcp-v4/1400",
@@ -234,16 +240,28 @@ fn has_own_tests(text: &str) -> bool {
 }
 
 /// The copy's workspace manifest, made from the real one: its members are
-/// the copy alone; the steps it depends on are the real ones (absolute
-/// paths); a profile override of the copied package follows its new name.
+/// the copied step and the copied benchmarks; the steps are the real ones
+/// (absolute paths) but for the copied step, which the benchmarks then use
+/// under its own name; a profile override of the copied package follows
+/// its new name.
 pub fn workspace_manifest(root_manifest: &str, c: &Checkpoint, root: &Path) -> anyhow::Result<String> {
     let mut out = String::new();
     let mut members = false;
     for line in root_manifest.lines() {
         let trimmed = line.trim_start();
         if trimmed.starts_with("members") && trimmed.contains('=') {
-            let _ = writeln!(out, "members = [\"steps/{}\"]", c.package);
+            let _ = writeln!(out, "members = [\"steps/{}\", \"benches\"]", c.package);
             members = true;
+            continue;
+        }
+        if trimmed.starts_with(&format!("{} = ", c.package)) && trimmed.contains("path = ") {
+            let _ = writeln!(
+                out,
+                "{} = {{ path = \"steps/{}\", package = \"{}\" }}",
+                c.package,
+                c.package,
+                c.track_package()
+            );
             continue;
         }
         if let Some((before, after)) = line.split_once("path = \"steps/") {
@@ -338,6 +356,11 @@ pub fn prepare(c: &Checkpoint, module: &str, dir: &Path) -> anyhow::Result<PathB
         std::os::unix::fs::symlink(root.join("pcaps"), &pcaps).context("linking pcaps/")?;
     }
     copy_tree(&c.crate_dir(), &copy)?;
+    let benches = dir.join("benches");
+    if benches.exists() {
+        std::fs::remove_dir_all(&benches).with_context(|| format!("removing {}", benches.display()))?;
+    }
+    copy_tree(&root.join("benches"), &benches)?;
     let crate_toml = std::fs::read_to_string(copy.join("Cargo.toml"))?;
     std::fs::write(copy.join("Cargo.toml"), crate_manifest(&crate_toml, c)?)?;
     std::fs::write(copy.join(c.module), module)?;
@@ -459,14 +482,8 @@ pub fn read_means(home: &Path) -> Vec<(String, f64)> {
 }
 
 /// Runs `c`'s benchmark from `manifest` (the real workspace's or the
-/// copy's) with criterion's results in `home`; the means by id.
-fn bench(
-    c: &Checkpoint,
-    manifest: &Path,
-    package: &str,
-    home: &Path,
-    log: &Path,
-) -> anyhow::Result<Vec<(String, f64)>> {
+/// copy's) with criterion's results in `home`; the medians by id.
+fn bench(c: &Checkpoint, manifest: &Path, home: &Path, log: &Path) -> anyhow::Result<Vec<(String, f64)>> {
     if home.exists() {
         std::fs::remove_dir_all(home)?;
     }
@@ -475,7 +492,15 @@ fn bench(
         .current_dir(manifest.parent().unwrap_or(Path::new(".")))
         .args(["bench", "--manifest-path"])
         .arg(manifest)
-        .args(["-p", package, "--bench", c.bench.target, "--target-dir"])
+        .args([
+            "-p",
+            BENCHES,
+            "--features",
+            "bench",
+            "--bench",
+            c.bench.target,
+            "--target-dir",
+        ])
         .arg(target_dir())
         .args([
             "--",
@@ -640,7 +665,7 @@ fn check_copy(
         return Ok(0);
     }
     println!(
-        "measuring: cargo bench --bench {} -- {}, the reference then yours (release builds; \
+        "measuring: cargo bench -p tunlab-benches --bench {} -- {}, the reference then yours (release builds; \
          the first build takes minutes)",
         c.bench.target, c.bench.filter
     );
@@ -649,14 +674,12 @@ fn check_copy(
         let reference = bench(
             c,
             &root_manifest,
-            c.package,
             &dir.join(format!("criterion/reference-{round}")),
             &dir.join("bench-reference.log"),
         )?;
         let yours = bench(
             c,
             manifest,
-            &c.track_package(),
             &dir.join(format!("criterion/yours-{round}")),
             &dir.join("bench-yours.log"),
         )?;
@@ -711,8 +734,7 @@ mod tests {
         for c in CHECKPOINTS {
             assert!(c.stub().is_file(), "{}", c.stub().display());
             assert!(c.reference().is_file(), "{}", c.reference().display());
-            let bench = c
-                .crate_dir()
+            let bench = env::workspace_root()
                 .join("benches")
                 .join(format!("{}.rs", c.bench.target));
             assert!(bench.is_file(), "{}", bench.display());
@@ -747,16 +769,24 @@ mod tests {
     fn the_manifests_of_the_copy() {
         let c = find("02").unwrap();
         let root = Path::new("/home/me/tunlab");
-        let manifest = "[workspace]\nresolver = \"3\"\nmembers = [\"steps/*\", \"labs\"]\n\n\
+        let manifest = "[workspace]\nresolver = \"3\"\nmembers = [\"steps/*\", \"labs\", \"benches\"]\n\n\
                         [workspace.dependencies]\nstep01-ping-tun = { path = \"steps/step01-ping-tun\" }\n\
+                        step02-plain-tunnel = { path = \"steps/step02-plain-tunnel\" }\n\
                         anyhow = \"1\"\n[profile.dev.package.step02-plain-tunnel]\nopt-level = 3\n";
         let out = workspace_manifest(manifest, c, root).unwrap();
         assert!(
-            out.contains("members = [\"steps/step02-plain-tunnel\"]\n"),
+            out.contains("members = [\"steps/step02-plain-tunnel\", \"benches\"]\n"),
             "{out}"
         );
         assert!(
             out.contains("step01-ping-tun = { path = '/home/me/tunlab/steps/step01-ping-tun' }\n"),
+            "{out}"
+        );
+        // The benchmarks take the copied step under its own name.
+        assert!(
+            out.contains(
+                "step02-plain-tunnel = { path = \"steps/step02-plain-tunnel\", package = \"track-step02-plain-tunnel\" }\n"
+            ),
             "{out}"
         );
         assert!(

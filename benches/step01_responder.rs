@@ -10,7 +10,7 @@
 //! build track (`tunlab track 01`) compares a learner's `handle` with
 //! these numbers.
 //!
-//! Run with `cargo bench -p step01-ping-tun --bench responder`.
+//! Run with `cargo bench -p tunlab-benches --features bench --bench step01_responder`.
 
 #![forbid(unsafe_code)]
 
@@ -24,7 +24,7 @@ use step01_ping_tun::{Outcome, Responder};
 /// to 10.0.0.2.
 fn first_request(file: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../pcaps/step01")
+        .join("../pcaps/step01")
         .join(file);
     let packets = step01_ping_tun::pcap::read(&path).expect("the lab 01 captures are in pcaps/step01");
     packets.into_iter().next().expect("a capture with packets").data
