@@ -83,10 +83,16 @@ enum Cmd {
     /// Check your work on a lab: your exercise, then (as root: tunlab asks
     /// sudo) the lab's checks against your build of the step.
     Check {
+        /// The lab's number, e.g. 01.
         lab: String,
         /// The file with your attempt [default: the lab's exercise stub].
         #[arg(long, value_name = "FILE")]
         attempt: Option<PathBuf>,
+        /// Check the exercise only, not the lab's own checks: no root, no
+        /// network, and your hint progress is left as it is; the exit
+        /// status is the exercise's (for grading collected files).
+        #[arg(long)]
+        exercise_only: bool,
         /// How to print the checks: human, json or tap (as for `run`); the
         /// exercise's tests are checks too, one record each.
         #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -304,18 +310,32 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
         Cmd::Check {
             lab,
             attempt,
+            exercise_only,
             format,
             prior,
         } => {
             let lab = find(&lab)?;
+            if let Some(attempt) = attempt.as_ref().filter(|a| !a.is_file()) {
+                return Err(Usage(format!("{} is not a file", attempt.display())).into());
+            }
             report::lines_to_stderr(format.machine());
+            if exercise_only {
+                if exercise::stub(lab).is_none() {
+                    return Err(Usage(format!("lab {} has no exercise", lab.number)).into());
+                }
+                let (passed, prior) = check_exercise(lab, attempt, format, false)?;
+                return Ok(match prior.filter(|_| format.machine()) {
+                    Some(prior) => Grader::stdout(format, lab.number, Some(prior)).finish(End::Ran),
+                    None => u8::from(!passed),
+                });
+            }
             // The copy that sudo runs does only the lab's part: the
             // exercise was checked before it, as the user, and `prior`
             // says how that went.
             let (exercise_ok, prior) = if env::elevated() {
                 (prior.is_none_or(|p| p.failed == 0), prior)
             } else {
-                check_exercise(lab, attempt, format)?
+                check_exercise(lab, attempt, format, true)?
             };
             let failed = if exercise_ok { 0 } else { 1 };
             let what = format!("lab {}", lab.number);
@@ -334,7 +354,10 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
                     args.extend(["--prior".into(), prior.to_string().into()]);
                 }
                 return match env::run_as_root(&what, lab.needs, &args) {
-                    Ok(code) => Ok(if exercise_ok { code } else { failed }),
+                    Ok(code) => {
+                        exercise_reminder(exercise_ok, format);
+                        Ok(if exercise_ok { code } else { failed })
+                    }
                     Err(e) if e.downcast_ref::<CannotElevate>().is_some() => {
                         if format.machine() {
                             eprintln!("{not_run}: {e}");
@@ -349,7 +372,12 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
             clean_up_on_signals(true)?;
             let out = lab.default_out();
             env::make_dir(&out)?;
-            Ok(run_lab(lab, format, prior, out, false)?.max(failed))
+            let code = run_lab(lab, format, prior, out, false)?.max(failed);
+            // The elevated copy's first process says it, after the lab.
+            if !env::elevated() {
+                exercise_reminder(exercise_ok, format);
+            }
+            Ok(code)
         }
         Cmd::Hint { lab, all } => {
             let lab = find(&lab)?;
@@ -626,13 +654,23 @@ fn skipped(format: Format, lab: &Lab, prior: Option<Prior>, why: &str) -> u8 {
     Grader::stdout(format, lab.number, prior).finish(End::Skipped(why.to_string()))
 }
 
+/// After the lab's checks, whose last line may say that all passed: the
+/// exercise's failure, reported before them, is why `check` failed.
+fn exercise_reminder(exercise_ok: bool, format: Format) {
+    if !exercise_ok && !format.machine() {
+        println!("the exercise is not solved yet (see its FAIL line above), so check fails");
+    }
+}
+
 /// Checks the learner's exercise: prints what failed and which hint to
 /// read (or, with `--format json|tap`, one record per test on stdout and
-/// the same text on stderr). Whether it passed, and the records printed.
+/// the same text on stderr); with `keep_progress`, counts the attempt
+/// for the hints. Whether it passed, and the records printed.
 fn check_exercise(
     lab: &Lab,
     attempt: Option<PathBuf>,
     format: Format,
+    keep_progress: bool,
 ) -> anyhow::Result<(bool, Option<Prior>)> {
     let mut grader = format.machine().then(|| Grader::stdout(format, lab.number, None));
     let Some(stub) = exercise::stub(lab) else {
@@ -645,7 +683,9 @@ fn check_exercise(
     };
     let attempt = attempt.unwrap_or(stub);
     let mut checked = coach::check(lab, &attempt)?;
-    coach::record(lab, &attempt, &mut checked, &Progress::default_path());
+    if keep_progress {
+        coach::record(lab, &attempt, &mut checked, &Progress::default_path());
+    }
     let hints = Hints::of(lab).ok();
     let text = coach::report_text(lab, &attempt, &checked, hints.as_ref());
     if let Some(grader) = &mut grader {

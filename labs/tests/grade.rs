@@ -1,9 +1,10 @@
 //! `--format json` and `--format tap` on a real lab run: the records a
 //! grader's script reads must be exactly the checks the lab made, and the
 //! summary and the exit status must agree with them. (Whether lab 01's
-//! checks pass is `tests/lab01.rs`'s business.) Needs root (lab 01 runs
-//! for real); without it each test says SKIPPED (and fails under CI, where
-//! lab tests must run).
+//! checks pass is `tests/lab01.rs`'s business.) The lab runs need root
+//! (lab 01 runs for real); without it they say SKIPPED (and fail under
+//! CI, where lab tests must run). Grading an exercise alone, as a teacher
+//! does with collected files, needs no root.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -164,4 +165,99 @@ fn tap_stream_is_version_14_with_a_plan() {
         );
     }
     std::fs::remove_dir_all(out).unwrap();
+}
+
+/// `tunlab check 01 --attempt FILE --exercise-only --format json`, with
+/// its exit status: what a teacher's loop over collected files runs.
+fn grade_attempt(attempt: &Path) -> (Vec<Value>, Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tunlab"))
+        .args(["check", "01", "--exercise-only", "--format", "json", "--attempt"])
+        .arg(attempt)
+        .current_dir(tunlab::env::workspace_root())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running tunlab");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let records = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    (records, output.status.code(), stdout)
+}
+
+/// The names of the tests in an exercise file (`fn NAME` after `#[test]`).
+fn test_names(source: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut lines = source.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "#[test]"
+            && let Some(next) = lines.next()
+            && let Some(rest) = next.trim().strip_prefix("fn ")
+        {
+            names.push(format!("exercise: {}", rest.split('(').next().unwrap_or(rest)));
+        }
+    }
+    names.sort();
+    names
+}
+
+/// Grading an exercise needs no root: one record per test of the
+/// exercise, pass for the reference solution and fail for the stub, and a
+/// file that does not compile is one failed check with the compiler's
+/// words. The summary and the exit status follow the records.
+#[test]
+fn exercise_only_grades_each_test_of_the_exercise() {
+    let root = tunlab::env::workspace_root();
+    let lab = root.join("labs/01-ping-tun");
+    let tests = std::fs::read_to_string(lab.join("exercise/tests.rs")).unwrap();
+    let expected = test_names(&tests);
+    assert!(expected.len() >= 5, "{expected:?}");
+
+    for (file, result, exit) in [
+        ("solution/checksum.rs", "pass", 0),
+        ("exercise/checksum.rs", "fail", 1),
+    ] {
+        let (records, code, stdout) = grade_attempt(&lab.join(file));
+        let (summary, checks) = records.split_last().expect("records");
+        let mut names: Vec<String> = checks
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, expected, "{file}:\n{stdout}");
+        assert!(
+            checks
+                .iter()
+                .all(|r| r["type"] == "check" && r["result"] == result),
+            "{file}:\n{stdout}"
+        );
+        assert_eq!(summary["type"], "summary");
+        assert_eq!(summary["result"], result, "{file}:\n{stdout}");
+        assert_eq!(summary["total"].as_u64(), Some(expected.len() as u64));
+        assert_eq!(summary["exit"], exit);
+        assert_eq!(code, Some(exit), "{file}:\n{stdout}");
+    }
+
+    let dir = out_dir("grade-broken");
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("checksum.rs");
+    std::fs::write(
+        &broken,
+        "pub fn internet_checksum(data: &[u8]) -> u16 { data.len() }\n",
+    )
+    .unwrap();
+    let (records, code, stdout) = grade_attempt(&broken);
+    assert_eq!(records.len(), 2, "{stdout}");
+    assert_eq!(records[0]["name"], "exercise: compiles");
+    assert_eq!(records[0]["result"], "fail");
+    assert!(
+        records[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("mismatched types"),
+        "{stdout}"
+    );
+    assert_eq!(records[1]["result"], "fail");
+    assert_eq!(code, Some(1));
+    std::fs::remove_dir_all(dir).unwrap();
 }
