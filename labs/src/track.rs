@@ -364,7 +364,40 @@ pub fn prepare(c: &Checkpoint, module: &str, dir: &Path) -> anyhow::Result<PathB
     let crate_toml = std::fs::read_to_string(copy.join("Cargo.toml"))?;
     std::fs::write(copy.join("Cargo.toml"), crate_manifest(&crate_toml, c)?)?;
     std::fs::write(copy.join(c.module), module)?;
+    retarget_tests(&copy.join("tests"), c)?;
     Ok(dir.join("Cargo.toml"))
+}
+
+/// A test's text with the step's binary (`env!("CARGO_BIN_EXE_NAME")`)
+/// replaced by the copy's, which is named after the renamed package: the
+/// step's command-line tests then run the binary built with the learner's
+/// module.
+pub fn copy_binary_in(test: &str, c: &Checkpoint) -> String {
+    test.replace(
+        &format!("CARGO_BIN_EXE_{}\"", c.package),
+        &format!("CARGO_BIN_EXE_{}\"", c.track_package()),
+    )
+}
+
+/// [`copy_binary_in`] on every `.rs` file under `dir` (the copy's `tests/`).
+fn retarget_tests(dir: &Path, c: &Checkpoint) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            retarget_tests(&path, c)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let changed = copy_binary_in(&text, c);
+            if changed != text {
+                std::fs::write(&path, changed).with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The learner's module with the reference's unit tests appended (unless
@@ -806,6 +839,19 @@ mod tests {
             "{out}"
         );
         assert!(crate_manifest("[package]\nname = \"other\"\n", c).is_err());
+    }
+
+    #[test]
+    fn the_copys_tests_run_the_copys_binary() {
+        let c = find("04").unwrap();
+        let test = "const BIN: &str = env!(\"CARGO_BIN_EXE_step04-crypto\");\n";
+        assert_eq!(
+            copy_binary_in(test, c),
+            "const BIN: &str = env!(\"CARGO_BIN_EXE_track-step04-crypto\");\n"
+        );
+        // Another step's binary is left alone.
+        let other = "env!(\"CARGO_BIN_EXE_step04-crypto-x\")";
+        assert_eq!(copy_binary_in(other, c), other);
     }
 
     #[test]

@@ -100,6 +100,7 @@ impl ReplayWindow {
     /// Records `counter` as seen. Call it only after the message's tag has
     /// verified, and only for a counter [`check`](Self::check) called
     /// fresh; returns false (and changes nothing) for any other counter.
+    #[must_use = "a counter that was not marked may come back: drop its message"]
     pub fn mark(&mut self, counter: u64) -> bool {
         // Only a counter `check` calls Fresh, and never u64::MAX (no next
         // after it). A new greatest counter clears the blocks the window moves
