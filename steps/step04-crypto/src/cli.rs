@@ -35,7 +35,7 @@ pub struct Common {
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
     /// Name of the TUN device to create.
-    #[arg(long, default_value = "tun0", value_name = "NAME")]
+    #[arg(long, default_value = "tun0", value_name = "NAME", value_parser = step01_ping_tun::ifname::parse)]
     pub tun: String,
     /// An address of the device, with its prefix length; one IPv4 and any
     /// number of IPv6 addresses.
