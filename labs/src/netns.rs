@@ -240,8 +240,14 @@ fn delete_namespace(ns: &str) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&etc).with_context(|| format!("removing {}", etc.display()))?;
     }
     // The kernel may take a moment to release a namespace whose processes
-    // were just killed; `ip netns del` itself only unmounts the name.
-    ip(["netns", "del", ns]).map(|_| ())
+    // were just killed; `ip netns del` itself only unmounts the name. A
+    // name that went away meanwhile (another run cleaning up the same
+    // leftover) is as good as deleted.
+    match ip(["netns", "del", ns]) {
+        Ok(_) => Ok(()),
+        Err(_) if !std::path::Path::new("/run/netns").join(ns).exists() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Where step 05 and later journal their changes to a host, one directory
@@ -320,8 +326,12 @@ pub fn remove_leftovers(all: bool) -> anyhow::Result<Vec<String>> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(PREFIX) && !live.contains(&name) {
-                std::fs::remove_dir_all(entry.path())
-                    .with_context(|| format!("removing {}", entry.path().display()))?;
+                match std::fs::remove_dir_all(entry.path()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("removing {}", entry.path().display()));
+                    }
+                    _ => {}
+                }
                 removed.push(format!("/etc/netns/{name}"));
             }
         }

@@ -250,18 +250,6 @@ pub fn server_peer(server: SocketAddr, public: PublicKey, keepalive: Option<u64>
     }
 }
 
-/// `--peer` values taken as text, for commands that do not flatten
-/// [`ServerArgs`] (step 06's layer-3 server, for now).
-pub fn server_peers(peers: &[String]) -> anyhow::Result<Vec<PeerConfig>> {
-    peers
-        .iter()
-        .map(|spec| {
-            let spec: PeerSpec = spec.parse().with_context(|| format!("--peer `{spec}`"))?;
-            Ok(spec.to_config())
-        })
-        .collect()
-}
-
 /// `--server-key` taken as text, for commands that do not flatten
 /// [`ClientArgs`] (step 06's layer-3 client, for now).
 pub fn client_peer(
