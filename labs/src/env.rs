@@ -497,6 +497,20 @@ pub fn lab_test(test: &str, needs: &Needs) -> bool {
     false
 }
 
+/// For tests that run a tool of the machine (tshark, editcap): true when
+/// `tool` is installed; otherwise `SKIPPED <test>: ...` with the command
+/// that installs it, or under CI (`CI=true`) a failure.
+pub fn tool_test(test: &str, tool: &str) -> bool {
+    if on_path(tool) {
+        return true;
+    }
+    skip(
+        test,
+        &format!("{tool} is missing: {}", doctor::install_command(&[tool])),
+    );
+    false
+}
+
 /// `SKIPPED <test>: <reason>`, or a failure under CI.
 fn skip(test: &str, reason: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nix::sys::signal::Signal;
 
+use crate::captures::checksums_verify;
 use crate::doctor::{Kernel, Needs};
 use crate::env;
 use crate::labs::{Options, Shell};
@@ -32,6 +33,9 @@ pub const NEEDS: Needs = Needs {
 };
 /// Size of the file sent through the tunnel.
 pub const TRANSFER_BYTES: usize = 10 * 1024 * 1024;
+/// What recording the fixtures needs besides: turning off checksum
+/// offload on the veths.
+pub const FIXTURE_TOOLS: &[&str] = &["ethtool"];
 
 /// The two hosts, each with step 02 running. Drops in field order.
 pub struct Up {
@@ -61,6 +65,10 @@ pub struct Setup<'a> {
     /// Put the impairment relay, with this spec, in front of the server:
     /// the client talks to it on port 7000.
     pub relay: Option<&'a str>,
+    /// Turn off transmit checksum offload on both veths, so that a
+    /// capture of the underlay shows the UDP checksums the datagrams
+    /// really carry (with it on, tshark reports them as bad).
+    pub offload_off: bool,
 }
 
 impl<'a> Setup<'a> {
@@ -72,6 +80,7 @@ impl<'a> Setup<'a> {
             record: true,
             underlay: None,
             relay: None,
+            offload_off: false,
         }
     }
 }
@@ -79,9 +88,16 @@ impl<'a> Setup<'a> {
 /// Builds the two hosts and the underlay, and starts the tunnel's two ends
 /// as `setup` says, with their files in `out`.
 pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<Up> {
+    if setup.offload_off {
+        env::require_tools(FIXTURE_TOOLS)?;
+    }
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let net = topology::two_hosts().build()?;
+    let spec = topology::two_hosts();
+    let net = spec.build()?;
+    if setup.offload_off {
+        spec.tx_offload_off(&net)?;
+    }
     let (server, client) = (net.host("server")?, net.host("client")?);
     report.note(format!(
         "underlay: server {} ({}) <-> client {} ({})",
@@ -248,12 +264,15 @@ fn ping_both_ways(lab: &Up, transport: &str, count: u32, report: &mut Report) ->
 }
 
 /// A short UDP session, two pings each way, recorded on the underlay and
-/// on both TUN devices: the golden fixtures in `pcaps/step02/`.
+/// on both TUN devices: the golden fixtures in `pcaps/step02/`. Transmit
+/// checksum offload is off on both veths, so the underlay capture carries
+/// real UDP checksums.
 fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     let dir = out.join("fixtures");
     let underlay = dir.join("underlay-udp.pcap");
     let setup = Setup {
         underlay: Some(&underlay),
+        offload_off: true,
         ..Setup::plain("udp")
     };
     let mut lab = up(&dir, &setup, report)?;
@@ -261,6 +280,11 @@ fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     lab.underlay.take().context("no underlay capture")?.finish()?;
     lab.client_step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
     lab.server_step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
+    checksums_verify(
+        "fixtures: every checksum in underlay.pcap verifies",
+        &underlay,
+        report,
+    )?;
     let pcaps = env::fixtures_dir("step02")?;
     for (from, to) in [
         ("underlay-udp.pcap", "underlay.pcap"),
@@ -388,6 +412,7 @@ fn meltdown_run(
         record: false,
         underlay: None,
         relay: Some(condition.impair),
+        offload_off: false,
     };
     let lab = up(out, &setup, report)?;
     // One ping to be sure the tunnel carries traffic before the clock starts

@@ -26,7 +26,7 @@ use anyhow::{Context, bail};
 use etherparse::{IpNumber, UdpSlice};
 use nix::sys::signal::Signal;
 
-use crate::captures::each_ip_packet;
+use crate::captures::{checksums_verify, each_ip_packet};
 use crate::doctor::{Kernel, Needs};
 use crate::env;
 use crate::keys::{KeyPair, Keys, private_copy};
@@ -70,6 +70,9 @@ pub const TYPE_DATA: u8 = 4;
 pub const RESTART_LIMIT: Duration = Duration::from_secs(10);
 /// The ends whose keys the lab makes: the server and the client it lists.
 pub const KEY_NAMES: &[&str] = &["server", "client"];
+/// What recording the fixtures needs besides: turning off checksum
+/// offload on the veths.
+pub const FIXTURE_TOOLS: &[&str] = &["ethtool"];
 
 /// The server's socket.
 fn server_addr() -> SocketAddr {
@@ -156,6 +159,10 @@ pub struct Setup<'a> {
     /// Put the impairment relay, with this spec, in front of the server:
     /// the client talks to it on port 7000.
     pub relay: Option<&'a str>,
+    /// Turn off transmit checksum offload on every veth, so that a capture
+    /// of the underlay shows the UDP checksums the datagrams really carry
+    /// (with it on, tshark reports them as bad).
+    pub offload_off: bool,
 }
 
 impl<'a> Setup<'a> {
@@ -167,6 +174,7 @@ impl<'a> Setup<'a> {
             record: true,
             underlay: None,
             relay: None,
+            offload_off: false,
         }
     }
 }
@@ -175,9 +183,16 @@ impl<'a> Setup<'a> {
 /// as `setup` says, with their files in `out`. Returns once the client has
 /// completed its handshake.
 pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<Up> {
+    if setup.offload_off {
+        env::require_tools(FIXTURE_TOOLS)?;
+    }
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let net = topology::two_hosts_and_intruder().build()?;
+    let spec = topology::two_hosts_and_intruder();
+    let net = spec.build()?;
+    if setup.offload_off {
+        spec.tx_offload_off(&net)?;
+    }
     let (server, client, intruder) = (net.host("server")?, net.host("client")?, net.host("intruder")?);
     report.note(format!(
         "underlay: server {} ({}) <-> client {} ({}); server {} <-> intruder {} ({})",
@@ -962,6 +977,7 @@ fn reordering(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<()
         record: false,
         underlay: None,
         relay: Some(IMPAIR),
+        offload_off: false,
     };
     let mut lab = up(out, &setup, report)?;
     report.note(format!("the relay between them: {IMPAIR}"));
@@ -1011,7 +1027,8 @@ fn intruders_server() -> SocketAddr {
 /// A short session with the fixed test-only keys (three pings each way,
 /// two ping -6 from the client), recorded on the underlay and on both TUN
 /// devices, with the server's ephemeral keys: the golden fixtures in
-/// `pcaps/step04/`.
+/// `pcaps/step04/`. Transmit checksum offload is off on every veth, so the
+/// underlay capture carries real UDP checksums.
 fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Result<()> {
     let dir = out.join("fixtures");
     std::fs::create_dir_all(&dir)?;
@@ -1024,6 +1041,7 @@ fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Re
         record: true,
         underlay: Some(&underlay),
         relay: None,
+        offload_off: true,
     };
     let mut lab = up(&dir, &setup, report)?;
     // Three pings each way, then two ping -6 from the client.
@@ -1037,6 +1055,11 @@ fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Re
     }
     lab.underlay.take().context("no underlay capture")?.finish()?;
     stop(&mut lab, "fixtures: ", report)?;
+    checksums_verify(
+        "fixtures: every checksum in underlay.pcap verifies",
+        &underlay,
+        report,
+    )?;
     for (from, to) in [
         ("underlay.pcap", "underlay.pcap"),
         ("server-fixtures-tun.pcap", "server-tun.pcap"),
