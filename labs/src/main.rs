@@ -298,8 +298,16 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
             if !ready("tunlab bench", &bench::NEEDS) {
                 return Ok(EXIT_UNPRIVILEGED);
             }
+            // Only what this run measures, built first and visibly: a
+            // release build of the steps takes minutes.
+            let contestants = bench::select(&only).map_err(|e| Usage(format!("{e:#}")))?;
+            env::build_visibly(&bench::binaries(&contestants))?;
             if !env::is_root() {
-                return env::run_as_root("tunlab bench", &bench::NEEDS, &own_args());
+                let built = Needs {
+                    binaries: &[],
+                    ..bench::NEEDS
+                };
+                return env::run_as_root("tunlab bench", &built, &own_args());
             }
             clean_up_on_signals(true)?;
             let options = bench::Options {
