@@ -9,11 +9,13 @@
 //! - [`tunnel`]: the sans-IO core: sessions, peers, timers.
 //! - [`entropy`]: where ephemeral keys and indices come from.
 //! - [`keys`]: keys as base64, and key files only their owner can read.
+//! - [`decrypt`]: reading a recorded session with one end's key log.
 
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod crypto;
+pub mod decrypt;
 pub mod entropy;
 pub mod keys;
 pub mod noise;
