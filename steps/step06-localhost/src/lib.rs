@@ -17,6 +17,8 @@
 //! - [`conn`]: the I/O shell of one control connection: threads and
 //!   blocking sockets, no async runtime.
 //! - [`server`] and [`client`]: the two ends.
+//! - [`recording`]: a recorded control connection read back, and
+//!   decrypted with the client's key log.
 //! - [`l3`]: the layer-3 way: step 05's VPN with a public port forwarded
 //!   to a client (nftables DNAT) and delivered to its loopback.
 
@@ -29,6 +31,7 @@ pub mod flows;
 pub mod keepalive;
 pub mod l3;
 pub mod mux;
+pub mod recording;
 pub mod secure;
 pub mod server;
 pub mod wire;
