@@ -11,7 +11,7 @@ use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use step01_ping_tun::Summary;
@@ -84,12 +84,40 @@ enum Cmd {
     /// host; leaving the shell removes everything (as root: tunlab asks
     /// sudo).
     Shell { lab: String },
-    /// Print the packets of pcap files, one tcpdump-like line each, as the
-    /// steps log them: TUN captures (LINKTYPE_RAW), and Ethernet captures of
-    /// the underlay with the tunnel's messages decoded inside.
+    /// Print the packets of pcap (or pcapng) files, one tcpdump-like line
+    /// each, as the steps log them: TUN captures (LINKTYPE_RAW), and
+    /// Ethernet captures of the underlay with the tunnel's messages decoded
+    /// inside. With --keylog and --key, decrypt the recorded sessions
+    /// instead: step 04's data messages (steps 05 and 06's layer 3 too) and
+    /// step 06's control connections, both ways.
+    #[command(after_help = "Examples:\n  \
+        cargo run -p tunlab -- decode pcaps/step04/underlay.pcap\n  \
+        install -m 600 pcaps/step04/test-only-server.key /tmp/server.key\n  \
+        cargo run -p tunlab -- decode pcaps/step04/underlay.pcap --keylog pcaps/step04/server.keylog \\\n      \
+        --key /tmp/server.key --write /tmp/inner.pcap\n  \
+        tshark -r /tmp/inner.pcap\n\n\
+        The key log must be the one written by the end whose key --key gives; when that end \
+        initiated (step 04's client, step 06's expose), --peer-key gives the other end's public key.")]
     Decode {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Decrypt with this key log: the ephemeral private keys one end
+        /// wrote with its --keylog.
+        #[arg(long, value_name = "FILE", requires = "key")]
+        keylog: Option<PathBuf>,
+        /// The private key file (mode 600) of the end that wrote the key
+        /// log.
+        #[arg(long, value_name = "FILE", requires = "keylog")]
+        key: Option<PathBuf>,
+        /// The other end's public key: needed when the end that wrote the
+        /// key log initiated the handshake.
+        #[arg(long, value_name = "PUBKEY", requires = "keylog", value_parser = public_key)]
+        peer_key: Option<step04_crypto::PublicKey>,
+        /// Write the decrypted inner IP packets to FILE (pcap,
+        /// LINKTYPE_RAW, with their capture times), for tshark or
+        /// Wireshark.
+        #[arg(long, value_name = "FILE", requires = "keylog")]
+        write: Option<PathBuf>,
     },
     /// Measure every tunnel step against the bare link and against
     /// wireguard-go and boringtun, on a topology of its own: iperf3 TCP and
@@ -277,7 +305,14 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
             clean_up_on_signals(false)?;
             shell(lab)
         }
-        Cmd::Decode { files } => match decode(&files) {
+        Cmd::Decode {
+            files,
+            keylog: Some(keylog),
+            key: Some(key),
+            peer_key,
+            write,
+        } => decrypt(&files, &keylog, &key, peer_key, write.as_deref()),
+        Cmd::Decode { files, .. } => match decode(&files) {
             // `tunlab decode ... | head` closes the pipe early: not an error.
             Err(e)
                 if e.downcast_ref::<std::io::Error>()
@@ -416,6 +451,59 @@ fn doctor(lab: Option<&str>) -> anyhow::Result<u8> {
         println!("{missing} missing: {which} cannot run here until the lines marked MISSING are fixed");
         Ok(1)
     }
+}
+
+/// Parses a public key for clap (base64, as `genkey | pubkey` prints it).
+fn public_key(text: &str) -> Result<step04_crypto::PublicKey, String> {
+    step04_crypto::keys::parse_public(text).map_err(|e| format!("{e:#}"))
+}
+
+/// `tunlab decode --keylog`: 0 when every encrypted message was read.
+fn decrypt(
+    files: &[PathBuf],
+    keylog: &std::path::Path,
+    key: &std::path::Path,
+    peer: Option<step04_crypto::PublicKey>,
+    write: Option<&std::path::Path>,
+) -> anyhow::Result<u8> {
+    let keys = tunlab::decrypt::Keys::read(key, keylog, peer)?;
+    let mut recorder = write
+        .map(|path| {
+            step01_ping_tun::pcap::Recorder::create(path)
+                .with_context(|| format!("creating {}", path.display()))
+        })
+        .transpose()?;
+    let mut out = std::io::stdout().lock();
+    let mut unread = 0;
+    for file in files {
+        writeln!(out, "{}: decrypted with {}", file.display(), keylog.display())?;
+        let counts = tunlab::decrypt::decrypt(file, &keys, recorder.as_mut(), &mut out)?;
+        if counts.sessions == 0 && counts.unread == 0 {
+            bail!(
+                "{}: no handshake of step 04 or step 06 in it: the keys come from the handshake, \
+                 so the capture must start before the tunnel does",
+                file.display()
+            );
+        }
+        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        writeln!(
+            out,
+            "{} read, {} opened, {} not read",
+            plural(counts.sessions, "session", "sessions"),
+            plural(counts.opened, "message", "messages"),
+            counts.unread
+        )?;
+        unread += counts.unread;
+        if let Some(path) = write {
+            writeln!(
+                out,
+                "{} inner packets written to {}",
+                counts.written,
+                path.display()
+            )?;
+        }
+    }
+    Ok(u8::from(unread > 0))
 }
 
 /// Prints every packet of `files`, one line each.
