@@ -280,8 +280,10 @@ fn closest(offset: usize, run: &[String], output: &[&str]) -> Mismatch {
 }
 
 /// Checks every `lab NN` block of the book against one run of lab `lab`:
-/// each must be in the report's transcript or in one of the text files
-/// (`.log`, `.txt`) the lab saved in `out`. Returns one message per block
+/// each must be in the report's transcript (as `tunlab run NN` prints it:
+/// the lab's title first, and the lab's default output folder where the
+/// run used `out`, and the summary line last) or in one of the text files
+/// (`.log`, `.txt`, `.diff`) the lab saved in `out`. Returns one message per block
 /// that is not, and per malformed annotation.
 pub fn check_lab(lab: &str, report: &Report, out: &Path) -> Vec<String> {
     let blocks = match book_blocks(&book_src()) {
@@ -289,11 +291,28 @@ pub fn check_lab(lab: &str, report: &Report, out: &Path) -> Vec<String> {
         Ok(Err(errors)) => return errors,
         Err(e) => return vec![format!("reading the book: {e:#}")],
     };
-    let mut sources = vec![("the lab's report".to_string(), report.transcript().join("\n"))];
+    // What `tunlab run NN` prints: the lab's title, then the report, with
+    // the lab's default output folder where a test run used its own.
+    let as_printed = |text: &str| -> String {
+        match crate::labs::Lab::find(lab) {
+            Some(l) => text.replace(&out.display().to_string(), &l.default_out().display().to_string()),
+            None => text.to_string(),
+        }
+    };
+    let title = crate::labs::Lab::find(lab)
+        .map(|l| format!("lab {}: {}\n", l.number, l.title))
+        .unwrap_or_default();
+    let mut sources = vec![(
+        "the lab's report".to_string(),
+        title + &as_printed(&report.transcript().join("\n")) + "\n" + &report.summary().join("\n"),
+    )];
     if let Ok(entries) = std::fs::read_dir(out) {
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "log" || e == "txt"))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|e| e == "log" || e == "txt" || e == "diff")
+            })
             .collect();
         files.sort();
         for file in files {
@@ -303,7 +322,7 @@ pub fn check_lab(lab: &str, report: &Report, out: &Path) -> Vec<String> {
                     .unwrap_or_default()
                     .to_string_lossy()
                     .into_owned();
-                sources.push((name, text));
+                sources.push((name, as_printed(&text)));
             }
         }
     }

@@ -562,17 +562,10 @@ fn underlay_line(ip: &[u8]) -> String {
 
 /// Prints the failed checks; the exit status: 0 when all passed, else 1.
 fn summarize(report: &Report) -> u8 {
-    let failures = report.failures();
-    if failures.is_empty() {
-        println!("all {} checks passed", report.checks.len());
-        0
-    } else {
-        println!("{} of {} checks failed:", failures.len(), report.checks.len());
-        for f in failures {
-            println!("  {f}");
-        }
-        1
+    for line in report.summary() {
+        println!("{line}");
     }
+    u8::from(!report.failures().is_empty())
 }
 
 fn check_exercise(lab: &Lab, attempt: Option<PathBuf>) -> anyhow::Result<bool> {

@@ -74,6 +74,23 @@ impl Report {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
     }
 
+    /// The lines `tunlab run` prints after the checks: `all N checks
+    /// passed`, or how many failed and which.
+    pub fn summary(&self) -> Vec<String> {
+        let failures = self.failures();
+        if failures.is_empty() {
+            vec![format!("all {} checks passed", self.checks.len())]
+        } else {
+            let mut lines = vec![format!(
+                "{} of {} checks failed:",
+                failures.len(),
+                self.checks.len()
+            )];
+            lines.extend(failures.iter().map(|f| format!("  {f}")));
+            lines
+        }
+    }
+
     pub fn failures(&self) -> Vec<&Check> {
         self.checks.iter().filter(|c| !c.passed).collect()
     }
