@@ -9,9 +9,11 @@
 //! - [`framing`]: length-prefixed frames for the TCP transport.
 //! - [`mtu`]: how large an inner packet may be.
 //! - [`run`]: the I/O loops over the TUN device and the socket.
+//! - [`cli`]: the command line.
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod framing;
 pub mod mtu;
 pub mod run;

@@ -1,5 +1,7 @@
 //! The command line shared by the tunnel steps: key commands, the flags of
-//! both ends, and the run of one end, which later steps extend.
+//! both ends, and the run of one end, which later steps extend; and step
+//! 04's own ([`Cli`], which `main.rs` parses and [`command`] gives to
+//! `tunlab completions`).
 
 use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
@@ -25,6 +27,7 @@ use crate::entropy::{Entropy, OsEntropy};
 use crate::keys::{self, Short};
 use crate::run::{KeylogEntropy, tun_mtu};
 use crate::{PeerConfig, Tunnel};
+use clap::{Parser, Subcommand};
 
 /// The flags of both ends.
 #[derive(Debug, Args)]
@@ -229,3 +232,78 @@ pub fn tunnel_end<G>(
     Ok(ExitCode::SUCCESS)
 }
 // ANCHOR_END: tunnel_end
+
+/// An encrypted tunnel: an x25519 handshake (Noise IK), ChaCha20-Poly1305
+/// on every packet, and a replay window.
+///
+/// Keys are base64, like WireGuard's. Private keys live in files only their
+/// owner can read (mode 600) and never on the command line; public keys are
+/// public.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Examples:\n  \
+        step04-crypto genkey > server.key && step04-crypto pubkey < server.key\n  \
+        step04-crypto genkey > client.key && step04-crypto pubkey < client.key\n  \
+        sudo step04-crypto server --listen 0.0.0.0:51820 --key server.key \\\n      \
+        --peer CLIENT_PUBKEY=10.0.0.2/32,fd00::2/128 --address 10.0.0.1/24 --address fd00::1/64\n  \
+        sudo step04-crypto client --server 192.0.2.1:51820 --key client.key \\\n      \
+        --server-key SERVER_PUBKEY --address 10.0.0.2/24 --address fd00::2/64\n\n\
+        `kill -USR1 PID` logs each peer's endpoint, last handshake, traffic and drops."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a new private key (base64). Redirect it to a file: the file
+    /// is made readable by its owner only.
+    #[command(after_help = "Example:\n  step04-crypto genkey > client.key")]
+    Genkey,
+    /// Read a private key on stdin, print its public key.
+    #[command(after_help = "Example:\n  step04-crypto pubkey < client.key")]
+    Pubkey,
+    /// Accept clients whose public keys are listed.
+    #[command(after_help = "Example (as root):\n  \
+        step04-crypto server --listen 0.0.0.0:51820 --key server.key \\\n    \
+        --peer CLIENT1_PUBKEY=10.0.0.2/32,fd00::2/128 --peer CLIENT2_PUBKEY=10.0.0.3/32 \\\n    \
+        --address 10.0.0.1/24 --address fd00::1/64")]
+    Server {
+        /// Where to listen; [::]:PORT takes both families.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: SocketAddr,
+        /// A client: its public key and the tunnel addresses it may use
+        /// (and that are routed to it). Repeat for each client.
+        #[arg(long = "peer", value_name = "PUBKEY=CIDR[,CIDR...]", required = true)]
+        peers: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Connect to a server whose public key you know.
+    #[command(after_help = "Example (as root):\n  \
+        step04-crypto client --server 192.0.2.1:51820 --key client.key --server-key SERVER_PUBKEY \\\n    \
+        --address 10.0.0.2/24 --address fd00::2/64 --keepalive 25")]
+    Client {
+        /// The server: 192.0.2.1:51820, [2001:db8::1]:51820, or a name.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: String,
+        /// The server's public key.
+        #[arg(long, value_name = "PUBKEY")]
+        server_key: String,
+        /// Send a keepalive after this many seconds without sending (keeps
+        /// NAT mappings open) [default: 25]. With 0, no keepalives, and the
+        /// first handshake waits for the first packet.
+        #[arg(long, value_name = "SECS")]
+        keepalive: Option<u64>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// The command line, for man pages and shell completions (`tunlab
+/// completions`).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
