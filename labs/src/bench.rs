@@ -90,19 +90,21 @@ pub enum Contestant {
     Step04,
     Step05,
     Step06,
+    Step07,
     WireguardGo,
     Boringtun,
     BoringtunOneThread,
 }
 
 impl Contestant {
-    pub const ALL: [Contestant; 9] = [
+    pub const ALL: [Contestant; 10] = [
         Contestant::Veth,
         Contestant::Step02,
         Contestant::Step03,
         Contestant::Step04,
         Contestant::Step05,
         Contestant::Step06,
+        Contestant::Step07,
         Contestant::WireguardGo,
         Contestant::Boringtun,
         Contestant::BoringtunOneThread,
@@ -116,6 +118,7 @@ impl Contestant {
             Contestant::Step04 => "step04",
             Contestant::Step05 => "step05",
             Contestant::Step06 => "step06",
+            Contestant::Step07 => "step07",
             Contestant::WireguardGo => "wireguard-go",
             Contestant::Boringtun => "boringtun",
             Contestant::BoringtunOneThread => "boringtun-1t",
@@ -134,6 +137,9 @@ impl Contestant {
             Contestant::Step06 => {
                 "step 06's localhost tunnel (`expose`): TCP streams and UDP flows inside one encrypted TCP control connection; no ping"
             }
+            Contestant::Step07 => {
+                "step 07: WireGuard itself, started and configured with wg exactly as wireguard-go is, MTU 1420"
+            }
             Contestant::WireguardGo => "wireguard-go, configured with wg, MTU 1420",
             Contestant::Boringtun => "boringtun-cli with its default 4 threads, MTU 1420",
             Contestant::BoringtunOneThread => "boringtun-cli with --threads 1, MTU 1420",
@@ -148,6 +154,7 @@ impl Contestant {
             Contestant::Step04 => Some("step04-crypto"),
             Contestant::Step05 => Some("step05-full-tunnel"),
             Contestant::Step06 => Some("step06-localhost"),
+            Contestant::Step07 => Some("step07-wireguard"),
             _ => None,
         }
     }
@@ -181,7 +188,7 @@ impl Contestant {
             Contestant::Boringtun | Contestant::BoringtunOneThread if boringtun_binary().is_none() => {
                 Some(format!("not installed: {BORINGTUN_INSTALL}"))
             }
-            Contestant::Boringtun | Contestant::BoringtunOneThread => wg(),
+            Contestant::Boringtun | Contestant::BoringtunOneThread | Contestant::Step07 => wg(),
             _ => None,
         }
     }
@@ -789,14 +796,17 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
                 },
             })
         }
-        Contestant::WireguardGo | Contestant::Boringtun | Contestant::BoringtunOneThread => {
+        Contestant::Step07
+        | Contestant::WireguardGo
+        | Contestant::Boringtun
+        | Contestant::BoringtunOneThread => {
             // The control sockets live in /var/run/wireguard/NAME.sock,
             // shared by all namespaces (and by other runs): the two ends
             // need different names, and this run's differ from another's.
             let run = std::process::id() % 100_000;
             let (a_tun, b_tun) = (format!("{a_tun}{run}"), format!("{b_tun}{run}"));
-            let a_end = start_wireguard(contestant, &bench.a, &a_tun, &log("a"))?;
-            let b_end = start_wireguard(contestant, &bench.b, &b_tun, &log("b"))?;
+            let a_end = start_wireguard(contestant, binary, &bench.a, &a_tun, &log("a"))?;
+            let b_end = start_wireguard(contestant, binary, &bench.b, &b_tun, &log("b"))?;
             let (a_port, b_port) = (51800 + u16::from(n), 51900 + u16::from(n));
             configure_wireguard(
                 &bench.a,
@@ -826,14 +836,24 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
     }
 }
 
-/// Starts wireguard-go or boringtun-cli in the foreground in `host`, and
-/// waits for its control socket.
-fn start_wireguard(contestant: Contestant, host: &Host, name: &str, log: &Path) -> anyhow::Result<Running> {
+/// Starts step 07, wireguard-go or boringtun-cli in the foreground in
+/// `host` (`binary` is step 07's), and waits for its control socket.
+fn start_wireguard(
+    contestant: Contestant,
+    binary: Option<&Path>,
+    host: &Host,
+    name: &str,
+    log: &Path,
+) -> anyhow::Result<Running> {
     let socket = PathBuf::from(format!("/var/run/wireguard/{name}.sock"));
     // A run that was killed leaves its socket behind; ours must be new.
     let _ = std::fs::remove_file(&socket);
     let running = match contestant {
         Contestant::WireguardGo => Running::start(host, Path::new("wireguard-go"), &["-f", name], log)?,
+        Contestant::Step07 => {
+            let binary = binary.context("step07 has no binary")?;
+            Running::start(host, binary, &["-f", name], log)?
+        }
         _ => {
             let binary = boringtun_binary().context("boringtun-cli is not installed")?;
             let threads = if contestant == Contestant::BoringtunOneThread {

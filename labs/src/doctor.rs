@@ -237,6 +237,27 @@ fn kernel(feature: Kernel) -> Line {
 }
 
 fn tool(name: &str) -> Line {
+    // The WireGuard peers: wg and wireguard-go from apt, boringtun-cli
+    // from cargo install (often in ~/.cargo/bin, off sudo's PATH).
+    if matches!(name, "wg" | "wireguard-go" | "boringtun-cli") {
+        let found = match name {
+            "boringtun-cli" => crate::bench::boringtun_binary(),
+            _ => env::find_program(name),
+        };
+        return match found {
+            Some(path) => line(State::Ok, name, path.display().to_string(), None),
+            None => line(
+                State::Missing,
+                name,
+                "not installed",
+                Some(if env::workspace_root().join(INSTALL_SCRIPT).is_file() {
+                    format!("{INSTALL_SCRIPT} --wireguard")
+                } else {
+                    "sudo apt-get install --no-install-recommends wireguard-go wireguard-tools; cargo install --locked boringtun-cli".into()
+                }),
+            ),
+        };
+    }
     match env::find_program(name) {
         Some(path) => line(
             State::Ok,
@@ -333,7 +354,7 @@ fn wireguard_peers() -> Vec<Line> {
             l = line(
                 State::Note,
                 l.item,
-                "not installed; only tunlab bench uses it",
+                "not installed; lab 07 and tunlab bench use it",
                 fix(),
             );
         }
@@ -345,7 +366,7 @@ fn wireguard_peers() -> Vec<Line> {
         None => line(
             State::Note,
             "boringtun-cli",
-            "not installed; only tunlab bench uses it",
+            "not installed; lab 07 and tunlab bench use it",
             fix(),
         ),
     });

@@ -10,7 +10,7 @@ use crate::doctor::Needs;
 use crate::env::{self, workspace_root};
 use crate::netns::Host;
 use crate::report::Report;
-use crate::{lab01, lab02, lab03, lab04, lab05, lab06};
+use crate::{lab01, lab02, lab03, lab04, lab05, lab06, lab07};
 
 /// What `tunlab run NN` was asked to do, for any lab.
 #[derive(Debug, Clone)]
@@ -158,6 +158,18 @@ pub const LABS: &[Lab] = &[
         hint: "curl http://198.51.100.1:8080/ (layer 4); curl http://198.51.100.1:18080/ (layer 3); \
                ping -c 1 198.51.100.1; ip route",
         out: "lab06",
+    },
+    Lab {
+        number: "07",
+        folder: "07-wireguard",
+        title: "WireGuard itself: step 07 against wireguard-go and boringtun, configured by wg",
+        package: lab07::PACKAGE,
+        exercise: Some("timestamp.rs"),
+        needs: &lab07::NEEDS,
+        run: lab07::run,
+        shell: lab07::shell,
+        hint: "wg show; ping -c 3 10.0.0.2; tcpdump -n -i veth0 udp; wg showconf IFNAME",
+        out: "lab07",
     },
 ];
 

@@ -350,6 +350,48 @@ pub fn two_hosts() -> Spec {
     )
 }
 
+/// Lab 07: step 07's host and the hosts of the other implementations, as
+/// text (they go to `wg`, `ip` and `ping` as arguments). The underlay
+/// addresses are those of [`underlay`] and [`internet`].
+pub mod wireguard {
+    /// `tunlab` — `wggo`: 192.0.2.0/24, step 07 moving from .1 to .3.
+    pub const TUNLAB_TO_WGGO: &str = "192.0.2.1";
+    pub const TUNLAB_TO_WGGO_ROAMED: &str = "192.0.2.3";
+    pub const WGGO: &str = "192.0.2.2";
+    /// `tunlab` — `boringtun`: 198.51.100.0/24, step 07 moving from .1 to
+    /// .3.
+    pub const TUNLAB_TO_BORINGTUN: &str = "198.51.100.1";
+    pub const TUNLAB_TO_BORINGTUN_ROAMED: &str = "198.51.100.3";
+    pub const BORINGTUN: &str = "198.51.100.2";
+    /// `tunlab` — `attacker`: 203.0.113.0/24.
+    pub const TUNLAB_TO_ATTACKER: &str = "203.0.113.1";
+    pub const ATTACKER: &str = "203.0.113.2";
+    /// Inside the tunnel: step 07 is `.1`, the peer `.2`.
+    pub const TUNLAB_INNER: &str = "10.0.0.1";
+    pub const PEER_INNER: &str = "10.0.0.2";
+    pub const TUNLAB_INNER6: &str = "fd00::1";
+    pub const PEER_INNER6: &str = "fd00::2";
+}
+
+/// Lab 07: `tunlab` with a link to each of `wggo` (veth0), `boringtun`
+/// (veth1) and `attacker` (veth2); see [`wireguard`].
+pub fn wireguard_peers() -> Spec {
+    let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap_or(Ipv4Addr::UNSPECIFIED) };
+    Spec::new(&["tunlab", "wggo", "boringtun", "attacker"])
+        .link(
+            end("tunlab", "veth0", &[v4(ip(wireguard::TUNLAB_TO_WGGO), 24)]),
+            end("wggo", "veth0", &[v4(ip(wireguard::WGGO), 24)]),
+        )
+        .link(
+            end("tunlab", "veth1", &[v4(ip(wireguard::TUNLAB_TO_BORINGTUN), 24)]),
+            end("boringtun", "veth0", &[v4(ip(wireguard::BORINGTUN), 24)]),
+        )
+        .link(
+            end("tunlab", "veth2", &[v4(ip(wireguard::TUNLAB_TO_ATTACKER), 24)]),
+            end("attacker", "veth0", &[v4(ip(wireguard::ATTACKER), 24)]),
+        )
+}
+
 /// Lab 04: [`two_hosts`], and `intruder` on a link of its own to the
 /// server (server `veth1` 198.51.100.1/24, intruder `veth0`
 /// 198.51.100.3/24).

@@ -454,7 +454,7 @@ const RECEIVE_BUFFER: usize = 4 << 20;
 /// may exceed `net.core.rmem_max`; it needs CAP_NET_ADMIN, which creating
 /// the TUN device needed too. Without it, `SO_RCVBUF` gets what the limit
 /// allows.
-fn enlarge_receive_buffer(socket: &UdpSocket) {
+pub fn enlarge_receive_buffer(socket: &UdpSocket) {
     use nix::sys::socket::{getsockopt, setsockopt, sockopt};
     if setsockopt(socket, sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err() {
         let _ = setsockopt(socket, sockopt::RcvBuf, &RECEIVE_BUFFER);
@@ -543,7 +543,7 @@ fn wait_readable(device: &SyncDevice, socket: &UdpSocket) -> anyhow::Result<()> 
 /// Sends one datagram. The socket does not block, so when its send buffer
 /// is full the datagram waits (for one [`TICK`] at most) until there is
 /// room, as a blocking send would; only then is it dropped.
-fn send_datagram(socket: &UdpSocket, message: &[u8], to: SocketAddr) {
+pub fn send_datagram(socket: &UdpSocket, message: &[u8], to: SocketAddr) {
     let mut result = socket.send_to(message, to);
     if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
         let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];

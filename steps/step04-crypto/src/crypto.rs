@@ -62,10 +62,12 @@ pub fn kdf<const N: usize>(chaining_key: &[u8; KEY_LEN], input: &[u8]) -> [[u8; 
 }
 // ANCHOR_END: kdf
 
-/// Keyed BLAKE2s-128: the MAC on handshake messages.
-pub fn mac(key: &[u8; KEY_LEN], data: &[u8]) -> [u8; TAG_LEN] {
+/// Keyed BLAKE2s-128: the MAC on handshake messages. The key may be 1 to
+/// 32 bytes (WireGuard keys its mac2 with a 16-byte cookie).
+pub fn mac<const K: usize>(key: &[u8; K], data: &[u8]) -> [u8; TAG_LEN] {
+    const { assert!(K >= 1 && K <= KEY_LEN, "BLAKE2s takes a key of 1 to 32 bytes") };
     let mut m = <Blake2sMac<U16> as blake2::digest::KeyInit>::new_from_slice(key)
-        .expect("BLAKE2s takes a 32-byte key");
+        .expect("BLAKE2s takes a key of 1 to 32 bytes");
     m.update(data);
     m.finalize().into_bytes().into()
 }

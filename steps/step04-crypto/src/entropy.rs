@@ -13,6 +13,14 @@ pub trait Entropy: Send {
     fn ephemeral(&mut self) -> StaticSecret;
     /// A random 32-bit session index.
     fn index(&mut self) -> u32;
+    /// Random bytes (a later step needs nonces and secrets of other
+    /// sizes). By default, made of [`index`](Self::index) values.
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(4) {
+            let random = self.index().to_le_bytes();
+            chunk.copy_from_slice(&random[..chunk.len()]);
+        }
+    }
 }
 
 /// Fills `buf` from the operating system (getrandom(2)).
@@ -35,6 +43,10 @@ impl Entropy for OsEntropy {
         let mut b = [0u8; 4];
         fill(&mut b);
         u32::from_le_bytes(b)
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        fill(buf);
     }
 }
 

@@ -93,7 +93,7 @@ pub fn mac1_key(receiver: &PublicKey) -> [u8; KEY_LEN] {
 }
 
 /// Compares two MACs in time that does not depend on where they differ.
-fn same(a: &[u8; TAG_LEN], b: &[u8; TAG_LEN]) -> bool {
+pub fn same(a: &[u8; TAG_LEN], b: &[u8; TAG_LEN]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

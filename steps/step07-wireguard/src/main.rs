@@ -1,0 +1,191 @@
+//! `step07-wireguard`: a WireGuard interface in user space, configured by
+//! the unmodified `wg` tool, like wireguard-go and boringtun.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use step01_ping_tun::host::{self, Shutdown};
+use step07_wireguard::DAEMON_ENV;
+use step07_wireguard::quick;
+use step07_wireguard::run::{Options, serve, socket_path};
+
+const PROGRAM: &str = "step07-wireguard";
+
+/// A WireGuard interface in user space: creates the TUN device IFNAME and
+/// serves WireGuard's configuration protocol on
+/// /var/run/wireguard/IFNAME.sock, so `wg` configures it as it configures
+/// wireguard-go and boringtun.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples (as root):\n  \
+        step07-wireguard wg0\n  \
+        wg setconf wg0 wg0.conf        # or: wg set wg0 private-key ./key peer ...\n  \
+        ip address add 10.0.0.1/24 dev wg0 && ip link set wg0 up\n  \
+        wg show wg0\n  \
+        step07-wireguard up wg0.conf   # the part of wg-quick a student needs\n  \
+        step07-wireguard down wg0.conf\n\n\
+        `kill -USR1 PID` logs each peer's endpoint, last handshake, traffic and drops."
+)]
+struct Cli {
+    /// Stay in the foreground (and log to stderr) instead of going to the
+    /// background once the interface is ready.
+    #[arg(short, long)]
+    foreground: bool,
+    /// Record every packet read from and written to the TUN device in
+    /// FILE (pcap, LINKTYPE_RAW).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// Append each handshake's ephemeral private key to FILE (mode 600),
+    /// for Wireshark's WireGuard key log. For test sessions only.
+    #[arg(long, value_name = "FILE")]
+    keylog: Option<PathBuf>,
+    /// Log more: -v shows every packet, -vv everything.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Take a wg-quick configuration on stdin, configure the interface
+    /// and the host from it, say `ready` on stdout (what `up` does).
+    #[arg(long, hide = true)]
+    from_stdin: bool,
+    /// The interface (and TUN device) name, e.g. wg0.
+    #[arg(value_name = "IFNAME")]
+    ifname: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bring up the interface a wg-quick configuration file describes
+    /// (Address, ListenPort, PrivateKey, MTU, DNS, peers, and routes for
+    /// AllowedIPs, through step 05's planner and journal).
+    #[command(after_help = "Example (as root):\n  step07-wireguard up /etc/wireguard/wg0.conf")]
+    Up {
+        /// The configuration file (mode 600: it holds the private key).
+        #[arg(value_name = "FILE.conf")]
+        config: PathBuf,
+    },
+    /// Take it down again and put the host back as it was, even after the
+    /// interface's process was killed.
+    #[command(after_help = "Example (as root):\n  step07-wireguard down /etc/wireguard/wg0.conf")]
+    Down {
+        #[arg(value_name = "FILE.conf")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match (&cli.command, &cli.ifname) {
+        (Some(Command::Up { config }), _) => quick::up(PROGRAM, config, cli.verbose),
+        (Some(Command::Down { config }), _) => quick::down(PROGRAM, config, cli.verbose),
+        (None, Some(ifname)) => interface(&cli, ifname),
+        (None, None) => {
+            eprintln!(
+                "{PROGRAM}: give an interface name (e.g. `{PROGRAM} wg0`), or `up FILE.conf`; see --help"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{PROGRAM}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn interface(cli: &Cli, ifname: &str) -> anyhow::Result<ExitCode> {
+    if !host::has_net_admin() {
+        let what = format!("creating interface {ifname}");
+        eprintln!("{PROGRAM}: {}", host::needs_net_admin_message(&what));
+        return Ok(ExitCode::from(host::EXIT_NO_PERMISSION as u8));
+    }
+    if !cli.foreground && !cli.from_stdin && std::env::var_os(DAEMON_ENV).is_none() {
+        return background(ifname);
+    }
+    if std::env::var_os(DAEMON_ENV).is_some() {
+        // The background copy: a session of its own, so the terminal's
+        // signals (Ctrl-C, hang-up) do not reach it.
+        let _ = nix::unistd::setsid();
+    }
+    host::init_logging(cli.verbose);
+    let shutdown = Shutdown::install()?;
+    let options = Options {
+        ifname: ifname.to_string(),
+        pcap: cli.pcap.clone(),
+        keylog: cli.keylog.clone(),
+    };
+    let daemon = std::env::var_os(DAEMON_ENV).is_some();
+    let config = if cli.from_stdin {
+        Some(quick::config_from_stdin()?)
+    } else {
+        None
+    };
+    let status = serve(
+        &options,
+        &shutdown,
+        |device, net| match &config {
+            Some(c) => quick::configure(ifname, c, device, net),
+            None => Ok(None),
+        },
+        || {
+            if cli.from_stdin {
+                println!("ready");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            }
+            // The starting process has seen we are ready and exits: from
+            // now on the background copy's output goes nowhere (run with
+            // -f to see the log).
+            if daemon && let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                let _ = nix::unistd::dup2_stdout(&null);
+                let _ = nix::unistd::dup2_stderr(&null);
+            }
+        },
+    )?;
+    for line in status.lines() {
+        log::info!("{ifname}: {line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts a copy of this program in the background (same arguments) and
+/// returns once its UAPI socket is there, or with its error if it exits
+/// first.
+fn background(ifname: &str) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("finding this program")?;
+    let mut child = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(DAEMON_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the background process")?;
+    let path = socket_path(ifname);
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait()? {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            eprint!("{err}");
+            return Ok(ExitCode::from(status.code().unwrap_or(1) as u8));
+        }
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!(
+        "the background process did not create {} within 5 s",
+        path.display()
+    )
+}
