@@ -10,9 +10,11 @@
 //!   journal; `down`.
 //! - [`system`]: the host behind a trait (commands, sysctls, files).
 //! - [`nat`]: what the kernel's masquerade does to a packet, byte by byte.
+//! - [`cli`]: the command line.
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod journal;
 pub mod nat;
 pub mod plan;

@@ -4,130 +4,15 @@
 
 #![forbid(unsafe_code)]
 
-use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use step02_plain_tunnel::run::{Endpoint, resolve};
-use step04_crypto::cli::{Common, client_peer, genkey, pubkey, server_peers, tunnel_end};
-use step05_full_tunnel::setup::{Wanted, apply_all, client_changes, default_state, down, server_changes};
+use step04_crypto::cli::{client_peer, genkey, pubkey, server_peers, tunnel_end};
+use step05_full_tunnel::cli::{Cli, Command};
+use step05_full_tunnel::setup::{Wanted, apply_all, client_changes, down, server_changes};
 
 const PROGRAM: &str = "step05-full-tunnel";
-
-/// A VPN: step 04's encrypted tunnel, with all of a client's traffic
-/// routed through the server, which forwards it and masquerades it.
-///
-/// Every change to the host (routes, nftables tables, sysctls, the
-/// resolver) is written to a state file before the next is made, and
-/// undone in reverse order on exit, Ctrl-C, SIGTERM or a panic. After a
-/// SIGKILL, `step05-full-tunnel down` (or the next start) undoes what is
-/// left.
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    after_help = "Examples (as root):\n  \
-        step05-full-tunnel server --listen 0.0.0.0:51820 --key server.key --nat \\\n      \
-        --peer CLIENT1_PUBKEY=10.0.0.2/32,fd00::2/128 --peer CLIENT2_PUBKEY=10.0.0.3/32,fd00::3/128 \\\n      \
-        --address 10.0.0.1/24 --address fd00::1/64\n  \
-        step05-full-tunnel client --server 192.0.2.1:51820 --key client.key --server-key SERVER_PUBKEY \\\n      \
-        --address 10.0.0.2/24 --address fd00::2/64 --full-tunnel --dns 198.51.100.53 --kill-switch\n  \
-        step05-full-tunnel down     # after a kill -9: undo what the killed run left\n\n\
-        genkey and pubkey are step 04's. `kill -USR1 PID` logs each peer's status."
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print a new private key (base64), as step 04 does.
-    Genkey,
-    /// Read a private key on stdin, print its public key.
-    Pubkey,
-    /// Accept the listed clients; with --nat, forward and masquerade their
-    /// traffic to the rest of the world.
-    #[command(after_help = "Example (as root):\n  \
-        step05-full-tunnel server --listen 0.0.0.0:51820 --key server.key --nat \\\n    \
-        --peer CLIENT_PUBKEY=10.0.0.2/32,fd00::2/128 --address 10.0.0.1/24 --address fd00::1/64")]
-    Server {
-        /// Where to listen; [::]:PORT takes both families.
-        #[arg(long, value_name = "ADDR:PORT")]
-        listen: std::net::SocketAddr,
-        /// A client: its public key and the tunnel addresses it may send
-        /// from (and that are routed to it). Repeat for each client.
-        #[arg(long = "peer", value_name = "PUBKEY=CIDR[,CIDR...]", required = true)]
-        peers: Vec<String>,
-        /// Turn on forwarding (old values restored on exit) and masquerade
-        /// packets from the tunnel's prefixes that leave by another
-        /// interface, in an nftables table of our own.
-        #[arg(long)]
-        nat: bool,
-        #[command(flatten)]
-        host: HostArgs,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Connect to a server; with --full-tunnel, send everything through it.
-    #[command(after_help = "Example (as root):\n  \
-        step05-full-tunnel client --server 192.0.2.1:51820 --key client.key --server-key SERVER_PUBKEY \\\n    \
-        --address 10.0.0.2/24 --address fd00::2/64 --full-tunnel --dns 198.51.100.53 --kill-switch")]
-    Client {
-        /// The server: 192.0.2.1:51820, [2001:db8::1]:51820, or a name.
-        #[arg(long, value_name = "HOST:PORT")]
-        server: String,
-        /// The server's public key.
-        #[arg(long, value_name = "PUBKEY")]
-        server_key: String,
-        /// Seconds between keepalives [default: 25; 0: none].
-        #[arg(long, value_name = "SECS")]
-        keepalive: Option<u64>,
-        /// Route all IPv4 and IPv6 through the tunnel (0.0.0.0/1,
-        /// 128.0.0.0/1, ::/1, 8000::/1), except the tunnel's own datagrams
-        /// to the server.
-        #[arg(long)]
-        full_tunnel: bool,
-        /// Use this DNS resolver while the tunnel runs (rewrites
-        /// /etc/resolv.conf, restored on exit).
-        #[arg(long, value_name = "ADDR", requires = "full_tunnel")]
-        dns: Option<IpAddr>,
-        /// Drop every packet that would leave outside the tunnel (except
-        /// to the server), until the tunnel is taken down; a killed
-        /// client stays blocked until `down`.
-        #[arg(long, requires = "full_tunnel")]
-        kill_switch: bool,
-        #[command(flatten)]
-        host: HostArgs,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Undo what a run that was killed left on this host (in this network
-    /// namespace).
-    #[command(after_help = "Example (as root):\n  step05-full-tunnel down --tun tun0")]
-    Down {
-        /// The TUN device name the killed run used.
-        #[arg(long, default_value = "tun0", value_name = "NAME")]
-        tun: String,
-        #[command(flatten)]
-        host: HostArgs,
-    },
-}
-
-#[derive(Debug, Args)]
-struct HostArgs {
-    /// The state file that journals the host changes [default:
-    /// /run/tunlab/step05-NETNS-TUN.state, NETNS being this network
-    /// namespace's inode].
-    #[arg(long, value_name = "FILE")]
-    state: Option<PathBuf>,
-}
-
-impl HostArgs {
-    fn path(&self, tun: &str) -> PathBuf {
-        self.state.clone().unwrap_or_else(|| default_state(tun))
-    }
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -17,6 +17,7 @@
 //! - [`conn`]: the I/O shell of one control connection: threads and
 //!   blocking sockets, no async runtime.
 //! - [`server`] and [`client`]: the two ends.
+//! - [`cli`]: the command line.
 //! - [`recording`]: a recorded control connection read back, and
 //!   decrypted with the client's key log.
 //! - [`l3`]: the layer-3 way: step 05's VPN with a public port forwarded
@@ -24,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod client;
 pub mod conn;
 pub mod datagram;

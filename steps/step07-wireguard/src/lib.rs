@@ -13,6 +13,7 @@
 //! - [`uapi`]: the `get=1` / `set=1` configuration protocol.
 //! - [`run`]: the I/O shell: TUN device, sockets, UAPI socket.
 //! - [`conf`] and [`quick`]: wg-quick's file, `up` and `down`.
+//! - [`cli`]: the command line.
 //!
 //! What it reuses from step 04: the primitives (BLAKE2s, HMAC, HKDF,
 //! ChaCha20-Poly1305, X25519), the replay window, the entropy source, the
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod allowed;
+pub mod cli;
 pub mod conf;
 pub mod cookie;
 pub mod device;
