@@ -22,7 +22,7 @@ use tunlab::env::{self, CannotElevate, EXIT_UNPRIVILEGED};
 use tunlab::labs::{LABS, Lab, Options};
 use tunlab::report::Report;
 use tunlab::topology::TUNNEL_PORT;
-use tunlab::{bench, exercise, fuzz, netns};
+use tunlab::{bench, completions, exercise, fuzz, netns};
 
 /// Run the tunlab classroom labs: each builds its own hosts from network
 /// namespaces, runs the real step binaries in them, drives real traffic and
@@ -36,7 +36,8 @@ use tunlab::{bench, exercise, fuzz, netns};
     after_help = "Examples:\n  cargo run -p tunlab -- list\n  cargo run -p tunlab -- doctor\n  \
                   cargo run -p tunlab -- run 01\n  cargo run -p tunlab -- check 01\n  \
                   cargo run -p tunlab -- shell 01\n  cargo run -p tunlab -- decode pcaps/step01/ping-default.pcap\n  \
-                  cargo run -p tunlab -- clean\n  cargo run --release -p tunlab -- bench\n\n\
+                  cargo run -p tunlab -- clean\n  cargo run --release -p tunlab -- bench\n  \
+                  cargo run -p tunlab -- completions --out target/shell\n\n\
                   Exit status: 0 when every check passed, 1 when a check failed (or something went wrong), \
                   2 on a usage error, 77 when the lab cannot run here (no way to root, or the machine lacks \
                   what it needs: see `tunlab doctor`)."
@@ -161,6 +162,18 @@ enum Cmd {
         /// List the targets and what each feeds, and stop.
         #[arg(long)]
         list: bool,
+    },
+    /// Write shell completions (bash, zsh, fish) and man pages for tunlab
+    /// and every step binary, generated from their command lines, into
+    /// DIR/completions/SHELL/ and DIR/man/man1/.
+    #[command(after_help = "Example:\n  \
+        cargo run -p tunlab -- completions --out target/shell\n  \
+        source target/shell/completions/bash/tunlab.bash   # bash, this shell only\n  \
+        MANPATH=target/shell/man man step04-crypto-server")]
+    Completions {
+        /// Where to write them.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Remove lab hosts left behind by runs that crashed or were killed
     /// (as root: tunlab asks sudo).
@@ -403,6 +416,20 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
             }
             println!("corpora and logs: {}", fuzz::work_dir().display());
             Ok(u8::from(crashed))
+        }
+        Cmd::Completions { out } => {
+            let mut commands = completions::step_commands();
+            commands.push(<Args as clap::CommandFactory>::command());
+            let names: Vec<String> = commands.iter().map(|c| c.get_name().to_string()).collect();
+            let written = completions::write(&out, commands)?;
+            println!(
+                "{} files for {}: completions in {}, man pages in {}",
+                written.len(),
+                names.join(", "),
+                out.join("completions").display(),
+                out.join("man").join("man1").display()
+            );
+            Ok(0)
         }
         Cmd::Clean { all } => {
             const NEEDS: Needs = Needs {
