@@ -465,7 +465,7 @@ fn doctor(lab: Option<&str>) -> anyhow::Result<u8> {
         Some(lab) => vec![*find(lab)?.needs],
         None => LABS.iter().map(|l| *l.needs).chain([bench::NEEDS]).collect(),
     };
-    let lines = doctor::report(&needs);
+    let lines = doctor::report(&needs, lab.is_none());
     for line in &lines {
         println!("{line}");
     }
