@@ -232,7 +232,11 @@ fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     lab.underlay.take().context("no underlay capture")?.finish()?;
     lab.client_step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
     lab.server_step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
-    checksums_verify("fixtures: every checksum in underlay.pcap verifies", &underlay, report)?;
+    checksums_verify(
+        "fixtures: every checksum in underlay.pcap verifies",
+        &underlay,
+        report,
+    )?;
     let pcaps = env::fixtures_dir("step02")?;
     for (from, to) in [
         ("underlay-udp.pcap", "underlay.pcap"),

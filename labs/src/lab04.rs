@@ -998,7 +998,11 @@ fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Re
     }
     lab.underlay.take().context("no underlay capture")?.finish()?;
     stop(&mut lab, "fixtures: ", report)?;
-    checksums_verify("fixtures: every checksum in underlay.pcap verifies", &underlay, report)?;
+    checksums_verify(
+        "fixtures: every checksum in underlay.pcap verifies",
+        &underlay,
+        report,
+    )?;
     for (from, to) in [
         ("underlay.pcap", "underlay.pcap"),
         ("server-fixtures-tun.pcap", "server-tun.pcap"),
