@@ -41,6 +41,7 @@ pub mod bench;
 pub mod book_output;
 pub mod captures;
 pub mod completions;
+pub mod decode;
 pub mod decrypt;
 pub mod doctor;
 pub mod env;

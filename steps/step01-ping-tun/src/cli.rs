@@ -1,6 +1,6 @@
-//! The command line: step 01's own ([`Args`], which `main.rs` parses and
+//! The command line: step 01's own ([`Cli`], which `main.rs` parses and
 //! [`command`] gives to `tunlab completions`), and what the command lines
-//! of the steps share: parsers for their values.
+//! of the steps share: the logging flags, and parsers for their values.
 //!
 //! Interface addresses are [`ipnet`]'s types: an [`Ipv4Net`] keeps the
 //! address as given (`10.0.0.1/24` is the address 10.0.0.1 on the network
@@ -11,8 +11,50 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser};
 use ipnet::Ipv4Net;
+
+/// The environment variable that turns on timestamps, as `--timestamps`
+/// does, for programs started by scripts.
+pub const TIMESTAMPS_ENV: &str = "TUNLAB_TIMESTAMPS";
+
+// ANCHOR: log_args
+/// How much to log, and how: the same flags for every step.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LogArgs {
+    /// Log more: -v shows every packet (or stream), -vv everything.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log only warnings and errors. The counters are still printed on exit.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Start each log line with the time in seconds since 1970, to the
+    /// microsecond, as `tcpdump -tt` and `tshark -t e` print it, so the log
+    /// lines up with a capture. TUNLAB_TIMESTAMPS=1 does the same.
+    #[arg(long)]
+    pub timestamps: bool,
+}
+// ANCHOR_END: log_args
+
+impl LogArgs {
+    /// Sets up logging as these flags say (see [`crate::host::init_logging`]).
+    pub fn init(&self) {
+        let timestamps =
+            self.timestamps || std::env::var_os(TIMESTAMPS_ENV).is_some_and(|v| v != "0" && !v.is_empty());
+        crate::host::init_logging_with(self.level(), timestamps);
+    }
+
+    /// The level the flags ask for: warnings with -q, info by default,
+    /// debug with -v, everything with -vv.
+    pub fn level(&self) -> log::LevelFilter {
+        match (self.quiet, self.verbose) {
+            (true, _) => log::LevelFilter::Warn,
+            (false, 0) => log::LevelFilter::Info,
+            (false, 1) => log::LevelFilter::Debug,
+            (false, _) => log::LevelFilter::Trace,
+        }
+    }
+}
 
 /// Parses `ADDRESS/PREFIX`, such as `10.0.0.1/24`, for clap's
 /// `value_parser`. The error names the value and what is wrong with it.
@@ -35,7 +77,7 @@ pub fn ipv4_net(s: &str) -> Result<Ipv4Net, String> {
     version,
     after_help = "Example (as root):\n  step01-ping-tun --tun tun0 --address 10.0.0.1/24 --pcap tun0.pcap -v\n  ping -c 3 10.0.0.2     # in another terminal: answered by this program\n  ping -c 3 10.0.0.1     # answered by the kernel; nothing crosses the TUN"
 )]
-pub struct Args {
+pub struct Cli {
     /// Name of the TUN device to create.
     #[arg(long, default_value = "tun0", value_name = "NAME")]
     pub tun: String,
@@ -49,20 +91,39 @@ pub struct Args {
     /// (pcap, LINKTYPE_RAW).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// Log more: -v shows every request and reply, -vv everything.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// The command line, for man pages and shell completions (`tunlab
 /// completions`).
 pub fn command() -> clap::Command {
-    <Args as clap::CommandFactory>::command()
+    <Cli as clap::CommandFactory>::command()
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        log: LogArgs,
+    }
+
+    #[test]
+    fn log_flags() {
+        let level = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.log.level());
+        assert_eq!(level(&["x"]).unwrap(), log::LevelFilter::Info);
+        assert_eq!(level(&["x", "-q"]).unwrap(), log::LevelFilter::Warn);
+        assert_eq!(level(&["x", "-v"]).unwrap(), log::LevelFilter::Debug);
+        assert_eq!(level(&["x", "-vv"]).unwrap(), log::LevelFilter::Trace);
+        assert!(level(&["x", "-q", "-v"]).is_err(), "-q and -v conflict");
+        let cli = Cli::try_parse_from(["x", "--timestamps"]).unwrap();
+        assert!(cli.log.timestamps);
+    }
 
     #[test]
     fn parse_and_derive() {

@@ -5,13 +5,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use step01_ping_tun::cli::Args;
+use step01_ping_tun::cli::Cli;
 use step01_ping_tun::host::{self, Shutdown};
 use step01_ping_tun::run::{Config, run};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    host::init_logging(args.verbose);
+    let args = Cli::parse();
+    args.log.init();
     if !host::has_net_admin() {
         eprintln!(
             "step01-ping-tun: {}",

@@ -56,15 +56,16 @@ pub struct Common {
     #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
     pub transport: TransportArg,
     /// MTU of the underlay path; the TUN MTU is this less our overhead.
-    #[arg(long, default_value_t = 1500, value_name = "BYTES")]
+    /// At least 576, the datagram every IPv4 host must take (RFC 791).
+    #[arg(long, default_value_t = 1500, value_name = "BYTES",
+          value_parser = clap::value_parser!(u16).range(576..))]
     pub underlay_mtu: u16,
     /// Record every packet read from and written to the TUN device in FILE
     /// (pcap, LINKTYPE_RAW).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// Log more: -v shows every packet, -vv everything.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub log: step01_ping_tun::cli::LogArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             common,
         ),
     };
-    host::init_logging(common.verbose);
+    common.log.init();
     if !host::has_net_admin() {
         let what = format!("creating TUN device {}", common.tun);
         eprintln!("step02-plain-tunnel: {}", host::needs_net_admin_message(&what));
@@ -55,5 +55,45 @@ fn main() -> ExitCode {
             eprintln!("step02-plain-tunnel: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let base = [
+            "step02-plain-tunnel",
+            "server",
+            "--listen",
+            "192.0.2.1:51820",
+            "--address",
+            "10.0.0.1/24",
+        ];
+        Cli::try_parse_from(base.iter().chain(args))
+    }
+
+    /// An underlay MTU too small to carry an IPv4 host's datagrams is a
+    /// usage error (it gave a TUN device an MTU of 0), as is a misspelt
+    /// flag, with a suggestion.
+    #[test]
+    fn arguments_are_checked() {
+        assert!(parse(&["--underlay-mtu", "576"]).is_ok());
+        let err = parse(&["--underlay-mtu", "10"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("10 is not in 576..=65535"), "{err}");
+        let err = parse(&["--adress", "10.0.0.1/24"]).unwrap_err();
+        assert!(
+            err.to_string().contains("a similar argument exists: '--address'"),
+            "{err}"
+        );
+        let Command::Server { common, .. } = parse(&["-q", "--timestamps"]).unwrap().command else {
+            panic!("not a server")
+        };
+        assert_eq!(common.log.level(), log::LevelFilter::Warn);
+        assert!(common.log.timestamps);
     }
 }

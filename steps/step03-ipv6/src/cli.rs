@@ -105,9 +105,8 @@ pub struct DeviceArgs {
     /// the underlay leaves room for].
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1280..))]
     pub mtu: Option<u16>,
-    /// Log more: -v shows every packet, -vv everything.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub log: step01_ping_tun::cli::LogArgs,
 }
 
 #[derive(Debug, Args)]
@@ -118,8 +117,10 @@ pub struct TunnelArgs {
     #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
     pub transport: TransportArg,
     /// MTU of the underlay path: the tunnel carries inner packets of this
-    /// less the outer IP and UDP headers and ours.
-    #[arg(long, default_value_t = 1500, value_name = "BYTES")]
+    /// less the outer IP and UDP headers and ours. At least 576, the
+    /// datagram every IPv4 host must take (RFC 791).
+    #[arg(long, default_value_t = 1500, value_name = "BYTES",
+          value_parser = clap::value_parser!(u16).range(576..))]
     pub underlay_mtu: u16,
 }
 

@@ -4,8 +4,6 @@
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,10 +12,10 @@ use ipnet::IpNet;
 use step01_ping_tun::host::{self, Shutdown};
 use step01_ping_tun::pcap::Recorder;
 use step02_plain_tunnel::mtu::{Transport, tun_mtu};
-use step02_plain_tunnel::run::{Config, Endpoint, resolve, run_device, step02_tunnel};
+use step02_plain_tunnel::run::{Config, Core, Endpoint, resolve, run_device, step02_tunnel};
 use step03_ipv6::cli::{Cli, Command, DeviceArgs, TransportArg, TunnelArgs};
 use step03_ipv6::device::create_tun;
-use step03_ipv6::hook::PathHook;
+use step03_ipv6::hook::PathPolicy;
 use step03_ipv6::respond::DualResponder;
 
 fn main() -> ExitCode {
@@ -26,7 +24,7 @@ fn main() -> ExitCode {
         Command::Respond { device } => device,
         Command::Server { tunnel, .. } | Command::Client { tunnel, .. } => &tunnel.device,
     };
-    host::init_logging(device.verbose);
+    device.log.init();
     if !host::has_net_admin() {
         let what = format!("creating TUN device {}", device.tun);
         eprintln!("step03-ipv6: {}", host::needs_net_admin_message(&what));
@@ -132,14 +130,10 @@ fn tunnel_end(
         args.device.tun,
         listing(&args.device.addresses)
     );
-    let hook = Arc::new(PathHook::new(limit, v4, v6));
     let tunnel = step02_tunnel(&config, usize::from(mtu));
-    let counters = run_device(device, &config, tunnel, hook.clone(), shutdown)?;
-    Ok(format!(
-        "{}: {counters}; clamped {} TCP MSS, sent {} too-big errors ({} more held back by the rate limit)",
-        args.device.tun,
-        hook.clamped.load(Ordering::Relaxed),
-        hook.too_big.load(Ordering::Relaxed),
-        hook.rate_limited.load(Ordering::Relaxed)
-    ))
+    let policy = PathPolicy::new(tunnel, limit, v4, v6);
+    let counters = run_device(device, &config, policy, shutdown, |policy| {
+        format!("{}; {}", policy.core().status(), policy.summary())
+    })?;
+    Ok(format!("{}: {counters}", args.device.tun))
 }

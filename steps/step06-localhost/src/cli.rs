@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use step01_ping_tun::cli::LogArgs;
 
 use crate::{flows, l3};
 
@@ -69,9 +70,8 @@ pub enum Command {
         /// later. For test sessions only.
         #[arg(long, value_name = "FILE")]
         keylog: Option<PathBuf>,
-        /// Log more: -v shows every stream, -vv every frame.
-        #[arg(short, long, action = clap::ArgAction::Count)]
-        verbose: u8,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// Expose LOCAL_PORT (on 127.0.0.1) through the server.
     #[command(after_help = "Example:\n  \
@@ -108,9 +108,8 @@ pub enum Command {
         /// later. For test sessions only.
         #[arg(long, value_name = "FILE")]
         keylog: Option<PathBuf>,
-        /// Log more: -v shows every stream, -vv every frame.
-        #[arg(short, long, action = clap::ArgAction::Count)]
-        verbose: u8,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// The layer-3 design: step 05's VPN, with ports forwarded to a client
     /// (vpn-server --forward) and delivered to its loopback (vpn-client

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use step01_ping_tun::host;
+use step01_ping_tun::cli::LogArgs;
 use step04_crypto::cli::{genkey, pubkey};
 use step04_crypto::entropy::{Entropy, OsEntropy};
 use step04_crypto::keys::{self, Short};
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             public_ip,
             udp_idle_timeout,
             keylog,
-            verbose,
+            log,
         } => serve(
             control,
             &key,
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
             public_ip,
             Duration::from_secs(udp_idle_timeout),
             keylog.as_deref(),
-            verbose,
+            log,
         ),
         Command::Expose {
             local_port,
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
             remote_port,
             udp,
             keylog,
-            verbose,
+            log,
         } => expose(
             SocketAddr::new(local_host, local_port),
             server,
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
             remote_port,
             if udp { Protos::BOTH } else { Protos::TCP },
             keylog.as_deref(),
-            verbose,
+            log,
         ),
     };
     match result {
@@ -100,9 +100,9 @@ fn serve(
     public_ip: IpAddr,
     udp_idle_timeout: Duration,
     keylog: Option<&Path>,
-    verbose: u8,
+    log: LogArgs,
 ) -> anyhow::Result<ExitCode> {
-    host::init_logging(verbose);
+    log.init();
     let identity = Identity::new(keys::read_key_file(key)?);
     let allowed = peers
         .iter()
@@ -128,9 +128,9 @@ fn expose(
     remote_port: Option<u16>,
     protos: Protos,
     keylog: Option<&Path>,
-    verbose: u8,
+    log: LogArgs,
 ) -> anyhow::Result<ExitCode> {
-    host::init_logging(verbose);
+    log.init();
     let identity = Arc::new(Identity::new(keys::read_key_file(key)?));
     let server_key = keys::parse_public(server_key).context("--server-key")?;
     let mut config = ClientConfig::new(server.clone(), identity, server_key, local);
