@@ -207,6 +207,7 @@ impl<C> PathPolicy<C> {
     // ANCHOR_END: outbound
 }
 
+// ANCHOR: policy_core
 impl<C: Core> Core for PathPolicy<C> {
     type Drop = PathDrop<C::Drop>;
 
@@ -260,3 +261,4 @@ impl<C: Core> Core for PathPolicy<C> {
         C::summary(message)
     }
 }
+// ANCHOR_END: policy_core

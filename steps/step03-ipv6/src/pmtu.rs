@@ -74,7 +74,7 @@ pub enum TooBig {
 /// Decides what to do with `packet`, read from the TUN device and larger
 /// than the tunnel MTU `mtu`, and writes the ICMP error, if there is one,
 /// into `out` with source address `from`, which must be of the packet's
-/// family. The caller chooses it: step 03's `PathHook` passes the packet's
+/// family. The caller chooses it: step 03's `PathPolicy` passes the packet's
 /// destination, beyond the tunnel, as a router on the path would (an IPv4
 /// error from one of the host's own addresses would be dropped as a
 /// martian), and its own tunnel address only for a destination that

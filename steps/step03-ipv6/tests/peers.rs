@@ -299,6 +299,27 @@ fn errors_are_rate_limited_by_the_time_passed_in() {
     assert_eq!(lines[1], client.summary());
 }
 
+/// Only the errors sent draw on the rate limit: a flood of packets too big
+/// but without DF, which the tunnel carries (fragmented outside), leaves the
+/// bucket full, and the packets with DF after it still get their errors.
+#[test]
+fn forwarded_packets_do_not_spend_the_error_budget() {
+    let t0 = Instant::now();
+    let (mut client, mut server) = pair(t0);
+    let fragmentable = udp(IpAddr::V4(CLIENT4), IpAddr::V4(SERVER4), 1400, true);
+    for _ in 0..1000 {
+        let got = delivered(send(&mut client, client_addr(), &mut server, &fragmentable, t0));
+        assert_eq!(got, fragmentable);
+    }
+    let big = udp(IpAddr::V4(CLIENT4), IpAddr::V4(SERVER4), 1400, false);
+    for _ in 0..ERROR_BURST {
+        let fate = send(&mut client, client_addr(), &mut server, &big, t0);
+        assert!(matches!(fate, Fate::Answered(_)), "{fate:?}");
+    }
+    assert_eq!(client.counts().get(PathEvent::TooBig), u64::from(ERROR_BURST));
+    assert_eq!(client.counts().get(PathEvent::RateLimited), 0);
+}
+
 /// An ICMP error too big for the tunnel gets no error in answer (RFC 1122
 /// §3.2.2): dropped, counted, and the rate limit untouched.
 #[test]
