@@ -54,14 +54,52 @@ pub fn write(dir: &Path, commands: Vec<Command>) -> anyhow::Result<Vec<PathBuf>>
             .with_context(|| format!("writing the man pages of {name} into {}", man.display()))?;
         for shell in SHELLS {
             let folder = dir.join("completions").join(shell.to_string());
-            let path =
+            let path = if shell == Shell::Bash {
+                let path = folder.join(format!("{name}.bash"));
+                // A copy: generating sets the names of the subcommands.
+                std::fs::write(&path, bash(&mut command.clone(), &name))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                path
+            } else {
                 clap_complete::generate_to(shell, &mut command, &name, &folder).with_context(|| {
                     format!("writing {shell} completions of {name} into {}", folder.display())
-                })?;
+                })?
+            };
             written.push(path);
         }
     }
     Ok(written)
+}
+
+/// The bash completions of `command`, for the program `name`.
+///
+/// clap_complete (4.6) spells a subcommand's state two ways when the
+/// program's name has a hyphen (`step04__crypto__subcmd__server` where it
+/// is reached, `step04__subcmd__crypto__subcmd__server` where it is
+/// handled; clap issue #6421), so bash completes the subcommands of
+/// `step04-crypto` and none of their flags. So the script is made for the
+/// name with its hyphens as underscores, which is spelled one way, and
+/// registered for the real name: the script finds its states from the
+/// words typed after the program, never from the program's name.
+fn bash(command: &mut Command, name: &str) -> Vec<u8> {
+    let plain = name.replace('-', "_");
+    let mut script = Vec::new();
+    clap_complete::generate(Shell::Bash, command, &plain, &mut script);
+    let text = String::from_utf8_lossy(&script);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        // `    complete -F _step04_crypto -o ... step04_crypto`
+        match line.trim_end().strip_suffix(&format!(" {plain}")) {
+            Some(start) if line.trim_start().starts_with("complete ") => {
+                out.push_str(start);
+                out.push(' ');
+                out.push_str(name);
+                out.push('\n');
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out.into_bytes()
 }
 
 /// The name of each man page clap_mangen writes for a built command: its

@@ -59,6 +59,39 @@ fn flags(help: &str) -> Vec<String> {
         .collect()
 }
 
+/// What bash offers when the user presses Tab after `words` (the last one
+/// the word being completed), with `script` sourced as the user would.
+fn bash_completes(script: &Path, words: &[&str]) -> Vec<String> {
+    // What bash does on Tab: the words typed so far in COMP_WORDS, then
+    // the function `complete -p` names, called with the program, the
+    // current word and the one before it.
+    let driver = r#"source "$1"; shift
+COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+COMP_LINE="${COMP_WORDS[*]}"; COMP_POINT=${#COMP_LINE}
+spec=$(complete -p "$1") || exit 3
+function=${spec#*-F }; function=${function%% *}
+"$function" "$1" "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}""#;
+    let out = Command::new("bash")
+        .args(["-c", driver, "bash"])
+        .arg(script)
+        .args(words)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: no completion for {words:?}: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 fn help(binary: &Path, args: &[&str]) -> String {
     let out = Command::new(binary).args(args).arg("--help").output().unwrap();
     assert!(
@@ -102,15 +135,20 @@ fn every_binary_gets_man_pages_and_completions_naming_its_subcommands_and_flags(
         let top = help(binary, &[]);
         let page = man.join(format!("{name}.1"));
         let options = section(&page, "OPTIONS");
+        let bash_script = out.join("completions/bash").join(format!("{name}.bash"));
+        let offered = bash_completes(&bash_script, &[name.as_str(), "--"]);
         for flag in flags(&top) {
             assert!(
                 options.contains(&flag),
                 "{name}.1 does not name {flag}:\n{options}"
             );
+            assert!(
+                !flag.starts_with("--") || offered.contains(&flag),
+                "{name} --<Tab> offers {offered:?}, not {flag}"
+            );
             checked += 1;
         }
-        let bash =
-            std::fs::read_to_string(out.join("completions/bash").join(format!("{name}.bash"))).unwrap();
+        let bash = std::fs::read_to_string(&bash_script).unwrap();
         let zsh = std::fs::read_to_string(out.join("completions/zsh").join(format!("_{name}"))).unwrap();
         let fish =
             std::fs::read_to_string(out.join("completions/fish").join(format!("{name}.fish"))).unwrap();
@@ -118,6 +156,14 @@ fn every_binary_gets_man_pages_and_completions_naming_its_subcommands_and_flags(
             .into_iter()
             .filter(|c| c != "help")
             .collect();
+        // Tab after the program's name offers its subcommands.
+        let offered = bash_completes(&bash_script, &[name.as_str(), ""]);
+        for sub in &subcommands {
+            assert!(
+                offered.contains(sub),
+                "{name} <Tab> offers {offered:?}, not {sub}"
+            );
+        }
         let listed = section(&page, "SUBCOMMANDS");
         for sub in &subcommands {
             assert!(
@@ -131,12 +177,18 @@ fn every_binary_gets_man_pages_and_completions_naming_its_subcommands_and_flags(
                 !sub_flags.is_empty(),
                 "{name} {sub} --help lists no flag:\n{sub_help}"
             );
+            // Tab after `--` offers every long flag of the subcommand.
+            let offered = bash_completes(&bash_script, &[name.as_str(), sub.as_str(), "--"]);
             for flag in sub_flags {
                 assert!(
                     sub_options.contains(&flag),
                     "{name}-{sub}.1 does not name {flag}:\n{sub_options}"
                 );
                 assert!(bash.contains(&flag), "{name}.bash does not offer {flag}");
+                assert!(
+                    !flag.starts_with("--") || offered.contains(&flag),
+                    "{name} {sub} --<Tab> offers {offered:?}, not {flag}"
+                );
                 // zsh and fish spell long flags as --flag and -l flag.
                 let long = flag.trim_start_matches('-');
                 assert!(zsh.contains(&flag), "_{name} does not offer {flag}");
