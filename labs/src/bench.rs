@@ -449,7 +449,7 @@ impl Progress {
     }
 }
 
-/// `[3/18] step04, round 1: 1 min 12 s so far, about 5 min 24 s left`:
+/// `[3/18] step04, round 1: 1 min 12 s so far, about 9 min 36 s left`:
 /// `done` measurements took `elapsed`, and each left is taken to last as
 /// long as the mean of those.
 fn progress_line(done: usize, total: usize, name: &str, round: u32, elapsed: Duration) -> String {
@@ -972,6 +972,13 @@ mod tests {
         assert_eq!(
             line,
             "[3/6] step04, round 1: 1 min 20 s so far, about 2 min 40 s left"
+        );
+        // The performance chapter's example: 2 of 18 took 72 s, so 16
+        // more should take 8 times as long.
+        let line = progress_line(2, 18, "step04", 1, Duration::from_secs(72));
+        assert_eq!(
+            line,
+            "[3/18] step04, round 1: 1 min 12 s so far, about 9 min 36 s left"
         );
         let line = progress_line(5, 6, "boringtun", 2, Duration::from_secs(3000));
         assert_eq!(
