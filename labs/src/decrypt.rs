@@ -13,6 +13,10 @@
 //! - step 06's control connections over TCP:
 //!   [`step06_localhost::recording`]; their frames are printed.
 //!
+//! Step 07 speaks WireGuard itself, whose sessions Wireshark's own
+//! dissector decrypts from a key log (`wg.keylog_file`); its handshakes
+//! are named as such, with the tshark command, and not read here.
+//!
 //! When the end that wrote the key log initiated (step 04's client, step
 //! 06's `expose`), the other end's public key is needed as well.
 
@@ -40,6 +44,7 @@ use zeroize::Zeroize;
 pub struct Keys {
     identity: Arc<Identity>,
     keylog: Keylog,
+    keylog_path: std::path::PathBuf,
     peer: Option<PublicKey>,
 }
 
@@ -48,10 +53,12 @@ impl Keys {
     /// the key log.
     pub fn read(key: &Path, keylog: &Path, peer: Option<PublicKey>) -> anyhow::Result<Self> {
         let secret = step04_crypto::keys::read_key_file(key)?;
+        let keylog_path = keylog.to_path_buf();
         let keylog = Keylog::read(keylog)?;
         Ok(Self {
             identity: Arc::new(Identity::new(secret)),
             keylog,
+            keylog_path,
             peer,
         })
     }
@@ -145,6 +152,21 @@ pub fn decrypt(
         .collect();
     let mut sessions: Vec<Session> = Vec::new();
     for (i, d) in datagrams.iter().enumerate() {
+        if step07_wireguard::wire::Initiation::new_checked(&d.payload[..]).is_ok() {
+            // Step 07 speaks WireGuard itself, which Wireshark decrypts.
+            writeln!(
+                out,
+                "{} {} > {}: handshake not read: a WireGuard initiation (step 07), whose \
+                 session Wireshark's own WireGuard dissector reads: tshark -o \
+                 wg.keylog_file:{} -r {} (step 07's chapter explains its key log)",
+                at(d.time),
+                d.from,
+                d.to,
+                keys.keylog_path.display(),
+                file.display()
+            )?;
+            continue;
+        }
         let Ok(initiation) = InitiationPacket::new_checked(&d.payload[..]) else {
             continue;
         };

@@ -300,3 +300,33 @@ fn a_key_log_of_another_run_or_an_open_key_file_is_refused() {
         assert!(stderr.contains("chmod 600"), "{stderr}");
     }
 }
+
+/// A step 07 capture is WireGuard's own protocol: decode does not claim
+/// to read it, and names the tshark command that does, instead of calling
+/// its handshake missing.
+#[test]
+fn a_step07_capture_points_to_wiresharks_own_dissector() {
+    let scratch = Scratch::new("step07");
+    let key = scratch.key("step07/test-only-tunlab.key");
+    let out = tunlab([
+        Path::new("decode"),
+        &fixture("step07/wireguard-go-underlay.pcap"),
+        Path::new("--keylog"),
+        &fixture("step07/wireguard-go.keylog"),
+        Path::new("--key"),
+        &key,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let hint = stdout
+        .lines()
+        .find(|l| l.contains("handshake not read: a WireGuard initiation (step 07)"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        hint.contains("tshark -o wg.keylog_file:")
+            && hint.contains("step07/wireguard-go.keylog -r ")
+            && hint.contains("step07/wireguard-go-underlay.pcap"),
+        "{hint}"
+    );
+    assert!(stdout.contains("0 sessions read"), "{stdout}");
+}
