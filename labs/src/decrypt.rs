@@ -52,7 +52,7 @@ impl Keys {
     /// Reads the key file (which must be readable by its owner only) and
     /// the key log.
     pub fn read(key: &Path, keylog: &Path, peer: Option<PublicKey>) -> anyhow::Result<Self> {
-        let secret = step04_crypto::keys::read_key_file(key)?;
+        let secret = step04_crypto::keyfile::read_key_file(key)?;
         let keylog_path = keylog.to_path_buf();
         let keylog = Keylog::read(keylog)?;
         Ok(Self {

@@ -34,6 +34,7 @@
 //!   link and the userspace WireGuard implementations.
 //! - [`fuzz`]: `tunlab fuzz`, the coverage-guided fuzz targets run for a time.
 //! - [`relay`]: a userspace bad link (loss, delay, reordering) for UDP and TCP.
+//! - [`flood`]: a handshake flood from forged addresses (lab 04).
 
 #![forbid(unsafe_code)]
 
@@ -46,6 +47,7 @@ pub mod decrypt;
 pub mod doctor;
 pub mod env;
 pub mod exercise;
+pub mod flood;
 pub mod fuzz;
 pub mod hoststate;
 pub mod keys;

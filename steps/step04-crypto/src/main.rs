@@ -5,33 +5,26 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use step02_plain_tunnel::run::{Endpoint, resolve};
-use step04_crypto::cli::{Cli, Command};
-use step04_crypto::cli::{client_peer, genkey, pubkey, server_peers, tunnel_end};
+use step02_plain_tunnel::run::Endpoint;
+use step04_crypto::cli::{Cli, Command, genkey, pubkey};
+use step04_crypto::run::tunnel_end;
 
 const PROGRAM: &str = "step04-crypto";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Genkey => genkey(),
+        Command::Genkey(args) => genkey(PROGRAM, &args),
         Command::Pubkey => pubkey(),
-        Command::Server {
-            listen,
-            peers,
-            common,
-        } => server_peers(&peers)
-            .and_then(|peers| tunnel_end(PROGRAM, &common, peers, Endpoint::Server { listen }, |_| Ok(()))),
-        Command::Client {
-            server,
-            server_key,
-            keepalive,
-            common,
-        } => resolve(&server).and_then(|server| {
-            let peer = client_peer(server, &server_key, keepalive)?;
-            tunnel_end(PROGRAM, &common, vec![peer], Endpoint::Client { server }, |_| {
-                Ok(())
-            })
+        Command::Server(args) => tunnel_end(PROGRAM, &args.common, args.peers(), args.endpoint(), |_| Ok(())),
+        Command::Client(args) => args.resolve().and_then(|(server, peer)| {
+            tunnel_end(
+                PROGRAM,
+                &args.common,
+                vec![peer],
+                Endpoint::Client { server },
+                |_| Ok(()),
+            )
         }),
     };
     match result {

@@ -24,7 +24,7 @@ use step04_crypto::entropy::Scripted;
 use step04_crypto::keys;
 use step04_crypto::run::read_keylog;
 use step04_crypto::tunnel::{DropReason, inner_addresses};
-use step04_crypto::wire::{self, DataPacket, MessageSummary, ResponsePacket};
+use step04_crypto::wire::{DataPacket, MessageSummary, MessageType, ResponsePacket};
 use step04_crypto::{PeerConfig, Tunnel};
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -96,12 +96,12 @@ fn the_recorded_session_replays_byte_for_byte() {
     // messages (by counter).
     let mut responses: VecDeque<Vec<u8>> = wire
         .iter()
-        .filter(|(_, from, _, m)| *from == server_addr && m[0] == wire::RESPONSE)
+        .filter(|(_, from, _, m)| *from == server_addr && m[0] == MessageType::Response.to_u8())
         .map(|(_, _, _, m)| m.clone())
         .collect();
     let mut sent_data: Vec<Vec<u8>> = wire
         .iter()
-        .filter(|(_, from, _, m)| *from == server_addr && m[0] == wire::DATA)
+        .filter(|(_, from, _, m)| *from == server_addr && m[0] == MessageType::Data.to_u8())
         .map(|(_, _, _, m)| m.clone())
         .collect();
     sent_data.sort_by_key(|m| DataPacket::new_checked(&m[..]).unwrap().counter());
@@ -310,8 +310,8 @@ fn the_key_log_opens_every_data_message_both_ways() {
             .map(|(_, _, _, m)| m.clone())
     };
     let (initiation, response) = (
-        of_type(wire::INITIATION).unwrap(),
-        of_type(wire::RESPONSE).unwrap(),
+        of_type(MessageType::Initiation.to_u8()).unwrap(),
+        of_type(MessageType::Response.to_u8()).unwrap(),
     );
     let keylog = read_keylog(&std::fs::read_to_string(fixture("server.keylog")).unwrap());
     let server = Identity::new(key("test-only-server.key"));
@@ -319,7 +319,10 @@ fn the_key_log_opens_every_data_message_both_ways() {
 
     let mut out = vec![0u8; 65535];
     let mut opened: Vec<(Direction, Vec<u8>)> = Vec::new();
-    for (_, _, _, m) in wire.iter().filter(|(_, _, _, m)| m[0] == wire::DATA) {
+    for (_, _, _, m) in wire
+        .iter()
+        .filter(|(_, _, _, m)| m[0] == MessageType::Data.to_u8())
+    {
         let o = session
             .open(m, &mut out)
             .unwrap_or_else(|e| panic!("{}: {e}", MessageSummary(m)));

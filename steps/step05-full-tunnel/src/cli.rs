@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use step04_crypto::cli::Common;
+use step04_crypto::cli::{ClientArgs, GenkeyArgs, ServerArgs};
 
 use crate::setup::default_state;
 
@@ -36,8 +36,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print a new private key (base64), as step 04 does.
-    Genkey,
+    /// Make a new private key (base64), as step 04 does: --out FILE, or
+    /// standard output.
+    Genkey(GenkeyArgs),
     /// Read a private key on stdin, print its public key.
     Pubkey,
     /// Accept the listed clients; with --nat, forward and masquerade their
@@ -46,13 +47,8 @@ pub enum Command {
         step05-full-tunnel server --listen 0.0.0.0:51820 --key server.key --nat \\\n    \
         --peer CLIENT_PUBKEY=10.0.0.2/32,fd00::2/128 --address 10.0.0.1/24 --address fd00::1/64")]
     Server {
-        /// Where to listen; [::]:PORT takes both families.
-        #[arg(long, value_name = "ADDR:PORT")]
-        listen: std::net::SocketAddr,
-        /// A client: its public key and the tunnel addresses it may send
-        /// from (and that are routed to it). Repeat for each client.
-        #[arg(long = "peer", value_name = "PUBKEY=CIDR[,CIDR...]", required = true)]
-        peers: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
         /// Turn on forwarding (old values restored on exit) and masquerade
         /// packets from the tunnel's prefixes that leave by another
         /// interface, in an nftables table of our own.
@@ -60,23 +56,14 @@ pub enum Command {
         nat: bool,
         #[command(flatten)]
         host: HostArgs,
-        #[command(flatten)]
-        common: Common,
     },
     /// Connect to a server; with --full-tunnel, send everything through it.
     #[command(after_help = "Example (as root):\n  \
         step05-full-tunnel client --server 192.0.2.1:51820 --key client.key --server-key SERVER_PUBKEY \\\n    \
         --address 10.0.0.2/24 --address fd00::2/64 --full-tunnel --dns 198.51.100.53 --kill-switch")]
     Client {
-        /// The server: 192.0.2.1:51820, [2001:db8::1]:51820, or a name.
-        #[arg(long, value_name = "HOST:PORT")]
-        server: String,
-        /// The server's public key.
-        #[arg(long, value_name = "PUBKEY")]
-        server_key: String,
-        /// Seconds between keepalives [default: 25; 0: none].
-        #[arg(long, value_name = "SECS")]
-        keepalive: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
         /// Route all IPv4 and IPv6 through the tunnel (0.0.0.0/1,
         /// 128.0.0.0/1, ::/1, 8000::/1), except the tunnel's own datagrams
         /// to the server.
@@ -93,8 +80,6 @@ pub enum Command {
         kill_switch: bool,
         #[command(flatten)]
         host: HostArgs,
-        #[command(flatten)]
-        common: Common,
     },
     /// Undo what a run that was killed left on this host (in this network
     /// namespace).
@@ -127,4 +112,50 @@ impl HostArgs {
 /// completions`).
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "HPV5q6RaELodHvBtkfyiqp7QoRUFFWUxVUBdCxjLmmc=";
+
+    #[test]
+    fn step04s_flags_are_flattened_and_checked_by_clap() {
+        let peer = format!("{KEY}=10.0.0.2/32,fd00::2/128");
+        let server = ["step05-full-tunnel", "server", "--listen", "0.0.0.0:51820"];
+        let rest = ["--key", "s.key", "--address", "10.0.0.1/24", "--nat"];
+        let cli = Cli::try_parse_from(server.iter().chain(&["--peer", &peer]).chain(&rest)).unwrap();
+        let Command::Server {
+            server: args, nat, ..
+        } = cli.command
+        else {
+            panic!("not the server")
+        };
+        assert!(nat);
+        assert_eq!(args.peers()[0].allowed.len(), 2);
+        let bad = Cli::try_parse_from(server.iter().chain(&["--peer", "x=10.0.0.2/32"]).chain(&rest));
+        assert_eq!(bad.unwrap_err().kind(), clap::error::ErrorKind::ValueValidation);
+        let client = [
+            "step05-full-tunnel",
+            "client",
+            "--server",
+            "192.0.2.1:51820",
+            "--key",
+            "c.key",
+            "--address",
+            "10.0.0.2/24",
+            "--full-tunnel",
+            "--dns",
+            "198.51.100.53",
+            "--server-key",
+        ];
+        assert!(Cli::try_parse_from(client.iter().chain(&[KEY])).is_ok());
+        assert_eq!(
+            Cli::try_parse_from(client.iter().chain(&["AAAA"]))
+                .unwrap_err()
+                .kind(),
+            clap::error::ErrorKind::ValueValidation
+        );
+    }
 }

@@ -7,8 +7,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use step02_plain_tunnel::run::{Endpoint, resolve};
-use step04_crypto::cli::{client_peer, genkey, pubkey, server_peers, tunnel_end};
+use step02_plain_tunnel::run::Endpoint;
+use step04_crypto::cli::{genkey, pubkey};
+use step04_crypto::run::tunnel_end;
 use step05_full_tunnel::cli::{Cli, Command};
 use step05_full_tunnel::setup::{Wanted, apply_all, client_changes, down, server_changes};
 
@@ -17,41 +18,37 @@ const PROGRAM: &str = "step05-full-tunnel";
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Genkey => genkey(),
+        Command::Genkey(args) => genkey(PROGRAM, &args),
         Command::Pubkey => pubkey(),
-        Command::Server {
-            listen,
-            peers,
-            nat,
-            host,
-            common,
-        } => server_peers(&peers).and_then(|peers| {
-            let state = host.path(&common.tun);
-            tunnel_end(PROGRAM, &common, peers, Endpoint::Server { listen }, |started| {
-                apply_all(&state, |host| {
-                    if nat {
-                        server_changes(started, host)
-                    } else {
-                        Ok(Vec::new())
-                    }
-                })
-            })
-        }),
+        Command::Server { server, nat, host } => {
+            let state = host.path(&server.common.tun);
+            tunnel_end(
+                PROGRAM,
+                &server.common,
+                server.peers(),
+                server.endpoint(),
+                |started| {
+                    apply_all(&state, |host| {
+                        if nat {
+                            server_changes(started, host)
+                        } else {
+                            Ok(Vec::new())
+                        }
+                    })
+                },
+            )
+        }
         Command::Client {
-            server,
-            server_key,
-            keepalive,
+            client,
             full_tunnel,
             dns,
             kill_switch,
             host,
-            common,
-        } => resolve(&server).and_then(|server| {
-            let peer = client_peer(server, &server_key, keepalive)?;
-            let state = host.path(&common.tun);
+        } => client.resolve().and_then(|(server, peer)| {
+            let state = host.path(&client.common.tun);
             tunnel_end(
                 PROGRAM,
-                &common,
+                &client.common,
                 vec![peer],
                 Endpoint::Client { server },
                 |started| {

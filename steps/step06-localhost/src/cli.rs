@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use step01_ping_tun::cli::LogArgs;
+use step04_crypto::cli::GenkeyArgs;
 
 use crate::{flows, l3};
 
@@ -39,9 +40,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print a new private key (base64). Redirect it to a file: the file
-    /// is made readable by its owner only.
-    Genkey,
+    /// Make a new private key (base64), as step 04 does: in a new file
+    /// only its owner can read (--out FILE), or on standard output.
+    Genkey(GenkeyArgs),
     /// Read a private key on stdin, print its public key.
     Pubkey,
     /// Accept control connections from the listed clients.

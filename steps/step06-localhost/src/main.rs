@@ -14,6 +14,7 @@ use clap::Parser;
 use step01_ping_tun::cli::LogArgs;
 use step04_crypto::cli::{genkey, pubkey};
 use step04_crypto::entropy::{Entropy, OsEntropy};
+use step04_crypto::keyfile;
 use step04_crypto::keys::{self, Short};
 use step04_crypto::noise::Identity;
 use step04_crypto::run::KeylogEntropy;
@@ -28,7 +29,7 @@ const PROGRAM: &str = "step06-localhost";
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Genkey => genkey(),
+        Command::Genkey(args) => genkey(PROGRAM, &args),
         Command::Pubkey => pubkey(),
         Command::L3(cmd) => l3::run(PROGRAM, *cmd),
         Command::Server {
@@ -103,10 +104,10 @@ fn serve(
     log: LogArgs,
 ) -> anyhow::Result<ExitCode> {
     log.init();
-    let identity = Identity::new(keys::read_key_file(key)?);
+    let identity = Identity::new(keyfile::read_key_file(key)?);
     let allowed = peers
         .iter()
-        .map(|p| keys::parse_public(p))
+        .map(|p| keys::parse_public(p).with_context(|| format!("--peer `{p}`")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for p in &allowed {
         log::info!("client {} may connect", Short(p));
@@ -131,7 +132,7 @@ fn expose(
     log: LogArgs,
 ) -> anyhow::Result<ExitCode> {
     log.init();
-    let identity = Arc::new(Identity::new(keys::read_key_file(key)?));
+    let identity = Arc::new(Identity::new(keyfile::read_key_file(key)?));
     let server_key = keys::parse_public(server_key).context("--server-key")?;
     let mut config = ClientConfig::new(server.clone(), identity, server_key, local);
     config.remote_port = remote_port.unwrap_or(0);
