@@ -79,7 +79,7 @@ pub fn ipv4_net(s: &str) -> Result<Ipv4Net, String> {
 )]
 pub struct Cli {
     /// Name of the TUN device to create.
-    #[arg(long, default_value = "tun0", value_name = "NAME")]
+    #[arg(long, default_value = "tun0", value_name = "NAME", value_parser = crate::ifname::parse)]
     pub tun: String,
     /// Address and prefix length of the device.
     #[arg(long, default_value = "10.0.0.1/24", value_name = "CIDR", value_parser = ipv4_net)]

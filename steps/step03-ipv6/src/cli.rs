@@ -91,7 +91,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DeviceArgs {
     /// Name of the TUN device to create.
-    #[arg(long, default_value = "tun0", value_name = "NAME")]
+    #[arg(long, default_value = "tun0", value_name = "NAME", value_parser = step01_ping_tun::ifname::parse)]
     pub tun: String,
     /// An address of the device, with its prefix length; give one IPv4
     /// and any number of IPv6 addresses.

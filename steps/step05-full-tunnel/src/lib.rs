@@ -9,6 +9,7 @@
 //! - [`setup`]: a client's and a server's changes, applied through the
 //!   journal; `down`.
 //! - [`system`]: the host behind a trait (commands, sysctls, files).
+//! - [`cli`]: the flags this step adds, for its binary and step 06's.
 //! - [`nat`]: what the kernel's masquerade does to a packet, byte by byte.
 //! - [`cli`]: the command line.
 

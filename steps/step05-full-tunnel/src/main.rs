@@ -11,17 +11,19 @@ use step02_plain_tunnel::run::Endpoint;
 use step04_crypto::cli::{genkey, pubkey};
 use step04_crypto::run::tunnel_end;
 use step05_full_tunnel::cli::{Cli, Command};
-use step05_full_tunnel::setup::{Wanted, apply_all, client_changes, down, server_changes};
+use step05_full_tunnel::setup::{apply_all, client_changes, down, server_changes};
 
 const PROGRAM: &str = "step05-full-tunnel";
+/// The name of this step's state files.
+const STEP: &str = "step05";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Genkey(args) => genkey(PROGRAM, &args),
         Command::Pubkey => pubkey(),
-        Command::Server { server, nat, host } => {
-            let state = host.path(&server.common.tun);
+        Command::Server { server, nat, state } => {
+            let state = state.path(STEP, &server.common.tun);
             tunnel_end(
                 PROGRAM,
                 &server.common,
@@ -40,28 +42,23 @@ fn main() -> ExitCode {
         }
         Command::Client {
             client,
-            full_tunnel,
-            dns,
-            kill_switch,
-            host,
+            routing,
+            state,
         } => client.resolve().and_then(|(server, peer)| {
-            let state = host.path(&client.common.tun);
+            let state = state.path(STEP, &client.common.tun);
             tunnel_end(
                 PROGRAM,
                 &client.common,
                 vec![peer],
                 Endpoint::Client { server },
                 |started| {
-                    let wanted = Wanted {
-                        full_tunnel,
-                        dns,
-                        kill_switch,
-                    };
-                    apply_all(&state, |host| client_changes(started, server, &wanted, host))
+                    apply_all(&state, |host| {
+                        client_changes(started, server, &routing.wanted(), host)
+                    })
                 },
             )
         }),
-        Command::Down { tun, host } => down(PROGRAM, &host.path(&tun)),
+        Command::Down(args) => down(PROGRAM, &args.states(STEP)),
     };
     match result {
         Ok(code) => code,

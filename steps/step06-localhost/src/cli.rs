@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use step01_ping_tun::cli::LogArgs;
 use step04_crypto::cli::GenkeyArgs;
 
+use crate::policy::{MAX_PORTS_PER_KEY, PeerSpec, VisitorLimits};
 use crate::{flows, l3};
 
 /// Expose a local TCP service (and with --udp, UDP on the same port) on a
@@ -25,7 +26,7 @@ use crate::{flows, l3};
     after_help = "Examples:\n  \
         step06-localhost genkey > server.key && step06-localhost pubkey < server.key\n  \
         step06-localhost genkey > client.key && step06-localhost pubkey < client.key\n  \
-        step06-localhost server --control 0.0.0.0:7835 --key server.key --peer CLIENT_PUBKEY\n  \
+        step06-localhost server --listen 0.0.0.0:7835 --key server.key --peer CLIENT_PUBKEY\n  \
         step06-localhost expose 8000 --server 192.0.2.1:7835 --key client.key \\\n      \
         --server-key SERVER_PUBKEY --remote-port 40000 --udp\n  \
         step06-localhost vpn-server --listen 0.0.0.0:51820 --key server.key \\\n      \
@@ -46,26 +47,47 @@ pub enum Command {
     /// Read a private key on stdin, print its public key.
     Pubkey,
     /// Accept control connections from the listed clients.
-    #[command(after_help = "Example:\n  \
-        step06-localhost server --control 0.0.0.0:7835 --key server.key \\\n    \
-        --peer CLIENT1_PUBKEY --peer CLIENT2_PUBKEY")]
+    #[command(after_help = "Examples:\n  \
+        step06-localhost server --listen 0.0.0.0:7835 --key server.key \\\n    \
+        --peer CLIENT1_PUBKEY --peer CLIENT2_PUBKEY=8000-8099\n  \
+        step06-localhost server --listen 0.0.0.0:7835 --key server.key \\\n    \
+        --peer CLIENT_PUBKEY=80,443 --allow-low-ports")]
     Server {
-        /// Where clients connect.
-        #[arg(long, value_name = "ADDR:PORT")]
-        control: SocketAddr,
+        /// Where clients connect (`--control`, its old name, still works).
+        #[arg(long, alias = "control", value_name = "ADDR:PORT")]
+        listen: SocketAddr,
         /// The private key file (mode 600).
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
-        /// A client's public key. Repeat for each client.
-        #[arg(long = "peer", value_name = "PUBKEY", required = true)]
-        peers: Vec<String>,
+        /// A client's public key, and the public ports it may claim
+        /// (8000, 8000-8099, or a list of these; without: any from 1024).
+        /// Repeat for each client.
+        #[arg(long = "peer", value_name = "PUBKEY[=PORTS]", required = true)]
+        peers: Vec<PeerSpec>,
+        /// Let clients claim ports below 1024, those their --peer lists.
+        #[arg(long)]
+        allow_low_ports: bool,
+        /// The most public ports one key may hold at once.
+        #[arg(long, default_value_t = MAX_PORTS_PER_KEY as u16, value_name = "N",
+              value_parser = clap::value_parser!(u16).range(1..))]
+        max_ports_per_key: u16,
         /// The address public ports are bound on.
         #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED), value_name = "IP")]
         public_ip: IpAddr,
         /// Forget a UDP flow (one visitor address) after this many seconds
         /// with no datagram either way.
-        #[arg(long, default_value_t = flows::IDLE_TIMEOUT.as_secs(), value_name = "SECONDS")]
+        #[arg(long, default_value_t = flows::IDLE_TIMEOUT.as_secs(), value_name = "SECS",
+              value_parser = clap::value_parser!(u64).range(1..))]
         udp_idle_timeout: u64,
+        /// The most visitors' streams one address (an IPv6 /64) may have
+        /// open at once.
+        #[arg(long, default_value_t = VisitorLimits::default().per_source as u32, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_visitors_per_source: u32,
+        /// Close a visitor's TCP stream after this many seconds with no
+        /// byte moving either way [0: never].
+        #[arg(long, default_value_t = VisitorLimits::default().idle_timeout.as_secs(), value_name = "SECS")]
+        visitor_idle_timeout: u64,
         /// Append each handshake's ephemeral private key to FILE (mode
         /// 600), so a capture of the control connection can be decrypted
         /// later. For test sessions only.
@@ -75,13 +97,11 @@ pub enum Command {
         log: LogArgs,
     },
     /// Expose LOCAL_PORT (on 127.0.0.1) through the server.
-    #[command(after_help = "Example:\n  \
+    #[command(after_help = "Examples:\n  \
         step06-localhost expose 8000 --server 192.0.2.1:7835 --key client.key \\\n    \
         --server-key SERVER_PUBKEY --remote-port 40000 --udp\n  \
-        step06-localhost vpn-server --listen 0.0.0.0:51820 --key server.key \\\n      \
-        --peer CLIENT_PUBKEY=10.0.0.2/32 --address 10.0.0.1/24 --forward 18080=10.0.0.2:8080\n  \
-        step06-localhost vpn-client --server 192.0.2.1:51820 --key client.key \\\n      \
-        --server-key SERVER_PUBKEY --address 10.0.0.2/24 --deliver 8080")]
+        step06-localhost expose 22 --server tunnel.example.org:7835 --key client.key \\\n    \
+        --server-key SERVER_PUBKEY     # the server picks the public port")]
     Expose {
         /// The local service's port.
         local_port: u16,

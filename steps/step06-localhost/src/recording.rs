@@ -305,7 +305,7 @@ pub fn decrypt(
         return Err(Error::WrongKey);
     }
     channel.push(response).map_err(|_| Error::WrongKey)?;
-    if !matches!(channel.poll(&mut Vec::new()), Ok(Some(Event::Established { .. }))) {
+    if !matches!(channel.poll(), Ok(Some(Event::Established { .. }))) {
         return Err(Error::WrongKey);
     }
     let mut mirror = channel.mirror().ok_or(Error::WrongKey)?;
@@ -321,23 +321,39 @@ pub fn decrypt(
             frame: None,
         },
     ];
-    for (from_client, records, reader, stream) in [
-        (true, &up, &mut mirror, &conn.up),
-        (false, &down, &mut channel, &conn.down),
-    ] {
-        for (index, &(end, record)) in records.iter().enumerate().skip(1) {
-            let bad = Error::BadRecord { from_client, index };
-            reader.push(record).map_err(|_| bad.clone())?;
-            let frame = match reader.poll(&mut Vec::new()) {
-                Ok(Some(Event::Frame(frame))) => frame.to_vec(),
-                _ => return Err(bad),
-            };
-            opened.push(Opened {
-                time: stream.time_of(end),
-                from_client,
-                frame: Some(frame),
-            });
-        }
+    // The client's records open with the mirror (an opener that cannot
+    // seal), the server's with the client's own channel.
+    for (index, &(end, record)) in up.iter().enumerate().skip(1) {
+        let bad = Error::BadRecord {
+            from_client: true,
+            index,
+        };
+        mirror.push(record).map_err(|_| bad.clone())?;
+        let frame = match mirror.poll() {
+            Ok(Some(frame)) => frame.to_vec(),
+            _ => return Err(bad),
+        };
+        opened.push(Opened {
+            time: conn.up.time_of(end),
+            from_client: true,
+            frame: Some(frame),
+        });
+    }
+    for (index, &(end, record)) in down.iter().enumerate().skip(1) {
+        let bad = Error::BadRecord {
+            from_client: false,
+            index,
+        };
+        channel.push(record).map_err(|_| bad.clone())?;
+        let frame = match channel.poll() {
+            Ok(Some(Event::Frame(frame))) => frame.to_vec(),
+            _ => return Err(bad),
+        };
+        opened.push(Opened {
+            time: conn.down.time_of(end),
+            from_client: false,
+            frame: Some(frame),
+        });
     }
     // Time order; records of one direction keep theirs.
     opened.sort_by_key(|o| o.time);

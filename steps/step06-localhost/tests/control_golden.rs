@@ -15,8 +15,8 @@
 //!    recorded one byte for byte.
 //! 3. The replayed client takes the recorded response and derives the
 //!    session keys: it opens the server's records, and its
-//!    [`mirror`](step06_localhost::secure::SecureChannel::mirror) opens
-//!    the client's.
+//!    [`mirror`](step06_localhost::secure::SecureChannel::mirror), an
+//!    opener that cannot seal, opens the client's.
 //! 4. Every record in both directions must open and parse; the frames,
 //!    one line each in time order, are pinned by a snapshot.
 
