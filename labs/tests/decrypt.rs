@@ -329,4 +329,31 @@ fn a_step07_capture_points_to_wiresharks_own_dissector() {
         "{hint}"
     );
     assert!(stdout.contains("0 sessions read"), "{stdout}");
+
+    // And the command it names does read the session: the pings inside.
+    if !tool_test("a_step07_capture_points_to_wiresharks_own_dissector", "tshark") {
+        return;
+    }
+    let tshark = Command::new("tshark")
+        .current_dir(workspace_root())
+        .arg("-o")
+        .arg(format!(
+            "wg.keylog_file:{}",
+            fixture("step07/wireguard-go.keylog").display()
+        ))
+        .arg("-r")
+        .arg(fixture("step07/wireguard-go-underlay.pcap"))
+        .args(["-T", "fields", "-e", "frame.protocols"])
+        .output()
+        .unwrap();
+    assert!(tshark.status.success(), "{}", text(&tshark.stderr));
+    let protocols = text(&tshark.stdout);
+    assert_eq!(
+        protocols
+            .lines()
+            .filter(|l| l.ends_with(":wg:ip:icmp:data"))
+            .count(),
+        6,
+        "{protocols}"
+    );
 }

@@ -31,8 +31,9 @@ pub struct Cli {
     /// FILE (pcap, LINKTYPE_RAW).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// Append each handshake's ephemeral private key to FILE (mode 600),
-    /// for Wireshark's WireGuard key log. For test sessions only.
+    /// Append each handshake's keys to FILE, for Wireshark's WireGuard
+    /// key log (wg.keylog_file): created mode 600, never through a
+    /// symlink. For test sessions only: FILE decrypts them.
     #[arg(long, value_name = "FILE")]
     pub keylog: Option<PathBuf>,
     /// Log more: -v shows every packet, -vv everything.
