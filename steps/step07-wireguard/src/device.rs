@@ -346,7 +346,13 @@ impl Session {
     /// replay window: check, decrypt, and only then mark (see step 04's
     /// `replay.rs` for why in this order). The window's lock is held for
     /// the check and for the mark, not while decrypting.
-    pub fn open(&self, counter: u64, body: &mut [u8], tag: &[u8; TAG_LEN], now: Instant) -> Result<(), DropReason> {
+    pub fn open(
+        &self,
+        counter: u64,
+        body: &mut [u8],
+        tag: &[u8; TAG_LEN],
+        now: Instant,
+    ) -> Result<(), DropReason> {
         if self.is_expired(now) || counter >= REJECT_AFTER_MESSAGES {
             return Err(DropReason::Expired);
         }
@@ -372,7 +378,8 @@ impl Session {
 
     /// How old the session is, if we initiated it.
     fn initiator_age(&self, now: Instant) -> Option<Duration> {
-        self.initiator.then(|| now.saturating_duration_since(self.created))
+        self.initiator
+            .then(|| now.saturating_duration_since(self.created))
     }
 }
 
