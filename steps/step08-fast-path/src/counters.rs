@@ -59,8 +59,7 @@ counters! {
     tun_super_in,
     /// Packets from the TUN device that could not be split.
     tun_bad_in,
-    /// Write calls on the TUN device, when the worker counts them (without
-    /// offloads; with them, the kernel does: see the status line).
+    /// Write calls on the TUN device (with offloads, one per super-packet).
     tun_writes,
     /// Packets written to the TUN device (before coalescing).
     tun_packets_out,
@@ -90,10 +89,9 @@ counters! {
 
 impl Totals {
     /// System calls made for packets: waits, reads, writes, receives and
-    /// sends. `tun_writes` is the number of TUN writes, from the kernel
-    /// when the workers coalesce.
-    pub fn syscalls(&self, tun_writes: u64) -> u64 {
-        self.polls + self.tun_reads + tun_writes + self.udp_recv_calls + self.udp_send_calls
+    /// sends.
+    pub fn syscalls(&self) -> u64 {
+        self.polls + self.tun_reads + self.tun_writes + self.udp_recv_calls + self.udp_send_calls
     }
 
     /// Packets moved through the TUN device, both ways.
@@ -102,17 +100,13 @@ impl Totals {
     }
 }
 
-/// The status line of the counters (`tun_writes` as in
-/// [`Totals::syscalls`]): `name=value` pairs, which the lab and the
-/// benchmark read by name ([`field`]): keep the names.
-pub struct Line<'a> {
-    pub totals: &'a Totals,
-    pub tun_writes: u64,
-}
+/// The status line of the counters: `name=value` pairs, which the lab
+/// and the benchmark read by name ([`field`]): keep the names.
+pub struct Line<'a>(pub &'a Totals);
 
 impl fmt::Display for Line<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = self.totals;
+        let t = self.0;
         let per_wakeup = if t.wakeups == 0 {
             0.0
         } else {
@@ -124,10 +118,10 @@ impl fmt::Display for Line<'_> {
              tun-in={} super-in={} tun-out={} udp-in={} gro-in={} udp-out={} gso-out={} \
              gso-fallbacks={} send-errors={} device-visits={} packets-per-wakeup={:.1}",
             t.wakeups,
-            t.syscalls(self.tun_writes),
+            t.syscalls(),
             t.polls,
             t.tun_reads,
-            self.tun_writes,
+            t.tun_writes,
             t.udp_recv_calls,
             t.udp_send_calls,
             t.tun_packets_in,
@@ -169,13 +163,10 @@ mod tests {
         c.udp_recv_calls.add(13);
         c.udp_send_calls.add(14);
         c.udp_gso_out.add(9);
+        c.tun_writes.add(15);
         let mut t = Totals::default();
         t.add(&c);
-        let line = Line {
-            totals: &t,
-            tun_writes: 15,
-        }
-        .to_string();
+        let line = Line(&t).to_string();
         assert_eq!(field(&line, "wakeups"), Some(10.0));
         assert_eq!(field(&line, "syscalls"), Some(65.0), "{line}");
         assert_eq!(field(&line, "tun-writes"), Some(15.0));

@@ -7,7 +7,7 @@
 //! - [`udp`]: the sockets (one per worker, `SO_REUSEPORT`), batched
 //!   sends and receives, GSO and GRO with their fallbacks.
 //! - [`tun`]: the TUN queues, with the virtio-net header: super-packets
-//!   in, coalesced super-packets out.
+//!   in, coalesced super-packets out ([`gro`]).
 //! - [`plane`]: what a worker seals and opens with, without the device's
 //!   lock, and the ledger it reports to the device with.
 //! - [`worker`]: one thread per TUN queue.
@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod counters;
+pub mod gro;
 pub mod plane;
 pub mod run;
 pub mod sys;

@@ -121,32 +121,11 @@ pub fn create_queues(name: &str, threads: usize, offload: bool) -> anyhow::Resul
 }
 // ANCHOR_END: create
 
-/// Packets the kernel has taken from our writes to the TUN device (each
-/// write one packet or super-packet): its `rx_packets`.
-fn kernel_writes(ifname: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/rx_packets"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// The status lines: the device's (peers, drops), then the workers'
 /// counters.
-fn status(shared: &Shared, ifname: &str, offload: bool, writes_before: Option<u64>) -> Vec<String> {
+fn status(shared: &Shared) -> Vec<String> {
     let mut lines = lock(&shared.device).status(Instant::now());
-    let totals = shared.totals();
-    let tun_writes = match (offload, writes_before, kernel_writes(ifname)) {
-        (true, Some(before), Some(now)) => now.saturating_sub(before),
-        _ => totals.tun_writes,
-    };
-    lines.push(
-        Line {
-            totals: &totals,
-            tun_writes,
-        }
-        .to_string(),
-    );
+    lines.push(Line(&shared.totals()).to_string());
     lines
 }
 
@@ -161,7 +140,6 @@ pub fn serve<G>(
 ) -> anyhow::Result<String> {
     let threads = options.threads.max(1);
     let (queues, offload) = create_queues(&options.ifname, threads, options.offload)?;
-    let writes_before = kernel_writes(&options.ifname);
     let listener = bind_uapi(&options.ifname)?;
     struct RemoveOnDrop(PathBuf);
     impl Drop for RemoveOnDrop {
@@ -191,7 +169,7 @@ pub fn serve<G>(
     device.listen_port = net.bind(0).context("binding the UDP sockets")?;
     let guard = setup(&mut device, &mut net)?;
     let shared = Arc::new(Shared::new(device, net, queues.len(), options.features, recorder));
-    status_on_sigusr1(&shared, &options.ifname, offload, writes_before)?;
+    status_on_sigusr1(&shared, &options.ifname)?;
     {
         let shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -244,16 +222,11 @@ pub fn serve<G>(
     });
     drop(guard);
     result?;
-    Ok(status(&shared, &options.ifname, offload, writes_before).join("\n"))
+    Ok(status(&shared).join("\n"))
 }
 // ANCHOR_END: serve
 
-fn status_on_sigusr1(
-    shared: &Arc<Shared>,
-    ifname: &str,
-    offload: bool,
-    writes_before: Option<u64>,
-) -> anyhow::Result<()> {
+fn status_on_sigusr1(shared: &Arc<Shared>, ifname: &str) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])
         .context("installing the SIGUSR1 handler")?;
     let shared = Arc::clone(shared);
@@ -262,7 +235,7 @@ fn status_on_sigusr1(
         .name("sigusr1".into())
         .spawn(move || {
             for _ in signals.forever() {
-                for line in status(&shared, &ifname, offload, writes_before) {
+                for line in status(&shared) {
                     log::info!("{ifname}: {line}");
                 }
             }

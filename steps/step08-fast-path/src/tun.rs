@@ -9,8 +9,8 @@
 //! TCP hands it 64 KB at a time; tun-rs's [`SyncDevice::recv_multiple`]
 //! reads one super-packet (one system call) and cuts it into
 //! MTU-sized packets, each with its own headers and checksums. On the way
-//! back, [`SyncDevice::send_multiple`] puts the packets of one TCP flow
-//! back together (its GRO table) and writes one super-packet per flow.
+//! back, the [`Coalescer`] puts the packets of one TCP flow back together
+//! and the worker writes one super-packet per flow.
 //!
 //! Without the header, a read is one packet and a write is one packet;
 //! a wake-up still takes every packet that is waiting.
@@ -21,9 +21,10 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
 
-use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
+use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::counters::Counters;
+use crate::gro::Coalescer;
 use crate::plane::OFFSET;
 
 /// The largest packet or super-packet a read returns (the IP length
@@ -43,7 +44,7 @@ pub enum Queue {
         device: SyncDevice,
         /// Where a super-packet lands before it is cut up.
         raw: Vec<u8>,
-        gro: GROTable,
+        gro: Coalescer,
     },
     /// Without it: one packet per read and per write.
     Plain(SyncDevice),
@@ -62,7 +63,7 @@ impl Queue {
             Queue::Offload {
                 device,
                 raw: vec![0; VIRTIO_NET_HDR_LEN + MAX_PACKET],
-                gro: GROTable::new(),
+                gro: Coalescer::new(),
             }
         } else {
             Queue::Plain(device)
@@ -163,10 +164,13 @@ impl Queue {
         match self {
             Queue::Offload { device, gro, .. } => {
                 // One write per super-packet (or packet that did not
-                // coalesce); the kernel counts them as received packets.
-                if let Err(e) = device.send_multiple(gro, &mut bufs[..n], OFFSET) {
-                    counters.tun_write_errors.add(1);
-                    log::debug!("writing to the TUN device failed: {e}");
+                // coalesce), each with its virtio-net header in front.
+                for &i in gro.coalesce(bufs, n) {
+                    counters.tun_writes.add(1);
+                    if let Err(e) = device.send(&bufs[i][OFFSET - VIRTIO_NET_HDR_LEN..]) {
+                        counters.tun_write_errors.add(1);
+                        log::debug!("writing to the TUN device failed: {e}");
+                    }
                 }
             }
             Queue::Plain(device) => {
@@ -197,11 +201,5 @@ impl Queue {
             Queue::Offload { device, .. } | Queue::Plain(device) => device.mtu().ok(),
             Queue::Socket(_) => None,
         }
-    }
-
-    /// True when writes go through the GRO table (and so are counted by
-    /// the kernel, not by us: see [`Counters::tun_writes`]).
-    pub fn coalesces(&self) -> bool {
-        matches!(self, Queue::Offload { .. })
     }
 }

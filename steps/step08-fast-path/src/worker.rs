@@ -166,10 +166,16 @@ struct Sockets {
 }
 
 impl Sockets {
-    fn send(&self, message: &[u8], to: SocketAddr) {
+    /// Sends one message from the device (a handshake, a keepalive, a
+    /// staged packet).
+    fn send(&self, message: &[u8], to: SocketAddr, counters: &Counters) {
         let socket = if to.is_ipv4() { &self.v4 } else { &self.v6 };
         match socket {
-            Some(s) => send_datagram(s, message, to),
+            Some(s) => {
+                counters.udp_send_calls.add(1);
+                counters.udp_datagrams_out.add(1);
+                send_datagram(s, message, to)
+            }
             None => log::debug!("no socket for {to}: a message dropped"),
         }
     }
@@ -473,13 +479,15 @@ impl Worker {
         self.counters.device_visits.add(1);
         let mut device = lock(&self.shared.device);
         match device.decapsulate(from, message, now, &mut self.scratch) {
-            Ok(step02_plain_tunnel::Action::Reply(t)) => self.sockets.send(&self.scratch[..t.len], t.to),
+            Ok(step02_plain_tunnel::Action::Reply(t)) => {
+                self.sockets.send(&self.scratch[..t.len], t.to, &self.counters)
+            }
             Ok(_) => {}
             Err(why) => log::debug!("drop ({why}) from {from}: {}", MessageSummary(message)),
         }
         // A completed handshake releases staged packets: send them now.
         while let Some(t) = device.poll(now, &mut self.scratch) {
-            self.sockets.send(&self.scratch[..t.len], t.to);
+            self.sockets.send(&self.scratch[..t.len], t.to, &self.counters);
         }
         self.shared.publish(&device);
         drop(device);
@@ -515,7 +523,7 @@ impl Worker {
             self.last_timers = now;
             while let Some(t) = device.poll(now, &mut self.scratch) {
                 log::debug!("timer: to {}: {}", t.to, MessageSummary(&self.scratch[..t.len]));
-                self.sockets.send(&self.scratch[..t.len], t.to);
+                self.sockets.send(&self.scratch[..t.len], t.to, &self.counters);
             }
             if self.index == 0 && now.saturating_duration_since(self.last_mtu) >= Duration::from_secs(1) {
                 self.last_mtu = now;
