@@ -57,3 +57,4 @@ pub mod report;
 pub mod steplog;
 pub mod topology;
 pub mod traffic;
+pub mod wgpeers;

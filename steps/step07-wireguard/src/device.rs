@@ -312,6 +312,7 @@ impl Session {
         (first.checked_add(n)? <= REJECT_AFTER_MESSAGES).then_some(first)
     }
 
+    // ANCHOR: seal
     /// Seals the packet at `buf[16..16 + len]` under `counter` (one taken
     /// with [`Session::reserve`]): the header before it, zero padding to a
     /// multiple of 16 (at most to `mtu`, section 5.4.6) and the tag after.
@@ -333,6 +334,7 @@ impl Session {
         tag.copy_from_slice(&seal(&self.keys.send, counter, &[], body));
         Some(total)
     }
+    // ANCHOR_END: seal
 
     /// Section 6.2: whether the sender of the message with `counter`
     /// should start a new handshake: the initiator after
@@ -1009,7 +1011,7 @@ impl Device {
         Ok(self.initiate(id, false, now, out))
     }
 
-    // ANCHOR: seal
+    // ANCHOR: seal_in
     /// Seals the packet at `buf[16..16 + len]` on the peer's current
     /// session: header before it, zero padding to 16 and the tag after.
     fn seal_in(
@@ -1035,7 +1037,7 @@ impl Device {
         self.sealed(id, total as u64, len > 0, session.wants_rekey(counter, now), now);
         Ok(Transmit { to, len: total })
     }
-    // ANCHOR_END: seal
+    // ANCHOR_END: seal_in
 
     // ANCHOR: sealed
     /// What sending data messages to a peer changes in the device: its
