@@ -49,6 +49,7 @@ pub mod lab04;
 pub mod lab05;
 pub mod lab06;
 pub mod lab07;
+pub mod lab08;
 pub mod labs;
 pub mod netns;
 pub mod process;

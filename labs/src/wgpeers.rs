@@ -148,11 +148,11 @@ pub struct Tunnel {
     pub prefix: &'static str,
 }
 
-fn socket(name: &str) -> PathBuf {
+pub fn socket(name: &str) -> PathBuf {
     PathBuf::from(format!("/var/run/wireguard/{name}.sock"))
 }
 
-fn wait_for_socket(name: &str) -> anyhow::Result<()> {
+pub fn wait_for_socket(name: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !socket(name).exists() {
         if Instant::now() > deadline {
@@ -205,7 +205,7 @@ impl WgKey {
         })
     }
 
-    fn path(&self) -> anyhow::Result<String> {
+    pub fn path(&self) -> anyhow::Result<String> {
         path_arg(&self.file)
     }
 }
@@ -220,10 +220,10 @@ pub struct Lab {
     pub psk: WgKey,
     pub wrong_psk: WgKey,
     pub tunnel: Tunnel,
-    out: PathBuf,
+    pub out: PathBuf,
     /// Interface names carry this run's number: the UAPI sockets are
     /// shared by every namespace.
-    run: u32,
+    pub run: u32,
     _net: Net,
 }
 
@@ -385,7 +385,7 @@ impl Lab {
 /// `wg set NAME private-key F listen-port P peer PUB preshared-key F
 /// allowed-ips A [EXTRA...]`.
 #[allow(clippy::too_many_arguments)]
-fn wg_set(
+pub fn wg_set(
     host: &Host,
     name: &str,
     key: &WgKey,
