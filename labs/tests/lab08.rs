@@ -45,7 +45,7 @@ fn lab08_the_fast_path_interoperates_and_uses_its_offloads() {
     );
     report.assert_check("offload: step 08 sends UDP GSO messages, several datagrams each");
     report.assert_check(
-        "fallback: without checksum offload on the veth, the kernel refuses UDP GSO and step 08 goes on without it",
+        "fallback: on a path with a smaller MTU the kernel refuses UDP GSO, and step 08 sends the datagrams one by one",
     );
     report.assert_check(
         "exercise, + UDP GRO: iperf3 runs through and the counters show exactly the techniques its flags leave on",

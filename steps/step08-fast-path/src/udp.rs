@@ -298,9 +298,13 @@ pub fn send(
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if scratch[done].segment.is_some() && e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                // Datagrams larger than the route's MTU: the kernel will
-                // not segment them (it would have to fragment each), but it
-                // sends them one by one. This batch goes without GSO.
+                // Datagrams larger than the route's MTU (a tunnel MTU too
+                // big for the path): the kernel will not segment them, but
+                // it sends them one by one, in fragments. This batch goes
+                // without GSO; the next tries again (another peer's path
+                // may take them).
+                counters.gso_fallbacks.add(1);
+                log::debug!("UDP GSO refused ({e}): datagrams over the path's MTU, sent one by one");
                 let first = scratch[done].first;
                 plan(&lens[first..], &to[first..], v6, false, scratch);
                 for m in scratch.iter_mut() {
