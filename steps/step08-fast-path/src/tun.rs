@@ -87,15 +87,16 @@ impl Queue {
     /// Reads what is waiting, without waiting, into `bufs` from index
     /// `first`: packet `i` at `bufs[i][OFFSET..OFFSET + sizes[i]]`. Stops
     /// when nothing is left or the buffers are (nearly) full. Returns the
-    /// index after the last packet.
+    /// index after the last packet, and whether the queue was found empty.
     pub fn read(
         &mut self,
         bufs: &mut [Vec<u8>],
         sizes: &mut [usize],
         first: usize,
         counters: &Counters,
-    ) -> io::Result<usize> {
+    ) -> io::Result<(usize, bool)> {
         let mut n = first;
+        let mut emptied = false;
         match self {
             Queue::Offload { device, raw, .. } => {
                 while bufs.len() - n >= SEGMENTS_PER_READ {
@@ -108,7 +109,10 @@ impl Queue {
                             counters.tun_packets_in.add(k as u64);
                             n += k;
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            emptied = true;
+                            break;
+                        }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         // A super-packet that does not split (malformed,
                         // or more segments than buffers): it is gone.
@@ -129,7 +133,10 @@ impl Queue {
                             counters.tun_packets_in.add(1);
                             n += 1;
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            emptied = true;
+                            break;
+                        }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(e),
                     }
@@ -144,14 +151,17 @@ impl Queue {
                             counters.tun_packets_in.add(1);
                             n += 1;
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            emptied = true;
+                            break;
+                        }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(e),
                     }
                 }
             }
         }
-        Ok(n)
+        Ok((n, emptied))
     }
     // ANCHOR_END: read
 

@@ -181,6 +181,31 @@ impl Sockets {
     }
 }
 
+/// What `poll(2)` said is readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ready {
+    tun: bool,
+    v4: bool,
+    v6: bool,
+}
+
+impl Ready {
+    const ALL: Ready = Ready {
+        tun: true,
+        v4: true,
+        v6: true,
+    };
+    const NONE: Ready = Ready {
+        tun: false,
+        v4: false,
+        v6: false,
+    };
+
+    fn any(&self) -> bool {
+        self.tun || self.v4 || self.v6
+    }
+}
+
 // ANCHOR: worker
 /// One worker's state: its queue and sockets, and buffers allocated once.
 pub struct Worker {
@@ -246,8 +271,8 @@ impl Worker {
     }
 
     /// Takes the newest data plane and sockets, if they changed (two
-    /// atomic loads when they did not).
-    fn refresh(&mut self) {
+    /// atomic loads when they did not). Returns true for new sockets.
+    fn refresh(&mut self) -> bool {
         if self.shared.plane_generation.load(Ordering::Acquire) != self.plane.generation {
             self.plane = Arc::clone(&lock(&self.shared.plane));
         }
@@ -257,34 +282,53 @@ impl Worker {
             self.sockets.v4 = v4;
             self.sockets.v6 = v6;
             self.sockets.generation = net.generation;
+            return true;
         }
+        false
     }
 
     // ANCHOR: run
-    /// Runs until `stop` says so: wake up, take everything, sleep.
+    /// Runs until `stop` says so: sleep until something is readable, take
+    /// everything, sleep again.
     pub fn run(&mut self, stop: impl Fn() -> bool) -> io::Result<()> {
+        let mut ready = Ready::ALL;
         while !stop() {
-            let busy = self.wake(Instant::now())?;
-            if !busy {
-                self.wait()?;
-            }
+            let busy = self.wake_with(Instant::now(), ready)?;
+            ready = if busy { Ready::ALL } else { self.wait()? };
         }
         Ok(())
     }
 
-    /// One wake-up: batches from the TUN queue and the sockets until both
-    /// are empty (or [`ROUNDS`] of them), then one visit to the device.
-    /// Returns true when there was still more to read.
+    /// One wake-up as if everything were readable (for tests, which move
+    /// the workers themselves). Returns true when there was more to read.
     pub fn wake(&mut self, now: Instant) -> io::Result<bool> {
+        self.wake_with(now, Ready::ALL)
+    }
+
+    /// One wake-up: batches from whatever is readable until nothing is
+    /// (or [`ROUNDS`] of them), then the visit to the device. A socket
+    /// found empty is not read again in this wake-up (only the network
+    /// fills it: the next `poll` will say); the TUN queue is read again
+    /// after each write to it, because the kernel may have answered at
+    /// once (a ping's reply is waiting there when the write returns).
+    fn wake_with(&mut self, now: Instant, mut ready: Ready) -> io::Result<bool> {
         let mut busy = false;
         for round in 0..ROUNDS {
-            self.refresh();
-            let from_tun = self.from_tun(now)?;
-            let from_udp = self.from_udp(now);
-            if !from_tun && !from_udp {
+            if self.refresh() {
+                // New sockets (`wg set listen-port`): read them at once,
+                // they may have waited since the last `poll`.
+                ready.v4 = true;
+                ready.v6 = true;
+            }
+            if !ready.any() {
                 break;
             }
-            busy = round + 1 == ROUNDS;
+            if ready.tun {
+                ready.tun = self.from_tun(now)?;
+            }
+            let wrote = self.from_udp(now, &mut ready);
+            ready.tun |= wrote;
+            busy = round + 1 == ROUNDS && ready.any();
         }
         self.visit_device(now);
         Ok(busy)
@@ -292,8 +336,8 @@ impl Worker {
     // ANCHOR_END: run
 
     /// Sleeps in `poll(2)` until the TUN queue or a socket is readable,
-    /// for one [`TICK`] at most.
-    fn wait(&mut self) -> io::Result<()> {
+    /// for one [`TICK`] at most, and says which are.
+    fn wait(&mut self) -> io::Result<Ready> {
         let tun = self.queue.fd();
         let v4 = self.sockets.v4.as_ref().map_or(tun, |s| s.as_fd());
         let v6 = self.sockets.v6.as_ref().map_or(tun, |s| s.as_fd());
@@ -307,20 +351,26 @@ impl Worker {
         self.counters.polls.add(1);
         let timeout = PollTimeout::try_from(TICK).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, timeout) {
-            Ok(0) => Ok(()),
+            Ok(0) => Ok(Ready::NONE),
             Ok(_) => {
                 self.counters.wakeups.add(1);
-                Ok(())
+                let readable = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                Ok(Ready {
+                    tun: readable(&fds[0]),
+                    v4: self.sockets.v4.is_some() && readable(&fds[1]),
+                    v6: self.sockets.v6.is_some() && readable(&fds[2]),
+                })
             }
-            Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(nix::errno::Errno::EINTR) => Ok(Ready::NONE),
             Err(e) => Err(e.into()),
         }
     }
 
     // ANCHOR: from_tun
-    /// A batch from the TUN queue: read, seal in place, send.
+    /// A batch from the TUN queue: read, seal in place, send. Returns
+    /// whether the queue may hold more (the batch was full).
     fn from_tun(&mut self, now: Instant) -> io::Result<bool> {
-        let n = self
+        let (n, emptied) = self
             .queue
             .read(&mut self.tx.bufs, &mut self.tx.sizes, 0, &self.counters)?;
         if n == 0 {
@@ -377,7 +427,7 @@ impl Worker {
                 &self.counters,
             );
         }
-        Ok(true)
+        Ok(!emptied)
     }
     // ANCHOR_END: from_tun
 
@@ -406,13 +456,20 @@ impl Worker {
     }
 
     // ANCHOR: from_udp
-    /// A batch from each socket: receive, open in place, write to the TUN
-    /// device.
-    fn from_udp(&mut self, now: Instant) -> bool {
-        let mut any = false;
+    /// A batch from each readable socket: receive, open in place, write to
+    /// the TUN device. A socket found empty is marked so in `ready`.
+    /// Returns whether anything was written to the TUN device.
+    fn from_udp(&mut self, now: Instant, ready: &mut Ready) -> bool {
         for v6 in [false, true] {
+            let readable = if v6 { &mut ready.v6 } else { &mut ready.v4 };
+            if !*readable {
+                continue;
+            }
             let socket = if v6 { &self.sockets.v6 } else { &self.sockets.v4 };
-            let Some(socket) = socket.clone() else { continue };
+            let Some(socket) = socket.clone() else {
+                *readable = false;
+                continue;
+            };
             let m = match udp::recv(
                 &socket,
                 &mut self.rx,
@@ -426,7 +483,8 @@ impl Worker {
                     0
                 }
             };
-            any |= m > 0;
+            // A batch that was not full emptied the socket.
+            *readable = m == self.rx.len();
             for k in 0..m {
                 let meta = self.rx_meta[k];
                 let Some(from) = meta.from.map(canonical) else {
@@ -448,8 +506,7 @@ impl Worker {
                 self.rx[k] = rx;
             }
         }
-        self.flush_tun();
-        any
+        self.flush_tun()
     }
     // ANCHOR_END: from_udp
 
@@ -494,16 +551,18 @@ impl Worker {
         self.refresh();
     }
 
-    /// Writes the opened packets to the TUN device.
-    fn flush_tun(&mut self) {
+    /// Writes the opened packets to the TUN device; returns whether there
+    /// were any.
+    fn flush_tun(&mut self) -> bool {
         if self.out_n == 0 {
-            return;
+            return false;
         }
         for buf in &self.out[..self.out_n] {
             self.shared.record(&buf[OFFSET..]);
         }
         self.queue.write(&mut self.out, self.out_n, &self.counters);
         self.out_n = 0;
+        true
     }
 
     // ANCHOR: visit

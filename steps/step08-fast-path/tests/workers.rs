@@ -124,3 +124,47 @@ fn a_forged_data_message_is_dropped_and_counted() {
     pump(&mut a, &mut b, |_, b| b.totals().drops > 0);
     assert_eq!(b.totals().drops, 1);
 }
+
+#[test]
+fn workers_in_their_own_threads_follow_a_new_listen_port() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use step07_wireguard::run::Control;
+    use step07_wireguard::uapi::Op;
+
+    let (mut a, mut b) = pair(Features::ALL);
+    carry(&mut a, &mut b, true, 5, 100);
+    // b moves to another port, as `wg set b listen-port N` does, while
+    // its worker sleeps in poll(2) on the old sockets; a is told.
+    let stop = Arc::new(AtomicBool::new(false));
+    let spawn = |mut worker: step08_fast_path::worker::Worker, stop: Arc<AtomicBool>| {
+        std::thread::spawn(move || worker.run(|| stop.load(Ordering::Relaxed)).unwrap())
+    };
+    let (ta, tb) = (a.tun, b.tun);
+    let (sa, sb) = (Arc::clone(&a.shared), Arc::clone(&b.shared));
+    let ha = spawn(a.worker, Arc::clone(&stop));
+    let hb = spawn(b.worker, Arc::clone(&stop));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let free = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    sb.set(vec![Op::ListenPort(port)], std::time::Instant::now())
+        .unwrap();
+    {
+        let mut device = sa.device.lock().unwrap();
+        let id = device.peer_ids()[0];
+        device.set_endpoint(id, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        sa.publish(&device);
+    }
+    tb.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    tb.set_nonblocking(false).unwrap();
+    ta.send(&packet(A, B, 77, 100)).unwrap();
+    let mut buf = [0u8; 2048];
+    let got = tb.recv(&mut buf).map_err(|e| e.to_string());
+    stop.store(true, Ordering::Relaxed);
+    ha.join().unwrap();
+    hb.join().unwrap();
+    assert_eq!(got, Ok(100), "the packet came out at b");
+    assert_eq!(seq(&buf), 77);
+}
