@@ -22,6 +22,7 @@ fn a_short_bench_run_writes_a_well_formed_table_json_and_chart() {
         seconds: 1,
         udp_probes: 1,
         only: vec!["step02".into()],
+        ablation: false,
     })
     .unwrap();
 
