@@ -732,80 +732,34 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
             processes: Vec::new(),
             target: target(&b_underlay),
         }),
-        Contestant::Step02 | Contestant::Step03 => {
+        Contestant::Step02 | Contestant::Step03 | Contestant::Step04 | Contestant::Step05 => {
             let binary = step()?;
-            let server = Running::start(
-                &bench.b,
-                binary,
-                &[
-                    "server",
-                    "--listen",
-                    &listen,
-                    "--tun",
-                    &b_tun,
-                    "--address",
-                    &format!("{b_inner}/24"),
-                ],
-                &log("server"),
-            )?;
-            let client = Running::start(
-                &bench.a,
-                binary,
-                &[
-                    "client",
-                    "--server",
-                    &listen,
-                    "--tun",
-                    &a_tun,
-                    "--address",
-                    &format!("{a_inner}/24"),
-                ],
-                &log("client"),
-            )?;
-            Ok(Started {
-                processes: vec![server, client],
-                target: target(&b_inner),
-            })
-        }
-        Contestant::Step04 | Contestant::Step05 => {
-            let binary = step()?;
+            // The encrypted steps also take the keys: the server lists the
+            // client's public key with its address.
+            let encrypted = matches!(contestant, Contestant::Step04 | Contestant::Step05);
             let peer = format!("{}={a_inner}/32", bench.a_key.public);
-            let server = Running::start(
-                &bench.b,
-                binary,
-                &[
-                    "server",
-                    "--listen",
-                    &listen,
-                    "--key",
-                    bench.b_key.file_str()?,
-                    "--peer",
-                    &peer,
-                    "--tun",
-                    &b_tun,
-                    "--address",
-                    &format!("{b_inner}/24"),
-                ],
-                &log("server"),
-            )?;
-            let client = Running::start(
-                &bench.a,
-                binary,
-                &[
-                    "client",
-                    "--server",
-                    &listen,
-                    "--key",
-                    bench.a_key.file_str()?,
-                    "--server-key",
-                    &bench.b_key.public,
-                    "--tun",
-                    &a_tun,
-                    "--address",
-                    &format!("{a_inner}/24"),
-                ],
-                &log("client"),
-            )?;
+            let (server_keys, client_keys) = if encrypted {
+                (
+                    vec!["--key", bench.b_key.file_str()?, "--peer", &peer],
+                    vec![
+                        "--key",
+                        bench.a_key.file_str()?,
+                        "--server-key",
+                        &bench.b_key.public,
+                    ],
+                )
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            let (b_address, a_address) = (format!("{b_inner}/24"), format!("{a_inner}/24"));
+            let mut args = vec!["server", "--listen", &listen];
+            args.extend(server_keys);
+            args.extend(["--tun", &b_tun, "--address", &b_address]);
+            let server = Running::start(&bench.b, binary, &args, &log("server"))?;
+            let mut args = vec!["client", "--server", &listen];
+            args.extend(client_keys);
+            args.extend(["--tun", &a_tun, "--address", &a_address]);
+            let client = Running::start(&bench.a, binary, &args, &log("client"))?;
             Ok(Started {
                 processes: vec![server, client],
                 target: target(&b_inner),

@@ -275,50 +275,48 @@ fn tool(name: &str) -> Line {
 
 /// How this user gets root.
 fn privileges() -> Line {
+    use crate::env::Sudo;
     if env::is_root() {
         return line(State::Ok, "privileges", "running as root", None);
     }
-    if !env::on_path("sudo") {
-        return line(
-            State::Missing,
-            "privileges",
-            "not root, and no sudo to become root for the lab part",
-            Some("install sudo and give yourself the right to use it (as root: apt-get install sudo; usermod -aG sudo $USER), or run tunlab as root".into()),
-        );
-    }
-    let ready = std::process::Command::new("sudo")
-        .args(["-n", "true"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ready {
-        line(
+    let become_root =
+        "as root: apt-get install sudo; usermod -aG sudo $USER (then log in again), or run tunlab as root";
+    match env::sudo_state() {
+        Sudo::Ready => line(
             State::Ok,
             "privileges",
             "sudo gives root without asking now",
             None,
-        )
-    } else {
-        line(
+        ),
+        Sudo::Password => line(
             State::Ok,
             "privileges",
             "sudo will ask for your password when a lab starts (run labs from a terminal)",
             None,
-        )
+        ),
+        Sudo::Missing => line(
+            State::Missing,
+            "privileges",
+            "not root, and no sudo to become root for the lab part",
+            Some(become_root.into()),
+        ),
+        Sudo::Refused(said) => line(
+            State::Missing,
+            "privileges",
+            format!("not root, and sudo does not give you root ({said})"),
+            Some(become_root.into()),
+        ),
     }
 }
 
-/// Lab hosts and state files that crashed runs left.
+/// Lab hosts that crashed runs left.
 fn leftovers() -> Line {
     let names = crate::netns::lab_namespaces().unwrap_or_default();
     let dead: Vec<&String> = names.iter().filter(|n| !crate::netns::owner_alive(n)).collect();
     if dead.is_empty() {
-        let detail = if names.is_empty() {
-            "no lab hosts: none left by a crashed run".to_string()
-        } else {
-            format!("none left by a crashed run ({} of runs still going)", names.len())
+        let detail = match names.len() {
+            0 => "free: no lab host left by a crashed run".to_string(),
+            n => format!("free: no lab host left by a crashed run ({n} of runs still going)"),
         };
         return line(State::Ok, "lab names", detail, None);
     }
@@ -334,6 +332,84 @@ fn leftovers() -> Line {
         ),
         Some("cargo run -p tunlab -- clean".into()),
     )
+}
+
+/// As root: makes a throwaway namespace with a veth pair and an nftables
+/// table in it, and says what worked. The lines replace the guesses
+/// [`kernel`] makes from files.
+fn probe(features: &[Kernel]) -> Vec<(Kernel, Line)> {
+    use crate::netns::{PREFIX, ip};
+    let ns = format!("{PREFIX}{}-doctor", std::process::id());
+    let mut lines = Vec::new();
+    let tried = "tried in a throwaway namespace";
+    let netns = ip(["netns", "add", &ns]);
+    lines.push((
+        Kernel::Netns,
+        match &netns {
+            Ok(_) => line(State::Ok, "network namespaces", format!("work ({tried})"), None),
+            Err(e) => line(
+                State::Missing,
+                "network namespaces",
+                format!("{e:#}"),
+                Some("in a container, run it with --privileged (the dev container does)".into()),
+            ),
+        },
+    ));
+    if netns.is_err() {
+        return lines;
+    }
+    if features.contains(&Kernel::Veth) {
+        let veth = ip([
+            "-n", &ns, "link", "add", "tlv0", "type", "veth", "peer", "name", "tlv1",
+        ]);
+        lines.push((
+            Kernel::Veth,
+            match veth {
+                Ok(_) => line(State::Ok, "veth", format!("works ({tried})"), None),
+                Err(e) => line(
+                    State::Missing,
+                    "veth",
+                    format!("{e:#}"),
+                    Some(format!(
+                        "install your kernel's extra modules (Ubuntu: sudo apt-get install linux-modules-extra-{})",
+                        release()
+                    )),
+                ),
+            },
+        ));
+    }
+    if features.contains(&Kernel::Nftables) && env::on_path("nft") {
+        let nft = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "add",
+                "table",
+                "inet",
+                "tunlab_doctor",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output();
+        lines.push((
+            Kernel::Nftables,
+            match nft {
+                Ok(out) if out.status.success() => {
+                    line(State::Ok, "nftables (kernel)", format!("works ({tried})"), None)
+                }
+                Ok(out) => line(
+                    State::Missing,
+                    "nftables (kernel)",
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    Some("sudo modprobe nf_tables (a kernel with CONFIG_NF_TABLES)".into()),
+                ),
+                Err(e) => line(State::Missing, "nftables (kernel)", e.to_string(), None),
+            },
+        ));
+    }
+    let _ = ip(["netns", "del", &ns]);
+    lines
 }
 
 /// The WireGuard implementations `tunlab bench` compares with, when
@@ -359,7 +435,7 @@ fn wireguard_peers() -> Vec<Line> {
         }
         lines.push(l);
     }
-    let boringtun = crate::bench::boringtun_binary();
+    let boringtun = env::find_program("boringtun-cli").or_else(crate::bench::boringtun_binary);
     lines.push(match boringtun {
         Some(path) => line(State::Ok, "boringtun-cli", path.display().to_string(), None),
         None => line(
@@ -389,9 +465,10 @@ pub fn preflight(needs: &Needs) -> Vec<Line> {
         .collect()
 }
 
-/// Everything: what every lab in `needs` asks for (each item once), then
-/// privileges, leftovers, and the bench's optional peers.
-pub fn report(needs: &[Needs]) -> Vec<Line> {
+/// Everything: what every lab in `needs` asks for (each item once, tried
+/// for real when tunlab is root), then privileges and leftovers, and, with
+/// `bench`, the bench's optional WireGuard peers.
+pub fn report(needs: &[Needs], bench: bool) -> Vec<Line> {
     let mut kernel_features: Vec<Kernel> = Vec::new();
     let mut tools: Vec<&str> = Vec::new();
     for n in needs {
@@ -406,12 +483,24 @@ pub fn report(needs: &[Needs]) -> Vec<Line> {
             }
         }
     }
+    let tried = if env::is_root() {
+        probe(&kernel_features)
+    } else {
+        Vec::new()
+    };
     let mut lines = vec![linux()];
-    lines.extend(kernel_features.into_iter().map(kernel));
+    for feature in kernel_features {
+        lines.push(match tried.iter().find(|(k, _)| *k == feature) {
+            Some((_, l)) => l.clone(),
+            None => kernel(feature),
+        });
+    }
     lines.extend(tools.into_iter().map(tool));
     lines.push(privileges());
     lines.push(leftovers());
-    lines.extend(wireguard_peers());
+    if bench {
+        lines.extend(wireguard_peers());
+    }
     lines
 }
 

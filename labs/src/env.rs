@@ -256,12 +256,34 @@ pub fn binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
 
 /// `cargo`, as the user it should run as: ourselves, or, when root works
 /// for another user, that user (with their home, so their `~/.cargo` and
-/// `~/.rustup` are used and stay theirs).
+/// `~/.rustup` are used and stay theirs). When cargo itself already ran
+/// as root in this target folder (`sudo cargo run ...`), the user's cargo
+/// could not write there: root builds, as cargo did, and says how to
+/// repair it.
 fn cargo_command() -> anyhow::Result<Command> {
-    let Some((uid, gid)) = owner() else {
+    let as_root = || {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        return Ok(Command::new(cargo));
+        Ok(Command::new(cargo))
     };
+    let Some((uid, gid)) = owner() else {
+        return as_root();
+    };
+    let dir = build_dir()?;
+    let roots = [dir.clone(), dir.join(".cargo-lock")]
+        .iter()
+        .any(|p| p.metadata().is_ok_and(|m| m.uid() == 0));
+    if roots {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            eprintln!(
+                "tunlab: cargo ran as root here ({} is root's), so root builds too; \
+                 to build as yourself again: sudo chown -R {uid}:{gid} {}, then run tunlab without sudo",
+                dir.display(),
+                dir.parent().unwrap_or(&dir).display()
+            );
+        });
+        return as_root();
+    }
     let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
@@ -299,16 +321,50 @@ impl std::fmt::Display for CannotElevate {
 
 impl std::error::Error for CannotElevate {}
 
-/// Whether sudo gives root now without asking (cached credentials, or
-/// NOPASSWD).
+/// What sudo would do for this user now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sudo {
+    /// Not installed.
+    Missing,
+    /// Gives root without asking (cached credentials, or NOPASSWD).
+    Ready,
+    /// Gives root after a password.
+    Password,
+    /// Does not give this user root at all; sudo's own words.
+    Refused(String),
+}
+
+/// What sudo would do for this user, asked without ever prompting: `sudo
+/// -n true` (works now?), then `sudo -n -v`, which names a user sudoers
+/// does not list at all.
+pub fn sudo_state() -> Sudo {
+    if !on_path("sudo") {
+        return Sudo::Missing;
+    }
+    let sudo = |args: &[&str]| {
+        Command::new("sudo")
+            .args(args)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .output()
+    };
+    match sudo(&["-n", "true"]) {
+        Ok(out) if out.status.success() => return Sudo::Ready,
+        Ok(_) => {}
+        Err(_) => return Sudo::Missing,
+    }
+    let said = sudo(&["-n", "-v"])
+        .map(|out| String::from_utf8_lossy(&out.stderr).trim().to_string())
+        .unwrap_or_default();
+    if said.contains("may not run sudo") || said.contains("not in the sudoers") {
+        Sudo::Refused(said)
+    } else {
+        Sudo::Password
+    }
+}
+
 fn sudo_ready() -> bool {
-    Command::new("sudo")
-        .args(["-n", "true"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    sudo_state() == Sudo::Ready
 }
 
 /// Whether there is a terminal sudo can ask a password on.
@@ -325,13 +381,19 @@ fn has_terminal() -> bool {
 /// `as_root` is the command for a root shell.
 pub fn sudo_ok(what: &str, as_root: &str) -> Result<(), CannotElevate> {
     let why = format!("{what} needs root (it creates network namespaces)");
-    if !on_path("sudo") {
-        return Err(CannotElevate(format!(
-            "{why}, and sudo is not installed; as root, run: {as_root}"
-        )));
-    }
-    if sudo_ready() {
-        return Ok(());
+    match sudo_state() {
+        Sudo::Ready => return Ok(()),
+        Sudo::Missing => {
+            return Err(CannotElevate(format!(
+                "{why}, and sudo is not installed; as root, run: {as_root}"
+            )));
+        }
+        Sudo::Refused(said) => {
+            return Err(CannotElevate(format!(
+                "{why}, and sudo does not give it to you ({said}); as root, run: {as_root}"
+            )));
+        }
+        Sudo::Password => {}
     }
     if !has_terminal() {
         return Err(CannotElevate(format!(
@@ -375,20 +437,23 @@ fn sudo_command(program: &Path, args: &[OsString]) -> Command {
 }
 
 /// Runs this program again as root through sudo with `args`, after
-/// building `needs.binaries` as the user, and returns its exit code.
+/// making sure sudo will, and building `needs.binaries` as the user;
+/// returns its exit code.
 /// While it runs, Ctrl-C belongs to it (this copy waits), and SIGTERM and
 /// SIGHUP are passed on.
 pub fn run_as_root(what: &str, needs: &Needs, args: &[OsString]) -> anyhow::Result<u8> {
-    for (package, bin) in needs.binaries {
-        binary(package, bin)?;
-    }
     let exe = std::env::current_exe().context("finding this program's path")?;
     let shown: Vec<String> = args
         .iter()
         .map(|a| step01_ping_tun::host::shell_quote(&a.to_string_lossy()))
         .collect();
     let as_root = format!("{} {}", exe.display(), shown.join(" "));
+    // Asked first, so that a password prompt comes at once and not after
+    // a long build.
     sudo_ok(what, &as_root)?;
+    for (package, bin) in needs.binaries {
+        binary(package, bin)?;
+    }
     let mut child = sudo_command(&exe, args).spawn().context("running sudo")?;
     let pid = child.id();
     let mut signals = signal_hook::iterator::Signals::new([
@@ -457,7 +522,7 @@ pub fn lab_test(test: &str, needs: &Needs) -> bool {
         return true;
     }
     if let Err(reason) =
-        TEST_SUDO.get_or_init(|| sudo_ok("the lab tests", "cargo test -p tunlab").map_err(|e| e.0))
+        TEST_SUDO.get_or_init(|| sudo_ok("a lab test", "cargo test -p tunlab").map_err(|e| e.0))
     {
         skip(test, reason);
         return false;

@@ -122,6 +122,15 @@ impl Keys {
         Ok(Self { pairs })
     }
 
+    /// Fresh key pairs for a lab's ends, made in `dir` by the binary of
+    /// step `package`, and noted in `report`: `fresh keys in DIR: server
+    /// AbCdEfGh..., client ...`.
+    pub fn fresh(package: &str, dir: &Path, names: &[&'static str], report: &Report) -> anyhow::Result<Self> {
+        let keys = Self::generate(&crate::env::step_binary(package)?, dir, names)?;
+        report.note(format!("fresh keys in {}: {}", dir.display(), keys.shorts()));
+        Ok(keys)
+    }
+
     /// The fixed test-only keys that a lab's golden captures were recorded
     /// with, `pcaps/stepNN/test-only-NAME.key` (kept in git; made once if
     /// missing), each copied with mode 0600 into `dir` as `NAME.key`.

@@ -18,9 +18,9 @@ use crate::doctor::{Kernel, Needs};
 use crate::env;
 use crate::labs::{Options, Shell};
 use crate::netns::Host;
-use crate::process::{Capture, Running, path_arg, start_relay};
+use crate::process::{Capture, CaptureOptions, Running, Session, path_arg};
 use crate::report::Report;
-use crate::topology::{self, Net, RELAY_PORT, TUN, TUNNEL_PORT, tunnel, underlay};
+use crate::topology::{self, Net, TUN, TUNNEL_PORT, tunnel, underlay};
 use crate::traffic::{PATTERN, iperf3, nc_transfer, write_random};
 
 pub const PACKAGE: &str = "step02-plain-tunnel";
@@ -46,39 +46,10 @@ pub struct Up {
     _net: Net,
 }
 
-/// How to bring lab 02's hosts up.
-#[derive(Debug, Clone, Copy)]
-pub struct Setup<'a> {
-    /// `udp` or `tcp`.
-    pub transport: &'a str,
-    /// Names this run's files: `server-<tag>.log`, `client-<tag>-tun.pcap`.
-    pub tag: &'a str,
-    /// Record what each TUN device carries (`--pcap`).
-    pub record: bool,
-    /// Capture the server's veth into this file, from before either end
-    /// starts.
-    pub underlay: Option<&'a Path>,
-    /// Put the impairment relay, with this spec, in front of the server:
-    /// the client talks to it on port 7000.
-    pub relay: Option<&'a str>,
-}
-
-impl<'a> Setup<'a> {
-    /// The plain lab: both ends over `transport`, recording their TUNs.
-    pub fn plain(transport: &'a str) -> Self {
-        Self {
-            transport,
-            tag: transport,
-            record: true,
-            underlay: None,
-            relay: None,
-        }
-    }
-}
-
 /// Builds the two hosts and the underlay, and starts the tunnel's two ends
-/// as `setup` says, with their files in `out`.
-pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<Up> {
+/// over `transport` (`udp` or `tcp`) as `session` says, with their files in
+/// `out`.
+pub fn up(out: &Path, transport: &str, session: &Session<'_>, report: &mut Report) -> anyhow::Result<Up> {
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let net = topology::two_hosts().build()?;
@@ -90,15 +61,12 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
         underlay::CLIENT,
         client.netns()
     ));
-    let underlay = setup
-        .underlay
-        .map(|path| Capture::start(&server, "veth0", path))
-        .transpose()?;
+    let underlay = session.capture(&server, "veth0", &CaptureOptions::default())?;
 
-    let (tag, transport) = (setup.tag, setup.transport);
+    let tag = session.tag;
     let listen = SocketAddr::new(underlay::SERVER.into(), TUNNEL_PORT);
     let pcap = |side: &str| -> anyhow::Result<Vec<String>> {
-        if !setup.record {
+        if !session.record {
             return Ok(Vec::new());
         }
         let path = out.join(format!("{side}-{tag}-tun.pcap"));
@@ -120,18 +88,7 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
     let mut server_step = Running::start(&server, &binary, &args, &out.join(format!("server-{tag}.log")))?;
     server_step.wait_for_tun(TUN, &address)?;
 
-    let relay = match setup.relay {
-        Some(impair) => {
-            let front = SocketAddr::new(underlay::SERVER.into(), RELAY_PORT);
-            let log = out.join(format!("relay-{tag}.log"));
-            Some(start_relay(&server, transport, front, listen, impair, &log)?)
-        }
-        None => None,
-    };
-    let to = match relay {
-        Some(_) => SocketAddr::new(underlay::SERVER.into(), RELAY_PORT),
-        None => listen,
-    };
+    let (relay, to) = session.start_relay(&server, transport, listen, out)?;
     let address = tunnel::cidr(tunnel::CLIENT).to_string();
     let mut args: Vec<String> = [
         "client",
@@ -164,7 +121,7 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
 
 /// `tunlab shell 02`: both ends over UDP, the shell in the client.
 pub fn shell(out: &Path, report: &mut Report) -> anyhow::Result<Shell> {
-    let up = up(out, &Setup::plain("udp"), report)?;
+    let up = up(out, "udp", &Session::new("udp"), report)?;
     let client = up.client.clone();
     Ok(Shell::new(up, client))
 }
@@ -187,7 +144,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
 }
 
 fn run_transport(out: &Path, transport: &str, data: &Path, report: &mut Report) -> anyhow::Result<()> {
-    let mut lab = up(out, &Setup::plain(transport), report)?;
+    let mut lab = up(out, transport, &Session::new(transport), report)?;
     let underlay = out.join(format!("underlay-{transport}.pcap"));
     let capture = Capture::start(&lab.server, "veth0", &underlay)?;
 
@@ -252,11 +209,11 @@ fn ping_both_ways(lab: &Up, transport: &str, count: u32, report: &mut Report) ->
 fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     let dir = out.join("fixtures");
     let underlay = dir.join("underlay-udp.pcap");
-    let setup = Setup {
+    let session = Session {
         underlay: Some(&underlay),
-        ..Setup::plain("udp")
+        ..Session::new("udp")
     };
-    let mut lab = up(&dir, &setup, report)?;
+    let mut lab = up(&dir, "udp", &session, report)?;
     ping_both_ways(&lab, "fixtures", 2, report)?;
     lab.underlay.take().context("no underlay capture")?.finish()?;
     lab.client_step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
@@ -382,14 +339,12 @@ fn meltdown_run(
             "lossy"
         }
     );
-    let setup = Setup {
-        transport,
-        tag: &tag,
+    let session = Session {
         record: false,
-        underlay: None,
         relay: Some(condition.impair),
+        ..Session::new(&tag)
     };
-    let lab = up(out, &setup, report)?;
+    let lab = up(out, transport, &session, report)?;
     // One ping to be sure the tunnel carries traffic before the clock starts
     // (-w: keep trying for up to 10 s, a lossy link may eat the first).
     let to = tunnel::SERVER.to_string();

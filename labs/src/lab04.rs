@@ -32,10 +32,10 @@ use crate::env;
 use crate::keys::{KeyPair, Keys, private_copy};
 use crate::labs::{Options, Shell};
 use crate::netns::Host;
-use crate::process::{Capture, CaptureOptions, Running, path_arg, start_relay};
+use crate::process::{Capture, CaptureOptions, Running, Session, path_arg};
 use crate::report::Report;
 use crate::steplog::{Status, handshake_line, note_counters_at_exit};
-use crate::topology::{self, Net, RELAY_PORT, TUN, TUNNEL_PORT, internet, tunnel, underlay};
+use crate::topology::{self, Net, TUN, TUNNEL_PORT, internet, tunnel, underlay};
 use crate::traffic::{PATTERN, nc_transfer, write_random};
 
 pub const PACKAGE: &str = "step04-crypto";
@@ -141,40 +141,10 @@ impl ClientEnd {
     }
 }
 
-/// How to bring lab 04's hosts up.
-#[derive(Debug, Clone, Copy)]
-pub struct Setup<'a> {
-    /// Names this run's files: `server-<tag>.log`, `client-<tag>-tun.pcap`.
-    pub tag: &'a str,
-    pub keys: &'a Keys,
-    /// Record what each TUN device carries (`--pcap`), and the server's
-    /// session keys (`--keylog`).
-    pub record: bool,
-    /// Capture the server's veth0 into this file, from before either end
-    /// starts, so the handshake is in it.
-    pub underlay: Option<&'a Path>,
-    /// Put the impairment relay, with this spec, in front of the server:
-    /// the client talks to it on port 7000.
-    pub relay: Option<&'a str>,
-}
-
-impl<'a> Setup<'a> {
-    /// The plain lab: both ends recording their TUNs, no capture, no relay.
-    pub fn plain(keys: &'a Keys) -> Self {
-        Self {
-            tag: "main",
-            keys,
-            record: true,
-            underlay: None,
-            relay: None,
-        }
-    }
-}
-
 /// Builds the three hosts and the links, and starts the tunnel's two ends
-/// as `setup` says, with their files in `out`. Returns once the client has
-/// completed its handshake.
-pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<Up> {
+/// with `keys` as `session` says, with their files in `out`. Returns once
+/// the client has completed its handshake.
+pub fn up(out: &Path, keys: &Keys, session: &Session<'_>, report: &mut Report) -> anyhow::Result<Up> {
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let net = topology::two_hosts_and_intruder().build()?;
@@ -189,13 +159,9 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
         internet::INTRUDER,
         intruder.netns()
     ));
-    let underlay = setup
-        .underlay
-        .map(|path| Capture::start_with(&server, "veth0", path, &CaptureOptions::bulk()))
-        .transpose()?;
+    let underlay = session.capture(&server, "veth0", &CaptureOptions::bulk())?;
 
-    let tag = setup.tag;
-    let keys = setup.keys;
+    let tag = session.tag;
     let peer = format!(
         "{}={},{}",
         keys["client"].public,
@@ -219,7 +185,7 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
     ]
     .map(String::from)
     .into();
-    if setup.record {
+    if session.record {
         for (flag, file) in [
             ("--pcap", format!("server-{tag}-tun.pcap")),
             ("--keylog", format!("server-{tag}.keylog")),
@@ -237,23 +203,13 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
     // there, or the kernel answers it with a port unreachable.
     server.wait_for_udp_listener(TUNNEL_PORT)?;
 
-    let relay = match setup.relay {
-        Some(impair) => {
-            let front = SocketAddr::new(underlay::SERVER.into(), RELAY_PORT);
-            let log = out.join(format!("relay-{tag}.log"));
-            Some(start_relay(&server, "udp", front, server_addr(), impair, &log)?)
-        }
-        None => None,
-    };
+    let (relay, to) = session.start_relay(&server, "udp", server_addr(), out)?;
     let client_end = ClientEnd {
         binary: binary.clone(),
         out: out.to_path_buf(),
         keys: keys.clone(),
-        record: setup.record,
-        to: match relay {
-            Some(_) => SocketAddr::new(underlay::SERVER.into(), RELAY_PORT),
-            None => server_addr(),
-        },
+        record: session.record,
+        to,
     };
     let client_step = client_end.start(&client, tag)?;
     report.note(format!(
@@ -293,7 +249,7 @@ impl Up {
 /// `tunlab shell 04`: fresh keys, both ends up, the shell in the client.
 pub fn shell(out: &Path, report: &mut Report) -> anyhow::Result<Shell> {
     let keys = Keys::generate(&env::step_binary(PACKAGE)?, out, KEY_NAMES)?;
-    let up = up(out, &Setup::plain(&keys), report)?;
+    let up = up(out, &keys, &Session::new("main"), report)?;
     let client = up.client.clone();
     let note = format!(
         "kill -USR1 {} (the server's counters, in {})",
@@ -309,13 +265,11 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     let mut report = Report::new(options.quiet);
     let out = &options.out;
     std::fs::create_dir_all(out)?;
-    let binary = env::step_binary(PACKAGE)?;
-    let keys = Keys::generate(&binary, out, KEY_NAMES)?;
-    report.note(format!("fresh keys in {}: {}", out.display(), keys.shorts()));
+    let keys = Keys::fresh(PACKAGE, out, KEY_NAMES, &report)?;
     main_session(out, &keys, &mut report)?;
     reordering(out, &keys, &mut report)?;
     if options.fixtures {
-        record_fixtures(out, &binary, &mut report)?;
+        record_fixtures(out, &env::step_binary(PACKAGE)?, &mut report)?;
     }
     report.note(format!("captures and logs are in {}", out.display()));
     Ok(report)
@@ -325,11 +279,11 @@ fn main_session(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<
     let data = out.join("random-10MB.bin");
     write_random(&data, TRANSFER_BYTES)?;
     let underlay = out.join("underlay.pcap");
-    let setup = Setup {
+    let session = Session {
         underlay: Some(&underlay),
-        ..Setup::plain(keys)
+        ..Session::new("main")
     };
-    let mut lab = up(out, &setup, report)?;
+    let mut lab = up(out, keys, &session, report)?;
 
     // 1. Pings, both families, both ways.
     ping_both_ways(&lab, "", 3, &[], report)?;
@@ -956,14 +910,12 @@ fn stop(lab: &mut Up, prefix: &str, report: &mut Report) -> anyhow::Result<()> {
 fn reordering(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<()> {
     let data = out.join("random-relay.bin");
     write_random(&data, RELAY_BYTES)?;
-    let setup = Setup {
-        tag: "relay",
-        keys,
+    let session = Session {
         record: false,
-        underlay: None,
         relay: Some(IMPAIR),
+        ..Session::new("relay")
     };
-    let mut lab = up(out, &setup, report)?;
+    let mut lab = up(out, keys, &session, report)?;
     report.note(format!("the relay between them: {IMPAIR}"));
     let (same, secs) = transfer(&lab, &data, &out.join("received-relay.bin"), 60)?;
     let _ = std::fs::remove_file(&data);
@@ -1018,14 +970,11 @@ fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Re
     let pcaps = env::fixtures_dir("step04")?;
     let keys = Keys::test_only(binary, &pcaps, &dir, KEY_NAMES, report)?;
     let underlay = dir.join("underlay.pcap");
-    let setup = Setup {
-        tag: "fixtures",
-        keys: &keys,
-        record: true,
+    let session = Session {
         underlay: Some(&underlay),
-        relay: None,
+        ..Session::new("fixtures")
     };
-    let mut lab = up(&dir, &setup, report)?;
+    let mut lab = up(&dir, &keys, &session, report)?;
     // Three pings each way, then two ping -6 from the client.
     for (from, name, to, count) in [
         (&lab.client, "client -> server", IpAddr::from(tunnel::SERVER), 3),

@@ -600,9 +600,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     let mut report = Report::new(options.quiet);
     let out = &options.out;
     std::fs::create_dir_all(out)?;
-    let binary = env::step_binary(PACKAGE)?;
-    let keys = Keys::generate(&binary, out, KEY_NAMES)?;
-    report.note(format!("fresh keys in {}: {}", out.display(), keys.shorts()));
+    let keys = Keys::fresh(PACKAGE, out, KEY_NAMES, &report)?;
     main_session(out, &keys, &mut report)?;
     if options.fixtures {
         record_fixtures(out, &keys, &mut report)?;

@@ -220,4 +220,35 @@ mod tests {
         assert_eq!(Lab::find("1").map(|l| l.number), Some("01"));
         assert!(Lab::find("99").is_none());
     }
+
+    /// The hints are text for the student, but their addresses are the
+    /// topology's: they must not drift from it.
+    #[test]
+    fn the_hints_name_only_the_labs_addresses() {
+        use crate::topology::{internet, tunnel, underlay};
+        use std::net::IpAddr;
+        let known: Vec<IpAddr> = vec![
+            tunnel::SERVER.into(),
+            tunnel::CLIENT.into(),
+            tunnel::SERVER6.into(),
+            underlay::SERVER.into(),
+            internet::SERVER.into(),
+            internet::HOST.into(),
+        ];
+        for lab in LABS {
+            let words = lab
+                .hint
+                .split(|c: char| c.is_whitespace() || c == ';' || c == '/');
+            for word in words {
+                let word = word.trim_start_matches("http:").trim_matches(':');
+                let address = word
+                    .split_once(':')
+                    .filter(|_| word.contains('.'))
+                    .map_or(word, |(a, _)| a);
+                if let Ok(ip) = address.parse::<IpAddr>() {
+                    assert!(known.contains(&ip), "lab {}: {ip} in its hint", lab.number);
+                }
+            }
+        }
+    }
 }

@@ -36,6 +36,7 @@
 pub mod bench;
 pub mod book_output;
 pub mod captures;
+pub mod decode;
 pub mod doctor;
 pub mod env;
 pub mod exercise;

@@ -7,16 +7,13 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use step01_ping_tun::Summary;
-use step01_ping_tun::pcap::DataLink;
-use step02_plain_tunnel::wire::{UnderlaySummary, udp_payload};
 use tunlab::doctor::{self, Needs, State};
 use tunlab::env::{self, CannotElevate, EXIT_UNPRIVILEGED};
 use tunlab::labs::{LABS, Lab, Options};
@@ -90,6 +87,13 @@ enum Cmd {
     Decode {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// The step whose tunnel made the capture (02 to 06): its messages
+        /// are decoded. Without it, step 04's format is tried, then step 02's.
+        #[arg(long, value_name = "NN")]
+        step: Option<String>,
+        /// The tunnel's UDP port in the capture.
+        #[arg(long, value_name = "PORT", default_value_t = TUNNEL_PORT)]
+        port: u16,
     },
     /// Measure every tunnel step against the bare link and against
     /// wireguard-go and boringtun, on a topology of its own: iperf3 TCP and
@@ -283,7 +287,7 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
             clean_up_on_signals(false)?;
             shell(lab)
         }
-        Cmd::Decode { files } => match decode(&files) {
+        Cmd::Decode { files, step, port } => match decode(&files, step.as_deref(), port) {
             // `tunlab decode ... | head` closes the pipe early: not an error.
             Err(e)
                 if e.downcast_ref::<std::io::Error>()
@@ -404,7 +408,7 @@ fn doctor(lab: Option<&str>) -> anyhow::Result<u8> {
         Some(lab) => vec![*find(lab)?.needs],
         None => LABS.iter().map(|l| *l.needs).chain([bench::NEEDS]).collect(),
     };
-    let lines = doctor::report(&needs);
+    let lines = doctor::report(&needs, lab.is_none());
     for line in &lines {
         println!("{line}");
     }
@@ -420,57 +424,13 @@ fn doctor(lab: Option<&str>) -> anyhow::Result<u8> {
 }
 
 /// Prints every packet of `files`, one line each.
-fn decode(files: &[PathBuf]) -> anyhow::Result<()> {
+fn decode(files: &[PathBuf], step: Option<&str>, port: u16) -> anyhow::Result<()> {
+    let decoders = tunlab::decode::decoders(step)?;
     let mut out = std::io::stdout().lock();
     for file in files {
-        let (link, packets) = step01_ping_tun::pcap::read_any(file)?;
-        writeln!(
-            out,
-            "{}: {} packets (time in seconds since the first)",
-            file.display(),
-            packets.len()
-        )?;
-        let start = packets.first().map(|p| p.timestamp).unwrap_or_default();
-        for p in packets {
-            let t = p.timestamp.saturating_sub(start);
-            let line = match link {
-                // Ethernet frames on a veth: the underlay, where the
-                // tunnel's UDP messages are decoded too.
-                DataLink::ETHERNET => match step01_ping_tun::pcap::ip_in_ethernet(&p.data) {
-                    Some(ip) => underlay_line(ip),
-                    None => match p.data.get(12..14) {
-                        Some([0x08, 0x06]) => format!("ARP, {} bytes", p.data.len()),
-                        Some(&[a, b]) => format!("Ethernet type 0x{a:02x}{b:02x}, {} bytes", p.data.len()),
-                        _ => format!("[runt Ethernet frame, {} bytes]", p.data.len()),
-                    },
-                },
-                _ => Summary(&p.data).to_string(),
-            };
-            writeln!(out, "{:>4}.{:06} {line}", t.as_secs(), t.subsec_micros())?;
-        }
+        tunlab::decode::decode(file, &decoders, port, &mut out)?;
     }
     Ok(())
-}
-
-/// One packet of an underlay capture, with the tunnel message inside
-/// decoded. Step 04's messages have three zero bytes after their type;
-/// step 02's have a version, then a nonzero type.
-fn underlay_line(ip: &[u8]) -> String {
-    if let Some((sport, dport, payload)) = udp_payload(ip)
-        && (sport == TUNNEL_PORT || dport == TUNNEL_PORT)
-        && payload.get(1..4) == Some(&[0, 0, 0])
-    {
-        return format!(
-            "{} | {}",
-            Summary(ip),
-            step04_crypto::wire::MessageSummary(payload)
-        );
-    }
-    UnderlaySummary {
-        packet: ip,
-        port: TUNNEL_PORT,
-    }
-    .to_string()
 }
 
 /// Prints the failed checks; the exit status: 0 when all passed, else 1.

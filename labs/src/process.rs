@@ -4,6 +4,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -15,6 +16,7 @@ use nix::unistd::Pid;
 
 use crate::netns::Host;
 use crate::report::Report;
+use crate::topology::RELAY_PORT;
 
 /// How long a step may take to do what a lab waits for (bring its TUN
 /// device up, set up its routes).
@@ -388,26 +390,74 @@ impl Capture {
     }
 }
 
-/// Starts the impairment relay (`tunlab-relay TRANSPORT`, see
-/// [`crate::relay`]) in `host`: it listens on `listen`, relays to
-/// `upstream`, and impairs as `impair` says.
-pub fn start_relay(
-    host: &Host,
-    transport: &str,
-    listen: std::net::SocketAddr,
-    upstream: std::net::SocketAddr,
-    impair: &str,
-    log: &Path,
-) -> anyhow::Result<Running> {
-    let relay = crate::env::binary("tunlab", "tunlab-relay")?;
-    let args = [
-        transport.to_string(),
-        "--listen".into(),
-        listen.to_string(),
-        "--upstream".into(),
-        upstream.to_string(),
-        "--impair".into(),
-        impair.to_string(),
-    ];
-    Running::start(host, &relay, &args, log)
+/// How the two ends of a tunnel between a `server` and a `client` host are
+/// run (labs 02 and 04): what their files are called, what is recorded,
+/// and whether a bad link stands between them.
+#[derive(Debug, Clone, Copy)]
+pub struct Session<'a> {
+    /// Names this run's files: `server-<tag>.log`, `client-<tag>-tun.pcap`.
+    pub tag: &'a str,
+    /// Record what each TUN device carries (`--pcap`), and, where the step
+    /// has them, its session keys (`--keylog`).
+    pub record: bool,
+    /// Capture the server's side of the underlay into this file, from
+    /// before either end starts (so a handshake is in it).
+    pub underlay: Option<&'a Path>,
+    /// Put the impairment relay, with this spec (see
+    /// [`crate::relay::Impairments`]), in front of the server: the client
+    /// talks to it on port 7000.
+    pub relay: Option<&'a str>,
+}
+
+impl<'a> Session<'a> {
+    /// Both ends recording their TUN devices; no capture, no relay.
+    pub fn new(tag: &'a str) -> Self {
+        Self {
+            tag,
+            record: true,
+            underlay: None,
+            relay: None,
+        }
+    }
+
+    /// Starts the capture of the underlay it asks for, on `dev` of `host`.
+    pub fn capture(
+        &self,
+        host: &Host,
+        dev: &str,
+        options: &CaptureOptions,
+    ) -> anyhow::Result<Option<Capture>> {
+        self.underlay
+            .map(|path| Capture::start_with(host, dev, path, options))
+            .transpose()
+    }
+
+    /// Starts the relay it asks for (`tunlab-relay TRANSPORT`, logging to
+    /// `relay-<tag>.log` in `out`) in `host`, on port 7000 of `server`'s
+    /// address, relaying to `server`. Returns it, and where the client
+    /// sends: the relay, or the server itself.
+    pub fn start_relay(
+        &self,
+        host: &Host,
+        transport: &str,
+        server: SocketAddr,
+        out: &Path,
+    ) -> anyhow::Result<(Option<Running>, SocketAddr)> {
+        let Some(impair) = self.relay else {
+            return Ok((None, server));
+        };
+        let front = SocketAddr::new(server.ip(), RELAY_PORT);
+        let relay = crate::env::binary("tunlab", "tunlab-relay")?;
+        let args = [
+            transport.to_string(),
+            "--listen".into(),
+            front.to_string(),
+            "--upstream".into(),
+            server.to_string(),
+            "--impair".into(),
+            impair.to_string(),
+        ];
+        let log = out.join(format!("relay-{}.log", self.tag));
+        Ok((Some(Running::start(host, &relay, &args, &log)?), front))
+    }
 }

@@ -118,7 +118,14 @@ pub fn fast_path_batching() -> anyhow::Result<Figure> {
     let tun = Paint::INNER;
     let udp = Paint::OUTER;
     let mut y = TOP;
-    c.text(MARGIN, y, "Step 07: one packet per system call", Font::Bold, Anchor::Start, color::INK);
+    c.text(
+        MARGIN,
+        y,
+        "Step 07: one packet per system call",
+        Font::Bold,
+        Anchor::Start,
+        color::INK,
+    );
     y += 10.0;
     y = calls(
         &mut c,
@@ -135,7 +142,14 @@ pub fn fast_path_batching() -> anyhow::Result<Figure> {
         &format!("{} recvfrom, {} writes to the TUN device", x.packets, x.packets),
     );
     y += 8.0;
-    c.text(MARGIN, y, "Step 08: batches and offloads", Font::Bold, Anchor::Start, color::INK);
+    c.text(
+        MARGIN,
+        y,
+        "Step 08: batches and offloads",
+        Font::Bold,
+        Anchor::Start,
+        color::INK,
+    );
     y += 10.0;
     y = calls(
         &mut c,

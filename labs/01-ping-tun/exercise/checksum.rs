@@ -4,7 +4,7 @@
 //! `step01-ping-tun` verifies it on every request it reads, and every reply
 //! it writes must carry it. Here you write it yourself.
 //!
-//! Check your attempt with `sudo -E cargo run -p tunlab -- check 01`.
+//! Check your attempt with `cargo run -p tunlab -- check 01`.
 //! Stuck? Read `HINTS.md` next to this file, one hint at a time.
 
 /// Returns the Internet checksum of `data` (RFC 1071).

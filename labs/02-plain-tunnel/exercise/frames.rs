@@ -14,7 +14,7 @@
 //! Here you write the function that finds the next whole message in the
 //! bytes received so far.
 //!
-//! Check your attempt with `sudo -E cargo run -p tunlab -- check 02`.
+//! Check your attempt with `cargo run -p tunlab -- check 02`.
 //! Stuck? Read `HINTS.md` next to this file, one hint at a time.
 
 /// Bytes of the length prefix in front of every message.

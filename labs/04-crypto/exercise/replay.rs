@@ -31,7 +31,7 @@
 //! 2. `mark(counter)` after the tag verified: now the counter is real, and
 //!    the window moves.
 //!
-//! Check your attempt with `sudo -E cargo run -p tunlab -- check 04`.
+//! Check your attempt with `cargo run -p tunlab -- check 04`.
 //! Stuck? Read `HINTS.md` next to this file, one hint at a time.
 
 /// Blocks of 64 bits in the ring.

@@ -30,7 +30,7 @@
 //!
 //! Here you write both lists: the commands, and their undo.
 //!
-//! Check your attempt with `sudo -E cargo run -p tunlab -- check 05`
+//! Check your attempt with `cargo run -p tunlab -- check 05`
 //! (no root needed for the exercise itself).
 //! Stuck? Read `HINTS.md` next to this file, one hint at a time.
 

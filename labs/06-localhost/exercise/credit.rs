@@ -27,7 +27,7 @@
 //! Here you write both halves: the sender's credit and the receiver's
 //! window.
 //!
-//! Check your attempt with `sudo -E cargo run -p tunlab -- check 06`
+//! Check your attempt with `cargo run -p tunlab -- check 06`
 //! (no root needed for the exercise itself).
 //! Stuck? Read `HINTS.md` next to this file, one hint at a time.
 

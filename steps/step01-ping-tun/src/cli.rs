@@ -1,4 +1,5 @@
-//! What the command lines of the steps share: parsers for their values.
+//! What the command lines of the steps share: the logging flags, and
+//! parsers for their values.
 //!
 //! Interface addresses are [`ipnet`]'s types: an [`Ipv4Net`] keeps the
 //! address as given (`10.0.0.1/24` is the address 10.0.0.1 on the network
@@ -8,7 +9,50 @@
 
 use std::net::Ipv4Addr;
 
+use clap::Args;
 use ipnet::Ipv4Net;
+
+/// The environment variable that turns on timestamps, as `--timestamps`
+/// does, for programs started by scripts.
+pub const TIMESTAMPS_ENV: &str = "TUNLAB_TIMESTAMPS";
+
+// ANCHOR: log_args
+/// How much to log, and how: the same flags for every step.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LogArgs {
+    /// Log more: -v shows every packet (or stream), -vv everything.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log only warnings and errors. The counters are still printed on exit.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Start each log line with the time in seconds since 1970, to the
+    /// microsecond, as `tcpdump -tt` and `tshark -t e` print it, so the log
+    /// lines up with a capture. TUNLAB_TIMESTAMPS=1 does the same.
+    #[arg(long)]
+    pub timestamps: bool,
+}
+// ANCHOR_END: log_args
+
+impl LogArgs {
+    /// Sets up logging as these flags say (see [`crate::host::init_logging`]).
+    pub fn init(&self) {
+        let timestamps =
+            self.timestamps || std::env::var_os(TIMESTAMPS_ENV).is_some_and(|v| v != "0" && !v.is_empty());
+        crate::host::init_logging_with(self.level(), timestamps);
+    }
+
+    /// The level the flags ask for: warnings with -q, info by default,
+    /// debug with -v, everything with -vv.
+    pub fn level(&self) -> log::LevelFilter {
+        match (self.quiet, self.verbose) {
+            (true, _) => log::LevelFilter::Warn,
+            (false, 0) => log::LevelFilter::Info,
+            (false, 1) => log::LevelFilter::Debug,
+            (false, _) => log::LevelFilter::Trace,
+        }
+    }
+}
 
 /// Parses `ADDRESS/PREFIX`, such as `10.0.0.1/24`, for clap's
 /// `value_parser`. The error names the value and what is wrong with it.
@@ -22,7 +66,27 @@ pub fn ipv4_net(s: &str) -> Result<Ipv4Net, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        log: LogArgs,
+    }
+
+    #[test]
+    fn log_flags() {
+        let level = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.log.level());
+        assert_eq!(level(&["x"]).unwrap(), log::LevelFilter::Info);
+        assert_eq!(level(&["x", "-q"]).unwrap(), log::LevelFilter::Warn);
+        assert_eq!(level(&["x", "-v"]).unwrap(), log::LevelFilter::Debug);
+        assert_eq!(level(&["x", "-vv"]).unwrap(), log::LevelFilter::Trace);
+        assert!(level(&["x", "-q", "-v"]).is_err(), "-q and -v conflict");
+        let cli = Cli::try_parse_from(["x", "--timestamps"]).unwrap();
+        assert!(cli.log.timestamps);
+    }
 
     #[test]
     fn parse_and_derive() {

@@ -55,18 +55,32 @@ pub fn shell_quote(s: &str) -> String {
 
 /// Logs one line per event to stderr: `INFO  message`. `verbose` 0 shows
 /// info and above, 1 debug (every packet), 2 and more trace. `RUST_LOG`
-/// overrides it.
+/// overrides it. The command lines use [`crate::cli::LogArgs`], which adds
+/// `-q` and timestamps.
 pub fn init_logging(verbose: u8) {
+    crate::cli::LogArgs {
+        verbose,
+        ..Default::default()
+    }
+    .init();
+}
+
+/// Logs one line per event to stderr at `level` and above (`RUST_LOG`
+/// overrides it): `INFO  message`, or with `timestamps`
+/// `1733312345.123456 INFO  message`, the time as `tcpdump -tt` prints it.
+pub fn init_logging_with(level: log::LevelFilter, timestamps: bool) {
     use std::io::Write;
-    let level = match verbose {
-        0 => log::LevelFilter::Info,
-        1 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    };
+    use std::time::{SystemTime, UNIX_EPOCH};
     env_logger::Builder::new()
         .filter_level(level)
         .parse_default_env()
-        .format(|buf, record| writeln!(buf, "{:<5} {}", record.level(), record.args()))
+        .format(move |buf, record| {
+            if timestamps {
+                let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                write!(buf, "{}.{:06} ", t.as_secs(), t.subsec_micros())?;
+            }
+            writeln!(buf, "{:<5} {}", record.level(), record.args())
+        })
         .init();
 }
 

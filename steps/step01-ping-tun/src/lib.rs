@@ -11,6 +11,7 @@
 //! - [`responder`]: the sans-IO core, request bytes in, reply bytes out.
 //! - [`pcap`]: recording and reading LINKTYPE_RAW captures.
 //! - [`host`] and [`run`]: the TUN device, signals, and the I/O loop.
+//! - [`logging`]: drop lines that a flood cannot multiply.
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod checksum;
 pub mod cli;
 pub mod counts;
 pub mod host;
+pub mod logging;
 pub mod pcap;
 pub mod responder;
 pub mod run;

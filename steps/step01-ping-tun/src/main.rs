@@ -35,14 +35,13 @@ struct Args {
     /// (pcap, LINKTYPE_RAW).
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
-    /// Log more: -v shows every request and reply, -vv everything.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: cli::LogArgs,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    host::init_logging(args.verbose);
+    args.log.init();
     if !host::has_net_admin() {
         eprintln!(
             "step01-ping-tun: {}",

@@ -114,16 +114,13 @@ pub fn ip_in_ethernet(frame: &[u8]) -> Option<&[u8]> {
 mod tests {
     use super::*;
 
-    fn temp_path(name: &str) -> std::path::PathBuf {
-        std::env::temp_dir().join(format!("step01-pcap-{}-{name}", std::process::id()))
-    }
-
     /// The file is exactly the 24-byte global header (magic a1b2c3d4 written
     /// little-endian, version 2.4, snaplen 65535, link type 101) followed by
     /// 16-byte record headers and the packets.
     #[test]
     fn writes_byte_stable_raw_pcap() {
-        let path = temp_path("stable.pcap");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stable.pcap");
         let mut rec = Recorder::create(&path).unwrap();
         rec.record(Duration::new(1_700_000_000, 123_456_789), &[0x45, 1, 2])
             .unwrap();
@@ -147,7 +144,6 @@ mod tests {
                 data: vec![0x45, 1, 2]
             }]
         );
-        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
@@ -165,7 +161,8 @@ mod tests {
 
     #[test]
     fn broken_files_are_errors_not_panics() {
-        let path = temp_path("broken.pcap");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.pcap");
         let mut rec = Recorder::create(&path).unwrap();
         rec.record(Duration::ZERO, &[0x45; 40]).unwrap();
         drop(rec);
@@ -181,6 +178,5 @@ mod tests {
         ethernet[20] = 1; // LINKTYPE_ETHERNET
         std::fs::write(&path, &ethernet).unwrap();
         assert!(read(&path).unwrap_err().to_string().contains("not bare IP"));
-        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -5,12 +5,13 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tun_rs::SyncDevice;
 
 use crate::host::{Shutdown, create_tun};
+use crate::logging::DropLog;
 use crate::pcap::Recorder;
 use crate::responder::{Counters, DropReason, Outcome, Responder};
 use crate::wire::Summary;
@@ -75,7 +76,8 @@ impl Handler for Responder {
 }
 
 /// The I/O loop: reads packets from `device` until SIGINT or SIGTERM, hands
-/// each to `handler`, writes the replies back, records both, logs drops.
+/// each to `handler`, writes the replies back, records both, logs drops
+/// (the first few of each second; see [`DropLog`]).
 pub fn serve<H: Handler>(
     device: &SyncDevice,
     tun: &str,
@@ -85,11 +87,13 @@ pub fn serve<H: Handler>(
 ) -> anyhow::Result<()> {
     let mut packet = vec![0u8; MAX_PACKET];
     let mut reply = vec![0u8; MAX_PACKET];
+    let drops = DropLog::new();
     loop {
         let len = match device.recv_intr(&mut packet, shutdown.event()) {
             Ok(len) => len,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                 if shutdown.requested() {
+                    drops.flush(Instant::now() + std::time::Duration::from_secs(1));
                     return Ok(());
                 }
                 continue;
@@ -110,7 +114,10 @@ pub fn serve<H: Handler>(
                     rec.record(now(), reply).context("writing the pcap file")?;
                 }
             }
-            Err(reason) => log::info!("drop ({reason}): {}", Summary(packet)),
+            Err(reason) => drops.drop(
+                Instant::now(),
+                format_args!("drop ({reason}): {}", Summary(packet)),
+            ),
         }
     }
 }

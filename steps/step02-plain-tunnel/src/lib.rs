@@ -9,6 +9,8 @@
 //! - [`framing`]: length-prefixed frames for the TCP transport.
 //! - [`mtu`]: how large an inner packet may be.
 //! - [`run`]: the I/O loops over the TUN device and the socket.
+//! - [`udp`]: the underlay's UDP socket, answering from the address written to.
+//! - [`underlay`]: recognising its messages in a capture of the underlay.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +18,8 @@ pub mod framing;
 pub mod mtu;
 pub mod run;
 pub mod tunnel;
+pub mod udp;
+pub mod underlay;
 pub mod wire;
 
 pub use tunnel::{Action, Counters, DropReason, Role, Transmit, Tunnel};

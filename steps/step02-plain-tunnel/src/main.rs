@@ -62,15 +62,16 @@ struct Common {
     #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
     transport: TransportArg,
     /// MTU of the underlay path; the TUN MTU is this less our overhead.
-    #[arg(long, default_value_t = 1500, value_name = "BYTES")]
+    /// At least 576, the datagram every IPv4 host must take (RFC 791).
+    #[arg(long, default_value_t = 1500, value_name = "BYTES",
+          value_parser = clap::value_parser!(u16).range(576..))]
     underlay_mtu: u16,
     /// Record every packet read from and written to the TUN device in FILE
     /// (pcap, LINKTYPE_RAW).
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
-    /// Log more: -v shows every packet, -vv everything.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: step01_ping_tun::cli::LogArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -93,7 +94,7 @@ fn main() -> ExitCode {
             common,
         ),
     };
-    host::init_logging(common.verbose);
+    common.log.init();
     if !host::has_net_admin() {
         let what = format!("creating TUN device {}", common.tun);
         eprintln!("step02-plain-tunnel: {}", host::needs_net_admin_message(&what));
@@ -123,5 +124,45 @@ fn main() -> ExitCode {
             eprintln!("step02-plain-tunnel: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let base = [
+            "step02-plain-tunnel",
+            "server",
+            "--listen",
+            "192.0.2.1:51820",
+            "--address",
+            "10.0.0.1/24",
+        ];
+        Cli::try_parse_from(base.iter().chain(args))
+    }
+
+    /// An underlay MTU too small to carry an IPv4 host's datagrams is a
+    /// usage error (it gave a TUN device an MTU of 0), as is a misspelt
+    /// flag, with a suggestion.
+    #[test]
+    fn arguments_are_checked() {
+        assert!(parse(&["--underlay-mtu", "576"]).is_ok());
+        let err = parse(&["--underlay-mtu", "10"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("10 is not in 576..=65535"), "{err}");
+        let err = parse(&["--adress", "10.0.0.1/24"]).unwrap_err();
+        assert!(
+            err.to_string().contains("a similar argument exists: '--address'"),
+            "{err}"
+        );
+        let Command::Server { common, .. } = parse(&["-q", "--timestamps"]).unwrap().command else {
+            panic!("not a server")
+        };
+        assert_eq!(common.log.level(), log::LevelFilter::Warn);
+        assert!(common.log.timestamps);
     }
 }

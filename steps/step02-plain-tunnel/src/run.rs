@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,12 +23,14 @@ use signal_hook::consts::SIGUSR1;
 use step01_ping_tun::Ipv4Net;
 use step01_ping_tun::Summary;
 use step01_ping_tun::host::{Shutdown, create_tun};
+use step01_ping_tun::logging::DropLog;
 use step01_ping_tun::pcap::Recorder;
 use tun_rs::SyncDevice;
 
 use crate::framing::{self, FrameReader};
 use crate::mtu::{Transport, max_inner, tun_mtu};
 use crate::tunnel::{Action, Role, Transmit, Tunnel};
+use crate::udp::UdpUnderlay;
 use crate::wire::MessageSummary;
 
 /// Which end to run, and where the other end is.
@@ -70,14 +72,15 @@ pub trait Core: Send + 'static {
     /// Why the core dropped a packet or message.
     type Drop: fmt::Display;
 
-    /// An IP packet read from the TUN device: a message to send, or
-    /// nothing yet (the core keeps the packet until it can send it).
+    /// An IP packet read from the TUN device, which the core may change in
+    /// place: a message to send, nothing yet (the core keeps the packet
+    /// until it can send it), or an answer for the TUN device instead.
     fn encapsulate(
         &mut self,
-        packet: &[u8],
+        packet: &mut [u8],
         now: Instant,
         out: &mut [u8],
-    ) -> Result<Option<Transmit>, Self::Drop>;
+    ) -> Result<Outgoing, Self::Drop>;
 
     /// A message that arrived from `from` over the underlay.
     fn decapsulate(
@@ -107,11 +110,11 @@ impl Core for Tunnel {
 
     fn encapsulate(
         &mut self,
-        packet: &[u8],
+        packet: &mut [u8],
         now: Instant,
         out: &mut [u8],
-    ) -> Result<Option<Transmit>, Self::Drop> {
-        Tunnel::encapsulate(self, packet, now, out).map(Some)
+    ) -> Result<Outgoing, Self::Drop> {
+        Tunnel::encapsulate(self, packet, now, out).map(Outgoing::Send)
     }
 
     fn decapsulate(
@@ -144,40 +147,23 @@ impl Core for Tunnel {
 // ANCHOR_END: core
 
 // ANCHOR: hook
-/// What a later step does to inner packets on their way through the
-/// tunnel. Step 02 leaves them alone ([`NoHook`]); step 03 clamps the TCP MSS
-/// and answers packets too big for the tunnel with an ICMP error.
-pub trait InnerHook: Send + Sync {
-    /// A packet read from the TUN device at `now`, before it is
-    /// encapsulated. It may be changed in place, or answered with a packet
-    /// of `len` bytes written to `reply`, which goes back into the TUN
-    /// device instead.
-    fn outbound(&self, packet: &mut [u8], now: Instant, reply: &mut [u8]) -> Outbound;
-    /// A packet that came out of the tunnel, before it is written to the TUN
-    /// device. It may be changed in place.
-    fn inbound(&self, packet: &mut [u8]);
-}
-
-/// What becomes of a packet read from the TUN device.
+/// What becomes of a packet read from the TUN device, as the core decides.
+///
+/// A later step changes or answers inner packets by wrapping a core in
+/// another that implements [`Core`] too: step 03's path policy clamps the
+/// TCP MSS, and answers a packet too big for the tunnel with an ICMP error
+/// that goes back into the TUN device ([`Outgoing::Answer`]) instead of to
+/// the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outbound {
-    /// Encapsulate it and send it to the peer.
-    Send,
-    /// Do not send it; write the `len`-byte reply back to the TUN device.
-    Reply(usize),
-    /// Do not send it, for this reason.
-    Drop(&'static str),
-}
-
-/// The hook of step 02: every packet goes through unchanged.
-pub struct NoHook;
-
-impl InnerHook for NoHook {
-    fn outbound(&self, _: &mut [u8], _: Instant, _: &mut [u8]) -> Outbound {
-        Outbound::Send
-    }
-
-    fn inbound(&self, _: &mut [u8]) {}
+pub enum Outgoing {
+    /// Send the message at the start of the output buffer.
+    Send(Transmit),
+    /// Nothing to send yet: the core keeps the packet (until a handshake
+    /// completes, say).
+    Held,
+    /// Do not send the packet; write the `len`-byte answer at the start of
+    /// the output buffer back into the TUN device.
+    Answer(usize),
 }
 // ANCHOR_END: hook
 
@@ -187,7 +173,8 @@ struct Shared<C> {
     device: SyncDevice,
     recorder: Mutex<Option<Recorder>>,
     tun: String,
-    hook: Arc<dyn InnerHook>,
+    /// Drop lines, at most a few a second at the default level.
+    drops: DropLog,
 }
 
 impl<C: Core> Shared<C> {
@@ -206,12 +193,6 @@ impl<C: Core> Shared<C> {
                 *recorder = None;
             }
         }
-    }
-
-    /// Writes a packet that came out of the tunnel to the TUN device.
-    fn to_tun(&self, packet: &mut [u8]) {
-        self.hook.inbound(packet);
-        self.write_tun(packet);
     }
 
     fn write_tun(&self, packet: &[u8]) {
@@ -242,7 +223,7 @@ pub fn run(config: &Config, address: Ipv4Net, shutdown: &Shutdown) -> anyhow::Re
     let device = create_tun(&config.tun, address, mtu)?;
     log::info!("{} is up with {address} (MTU {mtu})", config.tun);
     let tunnel = step02_tunnel(config, usize::from(mtu));
-    run_device(device, config, tunnel, Arc::new(NoHook), shutdown)
+    run_device(device, config, tunnel, shutdown, |tunnel| tunnel.status())
 }
 
 /// Step 02's core for `config`, carrying inner packets of at most
@@ -256,15 +237,15 @@ pub fn step02_tunnel(config: &Config, tunnel_mtu: usize) -> Tunnel {
         .accepting_up_to(usize::from(max_inner(config.underlay_mtu)))
 }
 
-/// Runs `core` over an open TUN device, with `hook` applied to inner
-/// packets, until SIGINT or SIGTERM; returns the core's final status.
-pub fn run_device<C: Core>(
+/// Runs `core` over an open TUN device until SIGINT or SIGTERM; returns
+/// what `report` makes of the core then (its counters, say).
+pub fn run_device<C: Core, R>(
     device: SyncDevice,
     config: &Config,
     core: C,
-    hook: Arc<dyn InnerHook>,
     shutdown: &Shutdown,
-) -> anyhow::Result<String> {
+    report: impl FnOnce(&C) -> R,
+) -> anyhow::Result<R> {
     let recorder = match &config.pcap {
         Some(path) => Some(Recorder::create(path).with_context(|| format!("creating {}", path.display()))?),
         None => None,
@@ -274,7 +255,7 @@ pub fn run_device<C: Core>(
         device,
         recorder: Mutex::new(recorder),
         tun: config.tun.clone(),
-        hook,
+        drops: DropLog::new(),
     });
     print_counters_on_sigusr1(&shared)?;
     shared
@@ -288,8 +269,9 @@ pub fn run_device<C: Core>(
             tun_loop(config, &shared, shutdown, &sender)?;
         }
     }
-    let status = shared.core().status();
-    Ok(status)
+    shared.drops.flush(Instant::now() + Duration::from_secs(1));
+    let report = report(&shared.core());
+    Ok(report)
 }
 // ANCHOR_END: run
 
@@ -297,23 +279,20 @@ pub fn run_device<C: Core>(
 /// Where a packet read from the TUN device goes on its way, allocated
 /// once.
 struct Scratch {
-    /// The message `encapsulate` makes.
+    /// The message `encapsulate` makes, or its answer for the TUN device.
     out: Vec<u8>,
-    /// An answer the hook writes back into the TUN device.
-    reply: Vec<u8>,
 }
 
 impl Scratch {
     fn new() -> Self {
         Self {
             out: vec![0u8; MAX_PACKET + MAX_OVERHEAD],
-            reply: vec![0u8; MAX_PACKET],
         }
     }
 }
 
-/// A packet read from the TUN device: the hook's verdict, then
-/// `encapsulate`, then `send` to the peer.
+/// A packet read from the TUN device: `encapsulate`, then `send` to the
+/// peer, or the core's answer back into the TUN device.
 fn from_tun<C: Core>(
     shared: &Shared<C>,
     packet: &mut [u8],
@@ -321,29 +300,23 @@ fn from_tun<C: Core>(
     send: &impl Fn(&Transmit, &[u8]),
 ) {
     shared.record(packet);
-    match shared.hook.outbound(packet, Instant::now(), &mut scratch.reply) {
-        Outbound::Send => {}
-        Outbound::Reply(n) => {
-            log::debug!("answered {}: {}", shared.tun, Summary(packet));
-            shared.write_tun(&scratch.reply[..n]);
-            return;
-        }
-        Outbound::Drop(why) => {
-            log::info!("drop ({why}) from {}: {}", shared.tun, Summary(packet));
-            return;
-        }
-    }
-    let packet = &*packet;
     let result = shared
         .core()
         .encapsulate(packet, Instant::now(), &mut scratch.out);
     match result {
-        Ok(Some(transmit)) => {
+        Ok(Outgoing::Send(transmit)) => {
             log::debug!("from {}: {}", shared.tun, Summary(packet));
             send(&transmit, &scratch.out[..transmit.len]);
         }
-        Ok(None) => log::debug!("from {} (held): {}", shared.tun, Summary(packet)),
-        Err(reason) => log::info!("drop ({reason}) from {}: {}", shared.tun, Summary(packet)),
+        Ok(Outgoing::Held) => log::debug!("from {} (held): {}", shared.tun, Summary(packet)),
+        Ok(Outgoing::Answer(n)) => {
+            log::debug!("answered {}: {}", shared.tun, Summary(packet));
+            shared.write_tun(&scratch.out[..n]);
+        }
+        Err(reason) => shared.drops.drop(
+            Instant::now(),
+            format_args!("drop ({reason}) from {}: {}", shared.tun, Summary(packet)),
+        ),
     }
 }
 // ANCHOR_END: from_tun
@@ -414,25 +387,34 @@ fn print_counters_on_sigusr1<C: Core>(shared: &Arc<Shared<C>>) -> anyhow::Result
 }
 
 /// Handles what `decapsulate` made of a message from `from`; `reply` sends
-/// a reply back the way the message came.
+/// a reply back the way the message came. True when the message was
+/// accepted.
 fn act<C: Core>(
     shared: &Shared<C>,
     from: SocketAddr,
     message: &[u8],
     out: &mut [u8],
     reply: impl FnOnce(&[u8]),
-) {
+) -> bool {
     let result = shared.core().decapsulate(from, message, Instant::now(), out);
     match result {
-        Ok(Action::WriteToTun(len)) => shared.to_tun(&mut out[..len]),
+        Ok(Action::WriteToTun(len)) => shared.write_tun(&out[..len]),
         Ok(Action::Reply(t)) => reply(&out[..t.len]),
         Ok(Action::Nothing) => {}
-        Err(reason) => log::info!("drop ({reason}) from {from}: {}", C::summary(message)),
+        Err(reason) => {
+            shared.drops.drop(
+                Instant::now(),
+                format_args!("drop ({reason}) from {from}: {}", C::summary(message)),
+            );
+            return false;
+        }
     }
+    true
 }
 
 /// Sends what the core's timers say is due, through `send`.
 fn poll_all<C: Core>(shared: &Shared<C>, out: &mut [u8], send: impl Fn(&Transmit, &[u8])) {
+    shared.drops.flush(Instant::now());
     loop {
         let due = shared.core().poll(Instant::now(), out);
         let Some(t) = due else { break };
@@ -486,17 +468,22 @@ fn udp_loop<C: Core>(config: &Config, shared: &Shared<C>, shutdown: &Shutdown) -
         Endpoint::Client { server } if server.is_ipv4() => "0.0.0.0:0".parse()?,
         Endpoint::Client { .. } => "[::]:0".parse()?,
     };
-    let socket = UdpSocket::bind(bind).with_context(|| format!("binding UDP socket to {bind}"))?;
-    enlarge_receive_buffer(&socket);
+    let underlay = match config.endpoint {
+        Endpoint::Server { .. } => UdpUnderlay::listen(bind),
+        Endpoint::Client { .. } => UdpUnderlay::bind(bind),
+    }
+    .with_context(|| format!("binding UDP socket to {bind}"))?;
+    let socket = underlay.socket();
+    enlarge_receive_buffer(socket);
     socket.set_nonblocking(true)?;
     log::info!("UDP socket on {}", socket.local_addr()?);
-    let send = |t: &Transmit, message: &[u8]| send_datagram(&socket, message, t.to);
+    let send = |t: &Transmit, message: &[u8]| send_datagram(&underlay, message, t.to, None);
     let mut scratch = Scratch::new();
     let mut packet = vec![0u8; MAX_PACKET];
     let mut datagram = vec![0u8; MAX_PACKET];
     let mut out = vec![0u8; MAX_PACKET];
     while !shutdown.requested() {
-        wait_readable(&shared.device, &socket)?;
+        wait_readable(&shared.device, socket)?;
         for _ in 0..BURST {
             match shared.device.recv(&mut packet) {
                 Ok(len) => from_tun(shared, &mut packet[..len], &mut scratch, &send),
@@ -506,10 +493,17 @@ fn udp_loop<C: Core>(config: &Config, shared: &Shared<C>, shutdown: &Shutdown) -
             }
         }
         for _ in 0..BURST {
-            match socket.recv_from(&mut datagram) {
-                Ok((n, from)) => act(shared, from, &datagram[..n], &mut out, |reply| {
-                    send_datagram(&socket, reply, from)
-                }),
+            match underlay.recv(&mut datagram) {
+                Ok(got) => {
+                    // A reply goes from the address the datagram went to;
+                    // so does all we send to a peer once it is accepted.
+                    let accepted = act(shared, got.from, &datagram[..got.len], &mut out, |reply| {
+                        send_datagram(&underlay, reply, got.from, got.local)
+                    });
+                    if accepted {
+                        underlay.remember(&got);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // An ICMP error for an earlier datagram (the peer's port
@@ -540,15 +534,25 @@ fn wait_readable(device: &SyncDevice, socket: &UdpSocket) -> anyhow::Result<()> 
     }
 }
 
-/// Sends one datagram. The socket does not block, so when its send buffer
-/// is full the datagram waits (for one [`TICK`] at most) until there is
-/// room, as a blocking send would; only then is it dropped.
-pub fn send_datagram(socket: &UdpSocket, message: &[u8], to: SocketAddr) {
-    let mut result = socket.send_to(message, to);
+/// Sends one datagram, from our address `local` if given, else from the
+/// address `to` last wrote to ([`UdpUnderlay`]); see [`send_waiting`].
+fn send_datagram(underlay: &UdpUnderlay, message: &[u8], to: SocketAddr, local: Option<IpAddr>) {
+    send_waiting(underlay.socket(), to, || match local {
+        Some(_) => underlay.send_from(message, to, local),
+        None => underlay.send(message, to),
+    });
+}
+
+/// Sends one datagram to `to` with `send`, on `socket`. The socket does
+/// not block, so when its send buffer is full the datagram waits (for one
+/// [`TICK`] at most) until there is room, as a blocking send would; only
+/// then is it dropped. Step 07 sends on its own sockets through it.
+pub fn send_waiting(socket: &UdpSocket, to: SocketAddr, send: impl Fn() -> io::Result<usize>) {
+    let mut result = send();
     if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
         let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
         let _ = poll(&mut fds, PollTimeout::try_from(TICK).unwrap_or(PollTimeout::MAX));
-        result = socket.send_to(message, to);
+        result = send();
     }
     if let Err(e) = result {
         log::warn!("sending to {to} failed: {e}");
@@ -654,7 +658,7 @@ fn serve_connection<C: Core>(stream: TcpStream, current: &Current, shared: &Shar
             return;
         }
     }
-    let mut reader = FrameReader::new(max_message);
+    let mut reader = FrameReader::new(max_message).with_min(crate::wire::HEADER_LEN);
     let mut stream = stream;
     let mut message = vec![0u8; max_message];
     let mut out = vec![0u8; MAX_PACKET];
@@ -668,9 +672,11 @@ fn serve_connection<C: Core>(stream: TcpStream, current: &Current, shared: &Shar
         let mut failed = None;
         loop {
             match reader.next_frame(&mut message) {
-                Ok(Some(len)) => act(shared, peer, &message[..len], &mut out, |reply| {
-                    write_frame(current, reply)
-                }),
+                Ok(Some(len)) => {
+                    act(shared, peer, &message[..len], &mut out, |reply| {
+                        write_frame(current, reply)
+                    });
+                }
                 Ok(None) => break,
                 Err(e) => {
                     failed = Some(e.to_string());

@@ -14,9 +14,12 @@
 //! ```
 //!
 //! Types: 1 Data (an IP packet from a TUN device), 2 Ping (is anyone
-//! there? also a keepalive), 3 Pong (the answer to a Ping). Later steps add
-//! handshake messages as new types, without changing this shape; the 4-byte
-//! header keeps the inner packet 4-byte aligned, as WireGuard's does.
+//! there? also a keepalive), 3 Pong (the answer to a Ping). The 4-byte
+//! header keeps the inner packet 4-byte aligned, as WireGuard's does. Step
+//! 03 sends these same messages; step 04 replaces the format with its own
+//! (a type byte, three reserved bytes, then indices, counters and a tag),
+//! and a datagram does not say which of the two it is: a capture decoder
+//! is told which step made it ([`crate::underlay`]).
 //!
 //! [`Message`] is a view over bytes in the manner of smoltcp: `new_checked`
 //! validates untrusted input once, after which no accessor can panic.

@@ -9,15 +9,14 @@
 //! fails its checksum. ICMP for IPv4 has none.
 //!
 //! etherparse computes these checksums when it builds a packet, but does not
-//! check them when it parses one, and cannot update them in place. We use it
-//! to find the transport header (its slices skip IPv6 extension headers for
-//! us) and do the sums here, independently of the code that wrote them.
+//! check them when it parses one, and cannot update them in place. The
+//! transport header is found by [`crate::transport::locate`] (which walks
+//! the IPv6 extension headers), and the sums are done here, independently
+//! of the code that wrote them.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use etherparse::{
-    Icmpv4Slice, Icmpv6Slice, IpNumber, IpSlice, Ipv6ExtensionSlice, Ipv6Slice, TcpSlice, UdpSlice,
-};
+use etherparse::IpNumber;
 
 pub use step01_ping_tun::checksum::{checksum, fold, sum, verify};
 
@@ -102,7 +101,7 @@ pub fn verify_transport(packet: &[u8]) -> Option<bool> {
     Some(fold(sum(transport.pseudo, transport.message)) == 0)
 }
 
-/// A transport message located in an IP packet by etherparse.
+/// A transport message whose checksum we compute.
 struct Transport<'a> {
     /// TCP, UDP, ICMP (only over IPv4) or IPV6_ICMP (only over IPv6).
     protocol: IpNumber,
@@ -116,47 +115,36 @@ struct Transport<'a> {
 
 impl<'a> Transport<'a> {
     fn locate(packet: &'a [u8]) -> Option<Self> {
-        let ip = IpSlice::from_slice(packet).ok()?;
-        if ip.is_fragmenting_payload() {
-            return None;
-        }
-        let protocol = ip.payload_ip_number();
-        let payload = ip.payload().payload;
-        // etherparse checks each header's own length rules: a TCP data
-        // offset of at least 5 words within the segment, a UDP length of at
-        // least 8 within the payload, 8 bytes of ICMP header.
-        let message = match (protocol, &ip) {
-            (IpNumber::TCP, _) => TcpSlice::from_slice(payload).ok()?.slice(),
-            (IpNumber::UDP, _) => {
-                let udp = UdpSlice::from_slice(payload).ok()?;
-                // etherparse reads a Length of 0 as "up to the end", which
-                // is right only for jumbograms (RFC 2675), and a packet of
-                // at most 65535 bytes is none.
-                if udp.length() == 0 {
-                    return None;
-                }
-                udp.slice()
-            }
-            (IpNumber::ICMP, IpSlice::Ipv4(_)) => Icmpv4Slice::from_slice(payload).ok()?.slice(),
-            (IpNumber::IPV6_ICMP, IpSlice::Ipv6(_)) => Icmpv6Slice::from_slice(payload).ok()?.slice(),
+        let found = crate::transport::locate(packet).ok()?;
+        // `transport` checks the TCP data offset and the UDP length, and
+        // refuses fragments, whose message is not all here.
+        let message = packet.get(found.transport(packet).ok()?)?;
+        let protocol = found.protocol;
+        match (protocol, found.ipv6) {
+            (IpNumber::TCP | IpNumber::UDP, _) => {}
+            // RFC 792 and RFC 4443 §2.1: type, code, checksum, and at least
+            // 4 more bytes.
+            (IpNumber::ICMP, false) | (IpNumber::IPV6_ICMP, true) if message.len() >= 8 => {}
             _ => return None,
-        };
+        }
         let length = message.len();
-        let pseudo = match &ip {
-            IpSlice::Ipv4(_) if protocol == IpNumber::ICMP => 0,
-            IpSlice::Ipv4(v4) => {
-                let (h, length) = (v4.header(), u16::try_from(length).ok()?);
-                pseudo_header_v4(h.source_addr(), h.destination_addr(), protocol.0, length)
+        let pseudo = match (found.source, found.destination) {
+            _ if protocol == IpNumber::ICMP => 0,
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                pseudo_header_v4(src, dst, protocol.0, u16::try_from(length).ok()?)
             }
-            IpSlice::Ipv6(v6) if routing_pending(v6) => return None,
-            IpSlice::Ipv6(v6) => {
-                let (h, length) = (v6.header(), u32::try_from(length).ok()?);
-                pseudo_header_v6(h.source_addr(), h.destination_addr(), protocol.0, length)
+            // With a routing header still to be processed, the destination
+            // here is not the final one the pseudo-header needs (RFC 8200
+            // §8.1): that one is inside the routing header.
+            (IpAddr::V6(_), IpAddr::V6(_)) if found.routing_pending => return None,
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                pseudo_header_v6(src, dst, protocol.0, u32::try_from(length).ok()?)
             }
+            _ => return None,
         };
         Some(Self {
             protocol,
-            ipv6: matches!(ip, IpSlice::Ipv6(_)),
+            ipv6: found.ipv6,
             message,
             pseudo,
         })
@@ -181,15 +169,6 @@ impl<'a> Transport<'a> {
     }
 }
 
-/// Whether an IPv6 packet has a routing header with segments left, so that
-/// its destination address is not the final one (RFC 8200 §4.4).
-fn routing_pending(ip: &Ipv6Slice<'_>) -> bool {
-    ip.extensions().clone().into_iter().any(|ext| match ext {
-        // The routing header's payload starts with its type and segments left.
-        Ipv6ExtensionSlice::Routing(routing) => routing.payload().get(1).is_some_and(|&left| left != 0),
-        _ => false,
-    })
-}
 // ANCHOR_END: transport
 
 // ANCHOR: update
@@ -334,17 +313,41 @@ pub(crate) mod captured {
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff, 0x47, 0x8f, 0x20, 0x04, 0x00, 0x00, 0x00,
         0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff, 0x00, 0x00, 0x01,
     ];
+
+    /// Every IP packet of the captures in `pcaps/STEP`, with its file's
+    /// name: TUN captures as they are, Ethernet captures unwrapped.
+    pub fn lab_packets(step: &str) -> Vec<(String, Vec<u8>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../pcaps")
+            .join(step);
+        let mut packets = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "pcap") {
+                continue;
+            }
+            let (link, records) = step01_ping_tun::pcap::read_any(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            for record in records {
+                let ip = match link {
+                    step01_ping_tun::pcap::DataLink::ETHERNET => {
+                        step01_ping_tun::pcap::ip_in_ethernet(&record.data).map(<[u8]>::to_vec)
+                    }
+                    _ => Some(record.data),
+                };
+                packets.extend(ip.map(|ip| (name.clone(), ip)));
+            }
+        }
+        packets
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+    use etherparse::{IpSlice, PacketBuilder, SlicedPacket, TransportSlice, UdpSlice};
     use proptest::collection::vec;
     use proptest::prelude::*;
     use proptest::sample::Index;
-    use step01_ping_tun::pcap;
 
     use super::captured::*;
     use super::*;
@@ -556,29 +559,6 @@ mod tests {
         assert_eq!(transport_checksum(&packet), None);
         packet[43] = 0; // segments left 0
         assert_eq!(transport_checksum(&packet), Some(stored(&UDP_V6)));
-    }
-
-    fn lab_packets(step: &str) -> Vec<(String, Vec<u8>)> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../pcaps")
-            .join(step);
-        let mut packets = Vec::new();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "pcap") {
-                continue;
-            }
-            let (link, records) = pcap::read_any(&path).unwrap();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            for record in records {
-                let ip = match link {
-                    pcap::DataLink::ETHERNET => pcap::ip_in_ethernet(&record.data).map(<[u8]>::to_vec),
-                    _ => Some(record.data),
-                };
-                packets.extend(ip.map(|ip| (name.clone(), ip)));
-            }
-        }
-        packets
     }
 
     /// Every ICMP and ICMPv6 message recorded in labs 01 and 02 verifies:

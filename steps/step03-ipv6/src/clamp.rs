@@ -12,13 +12,14 @@
 //! with `iptables -j TCPMSS --clamp-mss-to-pmtu`): the MSS is lowered once,
 //! in the handshake, and no segment is ever too big.
 //!
-//! etherparse finds the TCP header; it cannot change a packet in place, so
-//! a small view of our own writes the new MSS and the checksum, which is
-//! updated (RFC 1624), not recomputed.
+//! [`transport::locate`] finds the TCP header, and a small view of our own
+//! writes the new MSS and the checksum in place, which is updated (RFC
+//! 1624), not recomputed.
 
-use etherparse::{IpNumber, IpSlice, Ipv6Header, TcpSlice};
+use etherparse::IpNumber;
 
 use crate::checksum;
+use crate::transport::{self, Fragment};
 
 /// What [`clamp_mss`] did. Only [`Clamp::Clamped`] changes the packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,24 +112,25 @@ pub fn clamp_mss(packet: &mut [u8], max_mss: u16) -> Clamp {
 }
 // ANCHOR_END: clamp_mss
 
-/// Finds the TCP header of a SYN with etherparse, which checks the lengths
-/// of the IP packet and the TCP data offset: the header's offset in the
-/// packet and its length, options included.
+/// Finds the TCP header of a SYN with [`transport::locate`], which checks
+/// the lengths of the IP packet and the TCP data offset: the header's offset
+/// in the packet and its length, options included.
 fn locate_syn(packet: &[u8]) -> Result<(usize, usize), Clamp> {
-    let ip = IpSlice::from_slice(packet).map_err(|_| Clamp::Malformed)?;
-    if ip.payload_ip_number() != IpNumber::TCP || ip.is_fragmenting_payload() {
+    let found = transport::locate(packet).map_err(|_| Clamp::Malformed)?;
+    if found.protocol != IpNumber::TCP || found.fragment != Fragment::Whole {
         return Err(Clamp::NotTcp);
     }
-    let tcp = TcpSlice::from_slice(ip.payload().payload).map_err(|_| Clamp::Malformed)?;
-    if !tcp.syn() {
+    let segment = found.transport(packet).map_err(|_| Clamp::Malformed)?;
+    let header = packet.get(segment.start..).unwrap_or_default();
+    // RFC 9293 §3.1: the data offset is the high nibble of byte 12, the
+    // SYN flag bit 1 of byte 13.
+    let (Some(&offset), Some(&flags)) = (header.get(12), header.get(13)) else {
+        return Err(Clamp::Malformed);
+    };
+    if flags & 0x02 == 0 {
         return Err(Clamp::NotSyn);
     }
-    // The TCP header follows the IP header and its extension headers.
-    let start = match &ip {
-        IpSlice::Ipv4(v4) => v4.header().slice().len() + v4.extensions().auth.map_or(0, |a| a.slice().len()),
-        IpSlice::Ipv6(v6) => Ipv6Header::LEN + v6.extensions().slice().len(),
-    };
-    Ok((start, tcp.header_len()))
+    Ok((segment.start, usize::from(offset >> 4) * 4))
 }
 
 /// Option kinds (RFC 9293 §3.2).
@@ -203,7 +205,7 @@ impl TcpHeaderMut<'_> {
 
 #[cfg(test)]
 mod tests {
-    use etherparse::{PacketBuilder, TcpOptionElement};
+    use etherparse::{IpSlice, PacketBuilder, TcpOptionElement, TcpSlice};
     use proptest::collection::vec;
     use proptest::prelude::*;
 

@@ -1,26 +1,86 @@
-//! What step 03 does to inner packets on their way through the tunnel.
+//! What step 03 does to inner packets on their way through the tunnel: a
+//! policy that wraps the tunnel's core.
+//!
+//! [`PathPolicy`] is a [`Core`] around any other core (step 02's tunnel,
+//! step 04's): it looks at each inner packet before the core sees it, and
+//! at each packet the core takes out of the tunnel, and passes everything
+//! else through. It is sans-IO like the core it wraps: time comes in as an
+//! argument, its counters are a [`Counts`], and it logs nothing; the I/O
+//! shell logs what it decides. So two policies wired back to back in a
+//! test clamp and answer exactly as the running program does.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
-use step02_plain_tunnel::run::{InnerHook, Outbound};
+use step01_ping_tun::counts::{Counts, Reason};
+use step02_plain_tunnel::run::{Core, Outgoing};
+use step02_plain_tunnel::{Action, Transmit};
 
 use crate::clamp::{self, Clamp};
 use crate::pmtu::{self, TooBig};
 use crate::rate::TokenBucket;
 
-/// ICMP errors per second the hook sends at most, on average, and how many
-/// it may send at once. Linux's own limit is 1000 a second in bursts of 50
-/// (`net.ipv4.icmp_msgs_per_sec`, `icmp_msgs_burst`); one tunnel end needs
-/// far fewer: each error makes its sender lower its path MTU at once.
+/// ICMP errors per second the policy sends at most, on average, and how
+/// many it may send at once. Linux's own limit is 1000 a second in bursts
+/// of 50 (`net.ipv4.icmp_msgs_per_sec`, `icmp_msgs_burst`); one tunnel end
+/// needs far fewer: each error makes its sender lower its path MTU at once.
 pub const ERRORS_PER_SECOND: u32 = 100;
 pub const ERROR_BURST: u32 = 20;
 
+/// What the policy counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathEvent {
+    /// A SYN or SYN-ACK whose MSS was lowered, either way.
+    Clamped,
+    /// A packet too big for the tunnel, answered with an ICMP error.
+    TooBig,
+    /// A packet too big, not answered: over the ICMP error rate limit.
+    RateLimited,
+    /// A packet too big, dropped without an answer: the rules forbid one
+    /// (an ICMP error about an ICMP error, say), or we have no address of
+    /// its family to answer from.
+    Unanswered,
+}
+
+impl Reason for PathEvent {
+    const ALL: &'static [PathEvent] = &[
+        PathEvent::Clamped,
+        PathEvent::TooBig,
+        PathEvent::RateLimited,
+        PathEvent::Unanswered,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            PathEvent::Clamped => "clamped",
+            PathEvent::TooBig => "too-big",
+            PathEvent::RateLimited => "rate-limited",
+            PathEvent::Unanswered => "too-big-unanswered",
+        }
+    }
+}
+
+/// Why a packet read from the TUN device went nowhere: the wrapped core's
+/// reason, or ours for a packet too big that got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathDrop<D> {
+    Core(D),
+    TooBig(&'static str),
+}
+
+impl<D: fmt::Display> fmt::Display for PathDrop<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathDrop::Core(reason) => reason.fmt(f),
+            PathDrop::TooBig(why) => f.write_str(why),
+        }
+    }
+}
+
 // ANCHOR: path_hook
 /// Keeps TCP segments and all other packets within what the tunnel can
-/// carry:
+/// carry, around the tunnel's core `C`:
 ///
 /// - TCP SYN and SYN-ACK segments, both ways, get their MSS option lowered
 ///   to fit the tunnel (so TCP never sends a segment that is too big);
@@ -28,34 +88,55 @@ pub const ERROR_BURST: u32 = 20;
 ///   tunnel can carry is answered with an ICMP "fragmentation needed"
 ///   (IPv4, DF set) or ICMPv6 "packet too big", so the sender's kernel
 ///   lowers its path MTU and sends smaller packets.
-pub struct PathHook {
+pub struct PathPolicy<C> {
+    core: C,
     /// The largest inner packet the tunnel carries.
     limit: u16,
     /// Our tunnel addresses: the sources of our ICMP errors when the
     /// packet's destination cannot be.
     v4: Option<Ipv4Addr>,
     v6: Option<Ipv6Addr>,
-    /// SYNs whose MSS we lowered.
-    pub clamped: AtomicU64,
-    /// ICMP errors sent for packets too big.
-    pub too_big: AtomicU64,
-    /// ICMP errors not sent because of the rate limit.
-    pub rate_limited: AtomicU64,
-    limiter: Mutex<TokenBucket>,
+    limiter: TokenBucket,
+    counts: Counts<PathEvent>,
 }
 // ANCHOR_END: path_hook
 
-impl PathHook {
-    pub fn new(limit: u16, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> Self {
+impl<C> PathPolicy<C> {
+    /// `core` carrying inner packets of at most `limit` bytes, answering
+    /// from `v4` or `v6` when a packet's destination cannot be the source.
+    pub fn new(core: C, limit: u16, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> Self {
         Self {
+            core,
             limit,
             v4,
             v6,
-            clamped: AtomicU64::new(0),
-            too_big: AtomicU64::new(0),
-            rate_limited: AtomicU64::new(0),
-            limiter: Mutex::new(TokenBucket::new(ERRORS_PER_SECOND, ERROR_BURST)),
+            limiter: TokenBucket::new(ERRORS_PER_SECOND, ERROR_BURST),
+            counts: Counts::new(),
         }
+    }
+
+    /// The wrapped core.
+    pub fn core(&self) -> &C {
+        &self.core
+    }
+
+    pub fn core_mut(&mut self) -> &mut C {
+        &mut self.core
+    }
+
+    pub fn counts(&self) -> &Counts<PathEvent> {
+        &self.counts
+    }
+
+    /// `clamped 1 TCP MSS, sent 2 too-big errors (0 more held back by the
+    /// rate limit)`: the line each end prints when it stops.
+    pub fn summary(&self) -> String {
+        format!(
+            "clamped {} TCP MSS, sent {} too-big errors ({} more held back by the rate limit)",
+            self.counts.get(PathEvent::Clamped),
+            self.counts.get(PathEvent::TooBig),
+            self.counts.get(PathEvent::RateLimited)
+        )
     }
 
     /// The source of our ICMP error about `packet`: the address the packet
@@ -66,8 +147,7 @@ impl PathHook {
     /// that cannot be a source (multicast, say) falls back to our own
     /// address of the family.
     fn error_source(&self, packet: &[u8]) -> Option<IpAddr> {
-        let ip = etherparse::IpSlice::from_slice(packet).ok()?;
-        let dst = ip.destination_addr();
+        let dst = crate::transport::locate(packet).ok()?.destination;
         let usable = match dst {
             IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback()),
             IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified() || a.is_loopback()),
@@ -81,78 +161,104 @@ impl PathHook {
         }
     }
 
-    fn clamp(&self, packet: &mut [u8]) {
+    fn clamp(&mut self, packet: &mut [u8]) {
         let ipv6 = packet.first().is_some_and(|b| b >> 4 == 6);
-        if let Clamp::Clamped { from, to } = clamp::clamp_mss(packet, clamp::max_mss(self.limit, ipv6)) {
-            self.clamped.fetch_add(1, Ordering::Relaxed);
-            log::debug!("clamped a TCP MSS from {from} to {to}");
+        if let Clamp::Clamped { .. } = clamp::clamp_mss(packet, clamp::max_mss(self.limit, ipv6)) {
+            self.counts.increment(PathEvent::Clamped);
         }
     }
-}
 
-impl InnerHook for PathHook {
     // ANCHOR: outbound
-    fn outbound(&self, packet: &mut [u8], now: Instant, reply: &mut [u8]) -> Outbound {
-        if packet.len() > usize::from(self.limit) {
-            let Some(from) = self.error_source(packet) else {
-                return Outbound::Drop("too big, and no address of its family to answer from");
-            };
+    /// A packet read from the TUN device at `now`: `Ok(None)` to send it
+    /// on (clamped if it is a SYN), `Ok(Some(len))` to answer it with the
+    /// ICMP error now in `out[..len]`, `Err` to drop it.
+    fn outbound(
+        &mut self,
+        packet: &mut [u8],
+        now: Instant,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, &'static str> {
+        if packet.len() <= usize::from(self.limit) {
+            self.clamp(packet);
+            return Ok(None);
+        }
+        let Some(from) = self.error_source(packet) else {
+            self.counts.increment(PathEvent::Unanswered);
+            return Err("too big, and no address of its family to answer from");
+        };
+        match pmtu::too_big(packet, self.limit, from, out) {
+            TooBig::Forward => Ok(None),
+            TooBig::Drop(why) => {
+                self.counts.increment(PathEvent::Unanswered);
+                Err(why)
+            }
             // RFC 4443 §2.4 (f): an ICMPv6 error source MUST limit its rate
             // (RFC 1812 §4.3.2.8 says the same for IPv4).
-            if !self.limiter.lock().unwrap_or_else(|e| e.into_inner()).take(now) {
-                self.rate_limited.fetch_add(1, Ordering::Relaxed);
-                return Outbound::Drop("too big, and over the ICMP error rate limit");
+            TooBig::Reply(_) if !self.limiter.take(now) => {
+                self.counts.increment(PathEvent::RateLimited);
+                Err("too big, and over the ICMP error rate limit")
             }
-            return match pmtu::too_big(packet, self.limit, from, reply) {
-                TooBig::Reply(n) => {
-                    self.too_big.fetch_add(1, Ordering::Relaxed);
-                    Outbound::Reply(n)
-                }
-                TooBig::Forward => Outbound::Send,
-                TooBig::Drop(why) => Outbound::Drop(why),
-            };
+            TooBig::Reply(n) => {
+                self.counts.increment(PathEvent::TooBig);
+                Ok(Some(n))
+            }
         }
-        self.clamp(packet);
-        Outbound::Send
     }
     // ANCHOR_END: outbound
-
-    fn inbound(&self, packet: &mut [u8]) {
-        self.clamp(packet);
-    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+// ANCHOR: policy_core
+impl<C: Core> Core for PathPolicy<C> {
+    type Drop = PathDrop<C::Drop>;
 
-    #[test]
-    fn a_flood_of_big_packets_gets_a_limited_number_of_errors() {
-        let hook = PathHook::new(1348, Some(Ipv4Addr::new(10, 0, 0, 2)), None);
-        let mut packet = vec![0u8; 1400];
-        packet[0] = 0x45;
-        packet[2..4].copy_from_slice(&1400u16.to_be_bytes());
-        packet[6] = 0x40; // DF
-        packet[8] = 64;
-        packet[9] = 17;
-        packet[12..16].copy_from_slice(&[10, 0, 0, 2]);
-        packet[16..20].copy_from_slice(&[10, 0, 0, 1]);
-        let c = step01_ping_tun::checksum::checksum(&packet[..20]);
-        packet[10..12].copy_from_slice(&c.to_be_bytes());
-        let now = Instant::now();
-        let mut reply = vec![0u8; 2000];
-        let answered = (0..1000)
-            .filter(|_| {
-                matches!(
-                    hook.outbound(&mut packet.clone(), now, &mut reply),
-                    Outbound::Reply(_)
-                )
-            })
-            .count();
-        assert_eq!(answered as u32, ERROR_BURST);
-        assert_eq!(
-            hook.rate_limited.load(Ordering::Relaxed),
-            1000 - u64::from(ERROR_BURST)
-        );
+    fn encapsulate(
+        &mut self,
+        packet: &mut [u8],
+        now: Instant,
+        out: &mut [u8],
+    ) -> Result<Outgoing, Self::Drop> {
+        match self.outbound(packet, now, out).map_err(PathDrop::TooBig)? {
+            Some(n) => Ok(Outgoing::Answer(n)),
+            None => self.core.encapsulate(packet, now, out).map_err(PathDrop::Core),
+        }
+    }
+
+    /// What comes out of the tunnel is clamped too: the other end may not
+    /// clamp (or may be told a larger limit).
+    fn decapsulate(
+        &mut self,
+        from: SocketAddr,
+        message: &[u8],
+        now: Instant,
+        out: &mut [u8],
+    ) -> Result<Action, Self::Drop> {
+        let action = self
+            .core
+            .decapsulate(from, message, now, out)
+            .map_err(PathDrop::Core)?;
+        if let Action::WriteToTun(len) = action
+            && let Some(packet) = out.get_mut(..len)
+        {
+            self.clamp(packet);
+        }
+        Ok(action)
+    }
+
+    fn poll(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        self.core.poll(now, out)
+    }
+
+    fn max_message(&self) -> usize {
+        self.core.max_message()
+    }
+
+    /// The core's status, and a line of our counters.
+    fn status(&self) -> String {
+        format!("{}\n{}", self.core.status(), self.summary())
+    }
+
+    fn summary(message: &[u8]) -> String {
+        C::summary(message)
     }
 }
+// ANCHOR_END: policy_core

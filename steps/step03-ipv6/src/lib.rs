@@ -3,6 +3,7 @@
 //! - [`cli`]: parsing addresses of either family.
 //! - [`device`]: a dual-stack TUN device.
 //! - [`respond`]: step 01's ping responder for both families (ICMPv6 echo).
+//! - [`transport`]: where the transport header of a packet is.
 //! - [`checksum`]: pseudo-headers and the RFC 1624 incremental update.
 //! - [`clamp`]: TCP MSS clamping.
 //! - [`pmtu`]: "fragmentation needed" and "packet too big" errors.
@@ -19,3 +20,4 @@ pub mod hook;
 pub mod pmtu;
 pub mod rate;
 pub mod respond;
+pub mod transport;

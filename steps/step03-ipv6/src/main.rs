@@ -6,8 +6,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,10 +14,10 @@ use ipnet::IpNet;
 use step01_ping_tun::host::{self, Shutdown};
 use step01_ping_tun::pcap::Recorder;
 use step02_plain_tunnel::mtu::{Transport, tun_mtu};
-use step02_plain_tunnel::run::{Config, Endpoint, resolve, run_device, step02_tunnel};
+use step02_plain_tunnel::run::{Config, Core, Endpoint, resolve, run_device, step02_tunnel};
 use step03_ipv6::cli::ip_net;
 use step03_ipv6::device::create_tun;
-use step03_ipv6::hook::PathHook;
+use step03_ipv6::hook::PathPolicy;
 use step03_ipv6::respond::DualResponder;
 
 /// IPv4 and IPv6, inside the tunnel and outside it.
@@ -100,9 +98,8 @@ struct DeviceArgs {
     /// the underlay leaves room for].
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1280..))]
     mtu: Option<u16>,
-    /// Log more: -v shows every packet, -vv everything.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: step01_ping_tun::cli::LogArgs,
 }
 
 #[derive(Debug, Args)]
@@ -113,8 +110,10 @@ struct TunnelArgs {
     #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
     transport: TransportArg,
     /// MTU of the underlay path: the tunnel carries inner packets of this
-    /// less the outer IP and UDP headers and ours.
-    #[arg(long, default_value_t = 1500, value_name = "BYTES")]
+    /// less the outer IP and UDP headers and ours. At least 576, the
+    /// datagram every IPv4 host must take (RFC 791).
+    #[arg(long, default_value_t = 1500, value_name = "BYTES",
+          value_parser = clap::value_parser!(u16).range(576..))]
     underlay_mtu: u16,
 }
 
@@ -130,7 +129,7 @@ fn main() -> ExitCode {
         Command::Respond { device } => device,
         Command::Server { tunnel, .. } | Command::Client { tunnel, .. } => &tunnel.device,
     };
-    host::init_logging(device.verbose);
+    device.log.init();
     if !host::has_net_admin() {
         let what = format!("creating TUN device {}", device.tun);
         eprintln!("step03-ipv6: {}", host::needs_net_admin_message(&what));
@@ -236,14 +235,10 @@ fn tunnel_end(
         args.device.tun,
         listing(&args.device.addresses)
     );
-    let hook = Arc::new(PathHook::new(limit, v4, v6));
     let tunnel = step02_tunnel(&config, usize::from(mtu));
-    let counters = run_device(device, &config, tunnel, hook.clone(), shutdown)?;
-    Ok(format!(
-        "{}: {counters}; clamped {} TCP MSS, sent {} too-big errors ({} more held back by the rate limit)",
-        args.device.tun,
-        hook.clamped.load(Ordering::Relaxed),
-        hook.too_big.load(Ordering::Relaxed),
-        hook.rate_limited.load(Ordering::Relaxed)
-    ))
+    let policy = PathPolicy::new(tunnel, limit, v4, v6);
+    let counters = run_device(device, &config, policy, shutdown, |policy| {
+        format!("{}; {}", policy.core().status(), policy.summary())
+    })?;
+    Ok(format!("{}: {counters}", args.device.tun))
 }

@@ -19,10 +19,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::{
-    Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, IpDscp, IpNumber, IpSlice, Ipv4Header, Ipv4Slice,
-    Ipv6ExtensionSlice, Ipv6Header, Ipv6Slice, icmpv4::DestUnreachableHeader,
+    Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, IpDscp, IpNumber, Ipv4Header, Ipv6Header,
+    icmpv4::DestUnreachableHeader,
 };
 use step01_ping_tun::responder::REPLY_TTL;
+
+use crate::transport::{self, Fragment, Located};
 
 /// RFC 791 §3.2: "Every internet module must be able to forward a datagram
 /// of 68 octets without further fragmentation."
@@ -72,7 +74,7 @@ pub enum TooBig {
 /// Decides what to do with `packet`, read from the TUN device and larger
 /// than the tunnel MTU `mtu`, and writes the ICMP error, if there is one,
 /// into `out` with source address `from`, which must be of the packet's
-/// family. The caller chooses it: step 03's `PathHook` passes the packet's
+/// family. The caller chooses it: step 03's `PathPolicy` passes the packet's
 /// destination, beyond the tunnel, as a router on the path would (an IPv4
 /// error from one of the host's own addresses would be dropped as a
 /// martian), and its own tunnel address only for a destination that
@@ -86,10 +88,10 @@ pub enum TooBig {
 /// (RFC 8200 §5: "link-specific fragmentation and reassembly must be
 /// provided at a layer below IPv6").
 pub fn too_big(packet: &[u8], mtu: u16, from: IpAddr, out: &mut [u8]) -> TooBig {
-    let outcome = match (IpSlice::from_slice(packet), from) {
+    let outcome = match (transport::locate(packet), from) {
         (Err(_), _) => Err("malformed"),
-        (Ok(IpSlice::Ipv4(ip)), IpAddr::V4(from)) => fragmentation_needed(packet, &ip, mtu, from, out),
-        (Ok(IpSlice::Ipv6(ip)), IpAddr::V6(from)) => packet_too_big(packet, &ip, mtu, from, out),
+        (Ok(ip), IpAddr::V4(from)) if !ip.ipv6 => fragmentation_needed(packet, &ip, mtu, from, out),
+        (Ok(ip), IpAddr::V6(from)) if ip.ipv6 => packet_too_big(packet, &ip, mtu, from, out),
         (Ok(_), _) => Err("no source address of the packet's family"),
     };
     outcome.unwrap_or_else(TooBig::Drop)
@@ -102,32 +104,35 @@ pub fn too_big(packet: &[u8], mtu: u16, from: IpAddr, out: &mut [u8]) -> TooBig 
 /// second word (RFC 1191 §4).
 fn fragmentation_needed(
     packet: &[u8],
-    ip: &Ipv4Slice<'_>,
+    ip: &Located,
     mtu: u16,
     from: Ipv4Addr,
     out: &mut [u8],
 ) -> Result<TooBig, &'static str> {
-    let header = ip.header();
-    // RFC 791 §2.3: only a datagram marked "don't fragment" must not be
-    // fragmented; any other may be, by any router on its way.
-    if !header.dont_fragment() {
+    // RFC 791 §2.3: only a datagram marked "don't fragment" (bit 1 of the
+    // flags, byte 6) must not be fragmented; any other may be, by any
+    // router on its way.
+    if packet.get(6).is_none_or(|flags| flags & 0x40 == 0) {
         return Ok(TooBig::Forward);
     }
     let mtu = mtu.max(IPV4_MIN_MTU);
-    let datagram = packet.get(..usize::from(header.total_len())).ok_or("malformed")?;
+    let datagram = packet.get(..ip.len).ok_or("malformed")?;
     if datagram.len() <= usize::from(mtu) {
         return Ok(TooBig::Forward);
     }
     // RFC 1122 §3.2.2: no ICMP error about an ICMP error, a datagram to a
     // broadcast or multicast address, a fragment other than the first, or
     // a datagram whose source is not a single host.
-    if header.fragments_offset().value() != 0 {
+    if ip.fragment == Fragment::Later {
         return Err("not the first fragment");
     }
-    if ip.payload_ip_number() == IpNumber::ICMP && !is_icmpv4_query(ip.payload().payload) {
+    let payload = packet.get(ip.payload.clone()).unwrap_or_default();
+    if ip.protocol == IpNumber::ICMP && !is_icmpv4_query(payload) {
         return Err("an ICMP error");
     }
-    let (src, dst) = (header.source_addr(), header.destination_addr());
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (ip.source, ip.destination) else {
+        return Err("malformed");
+    };
     if dst.is_broadcast() || dst.is_multicast() {
         return Err("to a broadcast or multicast address");
     }
@@ -181,14 +186,13 @@ fn is_one_host(addr: Ipv4Addr) -> bool {
 /// so every packet too big gets one.
 fn packet_too_big(
     packet: &[u8],
-    ip: &Ipv6Slice<'_>,
+    ip: &Located,
     mtu: u16,
     from: Ipv6Addr,
     out: &mut [u8],
 ) -> Result<TooBig, &'static str> {
     let mtu = mtu.max(IPV6_MIN_MTU);
-    let len = Ipv6Header::LEN + ip.extensions().slice().len() + ip.payload().payload.len();
-    let datagram = packet.get(..len).ok_or("malformed")?;
+    let datagram = packet.get(..ip.len).ok_or("malformed")?;
     if datagram.len() <= usize::from(mtu) {
         return Ok(TooBig::Forward);
     }
@@ -197,16 +201,18 @@ fn packet_too_big(
     // multicast addresses get no error either, with two exceptions (e.3):
     // Packet Too Big, so that path MTU discovery works for multicast too,
     // and Parameter Problem code 2, which we never send.
-    if ip.payload().ip_number == IpNumber::IPV6_ICMP {
+    if ip.protocol == IpNumber::IPV6_ICMP {
         // A later fragment of ICMPv6 does not show the message type.
-        if !is_first_fragment(ip) {
+        if ip.fragment == Fragment::Later {
             return Err("a later fragment of an ICMPv6 message");
         }
-        if !is_icmpv6_info(ip.payload().payload) {
+        if !is_icmpv6_info(packet.get(ip.payload.clone()).unwrap_or_default()) {
             return Err("an ICMPv6 error or redirect");
         }
     }
-    let src = ip.header().source_addr();
+    let IpAddr::V6(src) = ip.source else {
+        return Err("malformed");
+    };
     if src.is_unspecified() || src.is_multicast() {
         return Err("from an address that is not one node");
     }
@@ -251,15 +257,6 @@ fn emit(out: &mut [u8], parts: &[&[u8]]) -> Result<TooBig, &'static str> {
 /// no error (RFC 4443 §2.4 (e.2)).
 fn is_icmpv6_info(message: &[u8]) -> bool {
     matches!(message.first(), Some(&t) if t >= 128 && t != 137)
-}
-
-/// Not a fragment, or the first one (offset 0), which holds the upper-layer
-/// header.
-fn is_first_fragment(ip: &Ipv6Slice<'_>) -> bool {
-    ip.extensions().clone().into_iter().all(|ext| match ext {
-        Ipv6ExtensionSlice::Fragment(fragment) => fragment.fragment_offset().value() == 0,
-        _ => true,
-    })
 }
 
 #[cfg(test)]

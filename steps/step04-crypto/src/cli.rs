@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -18,7 +16,7 @@ use step02_plain_tunnel::mtu::Transport;
 use step02_plain_tunnel::run::{Config, Endpoint, run_device};
 use step03_ipv6::cli::ip_net;
 use step03_ipv6::device::create_tun;
-use step03_ipv6::hook::PathHook;
+use step03_ipv6::hook::{PathEvent, PathPolicy};
 use x25519_dalek::PublicKey;
 
 use crate::entropy::{Entropy, OsEntropy};
@@ -48,12 +46,13 @@ pub struct Common {
     #[arg(long, value_name = "FILE")]
     pub keylog: Option<PathBuf>,
     /// MTU of the underlay path; the TUN device gets this less 60 (IPv4)
-    /// or 80 (IPv6) bytes of headers and tag.
-    #[arg(long, default_value_t = 1500, value_name = "BYTES")]
+    /// or 80 (IPv6) bytes of headers and tag. At least 576, the datagram
+    /// every IPv4 host must take (RFC 791).
+    #[arg(long, default_value_t = 1500, value_name = "BYTES",
+          value_parser = clap::value_parser!(u16).range(576..))]
     pub underlay_mtu: u16,
-    /// Log more: -v shows every packet, -vv everything.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub log: step01_ping_tun::cli::LogArgs,
 }
 
 pub fn genkey() -> anyhow::Result<ExitCode> {
@@ -148,7 +147,7 @@ pub fn tunnel_end<G>(
     endpoint: Endpoint,
     setup: impl FnOnce(&Started<'_>) -> anyhow::Result<G>,
 ) -> anyhow::Result<ExitCode> {
-    host::init_logging(common.verbose);
+    common.log.init();
     // Check everything that needs no privileges first.
     let secret = keys::read_key_file(&common.key)?;
     if !host::has_net_admin() {
@@ -207,24 +206,26 @@ pub fn tunnel_end<G>(
         std::net::IpAddr::V6(ip) => Some(ip),
         std::net::IpAddr::V4(_) => None,
     });
-    let hook = Arc::new(PathHook::new(mtu, v4, v6));
     let guard = setup(&Started {
         tun: &common.tun,
         mtu,
         endpoint: &config.endpoint,
         addresses: &common.addresses,
     })?;
-    let result = run_device(device, &config, tunnel, hook.clone(), &shutdown);
+    let policy = PathPolicy::new(tunnel, mtu, v4, v6);
+    let result = run_device(device, &config, policy, &shutdown, |policy| {
+        let counts = policy.counts();
+        let path = (counts.get(PathEvent::Clamped), counts.get(PathEvent::TooBig));
+        (policy.core().status(Instant::now()), path)
+    });
     drop(guard);
-    let status = result?;
-    for line in status.lines() {
+    let (status, (clamped, too_big)) = result?;
+    for line in status {
         println!("{}: {line}", common.tun);
     }
     println!(
-        "{}: clamped {} TCP MSS, sent {} too-big errors",
-        common.tun,
-        hook.clamped.load(Ordering::Relaxed),
-        hook.too_big.load(Ordering::Relaxed)
+        "{}: clamped {clamped} TCP MSS, sent {too_big} too-big errors",
+        common.tun
     );
     Ok(ExitCode::SUCCESS)
 }

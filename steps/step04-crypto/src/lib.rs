@@ -20,6 +20,7 @@ pub mod noise;
 pub mod replay;
 pub mod run;
 pub mod tunnel;
+pub mod underlay;
 pub mod wire;
 
 pub use tunnel::{DropReason, Limits, PeerConfig, Tunnel};

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use step02_plain_tunnel::run::Core;
+use step02_plain_tunnel::run::{Core, Outgoing};
 use step02_plain_tunnel::{Action, Transmit};
 use x25519_dalek::StaticSecret;
 
@@ -24,11 +24,12 @@ impl Core for Tunnel {
 
     fn encapsulate(
         &mut self,
-        packet: &[u8],
+        packet: &mut [u8],
         now: Instant,
         out: &mut [u8],
-    ) -> Result<Option<Transmit>, DropReason> {
-        Tunnel::encapsulate(self, packet, now, out)
+    ) -> Result<Outgoing, DropReason> {
+        let sent = Tunnel::encapsulate(self, packet, now, out)?;
+        Ok(sent.map_or(Outgoing::Held, Outgoing::Send))
     }
 
     fn decapsulate(

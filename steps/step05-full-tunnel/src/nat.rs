@@ -50,12 +50,13 @@ use std::net::IpAddr;
 use pnet_packet::icmp::{IcmpPacket, echo_reply as echo_reply_v4, echo_request as echo_request_v4};
 use pnet_packet::icmpv6::{Icmpv6Packet, echo_reply as echo_reply_v6, echo_request as echo_request_v6};
 use pnet_packet::ip::{IpNextHeaderProtocol, IpNextHeaderProtocols};
-use pnet_packet::ipv4::{Ipv4Flags, Ipv4Packet, MutableIpv4Packet};
+use pnet_packet::ipv4::{Ipv4Packet, MutableIpv4Packet};
 use pnet_packet::ipv6::{Ipv6Packet, MutableIpv6Packet};
-use pnet_packet::tcp::{MutableTcpPacket, TcpPacket};
+use pnet_packet::tcp::MutableTcpPacket;
 use pnet_packet::udp::{MutableUdpPacket, UdpPacket};
 use step01_ping_tun::counts::{Counts, Reason};
 use step03_ipv6::checksum::{update, update_u32};
+use step03_ipv6::transport::{self, Fragment};
 
 /// The transport protocols [`snat`] and [`dnat`] rewrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -393,39 +394,37 @@ struct Located {
 /// rewrite, and finds that header: the `new_checked` of this module. Once
 /// it has said yes, every offset the rewrite uses is inside the packet.
 ///
-/// pnet's views check only that the fixed part of a header fits in the
-/// buffer, and read whatever the length fields say; the length rules are
-/// checked here, each against the bytes actually there.
+/// Step 03's [`transport::locate`] walks the IP header and the IPv6
+/// extension headers and checks the TCP data offset and the UDP length
+/// against the bytes actually there (pnet's views check only that the
+/// fixed part of a header fits); what NAT can rewrite is decided here.
 fn locate(packet: &[u8]) -> Result<Located, NatError> {
-    let (start, end, next, ipv6) = match packet.first().map(|b| b >> 4) {
-        Some(4) => {
-            let (start, end, next) = locate_in_ipv4(packet)?;
-            (start, end, next, false)
+    let found = transport::locate(packet).map_err(|_| NatError::Malformed)?;
+    // The kernel reassembles fragments before NAT. An IPv6 "atomic
+    // fragment" (offset 0, M clear) is a whole packet (RFC 6946) and is
+    // translated like one.
+    if found.fragment != Fragment::Whole {
+        return Err(NatError::Fragment);
+    }
+    if found.routing_pending {
+        return Err(NatError::Routing);
+    }
+    if found.authenticated {
+        return Err(NatError::Protocol);
+    }
+    let ipv6 = found.ipv6;
+    let next = IpNextHeaderProtocol(found.protocol.0);
+    let range = match next {
+        IpNextHeaderProtocols::Tcp | IpNextHeaderProtocols::Udp => {
+            found.transport(packet).map_err(|_| NatError::Malformed)?
         }
-        Some(6) => {
-            let (start, end, next) = locate_in_ipv6(packet)?;
-            (start, end, next, true)
-        }
-        _ => return Err(NatError::Malformed),
+        _ => found.payload.clone(),
     };
-    let message = packet.get(start..end).ok_or(NatError::Malformed)?;
+    let message = packet.get(range.clone()).ok_or(NatError::Malformed)?;
     let protocol = match (next, ipv6) {
-        (IpNextHeaderProtocols::Tcp, _) => {
-            // RFC 9293 §3.1: the data offset counts 32-bit words, at least 5.
-            let tcp = TcpPacket::new(message).ok_or(NatError::Malformed)?;
-            let header_len = usize::from(tcp.get_data_offset()) * 4;
-            if header_len < TcpPacket::minimum_packet_size() || header_len > message.len() {
-                return Err(NatError::Malformed);
-            }
-            Protocol::Tcp
-        }
+        (IpNextHeaderProtocols::Tcp, _) => Protocol::Tcp,
         (IpNextHeaderProtocols::Udp, _) => {
-            // RFC 768: the length counts the 8-byte header and the data.
             let udp = UdpPacket::new(message).ok_or(NatError::Malformed)?;
-            let length = usize::from(udp.get_length());
-            if length < UdpPacket::minimum_packet_size() || length > message.len() {
-                return Err(NatError::Malformed);
-            }
             if ipv6 && udp.get_checksum() == 0 {
                 return Err(NatError::UdpNoChecksum);
             }
@@ -458,24 +457,14 @@ fn locate(packet: &[u8]) -> Result<Located, NatError> {
     Ok(Located {
         ipv6,
         protocol,
-        start,
+        start: range.start,
         len: message.len(),
     })
 }
 
-/// The transport message's start, end and protocol in an IPv4 packet
-/// (RFC 791 §3.1): the header is IHL 32-bit words, at least 5, and the
-/// packet Total Length bytes, header included. Bytes after that (an
-/// Ethernet frame's padding) are not part of it.
-fn locate_in_ipv4(packet: &[u8]) -> Result<(usize, usize, IpNextHeaderProtocol), NatError> {
-    let (ip, header_len, total_len) = ipv4_lengths(packet)?;
-    if ip.get_flags() & Ipv4Flags::MoreFragments != 0 || ip.get_fragment_offset() != 0 {
-        return Err(NatError::Fragment);
-    }
-    Ok((header_len, total_len, ip.get_next_level_protocol()))
-}
-
-/// An IPv4 packet's header length and total length, checked.
+/// An IPv4 packet's header length and total length, checked (RFC 791
+/// §3.1): the header is IHL 32-bit words, at least 5, and the packet Total
+/// Length bytes, header included.
 fn ipv4_lengths(packet: &[u8]) -> Result<(Ipv4Packet<'_>, usize, usize), NatError> {
     let ip = Ipv4Packet::new(packet).ok_or(NatError::Malformed)?;
     let header_len = usize::from(ip.get_header_length()) * 4;
@@ -484,53 +473,6 @@ fn ipv4_lengths(packet: &[u8]) -> Result<(Ipv4Packet<'_>, usize, usize), NatErro
         return Err(NatError::Malformed);
     }
     Ok((ip, header_len, total_len))
-}
-
-/// The transport message's start, end and protocol in an IPv6 packet: after
-/// the 40-byte header and the extension headers (RFC 8200 §4), within
-/// Payload Length bytes.
-fn locate_in_ipv6(packet: &[u8]) -> Result<(usize, usize, IpNextHeaderProtocol), NatError> {
-    let ip = Ipv6Packet::new(packet).ok_or(NatError::Malformed)?;
-    let end = Ipv6Packet::minimum_packet_size() + usize::from(ip.get_payload_length());
-    if end > packet.len() {
-        return Err(NatError::Malformed);
-    }
-    let mut next = ip.get_next_header();
-    let mut at = Ipv6Packet::minimum_packet_size();
-    loop {
-        // Every extension header starts with the type of the next header,
-        // then its own length in 8-byte units, not counting the first 8;
-        // the fragment header is always 8 bytes (RFC 8200 §4.3 to §4.6).
-        let fixed_len = match next {
-            IpNextHeaderProtocols::Hopopt
-            | IpNextHeaderProtocols::Ipv6Opts
-            | IpNextHeaderProtocols::Ipv6Route => None,
-            IpNextHeaderProtocols::Ipv6Frag => Some(8),
-            _ => return Ok((at, end, next)),
-        };
-        let rest = packet.get(at..end).unwrap_or_default();
-        let (Some(&following), Some(&len_field)) = (rest.first(), rest.get(1)) else {
-            return Err(NatError::Malformed);
-        };
-        let len = fixed_len.unwrap_or(8 + usize::from(len_field) * 8);
-        let header = rest.get(..len).ok_or(NatError::Malformed)?;
-        match next {
-            // Routing type, then Segments Left.
-            IpNextHeaderProtocols::Ipv6Route if header.get(3) != Some(&0) => return Err(NatError::Routing),
-            // Fragment Offset (13 bits), 2 reserved bits, the M flag. An
-            // "atomic fragment" (offset 0, M clear) is a whole packet (RFC
-            // 6946) and is translated like one.
-            IpNextHeaderProtocols::Ipv6Frag => {
-                let field = header.get(2..).and_then(<[u8]>::first_chunk::<2>);
-                if field.is_none_or(|f| u16::from_be_bytes(*f) & 0xfff9 != 0) {
-                    return Err(NatError::Fragment);
-                }
-            }
-            _ => {}
-        }
-        at += len;
-        next = IpNextHeaderProtocol(following);
-    }
 }
 // ANCHOR_END: locate
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use step01_ping_tun::host;
+use step01_ping_tun::cli::LogArgs;
 use step04_crypto::cli::{genkey, pubkey};
 use step04_crypto::entropy::{Entropy, OsEntropy};
 use step04_crypto::keys::{self, Short};
@@ -86,9 +86,8 @@ enum Command {
         /// later. For test sessions only.
         #[arg(long, value_name = "FILE")]
         keylog: Option<PathBuf>,
-        /// Log more: -v shows every stream, -vv every frame.
-        #[arg(short, long, action = clap::ArgAction::Count)]
-        verbose: u8,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// Expose LOCAL_PORT (on 127.0.0.1) through the server.
     #[command(after_help = "Example:\n  \
@@ -125,9 +124,8 @@ enum Command {
         /// later. For test sessions only.
         #[arg(long, value_name = "FILE")]
         keylog: Option<PathBuf>,
-        /// Log more: -v shows every stream, -vv every frame.
-        #[arg(short, long, action = clap::ArgAction::Count)]
-        verbose: u8,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// The layer-3 design: step 05's VPN, with ports forwarded to a client
     /// (vpn-server --forward) and delivered to its loopback (vpn-client
@@ -148,7 +146,7 @@ fn main() -> ExitCode {
             public_ip,
             udp_idle_timeout,
             keylog,
-            verbose,
+            log,
         } => serve(
             control,
             &key,
@@ -156,7 +154,7 @@ fn main() -> ExitCode {
             public_ip,
             Duration::from_secs(udp_idle_timeout),
             keylog.as_deref(),
-            verbose,
+            log,
         ),
         Command::Expose {
             local_port,
@@ -167,7 +165,7 @@ fn main() -> ExitCode {
             remote_port,
             udp,
             keylog,
-            verbose,
+            log,
         } => expose(
             SocketAddr::new(local_host, local_port),
             server,
@@ -176,7 +174,7 @@ fn main() -> ExitCode {
             remote_port,
             if udp { Protos::BOTH } else { Protos::TCP },
             keylog.as_deref(),
-            verbose,
+            log,
         ),
     };
     match result {
@@ -210,9 +208,9 @@ fn serve(
     public_ip: IpAddr,
     udp_idle_timeout: Duration,
     keylog: Option<&Path>,
-    verbose: u8,
+    log: LogArgs,
 ) -> anyhow::Result<ExitCode> {
-    host::init_logging(verbose);
+    log.init();
     let identity = Identity::new(keys::read_key_file(key)?);
     let allowed = peers
         .iter()
@@ -238,9 +236,9 @@ fn expose(
     remote_port: Option<u16>,
     protos: Protos,
     keylog: Option<&Path>,
-    verbose: u8,
+    log: LogArgs,
 ) -> anyhow::Result<ExitCode> {
-    host::init_logging(verbose);
+    log.init();
     let identity = Arc::new(Identity::new(keys::read_key_file(key)?));
     let server_key = keys::parse_public(server_key).context("--server-key")?;
     let mut config = ClientConfig::new(server.clone(), identity, server_key, local);

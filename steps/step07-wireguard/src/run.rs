@@ -25,7 +25,7 @@ use step01_ping_tun::Summary;
 use step01_ping_tun::host::Shutdown;
 use step01_ping_tun::pcap::Recorder;
 use step02_plain_tunnel::Action;
-use step02_plain_tunnel::run::{enlarge_receive_buffer, send_datagram};
+use step02_plain_tunnel::run::{enlarge_receive_buffer, send_waiting};
 use step04_crypto::entropy::{Entropy, OsEntropy};
 use step04_crypto::run::KeylogEntropy;
 use tun_rs::{DeviceBuilder, SyncDevice};
@@ -442,7 +442,7 @@ fn status_on_sigusr1(shared: &Arc<Shared>) -> anyhow::Result<()> {
 fn send(v4: &Option<Arc<UdpSocket>>, v6: &Option<Arc<UdpSocket>>, message: &[u8], to: SocketAddr) {
     let socket = if to.is_ipv4() { v4 } else { v6 };
     match socket {
-        Some(s) => send_datagram(s, message, to),
+        Some(s) => send_waiting(s, to, || s.send_to(message, to)),
         None => log::debug!("no socket for {to}: a message dropped"),
     }
 }

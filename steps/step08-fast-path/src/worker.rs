@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use step01_ping_tun::Summary;
 use step01_ping_tun::pcap::Recorder;
-use step02_plain_tunnel::run::send_datagram;
+use step02_plain_tunnel::run::send_waiting;
 use step07_wireguard::Device;
 use step07_wireguard::device::MAX_OVERHEAD;
 use step07_wireguard::run::Control;
@@ -174,7 +174,7 @@ impl Sockets {
             Some(s) => {
                 counters.udp_send_calls.add(1);
                 counters.udp_datagrams_out.add(1);
-                send_datagram(s, message, to)
+                send_waiting(s, to, || s.send_to(message, to))
             }
             None => log::debug!("no socket for {to}: a message dropped"),
         }

@@ -15,7 +15,7 @@
 //! would run out after 63 calls, so each call gets a fresh copy made in
 //! criterion's untimed setup.
 //!
-//! Run with `cargo bench -p step05-full-tunnel --bench nat`.
+//! Run with `cargo bench -p tunlab-benches --features bench --bench step05_nat`.
 
 #![forbid(unsafe_code)]
 

@@ -9,7 +9,7 @@
 //! limits a tunnel that recomputes transport checksums instead of updating
 //! them (step 03's `update`).
 //!
-//! Run with `cargo bench -p step01-ping-tun --bench checksum`.
+//! Run with `cargo bench -p tunlab-benches --features bench --bench step01_checksum`.
 
 #![forbid(unsafe_code)]
 

@@ -26,7 +26,7 @@
 //! 90 KiB) so it stays in the cache, as a burst just read from a socket
 //! would.
 //!
-//! Run with `cargo bench -p step04-crypto --bench data_path`.
+//! Run with `cargo bench -p tunlab-benches --features bench --bench step04_data_path`.
 
 #![forbid(unsafe_code)]
 

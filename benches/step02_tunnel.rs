@@ -13,7 +13,7 @@
 //! here, because a plaintext message carries nothing that changes from one
 //! packet to the next.
 //!
-//! Run with `cargo bench -p step02-plain-tunnel --bench tunnel`.
+//! Run with `cargo bench -p tunlab-benches --features bench --bench step02_tunnel`.
 
 #![forbid(unsafe_code)]
 

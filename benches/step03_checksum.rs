@@ -11,7 +11,7 @@
 //! the incremental update does not, and the clamp is mostly the cost of
 //! finding the TCP header.
 //!
-//! Run with `cargo bench -p step03-ipv6 --bench checksum`.
+//! Run with `cargo bench -p tunlab-benches --features bench --bench step03_checksum`.
 
 #![forbid(unsafe_code)]
 
