@@ -67,7 +67,8 @@ pub fn crossing() -> anyhow::Result<Crossing> {
     // The kernel's TCP makes super-packets of up to 64 KB of whole
     // segments.
     let packets = (usize::from(u16::MAX) - HEADERS) / mss;
-    // Sealed: padded to 16 (1420 is a multiple), plus header and tag.
+    // Sealed: padded to a multiple of 16 but never past the MTU (1420
+    // stays 1420), plus the header and the tag.
     let sealed = DATA_OVERHEAD + padded_len(mtu, mtu);
     let lens = vec![sealed; packets];
     let to = vec![Some("192.0.2.2:51820".parse()?); packets];
