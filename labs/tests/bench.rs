@@ -117,7 +117,10 @@ fn a_short_ablation_run_reads_step08s_counters_into_its_table() {
     assert_eq!(row["failures"], serde_json::json!([]), "{json:#}");
     let median = |key: &str| row["figures"][key]["median"].as_f64();
     let syscalls = median("syscalls_per_100_packets").unwrap_or_else(|| panic!("{json:#}"));
-    assert!(syscalls >= 100.0, "{syscalls} system calls per 100 packets without the TUN offload");
+    assert!(
+        syscalls >= 100.0,
+        "{syscalls} system calls per 100 packets without the TUN offload"
+    );
     let per_wakeup = median("packets_per_wakeup").unwrap_or_else(|| panic!("{json:#}"));
     assert!(per_wakeup >= 1.0, "{per_wakeup} packets per wake-up");
     assert!(median("tcp_1_stream_gbit_s").is_some_and(|v| v > 0.0), "{json:#}");
