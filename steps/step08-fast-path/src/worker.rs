@@ -324,9 +324,9 @@ impl Worker {
                 break;
             }
             if ready.tun {
-                ready.tun = self.from_tun(now)?;
+                ready.tun = self.seal_from_tun(now)?;
             }
-            let wrote = self.from_udp(now, &mut ready);
+            let wrote = self.open_from_udp(now, &mut ready);
             ready.tun |= wrote;
             busy = round + 1 == ROUNDS && ready.any();
         }
@@ -366,10 +366,10 @@ impl Worker {
         }
     }
 
-    // ANCHOR: from_tun
+    // ANCHOR: seal_from_tun
     /// A batch from the TUN queue: read, seal in place, send. Returns
     /// whether the queue may hold more (the batch was full).
-    fn from_tun(&mut self, now: Instant) -> io::Result<bool> {
+    fn seal_from_tun(&mut self, now: Instant) -> io::Result<bool> {
         let (n, emptied) = self
             .queue
             .read(&mut self.tx.bufs, &mut self.tx.sizes, 0, &self.counters)?;
@@ -391,7 +391,7 @@ impl Worker {
         self.plane.seal(&mut self.tx, &mut self.ledger, now);
         self.counters.drops.add(self.ledger.drop_count() - drops);
         if self.tx.fates[..n].contains(&Fate::Device) {
-            self.to_device(now);
+            self.hand_to_device(now);
         }
         for i in 0..n {
             self.to[i] = match self.tx.fates[i] {
@@ -429,13 +429,13 @@ impl Worker {
         }
         Ok(!emptied)
     }
-    // ANCHOR_END: from_tun
+    // ANCHOR_END: seal_from_tun
 
     /// Packets whose peer has no session: the device stages them and
     /// starts a handshake (its initiation takes the packet's place in the
     /// batch), or seals them if a session came up since the plane was
     /// copied.
-    fn to_device(&mut self, now: Instant) {
+    fn hand_to_device(&mut self, now: Instant) {
         self.counters.device_visits.add(1);
         let mut device = lock(&self.shared.device);
         for i in 0..self.tx.n {
@@ -455,11 +455,11 @@ impl Worker {
         self.shared.publish(&device);
     }
 
-    // ANCHOR: from_udp
+    // ANCHOR: open_from_udp
     /// A batch from each readable socket: receive, open in place, write to
     /// the TUN device. A socket found empty is marked so in `ready`.
     /// Returns whether anything was written to the TUN device.
-    fn from_udp(&mut self, now: Instant, ready: &mut Ready) -> bool {
+    fn open_from_udp(&mut self, now: Instant, ready: &mut Ready) -> bool {
         for v6 in [false, true] {
             let readable = if v6 { &mut ready.v6 } else { &mut ready.v4 };
             if !*readable {
@@ -508,7 +508,7 @@ impl Worker {
         }
         self.flush_tun()
     }
-    // ANCHOR_END: from_udp
+    // ANCHOR_END: open_from_udp
 
     /// Opens one datagram into the next TUN buffer (writing the buffers
     /// out when they are all full), or hands a handshake message to the
