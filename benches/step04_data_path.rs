@@ -1,7 +1,9 @@
 //! The encrypted data path of step 04: [`Tunnel::encapsulate`] and
 //! [`Tunnel::decapsulate`] of one 1400-byte IPv4 packet on an established
 //! session, the bare AEAD calls beneath them ([`seal`], [`open`]), and the
-//! replay window ([`ReplayWindow`]) that every data message passes.
+//! replay window ([`ReplayWindow`]) that every data message passes; and
+//! what a handshake message costs the receiver (`step04/handshake/*`),
+//! which is what the handshake limiter's budget bounds under a flood.
 //!
 //! Why it matters for a tunnel: these calls run once per packet, and with
 //! one-packet-per-syscall I/O on two cores they set how many packets a
@@ -36,11 +38,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use step02_plain_tunnel::Action;
-use step04_crypto::crypto::{TAG_LEN, open, seal};
+use step04_crypto::crypto::{TAG_LEN, dh, open, seal};
 use step04_crypto::entropy::Scripted;
+use step04_crypto::noise::{self, Identity};
 use step04_crypto::replay::{Check, ReplayWindow, WINDOW};
 use step04_crypto::tunnel::MAX_OVERHEAD;
-use step04_crypto::wire::DATA_HEADER_LEN;
+use step04_crypto::wire::{DATA_HEADER_LEN, INITIATION_LEN, InitiationPacket};
 use step04_crypto::{PeerConfig, PublicKey, StaticSecret, Tunnel};
 
 /// The inner packet's length: near the largest over a 1500-byte underlay.
@@ -273,5 +276,38 @@ fn replay(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, tunnel, aead, replay);
+/// What one handshake message costs the receiver: one X25519, and an
+/// initiation that opens but names a key we do not list (two X25519, the
+/// most a flood's initiation can cost once the limiter lets it through).
+fn handshake(c: &mut Criterion) {
+    let server = Identity::new(StaticSecret::from([2; 32]));
+    let stranger = Identity::new(StaticSecret::from([9; 32]));
+    let mut message = vec![0u8; INITIATION_LEN];
+    noise::initiate(
+        &stranger,
+        server.public(),
+        StaticSecret::from([3; 32]),
+        7,
+        noise::tai64n(Duration::from_secs(1)),
+        &mut message,
+    )
+    .expect("an initiation");
+    let initiation = InitiationPacket::new_checked(&message[..]).expect("a whole initiation");
+    let mut group = c.benchmark_group("step04/handshake");
+    group.throughput(Throughput::Elements(1));
+    let secret = StaticSecret::from([4; 32]);
+    let public = PublicKey::from(&StaticSecret::from([5; 32]));
+    group.bench_function("x25519", |b| {
+        b.iter(|| dh(black_box(&secret), black_box(&public)))
+    });
+    group.bench_function("mac1", |b| {
+        b.iter(|| noise::initiation_mac1_ok(&server, black_box(&initiation)))
+    });
+    group.bench_function("initiation-from-an-unlisted-key", |b| {
+        b.iter(|| noise::consume_initiation(&server, black_box(&initiation)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, tunnel, aead, replay, handshake);
 criterion_main!(benches);

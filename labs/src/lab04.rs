@@ -13,8 +13,11 @@
 //! not follow it), a client with a key the server does not list (no
 //! handshake), a client that changes its address mid-ping (the server
 //! follows), a link that reorders and duplicates (the transfer still
-//! arrives, the duplicates are counted as replays), and a client killed and
-//! started again (back within seconds).
+//! arrives, the duplicates are counted as replays), a client killed and
+//! started again (back within seconds), and a flood of valid-looking
+//! initiations from thousands of forged addresses (the established client's
+//! pings go on, a new client still gets in, and the server spends
+//! Diffie-Hellman work on no more than its budget).
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -43,7 +46,11 @@ pub const PACKAGE: &str = "step04-crypto";
 pub const NEEDS: Needs = Needs {
     tools: &["ip", "ss", "ping", "tcpdump", "nc", "python3", "sha256sum"],
     kernel: &[Kernel::Tun, Kernel::Netns, Kernel::Veth],
-    binaries: &[(PACKAGE, PACKAGE), ("tunlab", "tunlab-relay")],
+    binaries: &[
+        (PACKAGE, PACKAGE),
+        ("tunlab", "tunlab-relay"),
+        ("tunlab", "tunlab-flood"),
+    ],
 };
 /// Size of the file sent through the tunnel on a clean link.
 pub const TRANSFER_BYTES: usize = 10 * 1024 * 1024;
@@ -70,6 +77,17 @@ pub const TYPE_DATA: u8 = 4;
 pub const RESTART_LIMIT: Duration = Duration::from_secs(10);
 /// The ends whose keys the lab makes: the server and the client it lists.
 pub const KEY_NAMES: &[&str] = &["server", "client"];
+/// The flood: valid-looking initiations at this rate, so many in all,
+/// from so many forged addresses of this prefix (RFC 2544's benchmarking
+/// range: a table of 4096 sources cannot hold them).
+pub const FLOOD_RATE: u32 = 5000;
+pub const FLOOD_COUNT: u32 = 30_000;
+pub const FLOOD_ADDRESSES: u32 = 20_000;
+pub const FLOOD_SOURCES: &str = "198.18.0.0/15";
+/// Pings from the established client during the flood, 0.1 s apart.
+pub const FLOOD_PINGS: u32 = 100;
+/// The longest a new client may take to connect during the flood.
+pub const FLOOD_CONNECT_LIMIT: Duration = Duration::from_secs(5);
 
 /// The server's socket.
 fn server_addr() -> SocketAddr {
@@ -145,6 +163,18 @@ impl ClientEnd {
 /// with `keys` as `session` says, with their files in `out`. Returns once
 /// the client has completed its handshake.
 pub fn up(out: &Path, keys: &Keys, session: &Session<'_>, report: &mut Report) -> anyhow::Result<Up> {
+    up_with(out, keys, session, None, report)
+}
+
+/// [`up`], and the server lists `newcomer` too, with the tunnel address
+/// 10.0.0.3 (a second client, started by the check that needs it).
+fn up_with(
+    out: &Path,
+    keys: &Keys,
+    session: &Session<'_>,
+    newcomer: Option<&KeyPair>,
+    report: &mut Report,
+) -> anyhow::Result<Up> {
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let net = topology::two_hosts_and_intruder().build()?;
@@ -185,6 +215,10 @@ pub fn up(out: &Path, keys: &Keys, session: &Session<'_>, report: &mut Report) -
     ]
     .map(String::from)
     .into();
+    if let Some(newcomer) = newcomer {
+        args.push("--peer".into());
+        args.push(format!("{}={}", newcomer.public, tunnel::host(tunnel::CLIENT2)));
+    }
     if session.record {
         for (flag, file) in [
             ("--pcap", format!("server-{tag}-tun.pcap")),
@@ -268,6 +302,7 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     let keys = Keys::fresh(PACKAGE, out, KEY_NAMES, &report)?;
     main_session(out, &keys, &mut report)?;
     reordering(out, &keys, &mut report)?;
+    flood(out, &keys, &mut report)?;
     if options.fixtures {
         record_fixtures(out, &env::step_binary(PACKAGE)?, &mut report)?;
     }
@@ -947,6 +982,180 @@ fn reordering(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<()
     );
     stop(&mut lab, "relay: ", report)
 }
+
+// ANCHOR: flood
+/// Check 9: from the intruder host, `tunlab-flood` sends initiations whose
+/// mac1 is right (made for the server's public key, from a key it does not
+/// list) from thousands of forged addresses, while the established client
+/// pings; during the flood a new client, which the server lists, starts in
+/// the intruder host. The pings must go on, the new client must get in
+/// within seconds, and the server must work (two X25519 for each
+/// `unknown-peer`) on no more initiations than its budget allows.
+fn flood(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<()> {
+    let binary = env::step_binary(PACKAGE)?;
+    let newcomer = KeyPair::generate(&binary, &out.join("newcomer.key"))?;
+    let session = Session {
+        record: false,
+        ..Session::new("flood")
+    };
+    let mut lab = up_with(out, keys, &session, Some(&newcomer), report)?;
+    // The forged sources have no route back from the server; a real
+    // attacker's would. Reverse-path filtering would drop them in the
+    // kernel (in a lab namespace it is off already; make sure).
+    for interface in ["all", "veth1"] {
+        lab.server.run(
+            "sysctl",
+            ["-qw", &format!("net.ipv4.conf.{interface}.rp_filter=0")],
+        )?;
+    }
+    let server = tunnel::SERVER.to_string();
+    let pings = lab
+        .client
+        .command("ping")
+        .args([
+            "-n",
+            "-c",
+            &FLOOD_PINGS.to_string(),
+            "-i",
+            "0.1",
+            "-W",
+            "1",
+            &server,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting ping")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let flood_log = out.join("flood.log");
+    let args = [
+        "--to".to_string(),
+        intruders_server().to_string(),
+        "--server-key".into(),
+        keys["server"].public.clone(),
+        "--sources".into(),
+        FLOOD_SOURCES.into(),
+        "--addresses".into(),
+        FLOOD_ADDRESSES.to_string(),
+        "--count".into(),
+        FLOOD_COUNT.to_string(),
+        "--rate".into(),
+        FLOOD_RATE.to_string(),
+    ];
+    let mut sender = Running::start(
+        &lab.intruder,
+        &env::binary("tunlab", "tunlab-flood")?,
+        &args,
+        &flood_log,
+    )?;
+    report.note(format!(
+        "flood: {FLOOD_COUNT} initiations at {FLOOD_RATE}/s from {FLOOD_ADDRESSES} addresses of \
+         {FLOOD_SOURCES}, from the intruder host, while the client pings {server}"
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The new client, two seconds into the flood.
+    let address = tunnel::cidr(tunnel::CLIENT2).to_string();
+    let started = Instant::now();
+    let client_args = [
+        "client",
+        "--server",
+        &intruders_server().to_string(),
+        "--key",
+        newcomer.file_str()?,
+        "--server-key",
+        &keys["server"].public,
+        "--address",
+        &address,
+    ];
+    let mut joined = Running::start(
+        &lab.intruder,
+        &binary,
+        &client_args,
+        &out.join("newcomer-flood.log"),
+    )?;
+    let connected = joined
+        .wait_for_log("a completed handshake", 2 * FLOOD_CONNECT_LIMIT, handshake_line)
+        .is_ok();
+    let took = started.elapsed();
+    // Its initiations the server did not answer: each retry says so.
+    let retries = joined
+        .log_text()
+        .lines()
+        .take_while(|l| !handshake_line(l))
+        .filter(|l| l.contains("sending initiation"))
+        .count();
+    let answered = lab.intruder.ping_with(
+        ["-n", "-c", "3", "-i", "0.2", "-W", "1", &server]
+            .map(String::from)
+            .into(),
+    )?;
+    let flood_secs = u64::from(FLOOD_COUNT / FLOOD_RATE);
+    let exited = sender.exits_within(Duration::from_secs(flood_secs + 10))?;
+    let sent = sender
+        .log_text()
+        .lines()
+        .find(|l| l.starts_with("sent "))
+        .map(str::to_string);
+    let pings = String::from_utf8_lossy(&pings.wait_with_output()?.stdout).into_owned();
+    let counts = crate::traffic::ping_counts(&pings);
+    let rtt = crate::traffic::ping_rtt(&pings).map_or(String::new(), |(avg, max)| {
+        format!("; round trip {avg:.2} ms on average, {max:.2} ms at most")
+    });
+    let status = lab.server_status()?;
+    report.note(format!(
+        "tunlab-flood: {}",
+        sent.as_deref().unwrap_or("(no summary in flood.log)")
+    ));
+    report.check(
+        "the flood was sent (tunlab-flood exits 0)",
+        exited.is_some_and(|s| s.success()) && sent.is_some(),
+        format!(
+            "{}; its log {}",
+            exited.map_or("still running".to_string(), |s| s.to_string()),
+            flood_log.display()
+        ),
+    );
+    report.check(
+        format!("ping keeps going through a flood of {FLOOD_COUNT} forged initiations"),
+        counts.is_some_and(|(sent, got)| sent > 0 && got * 100 >= sent * 95),
+        counts.map_or("no summary from ping".into(), |(s, r)| {
+            format!(
+                "{s} sent, {r} received ({:.0}% loss){rtt}",
+                100.0 * f64::from(s - r.min(s)) / f64::from(s.max(1))
+            )
+        }),
+    );
+    report.check(
+        format!(
+            "a new client connects during the flood within {} s",
+            FLOOD_CONNECT_LIMIT.as_secs()
+        ),
+        connected && took <= FLOOD_CONNECT_LIMIT && answered.counts.is_some_and(|(_, got)| got > 0),
+        format!(
+            "handshake {:.2} s after it started, {retries} of its initiations unanswered before \
+             (a first contact finds the flood has taken its half of the budget; a retry comes \
+             back); its ping: {answered}",
+            took.as_secs_f64()
+        ),
+    );
+    // Each `unknown-peer` cost two X25519 (the initiation opened, and its
+    // key was not listed); `overloaded` and `rate-limited` cost none.
+    let budget = u64::from(step04_crypto::Limits::default().handshake_budget);
+    let worked = status.total("unknown-peer");
+    let refused = status.total("overloaded") + status.total("rate-limited");
+    report.check(
+        "the server spends Diffie-Hellman work on no more of the flood than its budget",
+        worked > 0 && worked <= budget * (flood_secs + 2) && refused > worked,
+        format!(
+            "unknown-peer {worked} ({} X25519), refused before any {refused}: the budget is {budget} a second",
+            2 * worked
+        ),
+    );
+    joined.stop(Signal::SIGTERM, Duration::from_secs(5))?;
+    stop(&mut lab, "flood: ", report)
+}
+// ANCHOR_END: flood
 
 /// Sends `data` from the client to the server (10.0.0.1) through the
 /// tunnel with nc; returns whether it arrived intact and how long it took.

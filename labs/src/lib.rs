@@ -30,6 +30,7 @@
 //!   link and the userspace WireGuard implementations.
 //! - [`fuzz`]: `tunlab fuzz`, the coverage-guided fuzz targets run for a time.
 //! - [`relay`]: a userspace bad link (loss, delay, reordering) for UDP and TCP.
+//! - [`flood`]: a handshake flood from forged addresses (lab 04).
 
 #![forbid(unsafe_code)]
 
@@ -40,6 +41,7 @@ pub mod decode;
 pub mod doctor;
 pub mod env;
 pub mod exercise;
+pub mod flood;
 pub mod fuzz;
 pub mod hoststate;
 pub mod keys;

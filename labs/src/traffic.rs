@@ -26,6 +26,16 @@ pub fn ping_counts(stdout: &str) -> Option<(u32, u32)> {
     Some((numbers.next()?, numbers.next()?))
 }
 
+/// The average and the largest round trip, in ms, from ping's summary
+/// ("rtt min/avg/max/mdev = 0.041/0.058/0.102/0.012 ms").
+pub fn ping_rtt(stdout: &str) -> Option<(f64, f64)> {
+    let line = stdout.lines().find(|l| l.starts_with("rtt "))?;
+    let values = line.split('=').nth(1)?.split_whitespace().next()?;
+    let mut v = values.split('/').map(|x| x.parse::<f64>().ok());
+    let (_, avg, max) = (v.next()??, v.next()??, v.next()??);
+    Some((avg, max))
+}
+
 /// What one run of ping did.
 #[derive(Debug, Clone)]
 pub struct Pinged {
@@ -263,6 +273,13 @@ pub fn write_random(path: &Path, len: usize) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_round_trip() {
+        let out = "3 packets transmitted, 3 received, 0% packet loss, time 402ms\nrtt min/avg/max/mdev = 0.041/0.058/0.102/0.012 ms\n";
+        assert_eq!(ping_rtt(out), Some((0.058, 0.102)));
+        assert_eq!(ping_rtt("no summary"), None);
+    }
 
     #[test]
     fn reads_ping_summary() {

@@ -1,8 +1,8 @@
 //! Lab 04 end to end: the encrypted tunnel between two lab hosts, attacked
 //! and disturbed (a replayed message, a client with an unlisted key, a
 //! client that moves, a link that reorders and duplicates, a client killed
-//! and started again). Needs root; without it the test says SKIPPED (and
-//! fails under CI).
+//! and started again, a flood of forged handshake initiations). Needs
+//! root; without it the test says SKIPPED (and fails under CI).
 
 use tunlab::env::lab_test;
 use tunlab::lab04::{self, NEEDS};
@@ -50,6 +50,10 @@ fn lab04_hides_the_traffic_and_withstands_replay_roaming_and_restart() {
         "server exits cleanly on SIGTERM",
         "4 MB through a link that reorders and duplicates arrive intact (sha256 matches)",
         "the server drops the relay's duplicates as replays",
+        "the flood was sent (tunlab-flood exits 0)",
+        "ping keeps going through a flood of 30000 forged initiations",
+        "a new client connects during the flood within 5 s",
+        "the server spends Diffie-Hellman work on no more of the flood than its budget",
     ] {
         report.assert_check(check);
     }

@@ -10,8 +10,7 @@ use step02_plain_tunnel::mtu::{IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN,
 use step02_plain_tunnel::wire::{self as wire02, Repr, udp_payload};
 use step04_crypto::crypto::TAG_LEN;
 use step04_crypto::wire::{
-    DATA, DATA_FIELDS, DATA_HEADER_LEN, DataPacket, INITIATION, InitiationPacket, RESPONSE, ResponsePacket,
-    message_type,
+    DATA_FIELDS, DATA_HEADER_LEN, DataPacket, InitiationPacket, MessageType, ResponsePacket,
 };
 
 use crate::headers::is_echo_request_v4;
@@ -185,7 +184,7 @@ fn recorded_data_message() -> anyhow::Result<(Vec<u8>, usize)> {
     let message = tunnel_messages("step04/underlay.pcap")?
         .into_iter()
         .map(|m| m.bytes)
-        .find(|m| message_type(m) == Some(DATA) && m.len() == DATA_HEADER_LEN + sealed_len)
+        .find(|m| MessageType::of(m) == Ok(MessageType::Data) && m.len() == DATA_HEADER_LEN + sealed_len)
         .context("pcaps/step04/underlay.pcap has no data message of an echo request's size")?;
     Ok((message, inner))
 }
@@ -290,8 +289,8 @@ pub fn handshake_ladder() -> anyhow::Result<Figure> {
     {
         let (a, b) = if *from == client { (0, 1) } else { (1, 0) };
         let ms = format!("{:.1}", (*time - start).as_secs_f64() * 1000.0);
-        let note = match message_type(m) {
-            Some(INITIATION) => {
+        let note = match MessageType::of(m).ok() {
+            Some(MessageType::Initiation) => {
                 let p = InitiationPacket::new_checked(&m[..]).map_err(|e| anyhow::anyhow!("{e}"))?;
                 ladder.msg(
                     Msg::new(a, b, "handshake initiation")
@@ -301,7 +300,7 @@ pub fn handshake_ladder() -> anyhow::Result<Figure> {
                 );
                 None
             }
-            Some(RESPONSE) => {
+            Some(MessageType::Response) => {
                 let p = ResponsePacket::new_checked(&m[..]).map_err(|e| anyhow::anyhow!("{e}"))?;
                 ladder.msg(
                     Msg::new(a, b, "handshake response")
@@ -320,7 +319,7 @@ pub fn handshake_ladder() -> anyhow::Result<Figure> {
                     Paint::GOOD,
                 ))
             }
-            Some(DATA) => {
+            Some(MessageType::Data) => {
                 let p = DataPacket::new_checked(&m[..]).map_err(|e| anyhow::anyhow!("{e}"))?;
                 if server_data {
                     rest.0 += 1;

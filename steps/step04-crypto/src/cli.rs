@@ -1,28 +1,32 @@
-//! The command line shared by the tunnel steps: key commands, the flags of
-//! both ends, and the run of one end, which later steps extend.
+//! The command line shared by the tunnel steps: the key commands, and the
+//! flags of each end as `clap::Args` structs that later steps flatten
+//! into their own commands and extend. Every flag is parsed and checked
+//! by clap, so a malformed key or prefix is a usage error (exit status 2)
+//! that names the flag. Running an end is [`crate::run::tunnel_end`]'s.
 
-use std::io::{IsTerminal, Read};
+use std::fmt;
+use std::fs::{File, Permissions};
+use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::str::FromStr;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use ipnet::IpNet;
-use step01_ping_tun::host::{self, Shutdown};
-use step02_plain_tunnel::mtu::Transport;
-use step02_plain_tunnel::run::{Config, Endpoint, run_device};
+use step02_plain_tunnel::run::{Endpoint, resolve};
 use step03_ipv6::cli::ip_net;
-use step03_ipv6::device::create_tun;
-use step03_ipv6::hook::{PathEvent, PathPolicy};
 use x25519_dalek::PublicKey;
+use zeroize::Zeroizing;
 
-use crate::entropy::{Entropy, OsEntropy};
-use crate::keys::{self, Short};
-use crate::run::{KeylogEntropy, tun_mtu};
-use crate::{PeerConfig, Tunnel};
+use crate::PeerConfig;
+use crate::entropy;
+use crate::keyfile;
+use crate::keys::{self, KeyError};
 
 /// The flags of both ends.
 #[derive(Debug, Args)]
@@ -55,24 +59,58 @@ pub struct Common {
     pub log: step01_ping_tun::cli::LogArgs,
 }
 
-pub fn genkey() -> anyhow::Result<ExitCode> {
-    // If stdout is a file, make it readable by its owner only before the
-    // key goes in.
-    let stdout = std::path::Path::new("/proc/self/fd/1");
-    if let Ok(meta) = std::fs::metadata(stdout)
-        && meta.is_file()
-    {
-        std::fs::set_permissions(stdout, std::fs::Permissions::from_mode(0o600))
-            .context("making the key file readable by its owner only")?;
-    } else if std::io::stdout().is_terminal() {
-        eprintln!("step04-crypto: printing a private key to the terminal; redirect it to a file instead");
-    }
-    println!("{}", keys::encode(&keys::generate().to_bytes()));
-    Ok(ExitCode::SUCCESS)
+/// `genkey`'s flags.
+#[derive(Debug, Default, Args)]
+pub struct GenkeyArgs {
+    /// Write the key to FILE, a new file created with mode 600 (never an
+    /// existing one), instead of to standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
+// ANCHOR: genkey
+/// Makes a private key and writes it to `--out FILE`, or to standard
+/// output. A file made by the shell for `genkey > FILE` exists before the
+/// key does, with the mode the umask gives it (usually 644): genkey makes
+/// it 600 before writing, and warns that whoever opened it before then
+/// can still read it; `--out`, or `umask 077` first, leaves no such
+/// moment.
+pub fn genkey(program: &str, args: &GenkeyArgs) -> anyhow::Result<ExitCode> {
+    let secret = entropy::generate_key();
+    let text = keys::encode_secret(&secret);
+    let (mut file, name) = match &args.out {
+        Some(path) => (keyfile::create_key_file(path)?, path.display().to_string()),
+        None => {
+            // A descriptor of our own for standard output: unbuffered, so
+            // the key is in no buffer but ours, and fstat and fchmod act on
+            // whatever the shell opened.
+            let stdout = std::io::stdout();
+            let file = File::from(stdout.as_fd().try_clone_to_owned()?);
+            let meta = file.metadata().context("checking standard output")?;
+            let mode = meta.mode() & 0o777;
+            if meta.is_file() && mode & 0o077 != 0 {
+                file.set_permissions(Permissions::from_mode(0o600))
+                    .context("making the key file readable by its owner only")?;
+                eprintln!(
+                    "{program}: warning: the file for the key had mode {mode:03o} until now; \
+                     whoever opened it before can still read the key. \
+                     Use `{program} genkey --out FILE`, or `umask 077` before `genkey > FILE`"
+                );
+            } else if stdout.is_terminal() {
+                eprintln!("{program}: printing a private key to the terminal; redirect it to a file instead");
+            }
+            (file, "standard output".to_string())
+        }
+    };
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .with_context(|| format!("writing the key to {name}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+// ANCHOR_END: genkey
+
 pub fn pubkey() -> anyhow::Result<ExitCode> {
-    let mut text = String::new();
+    let mut text = Zeroizing::new(String::with_capacity(1025));
     std::io::stdin()
         .take(1024)
         .read_to_string(&mut text)
@@ -83,48 +121,125 @@ pub fn pubkey() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--peer PUBKEY=CIDR[,CIDR...]` for each client. The key's base64 ends
-/// in `=` itself, so the list starts after the last `=`.
-pub fn server_peers(peers: &[String]) -> anyhow::Result<Vec<PeerConfig>> {
-    peers
-        .iter()
-        .map(|spec| {
-            let (key, list) = spec
-                .rsplit_once('=')
-                .with_context(|| format!("--peer `{spec}` is not PUBKEY=CIDR[,CIDR...]"))?;
-            let allowed = list
-                .split(',')
-                .map(|c| ip_net(c.trim()).map_err(anyhow::Error::msg))
-                .collect::<anyhow::Result<Vec<_>>>()
-                .with_context(|| format!("in --peer `{spec}`"))?;
-            Ok(PeerConfig {
-                public: keys::parse_public(key)?,
-                allowed,
-                endpoint: None,
-                keepalive: None,
-            })
-        })
-        .collect()
+// ANCHOR: args
+/// `server`'s flags.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Where to listen; [::]:PORT takes both families.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// A client: its public key and the tunnel addresses it may use (and
+    /// that are routed to it). Repeat for each client.
+    #[arg(long = "peer", value_name = "PUBKEY=CIDR[,CIDR...]", required = true)]
+    pub peers: Vec<PeerSpec>,
+    #[command(flatten)]
+    pub common: Common,
 }
 
-/// What a later step needs to change the host once the TUN device is up.
-pub struct Started<'a> {
-    pub tun: &'a str,
-    pub mtu: u16,
-    pub endpoint: &'a Endpoint,
-    pub addresses: &'a [IpNet],
+impl ServerArgs {
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::Server { listen: self.listen }
+    }
+
+    /// The tunnel's peers: one per `--peer`.
+    pub fn peers(&self) -> Vec<PeerConfig> {
+        self.peers.iter().map(PeerSpec::to_config).collect()
+    }
+}
+
+/// `client`'s flags.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server: 192.0.2.1:51820, [2001:db8::1]:51820, or a name.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: String,
+    /// The server's public key.
+    #[arg(long, value_name = "PUBKEY", value_parser = keys::parse_public)]
+    pub server_key: PublicKey,
+    /// Send a keepalive after this many seconds without sending (keeps
+    /// NAT mappings open) [default: 25]. With 0, no keepalives, and the
+    /// first handshake waits for the first packet.
+    #[arg(long, value_name = "SECS")]
+    pub keepalive: Option<u64>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+impl ClientArgs {
+    /// Looks the server up (a name may need DNS): its address, and the
+    /// tunnel's one peer.
+    pub fn resolve(&self) -> anyhow::Result<(SocketAddr, PeerConfig)> {
+        let server = resolve(&self.server)?;
+        Ok((server, server_peer(server, self.server_key, self.keepalive)))
+    }
+}
+// ANCHOR_END: args
+
+/// One `--peer PUBKEY=CIDR[,CIDR...]`: a client's public key and the
+/// tunnel addresses it may use. The key's base64 ends in `=` itself, so
+/// the list starts after the last `=`.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    pub public: PublicKey,
+    pub allowed: Vec<IpNet>,
+}
+
+/// Why a `--peer` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerSpecError {
+    /// No `=` between a key and a list.
+    Shape,
+    Key(KeyError),
+    Prefix(String),
+}
+
+impl fmt::Display for PeerSpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerSpecError::Shape => f.write_str("expected PUBKEY=CIDR[,CIDR...]"),
+            PeerSpecError::Key(e) => write!(f, "the public key: {e}"),
+            PeerSpecError::Prefix(e) => write!(f, "the addresses: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PeerSpecError {}
+
+impl FromStr for PeerSpec {
+    type Err = PeerSpecError;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let (key, list) = spec.rsplit_once('=').ok_or(PeerSpecError::Shape)?;
+        let allowed = list
+            .split(',')
+            .map(|c| ip_net(c.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(PeerSpecError::Prefix)?;
+        Ok(PeerSpec {
+            public: keys::parse_public(key).map_err(PeerSpecError::Key)?,
+            allowed,
+        })
+    }
+}
+
+impl PeerSpec {
+    /// A server's peer: it has not spoken yet, so no endpoint.
+    pub fn to_config(&self) -> PeerConfig {
+        PeerConfig {
+            public: self.public,
+            allowed: self.allowed.clone(),
+            endpoint: None,
+            keepalive: None,
+        }
+    }
 }
 
 /// The tunnel's peer for a client: the server, which may send from any
 /// address and to which everything the client routes into the tunnel goes.
-pub fn client_peer(
-    server: SocketAddr,
-    server_key: &str,
-    keepalive: Option<u64>,
-) -> anyhow::Result<PeerConfig> {
-    Ok(PeerConfig {
-        public: keys::parse_public(server_key)?,
-        allowed: vec!["0.0.0.0/0".parse()?, "::/0".parse()?],
+pub fn server_peer(server: SocketAddr, public: PublicKey, keepalive: Option<u64>) -> PeerConfig {
+    PeerConfig {
+        public,
+        allowed: vec![IpNet::V4(Default::default()), IpNet::V6(Default::default())],
         endpoint: Some(server),
         // Handshake at once; keep the session (and NAT mappings) alive.
         keepalive: match keepalive {
@@ -132,101 +247,28 @@ pub fn client_peer(
             Some(0) => None,
             Some(secs) => Some(Duration::from_secs(secs)),
         },
-    })
+    }
 }
 
-// ANCHOR: tunnel_end
-/// Runs one end of the tunnel until SIGINT or SIGTERM. `setup` runs once
-/// the TUN device is up, before any traffic; what it returns is dropped
-/// when the tunnel stops (on an error or a panic too), which is where a
-/// later step puts the host back as it was.
-pub fn tunnel_end<G>(
-    program: &str,
-    common: &Common,
-    peers: Vec<PeerConfig>,
-    endpoint: Endpoint,
-    setup: impl FnOnce(&Started<'_>) -> anyhow::Result<G>,
-) -> anyhow::Result<ExitCode> {
-    common.log.init();
-    // Check everything that needs no privileges first.
-    let secret = keys::read_key_file(&common.key)?;
-    if !host::has_net_admin() {
-        let what = format!("creating TUN device {}", common.tun);
-        eprintln!("{program}: {}", host::needs_net_admin_message(&what));
-        return Ok(ExitCode::from(host::EXIT_NO_PERMISSION as u8));
-    }
-    let config = Config {
-        endpoint,
-        tun: common.tun.clone(),
-        transport: Transport::Udp,
-        keepalive: None,
-        pcap: common.pcap.clone(),
-        underlay_mtu: common.underlay_mtu,
-    };
-    let mtu = tun_mtu(common.underlay_mtu, config.underlay_family_hint());
-    if mtu < 1280 && common.addresses.iter().any(|a| matches!(a, IpNet::V6(_))) {
-        bail!(
-            "an underlay MTU of {} leaves {mtu} for the tunnel; IPv6 needs 1280",
-            common.underlay_mtu
-        );
-    }
-    let entropy: Box<dyn Entropy> = match &common.keylog {
-        Some(path) => {
-            log::warn!(
-                "writing ephemeral keys to {}: this session can be decrypted",
-                path.display()
-            );
-            Box::new(KeylogEntropy::create(path)?)
-        }
-        None => Box::new(OsEntropy),
-    };
-    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let mut tunnel = Tunnel::new(secret, usize::from(mtu), entropy, Instant::now(), unix_now);
-    log::info!("our public key is {}", keys::public_to_string(tunnel.public()));
-    for peer in peers {
-        log::info!(
-            "peer {} may use {}",
-            Short(&peer.public),
-            peer.allowed
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        tunnel.add_peer(peer);
-    }
-    let shutdown = Shutdown::install()?;
-    let device = create_tun(&common.tun, &common.addresses, mtu)?;
-    log::info!("{} is up (MTU {mtu})", common.tun);
-    let v4 = common.addresses.iter().find_map(|a| match a.addr() {
-        std::net::IpAddr::V4(ip) => Some(ip),
-        std::net::IpAddr::V6(_) => None,
-    });
-    let v6 = common.addresses.iter().find_map(|a| match a.addr() {
-        std::net::IpAddr::V6(ip) => Some(ip),
-        std::net::IpAddr::V4(_) => None,
-    });
-    let guard = setup(&Started {
-        tun: &common.tun,
-        mtu,
-        endpoint: &config.endpoint,
-        addresses: &common.addresses,
-    })?;
-    let policy = PathPolicy::new(tunnel, mtu, v4, v6);
-    let result = run_device(device, &config, policy, &shutdown, |policy| {
-        let counts = policy.counts();
-        let path = (counts.get(PathEvent::Clamped), counts.get(PathEvent::TooBig));
-        (policy.core().status(Instant::now()), path)
-    });
-    drop(guard);
-    let (status, (clamped, too_big)) = result?;
-    for line in status {
-        println!("{}: {line}", common.tun);
-    }
-    println!(
-        "{}: clamped {clamped} TCP MSS, sent {too_big} too-big errors",
-        common.tun
-    );
-    Ok(ExitCode::SUCCESS)
+/// `--peer` values taken as text, for commands that do not flatten
+/// [`ServerArgs`] (step 06's layer-3 server, for now).
+pub fn server_peers(peers: &[String]) -> anyhow::Result<Vec<PeerConfig>> {
+    peers
+        .iter()
+        .map(|spec| {
+            let spec: PeerSpec = spec.parse().with_context(|| format!("--peer `{spec}`"))?;
+            Ok(spec.to_config())
+        })
+        .collect()
 }
-// ANCHOR_END: tunnel_end
+
+/// `--server-key` taken as text, for commands that do not flatten
+/// [`ClientArgs`] (step 06's layer-3 client, for now).
+pub fn client_peer(
+    server: SocketAddr,
+    server_key: &str,
+    keepalive: Option<u64>,
+) -> anyhow::Result<PeerConfig> {
+    let public = keys::parse_public(server_key).with_context(|| format!("--server-key `{server_key}`"))?;
+    Ok(server_peer(server, public, keepalive))
+}

@@ -6,12 +6,15 @@
 //! (`Noise_IK_25519_ChaChaPoly_BLAKE2s`), so that a later step speaking
 //! WireGuard itself changes names and constants, not primitives.
 
+use std::cell::Cell;
+
 use blake2::digest::consts::U16;
 use blake2::digest::{Digest, Mac as _};
 use blake2::{Blake2s256, Blake2sMac};
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
 use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
 
 /// Bytes of a hash, a key, or a chaining key.
 pub const KEY_LEN: usize = 32;
@@ -28,35 +31,49 @@ pub fn hash(parts: &[&[u8]]) -> [u8; KEY_LEN] {
 }
 
 // ANCHOR: kdf
+/// A 32-byte secret (a key, a chaining key, a Diffie-Hellman result),
+/// wiped from memory when dropped.
+pub type Secret = Zeroizing<[u8; KEY_LEN]>;
+
 /// HMAC (RFC 2104) over BLAKE2s, whose block is 64 bytes.
-pub fn hmac(key: &[u8; KEY_LEN], parts: &[&[u8]]) -> [u8; KEY_LEN] {
+pub fn hmac(key: &[u8; KEY_LEN], parts: &[&[u8]]) -> Secret {
     const BLOCK: usize = 64;
-    let mut ipad = [0x36u8; BLOCK];
-    let mut opad = [0x5cu8; BLOCK];
+    // The key XORed into each pad is as secret as the key itself.
+    let mut ipad = Zeroizing::new([0x36u8; BLOCK]);
+    let mut opad = Zeroizing::new([0x5cu8; BLOCK]);
     for (i, k) in key.iter().enumerate() {
         ipad[i] ^= k;
         opad[i] ^= k;
     }
     let mut inner = Blake2s256::new();
-    inner.update(ipad);
+    inner.update(&ipad[..]);
     for part in parts {
         inner.update(part);
     }
-    let inner = inner.finalize();
-    hash(&[&opad, &inner])
+    let mut inner_hash = Secret::default();
+    inner.finalize_into((&mut *inner_hash).into());
+    let mut outer = Blake2s256::new();
+    outer.update(&opad[..]);
+    outer.update(&inner_hash[..]);
+    let mut out = Secret::default();
+    outer.finalize_into((&mut *out).into());
+    out
 }
 
 /// HKDF (RFC 5869) with HMAC-BLAKE2s, as Noise uses it: extract with the
 /// chaining key as the salt, then expand into `N` outputs of 32 bytes
-/// (Noise takes 2 or 3).
-pub fn kdf<const N: usize>(chaining_key: &[u8; KEY_LEN], input: &[u8]) -> [[u8; KEY_LEN]; N] {
-    let prk = hmac(chaining_key, &[input]);
-    let mut out = [[0u8; KEY_LEN]; N];
-    let mut previous: Option<[u8; KEY_LEN]> = None;
-    for (i, slot) in out.iter_mut().enumerate() {
-        let t: &[u8] = previous.as_ref().map_or(&[], |p| p);
-        *slot = hmac(&prk, &[t, &[i as u8 + 1]]);
-        previous = Some(*slot);
+/// (Noise takes 2 or 3). The pseudorandom key between the two steps, like
+/// the outputs, is wiped when dropped.
+pub fn kdf<const N: usize>(chaining_key: &[u8; KEY_LEN], input: impl AsRef<[u8]>) -> [Secret; N] {
+    let prk = hmac(chaining_key, &[input.as_ref()]);
+    let mut out: [Secret; N] = core::array::from_fn(|_| Secret::default());
+    for i in 0..N {
+        // T(i) = HMAC(PRK, T(i - 1) | i), with T(0) empty.
+        let next = match i.checked_sub(1) {
+            Some(previous) => hmac(&prk, &[&out[previous][..], &[i as u8 + 1]]),
+            None => hmac(&prk, &[&[1]]),
+        };
+        out[i] = next;
     }
     out
 }
@@ -113,12 +130,25 @@ pub fn open(
 }
 // ANCHOR_END: aead
 
+thread_local! {
+    static DH_DONE: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many X25519 operations ([`dh`]) this thread has done: for tests
+/// and benchmarks that measure the work a flood costs.
+pub fn dh_count() -> u64 {
+    DH_DONE.with(Cell::get)
+}
+
 /// X25519 between `secret` and `public`; `None` when the result is all
 /// zeros, which a public key of low order forces whatever our secret is
 /// (so it would prove nothing).
-pub fn dh(secret: &StaticSecret, public: &PublicKey) -> Option<[u8; KEY_LEN]> {
+pub fn dh(secret: &StaticSecret, public: &PublicKey) -> Option<Secret> {
+    DH_DONE.with(|n| n.set(n.get() + 1));
     let shared = secret.diffie_hellman(public);
-    shared.was_contributory().then(|| shared.to_bytes())
+    shared
+        .was_contributory()
+        .then(|| Zeroizing::new(*shared.as_bytes()))
 }
 
 #[cfg(test)]
@@ -148,7 +178,27 @@ mod tests {
         let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
         let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
         let inner = hash(&[&ipad, b"message"]);
-        assert_eq!(hmac(&key, &[b"mess", b"age"]), hash(&[&opad, &inner]));
+        assert_eq!(*hmac(&key, &[b"mess", b"age"]), hash(&[&opad, &inner]));
+    }
+
+    /// Compiles only for types whose memory is wiped when dropped.
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+
+    #[test]
+    fn secrets_are_wiped_when_dropped() {
+        // The cipher's copy of the key (chacha20poly1305's `zeroize`), the
+        // hasher's state, through which the HMAC pads pass (blake2's: its
+        // core here, and its block buffer, which says so only at run
+        // time), and every key, chaining key, PRK and Diffie-Hellman
+        // result of ours.
+        wiped_on_drop::<ChaCha20Poly1305>();
+        wiped_on_drop::<blake2::Blake2sVarCore>();
+        wiped_on_drop::<Secret>();
+        wiped_on_drop::<StaticSecret>();
+        wiped_on_drop::<crate::noise::SessionKeys>();
+        let secret = StaticSecret::from([4u8; 32]);
+        let shared: Option<Secret> = dh(&secret, &PublicKey::from(&StaticSecret::from([5u8; 32])));
+        let [_a, _b]: [Secret; 2] = kdf(&[1; 32], shared.unwrap());
     }
 
     #[test]
@@ -157,8 +207,8 @@ mod tests {
         let [a, b, c] = kdf::<3>(&ck, b"input");
         let prk = hmac(&ck, &[b"input"]);
         assert_eq!(a, hmac(&prk, &[&[1]]));
-        assert_eq!(b, hmac(&prk, &[&a, &[2]]));
-        assert_eq!(c, hmac(&prk, &[&b, &[3]]));
+        assert_eq!(b, hmac(&prk, &[&a[..], &[2]]));
+        assert_eq!(c, hmac(&prk, &[&b[..], &[3]]));
         assert_eq!(kdf::<2>(&ck, b"input"), [a, b]);
     }
 

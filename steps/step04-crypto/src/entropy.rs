@@ -1,11 +1,13 @@
-//! Where the randomness comes from. The core asks an [`Entropy`] for its
-//! ephemeral keys and session indices instead of reading the operating
-//! system itself, so a test can hand it fixed values and get the same
-//! bytes every run, and a recorded session can be replayed exactly.
+//! Where the randomness comes from: new private keys ([`generate_key`]),
+//! and the core's ephemeral keys and session indices. The core asks an
+//! [`Entropy`] for those instead of reading the operating system itself,
+//! so a test can hand it fixed values and get the same bytes every run,
+//! and a recorded session can be replayed exactly.
 
 use std::collections::VecDeque;
 
 use x25519_dalek::StaticSecret;
+use zeroize::Zeroizing;
 
 /// Randomness for the core.
 pub trait Entropy: Send {
@@ -30,13 +32,21 @@ pub fn fill(buf: &mut [u8]) {
     getrandom::fill(buf).expect("the kernel's random source failed");
 }
 
+/// A new private key (static or ephemeral) from the operating system's
+/// random source.
+pub fn generate_key() -> StaticSecret {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    fill(bytes.as_mut());
+    StaticSecret::from(*bytes)
+}
+
 /// The operating system's random source.
 #[derive(Debug, Default)]
 pub struct OsEntropy;
 
 impl Entropy for OsEntropy {
     fn ephemeral(&mut self) -> StaticSecret {
-        crate::keys::generate()
+        generate_key()
     }
 
     fn index(&mut self) -> u32 {

@@ -1,62 +1,105 @@
-//! Keys as text: base64 (RFC 4648, with padding) like `wg genkey`, and key
-//! files that only their owner may read.
+//! Keys as text: 32 bytes in base64 (RFC 4648, section 4, with padding),
+//! 44 characters, as `wg genkey` writes them.
+//!
+//! The conversion goes through `base64ct`, whose running time depends on
+//! the length of its input and not on the characters in it: a decoder
+//! that looks each character up in a table, or stops at the first bad
+//! one, takes a time that says something about a private key to whoever
+//! can measure it. This module only converts; reading and writing files
+//! is [`crate::keyfile`]'s, making keys [`crate::entropy`]'s.
 
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
-use anyhow::{Context, bail};
+use base64ct::{Base64, Encoding};
 use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Bytes of a key.
+pub const KEY_LEN: usize = 32;
+/// Characters of a key in base64: 43, then one `=` of padding.
+pub const KEY_TEXT_LEN: usize = 44;
 
-/// `bytes` in base64 with padding.
-pub fn encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// Why text is not a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyError {
+    /// Not 44 characters (after trimming white space).
+    Length(usize),
+    /// 44 characters, but not the base64 of 32 bytes.
+    NotBase64,
 }
 
-/// A 32-byte key from its 44 characters of base64.
-pub fn decode_key(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim().as_bytes();
-    if text.len() != 44 || text[43] != b'=' {
-        return None;
-    }
-    let mut bits: u32 = 0;
-    let mut nbits = 0;
-    let mut out = [0u8; 32];
-    let mut n = 0;
-    for &c in &text[..43] {
-        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
-        bits = bits << 6 | v;
-        nbits += 6;
-        if nbits >= 8 {
-            nbits -= 8;
-            if n == 32 {
-                return None;
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Length(n) => write!(
+                f,
+                "not a key: {n} characters where a key has {KEY_TEXT_LEN} (base64, as genkey and pubkey print it)"
+            ),
+            KeyError::NotBase64 => {
+                f.write_str("not a key: not the base64 of 32 bytes (as genkey and pubkey print it)")
             }
-            out[n] = (bits >> nbits) as u8;
-            n += 1;
         }
     }
-    // The last character carries 2 bits that must be zero.
-    (n == 32 && bits & ((1 << nbits) - 1) == 0).then_some(out)
+}
+
+impl std::error::Error for KeyError {}
+
+/// Writes `key`'s base64 into `buf`.
+fn encode_into<'a>(key: &[u8; KEY_LEN], buf: &'a mut [u8; KEY_TEXT_LEN]) -> &'a str {
+    Base64::encode(key, buf).expect("32 bytes are 44 characters of base64")
+}
+
+/// A key's base64 (for public keys: a private key's text should go
+/// through [`encode_secret`], which wipes it).
+pub fn encode(key: &[u8; KEY_LEN]) -> String {
+    encode_into(key, &mut [0u8; KEY_TEXT_LEN]).to_owned()
+}
+
+/// A private key's base64, wiped from memory when dropped.
+pub fn encode_secret(secret: &StaticSecret) -> Zeroizing<String> {
+    let mut buf = Zeroizing::new([0u8; KEY_TEXT_LEN]);
+    let mut text = Zeroizing::new(String::with_capacity(KEY_TEXT_LEN));
+    text.push_str(encode_into(secret.as_bytes(), &mut buf));
+    text
+}
+
+/// Decodes the 44 characters of a key into `out`. White space around
+/// them (the newline of a file) is ignored.
+fn decode_into(text: &str, out: &mut [u8; KEY_LEN]) -> Result<(), KeyError> {
+    let text = text.trim();
+    if text.len() != KEY_TEXT_LEN {
+        return Err(KeyError::Length(text.len()));
+    }
+    // base64ct refuses bad characters, bad padding, and last characters
+    // whose unused bits are not zero (so each key has one text).
+    match Base64::decode(text, out) {
+        Ok(bytes) if bytes.len() == KEY_LEN => Ok(()),
+        _ => Err(KeyError::NotBase64),
+    }
+}
+
+/// A key's 32 bytes from its base64.
+pub fn decode(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
+    let mut out = [0u8; KEY_LEN];
+    decode_into(text, &mut out)?;
+    Ok(out)
 }
 
 /// A public key as base64.
 pub fn public_to_string(key: &PublicKey) -> String {
     encode(key.as_bytes())
+}
+
+/// Parses a public key given as base64.
+pub fn parse_public(text: &str) -> Result<PublicKey, KeyError> {
+    decode(text).map(PublicKey::from)
+}
+
+/// Parses a private key given as base64 (the text of a key file).
+pub fn parse_secret(text: &str) -> Result<StaticSecret, KeyError> {
+    let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+    decode_into(text, &mut bytes)?;
+    Ok(StaticSecret::from(*bytes))
 }
 
 /// The first 8 characters of a public key's base64: enough to tell peers
@@ -65,60 +108,18 @@ pub struct Short<'a>(pub &'a PublicKey);
 
 impl fmt::Display for Short<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&public_to_string(self.0)[..8])
+        f.write_str(&encode_into(self.0.as_bytes(), &mut [0u8; KEY_TEXT_LEN])[..8])
     }
-}
-
-/// Parses a public key given as base64.
-pub fn parse_public(text: &str) -> anyhow::Result<PublicKey> {
-    decode_key(text).map(PublicKey::from).with_context(|| {
-        format!("`{text}` is not a public key (44 characters of base64, as `pubkey` prints)")
-    })
-}
-
-/// Parses a private key given as base64 (the text of a key file).
-pub fn parse_secret(text: &str) -> Option<StaticSecret> {
-    decode_key(text).map(StaticSecret::from)
-}
-
-// ANCHOR: key_file
-/// Reads a private key from `path`, refusing a file that anyone but its
-/// owner may read or write: a key others can read is no longer secret.
-pub fn read_key_file(path: &Path) -> anyhow::Result<StaticSecret> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading key file {}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        bail!(
-            "key file {} has mode {mode:03o}, so others may read it; run `chmod 600 {}` (and make a new key if others did)",
-            path.display(),
-            path.display()
-        );
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
-    parse_secret(&text).with_context(|| {
-        format!(
-            "{} does not hold a private key (make one with `genkey`)",
-            path.display()
-        )
-    })
-}
-// ANCHOR_END: key_file
-
-/// A new private key from the operating system's random source.
-pub fn generate() -> StaticSecret {
-    let mut bytes = [0u8; 32];
-    crate::entropy::fill(&mut bytes);
-    StaticSecret::from(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     #[test]
     fn base64_matches_rfc_4648_section_10() {
+        // The RFC's vectors are shorter than a key; base64ct's general
+        // encoder is the one `encode` calls.
         for (plain, coded) in [
             ("", ""),
             ("f", "Zg=="),
@@ -128,8 +129,25 @@ mod tests {
             ("fooba", "Zm9vYmE="),
             ("foobar", "Zm9vYmFy"),
         ] {
-            assert_eq!(encode(plain.as_bytes()), coded);
+            assert_eq!(Base64::encode(plain.as_bytes(), &mut [0u8; 8]), Ok(coded));
         }
+    }
+
+    #[test]
+    fn a_key_reads_and_prints_as_wireguards_tools_do() {
+        // `base64` (coreutils) of the bytes 0 to 31.
+        let bytes: [u8; 32] = core::array::from_fn(|i| i as u8);
+        assert_eq!(encode(&bytes), "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+        // `echo d3d3...c= | wg pubkey` (wireguard-tools v1.0.20210914):
+        // the private key 0x77 * 32, and its public key.
+        let text = "d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3c=";
+        let secret = parse_secret(text).unwrap();
+        assert_eq!(secret.to_bytes(), [0x77; 32]);
+        assert_eq!(*encode_secret(&secret), text);
+        assert_eq!(
+            public_to_string(&PublicKey::from(&secret)),
+            "HPV5q6RaELodHvBtkfyiqp7QoRUFFWUxVUBdCxjLmmc="
+        );
     }
 
     #[test]
@@ -137,37 +155,30 @@ mod tests {
         let bytes: [u8; 32] = core::array::from_fn(|i| (i * 37 + 11) as u8);
         let text = encode(&bytes);
         assert_eq!(text.len(), 44);
-        assert_eq!(decode_key(&text), Some(bytes));
-        assert_eq!(decode_key(&format!("{text}\n")), Some(bytes));
-        for bad in [
-            "",
-            "short=",
-            &text[..43],
-            &text.replace('=', "A"),
-            &format!("!{}", &text[1..]),
-        ] {
-            assert_eq!(decode_key(bad), None, "{bad:?}");
+        assert_eq!(decode(&text), Ok(bytes));
+        assert_eq!(decode(&format!("{text}\n")), Ok(bytes));
+        assert_eq!(parse_secret(&text).unwrap().to_bytes(), bytes);
+        assert_eq!(decode(""), Err(KeyError::Length(0)));
+        assert_eq!(decode("short="), Err(KeyError::Length(6)));
+        assert_eq!(decode(&text[..43]), Err(KeyError::Length(43)));
+        for bad in [&text.replace('=', "A"), &format!("!{}", &text[1..])] {
+            assert_eq!(decode(bad), Err(KeyError::NotBase64), "{bad:?}");
         }
+        // 44 characters that decode to 31 bytes.
+        assert_eq!(decode(&format!("{}==", &text[..42])), Err(KeyError::NotBase64));
         // Nonzero bits in the last character's unused part.
         let mut sloppy = text.clone().into_bytes();
         sloppy[42] = b'/';
-        assert_eq!(decode_key(std::str::from_utf8(&sloppy).unwrap()), None);
+        assert_eq!(
+            decode(std::str::from_utf8(&sloppy).unwrap()),
+            Err(KeyError::NotBase64)
+        );
     }
 
     #[test]
-    fn a_key_file_others_can_read_is_refused() {
-        let dir = std::env::temp_dir().join(format!("step04-keys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("k.key");
-        let mut f = std::fs::File::create(&path).unwrap();
-        writeln!(f, "{}", encode(&[5u8; 32])).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = read_key_file(&path).err().unwrap().to_string();
-        assert!(err.contains("chmod 600"), "{err}");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_key_file(&path).unwrap().to_bytes(), [5u8; 32]);
-        std::fs::write(&path, "not a key\n").unwrap();
-        assert!(read_key_file(&path).err().unwrap().to_string().contains("genkey"));
-        std::fs::remove_dir_all(dir).unwrap();
+    fn short_names_are_the_first_eight_characters() {
+        let key = PublicKey::from([0u8; 32]);
+        assert_eq!(Short(&key).to_string(), "AAAAAAAA");
+        assert_eq!(Short(&key).to_string(), public_to_string(&key)[..8]);
     }
 }

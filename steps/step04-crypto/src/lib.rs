@@ -7,15 +7,21 @@
 //! - [`replay`]: the anti-replay window (RFC 6479).
 //! - [`wire`]: the three message types.
 //! - [`tunnel`]: the sans-IO core: sessions, peers, timers.
-//! - [`entropy`]: where ephemeral keys and indices come from.
-//! - [`keys`]: keys as base64, and key files only their owner can read.
+//! - [`allowed`]: which peer owns an inner address (longest-prefix match).
+//! - [`limiter`]: which handshake messages get Diffie-Hellman work.
+//! - [`entropy`]: where private keys, ephemeral keys and indices come from.
+//! - [`keys`]: keys as base64 text.
+//! - [`keyfile`]: key files and key logs only their owner can read.
 
 #![forbid(unsafe_code)]
 
+pub mod allowed;
 pub mod cli;
 pub mod crypto;
 pub mod entropy;
+pub mod keyfile;
 pub mod keys;
+pub mod limiter;
 pub mod noise;
 pub mod replay;
 pub mod run;

@@ -23,8 +23,8 @@
 //!
 //! It differs from WireGuard (`Noise_IKpsk2`) on purpose and only in what
 //! a reader can see: our own identifier and mac1 label (so it never
-//! passes for WireGuard), no pre-shared key, and no cookie (`mac2`): a
-//! per-source rate limit stands in for it.
+//! passes for WireGuard), no pre-shared key, and no cookie (`mac2`): the
+//! handshake limiter ([`crate::limiter`]) stands in for it.
 
 use std::fmt;
 use std::time::Duration;
@@ -32,8 +32,10 @@ use std::time::Duration;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroize;
 
-use crate::crypto::{KEY_LEN, TAG_LEN, dh, hash, kdf, mac, open, seal};
-use crate::wire::{INITIATION_LEN, InitiationPacket, RESPONSE_LEN, ResponsePacket};
+use crate::crypto::{KEY_LEN, Secret, TAG_LEN, dh, hash, kdf, mac, open, seal};
+use crate::wire::{
+    INITIATION_LEN, InitiationPacket, InitiationRepr, RESPONSE_LEN, ResponsePacket, ResponseRepr,
+};
 
 /// The protocol's name, hashed into the first chaining key. Not
 /// `Noise_IK_...`: like WireGuard, we also mix each ephemeral public key
@@ -106,6 +108,17 @@ pub fn tai64n(since_unix_epoch: Duration) -> [u8; TIMESTAMP_LEN] {
     t
 }
 
+/// Seals `plain` under nonce 0 with `key`, authenticating the transcript
+/// hash `h`: the ciphertext and then the tag, `N` bytes in all (`N` is
+/// 16 more than `plain`'s length, which the handshake fixes).
+fn seal_whole<const N: usize>(key: &[u8; KEY_LEN], h: &[u8; KEY_LEN], plain: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let (text, tag) = out.split_at_mut(N - TAG_LEN);
+    text.copy_from_slice(plain);
+    tag.copy_from_slice(&seal(key, 0, h, text));
+    out
+}
+
 /// The chaining key and hash both sides start from.
 fn initial(responder: &PublicKey) -> ([u8; KEY_LEN], [u8; KEY_LEN]) {
     let ck = hash(&[CONSTRUCTION]);
@@ -114,26 +127,23 @@ fn initial(responder: &PublicKey) -> ([u8; KEY_LEN], [u8; KEY_LEN]) {
 }
 
 /// What a finished handshake gives each side: a key for each direction,
-/// and the two indices that name the session in data messages.
+/// and the two indices that name the session in data messages. The keys
+/// are wiped from memory when dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionKeys {
-    pub send: [u8; KEY_LEN],
-    pub receive: [u8; KEY_LEN],
+    pub send: Secret,
+    pub receive: Secret,
     /// The index the peer puts in messages to us.
     pub local_index: u32,
     /// The index we put in messages to the peer.
     pub remote_index: u32,
 }
 
-// Keys and handshake state are wiped from memory when dropped (the
-// static and ephemeral secrets wipe themselves: x25519-dalek's `zeroize`).
-impl Drop for SessionKeys {
-    fn drop(&mut self) {
-        self.send.zeroize();
-        self.receive.zeroize();
-    }
-}
+// Every field of `SessionKeys` that is secret wipes itself.
+impl zeroize::ZeroizeOnDrop for SessionKeys {}
 
+// The handshake state is wiped from memory when dropped (the static and
+// ephemeral secrets wipe themselves: x25519-dalek's `zeroize`).
 impl Drop for Initiator {
     fn drop(&mut self) {
         self.ck.zeroize();
@@ -160,7 +170,7 @@ impl fmt::Debug for SessionKeys {
 /// The initiator's state between sending the initiation and reading the
 /// response.
 pub struct Initiator {
-    ck: [u8; KEY_LEN],
+    ck: Secret,
     h: [u8; KEY_LEN],
     ephemeral: StaticSecret,
     /// Our index for the session: the response's receiver index.
@@ -186,27 +196,28 @@ pub fn initiate(
     timestamp: [u8; TIMESTAMP_LEN],
     out: &mut [u8],
 ) -> Result<Initiator, HandshakeError> {
-    let mut msg = InitiationPacket::new_emit(out).ok_or(HandshakeError::Failed)?;
+    let out = out.get_mut(..INITIATION_LEN).ok_or(HandshakeError::Failed)?;
     let (ck, h) = initial(remote);
     let e = PublicKey::from(&ephemeral);
     let [ck] = kdf(&ck, e.as_bytes());
     let h = hash(&[&h, e.as_bytes()]);
     // es: seal our static key so only the responder can read it.
-    let [ck, k] = kdf(&ck, &dh(&ephemeral, remote).ok_or(HandshakeError::Failed)?);
-    let sealed = msg.sealed_static_mut();
-    sealed[..KEY_LEN].copy_from_slice(local.public.as_bytes());
-    let tag = seal(&k, 0, &h, &mut sealed[..KEY_LEN]);
-    sealed[KEY_LEN..].copy_from_slice(&tag);
-    let h = hash(&[&h, sealed]);
+    let [ck, k] = kdf(&ck, dh(&ephemeral, remote).ok_or(HandshakeError::Failed)?);
+    let sealed_static = seal_whole(&k, &h, local.public.as_bytes());
+    let h = hash(&[&h, &sealed_static]);
     // ss: only the holder of our static secret can seal the timestamp.
-    let [ck, k] = kdf(&ck, &dh(&local.secret, remote).ok_or(HandshakeError::Failed)?);
-    let sealed = msg.sealed_timestamp_mut();
-    sealed[..TIMESTAMP_LEN].copy_from_slice(&timestamp);
-    let tag = seal(&k, 0, &h, &mut sealed[..TIMESTAMP_LEN]);
-    sealed[TIMESTAMP_LEN..].copy_from_slice(&tag);
-    let h = hash(&[&h, sealed]);
-    msg.set_sender(sender);
-    msg.set_ephemeral(e.as_bytes());
+    let [ck, k] = kdf(&ck, dh(&local.secret, remote).ok_or(HandshakeError::Failed)?);
+    let sealed_timestamp = seal_whole(&k, &h, &timestamp);
+    let h = hash(&[&h, &sealed_timestamp]);
+    let mut msg = InitiationPacket::new_unchecked(out);
+    InitiationRepr {
+        sender,
+        ephemeral: e.to_bytes(),
+        sealed_static,
+        sealed_timestamp,
+        mac1: [0; TAG_LEN],
+    }
+    .emit(&mut msg);
     msg.fill_mac1(|covered| mac(&mac1_key(remote), covered));
     Ok(Initiator {
         ck,
@@ -227,7 +238,7 @@ pub struct Incoming {
     /// The initiator's index for the session.
     pub sender: u32,
     remote_ephemeral: PublicKey,
-    ck: [u8; KEY_LEN],
+    ck: Secret,
     h: [u8; KEY_LEN],
 }
 
@@ -246,7 +257,7 @@ pub fn consume_initiation(
     let e = PublicKey::from(msg.ephemeral());
     let [ck] = kdf(&ck, e.as_bytes());
     let h = hash(&[&h, e.as_bytes()]);
-    let [ck, k] = kdf(&ck, &dh(&local.secret, &e).ok_or(HandshakeError::Failed)?);
+    let [ck, k] = kdf(&ck, dh(&local.secret, &e).ok_or(HandshakeError::Failed)?);
     let sealed = msg.sealed_static();
     let mut remote = [0u8; KEY_LEN];
     remote.copy_from_slice(&sealed[..KEY_LEN]);
@@ -254,7 +265,7 @@ pub fn consume_initiation(
     open(&k, 0, &h, &mut remote, &tag).map_err(|_| HandshakeError::Failed)?;
     let remote = PublicKey::from(remote);
     let h = hash(&[&h, &sealed]);
-    let [ck, k] = kdf(&ck, &dh(&local.secret, &remote).ok_or(HandshakeError::Failed)?);
+    let [ck, k] = kdf(&ck, dh(&local.secret, &remote).ok_or(HandshakeError::Failed)?);
     let sealed = msg.sealed_timestamp();
     let mut timestamp = [0u8; TIMESTAMP_LEN];
     timestamp.copy_from_slice(&sealed[..TIMESTAMP_LEN]);
@@ -283,25 +294,31 @@ pub fn respond(
     sender: u32,
     out: &mut [u8],
 ) -> Result<SessionKeys, HandshakeError> {
-    let mut msg = ResponsePacket::new_emit(out).ok_or(HandshakeError::Failed)?;
+    let out = out.get_mut(..RESPONSE_LEN).ok_or(HandshakeError::Failed)?;
     let e = PublicKey::from(&ephemeral);
     let [ck] = kdf(&incoming.ck, e.as_bytes());
     let h = hash(&[&incoming.h, e.as_bytes()]);
     // ee: forward secrecy. se: only the initiator can open what follows.
     let [ck] = kdf(
         &ck,
-        &dh(&ephemeral, &incoming.remote_ephemeral).ok_or(HandshakeError::Failed)?,
+        dh(&ephemeral, &incoming.remote_ephemeral).ok_or(HandshakeError::Failed)?,
     );
     let [ck, k] = kdf(
         &ck,
-        &dh(&ephemeral, &incoming.remote).ok_or(HandshakeError::Failed)?,
+        dh(&ephemeral, &incoming.remote).ok_or(HandshakeError::Failed)?,
     );
-    let tag = seal(&k, 0, &h, &mut []);
-    let [to_responder, to_initiator] = kdf(&ck, &[]);
-    msg.set_sender(sender);
-    msg.set_receiver(incoming.sender);
-    msg.set_ephemeral(e.as_bytes());
-    msg.set_sealed_empty(&tag);
+    let sealed_empty = seal_whole(&k, &h, &[]);
+    // Noise's Split: the transport keys are the KDF of nothing.
+    let [to_responder, to_initiator] = kdf(&ck, b"");
+    let mut msg = ResponsePacket::new_unchecked(out);
+    ResponseRepr {
+        sender,
+        receiver: incoming.sender,
+        ephemeral: e.to_bytes(),
+        sealed_empty,
+        mac1: [0; TAG_LEN],
+    }
+    .emit(&mut msg);
     msg.fill_mac1(|covered| mac(&mac1_key(&incoming.remote), covered));
     Ok(SessionKeys {
         send: to_initiator,
@@ -328,10 +345,11 @@ pub fn consume_response(
     let e = PublicKey::from(msg.ephemeral());
     let [ck] = kdf(&initiator.ck, e.as_bytes());
     let h = hash(&[&initiator.h, e.as_bytes()]);
-    let [ck] = kdf(&ck, &dh(&initiator.ephemeral, &e).ok_or(HandshakeError::Failed)?);
-    let [ck, k] = kdf(&ck, &dh(&local.secret, &e).ok_or(HandshakeError::Failed)?);
+    let [ck] = kdf(&ck, dh(&initiator.ephemeral, &e).ok_or(HandshakeError::Failed)?);
+    let [ck, k] = kdf(&ck, dh(&local.secret, &e).ok_or(HandshakeError::Failed)?);
     open(&k, 0, &h, &mut [], &msg.sealed_empty()).map_err(|_| HandshakeError::Failed)?;
-    let [to_responder, to_initiator] = kdf(&ck, &[]);
+    // Noise's Split: the transport keys are the KDF of nothing.
+    let [to_responder, to_initiator] = kdf(&ck, b"");
     Ok(SessionKeys {
         send: to_responder,
         receive: to_initiator,

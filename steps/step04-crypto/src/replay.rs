@@ -101,6 +101,7 @@ impl ReplayWindow {
     /// Records `counter` as seen. Call it only after the message's tag has
     /// verified, and only for a counter [`check`](Self::check) called
     /// fresh; returns false (and changes nothing) for any other counter.
+    #[must_use = "a counter that was not marked may come back: drop its message"]
     pub fn mark(&mut self, counter: u64) -> bool {
         if self.check(counter) != Check::Fresh || counter == u64::MAX {
             return false;

@@ -1,20 +1,31 @@
-//! What the I/O shell needs from step 04: the core plugged into step 02's
-//! loops, the MTU arithmetic, and a key log for decrypting captures.
+//! The I/O shell of step 04: the core plugged into step 02's loops, the
+//! MTU arithmetic, a key log for decrypting captures, and
+//! [`tunnel_end`], which runs one end of the tunnel and which later steps
+//! call with their own host changes.
 
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::Instant;
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
-use step02_plain_tunnel::run::{Core, Outgoing};
+use anyhow::bail;
+use ipnet::IpNet;
+use step01_ping_tun::host::{self, Shutdown};
+use step02_plain_tunnel::mtu::Transport;
+use step02_plain_tunnel::run::{Config, Core, Endpoint, Outgoing, run_device};
 use step02_plain_tunnel::{Action, Transmit};
+use step03_ipv6::device::create_tun;
+use step03_ipv6::hook::{PathEvent, PathPolicy};
 use x25519_dalek::StaticSecret;
+use zeroize::Zeroizing;
 
+use crate::PeerConfig;
+use crate::cli::Common;
 use crate::entropy::{Entropy, OsEntropy};
-use crate::keys;
+use crate::keyfile;
+use crate::keys::{self, KEY_TEXT_LEN, Short};
 use crate::tunnel::{DropReason, MAX_OVERHEAD, Tunnel};
 use crate::wire::{DATA_OVERHEAD, MessageSummary};
 
@@ -75,6 +86,114 @@ pub fn tun_mtu(underlay_mtu: u16, peer: SocketAddr) -> u16 {
 }
 // ANCHOR_END: tun_mtu
 
+/// What a later step needs to change the host once the TUN device is up.
+pub struct Started<'a> {
+    pub tun: &'a str,
+    pub mtu: u16,
+    pub endpoint: &'a Endpoint,
+    pub addresses: &'a [IpNet],
+}
+
+// ANCHOR: tunnel_end
+/// Runs one end of the tunnel until SIGINT or SIGTERM. `setup` runs once
+/// the TUN device is up, before any traffic; what it returns is dropped
+/// when the tunnel stops (on an error or a panic too), which is where a
+/// later step puts the host back as it was.
+pub fn tunnel_end<G>(
+    program: &str,
+    common: &Common,
+    peers: Vec<PeerConfig>,
+    endpoint: Endpoint,
+    setup: impl FnOnce(&Started<'_>) -> anyhow::Result<G>,
+) -> anyhow::Result<ExitCode> {
+    common.log.init();
+    // Check everything that needs no privileges first.
+    let secret = keyfile::read_key_file(&common.key)?;
+    let keylog = match common.keylog.as_deref() {
+        Some(path) => Some((path, KeylogEntropy::create(path)?)),
+        None => None,
+    };
+    if !host::has_net_admin() {
+        let what = format!("creating TUN device {}", common.tun);
+        eprintln!("{program}: {}", host::needs_net_admin_message(&what));
+        return Ok(ExitCode::from(host::EXIT_NO_PERMISSION as u8));
+    }
+    let config = Config {
+        endpoint,
+        tun: common.tun.clone(),
+        transport: Transport::Udp,
+        keepalive: None,
+        pcap: common.pcap.clone(),
+        underlay_mtu: common.underlay_mtu,
+    };
+    let mtu = tun_mtu(common.underlay_mtu, config.underlay_family_hint());
+    if mtu < 1280 && common.addresses.iter().any(|a| matches!(a, IpNet::V6(_))) {
+        bail!(
+            "an underlay MTU of {} leaves {mtu} for the tunnel; IPv6 needs 1280",
+            common.underlay_mtu
+        );
+    }
+    let entropy: Box<dyn Entropy> = match keylog {
+        Some((path, keylog)) => {
+            log::warn!(
+                "writing ephemeral keys to {}: this session can be decrypted",
+                path.display()
+            );
+            Box::new(keylog)
+        }
+        None => Box::new(OsEntropy),
+    };
+    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut tunnel = Tunnel::new(secret, usize::from(mtu), entropy, Instant::now(), unix_now);
+    log::info!("our public key is {}", keys::public_to_string(tunnel.public()));
+    for peer in peers {
+        log::info!(
+            "peer {} may use {}",
+            Short(&peer.public),
+            peer.allowed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        tunnel.add_peer(peer);
+    }
+    let shutdown = Shutdown::install()?;
+    let device = create_tun(&common.tun, &common.addresses, mtu)?;
+    log::info!("{} is up (MTU {mtu})", common.tun);
+    let v4 = common.addresses.iter().find_map(|a| match a.addr() {
+        std::net::IpAddr::V4(ip) => Some(ip),
+        std::net::IpAddr::V6(_) => None,
+    });
+    let v6 = common.addresses.iter().find_map(|a| match a.addr() {
+        std::net::IpAddr::V6(ip) => Some(ip),
+        std::net::IpAddr::V4(_) => None,
+    });
+    let guard = setup(&Started {
+        tun: &common.tun,
+        mtu,
+        endpoint: &config.endpoint,
+        addresses: &common.addresses,
+    })?;
+    let policy = PathPolicy::new(tunnel, mtu, v4, v6);
+    let result = run_device(device, &config, policy, &shutdown, |policy| {
+        let counts = policy.counts();
+        let path = (counts.get(PathEvent::Clamped), counts.get(PathEvent::TooBig));
+        (policy.core().status(Instant::now()), path)
+    });
+    drop(guard);
+    let (status, (clamped, too_big)) = result?;
+    for line in status {
+        println!("{}: {line}", common.tun);
+    }
+    println!(
+        "{}: clamped {clamped} TCP MSS, sent {too_big} too-big errors",
+        common.tun
+    );
+    Ok(ExitCode::SUCCESS)
+}
+// ANCHOR_END: tunnel_end
+
 /// Randomness from the kernel, with each ephemeral private key also
 /// written to a key log, so a capture of the session can be decrypted
 /// later (as Wireshark does with WireGuard's key logs). For test
@@ -84,26 +203,26 @@ pub struct KeylogEntropy {
 }
 
 impl KeylogEntropy {
-    /// Creates (or appends to) the key log at `path`, readable only by its
-    /// owner.
-    pub fn create(path: &Path) -> anyhow::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("creating key log {}", path.display()))?;
-        Ok(Self { file })
+    /// Creates (or appends to) the key log at `path`: created with mode
+    /// 0600, and an existing file only if it is ours and closed to others
+    /// (see [`keyfile::open_key_log`]).
+    pub fn create(path: &Path) -> Result<Self, keyfile::Error> {
+        Ok(Self {
+            file: keyfile::open_key_log(path)?,
+        })
     }
 }
+
+/// What a key log line starts with, as in Wireshark's WireGuard key logs.
+const KEYLOG_PREFIX: &str = "LOCAL_EPHEMERAL_PRIVATE_KEY = ";
 
 impl Entropy for KeylogEntropy {
     fn ephemeral(&mut self) -> StaticSecret {
         let secret = OsEntropy.ephemeral();
-        let line = format!(
-            "LOCAL_EPHEMERAL_PRIVATE_KEY = {}\n",
-            keys::encode(&secret.to_bytes())
-        );
+        let mut line = Zeroizing::new(String::with_capacity(KEYLOG_PREFIX.len() + KEY_TEXT_LEN + 1));
+        line.push_str(KEYLOG_PREFIX);
+        line.push_str(&keys::encode_secret(&secret));
+        line.push('\n');
         if let Err(e) = self.file.write_all(line.as_bytes()) {
             log::warn!("writing the key log failed: {e}");
         }
@@ -118,8 +237,8 @@ impl Entropy for KeylogEntropy {
 /// The ephemeral private keys in a key log, in order.
 pub fn read_keylog(text: &str) -> Vec<[u8; 32]> {
     text.lines()
-        .filter_map(|line| line.strip_prefix("LOCAL_EPHEMERAL_PRIVATE_KEY = "))
-        .filter_map(keys::decode_key)
+        .filter_map(|line| line.strip_prefix(KEYLOG_PREFIX))
+        .filter_map(|key| keys::decode(key).ok())
         .collect()
 }
 
@@ -138,10 +257,7 @@ mod tests {
     #[test]
     fn keylog_lines_parse_back() {
         let key = [7u8; 32];
-        let text = format!(
-            "# test\nLOCAL_EPHEMERAL_PRIVATE_KEY = {}\nother\n",
-            keys::encode(&key)
-        );
+        let text = format!("# test\n{KEYLOG_PREFIX}{}\nother\n", keys::encode(&key));
         assert_eq!(read_keylog(&text), vec![key]);
     }
 }

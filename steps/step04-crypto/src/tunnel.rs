@@ -18,17 +18,16 @@ use ipnet::IpNet;
 use step01_ping_tun::counts::{Counts, Reason};
 use step02_plain_tunnel::tunnel::ip_packet_len;
 use step02_plain_tunnel::{Action, Transmit};
-use step03_ipv6::rate::TokenBucket;
 use x25519_dalek::{PublicKey, StaticSecret};
 
+use crate::allowed::AllowedIps;
 use crate::crypto::{KEY_LEN, TAG_LEN, open, seal};
 use crate::entropy::Entropy;
 use crate::keys::Short;
+use crate::limiter::{HandshakeLimiter, Refusal};
 use crate::noise::{self, HandshakeError, Identity, Initiator, SessionKeys};
 use crate::replay::{Check, ReplayWindow};
-use crate::wire::{
-    self, DATA_HEADER_LEN, DATA_OVERHEAD, DataPacket, InitiationPacket, ResponsePacket, emit_data_header,
-};
+use crate::wire::{self, DATA_OVERHEAD, DataPacket, DataRepr, InitiationPacket, MessageType, ResponsePacket};
 
 // ANCHOR: limits
 /// The timers and limits. The session lifetimes are WireGuard's (its
@@ -65,10 +64,17 @@ pub struct Limits {
     pub new_handshake_timeout: Duration,
     /// A peer's initiations closer together than this are a flood.
     pub min_initiation_interval: Duration,
-    /// Handshake messages processed per second from one source address,
-    /// and the burst: the cost of the DH operations an attacker can cause.
+    /// Handshake messages worked on per second from one source address
+    /// (IPv6: one /64), and the burst.
     pub handshakes_per_second: u32,
     pub handshake_burst: u32,
+    /// Handshake messages worked on per second in all, whatever their
+    /// sources: the most Diffie-Hellman work a flood can cause. Sources
+    /// seen for the first time may use half of it (see [`crate::limiter`]).
+    pub handshake_budget: u32,
+    /// Source addresses the rate limiter remembers; the oldest goes when
+    /// a new one comes.
+    pub handshake_sources: usize,
     /// Inner packets kept per peer while a handshake is under way.
     pub max_staged: usize,
 }
@@ -88,14 +94,13 @@ impl Default for Limits {
             min_initiation_interval: Duration::from_millis(20),
             handshakes_per_second: 10,
             handshake_burst: 5,
+            handshake_budget: 100,
+            handshake_sources: 16384,
             max_staged: 16,
         }
     }
 }
 // ANCHOR_END: limits
-
-/// How many source addresses the handshake rate limiter remembers.
-const MAX_SOURCES: usize = 4096;
 
 // ANCHOR: drop_reason
 /// Why a message or packet was dropped. Each reason has its own counter,
@@ -113,6 +118,8 @@ pub enum DropReason {
     BadMac,
     /// A handshake message over the per-source rate limit.
     RateLimited,
+    /// A handshake message over the whole tunnel's budget: a flood.
+    Overloaded,
     /// A handshake message that did not open: forged, damaged, wrong keys.
     HandshakeFailed,
     /// An initiation from a static key that is not one of our peers.
@@ -162,6 +169,7 @@ impl Reason for DropReason {
         DropReason::BadReserved,
         DropReason::BadMac,
         DropReason::RateLimited,
+        DropReason::Overloaded,
         DropReason::HandshakeFailed,
         DropReason::UnknownPeer,
         DropReason::HandshakeReplay,
@@ -190,6 +198,7 @@ impl Reason for DropReason {
             DropReason::BadReserved => "bad-reserved",
             DropReason::BadMac => "bad-mac",
             DropReason::RateLimited => "rate-limited",
+            DropReason::Overloaded => "overloaded",
             DropReason::HandshakeFailed => "handshake-failed",
             DropReason::UnknownPeer => "unknown-peer",
             DropReason::HandshakeReplay => "handshake-replay",
@@ -360,13 +369,15 @@ pub struct Tunnel {
     identity: Identity,
     peers: Vec<Peer>,
     by_key: HashMap<[u8; KEY_LEN], PeerId>,
+    /// Every peer's allowed addresses: cryptokey routing's table.
+    allowed: AllowedIps<PeerId>,
     /// Our session indices (and those of initiations in flight) to their
     /// peers.
     by_index: HashMap<u32, PeerId>,
     entropy: Box<dyn Entropy>,
     /// The wall clock at one instant, for handshake timestamps.
     epoch: (Instant, Duration),
-    sources: HashMap<IpAddr, (TokenBucket, Instant)>,
+    limiter: HandshakeLimiter,
     limits: Limits,
     mtu: usize,
     /// Drops we cannot pin on a peer.
@@ -392,10 +403,11 @@ impl Tunnel {
             identity: Identity::new(secret),
             peers: Vec::new(),
             by_key: HashMap::new(),
+            allowed: AllowedIps::new(),
             by_index: HashMap::new(),
             entropy,
             epoch: (now, unix_now),
-            sources: HashMap::new(),
+            limiter: limiter(&Limits::default()),
             limits: Limits::default(),
             mtu,
             drops: Drops::default(),
@@ -403,21 +415,27 @@ impl Tunnel {
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        self.set_limits(limits);
         self
     }
 
+    /// New limits; the handshake limiter starts afresh with them.
     pub fn set_limits(&mut self, limits: Limits) {
+        self.limiter = limiter(&limits);
         self.limits = limits;
     }
 
-    /// Adds a peer; a key given twice keeps the first.
+    /// Adds a peer; a key given twice keeps the first. A prefix already
+    /// given to another peer now belongs to this one (as with `wg set`).
     pub fn add_peer(&mut self, config: PeerConfig) -> PeerId {
         if let Some(&id) = self.by_key.get(config.public.as_bytes()) {
             return id;
         }
         let id = self.peers.len();
         self.by_key.insert(*config.public.as_bytes(), id);
+        for prefix in &config.allowed {
+            self.allowed.insert(*prefix, id);
+        }
         self.peers.push(Peer {
             endpoint: config.endpoint,
             config,
@@ -560,13 +578,7 @@ impl Tunnel {
 
     /// The peer whose allowed addresses hold `ip` most specifically.
     fn route(&self, ip: IpAddr) -> Option<PeerId> {
-        self.peers
-            .iter()
-            .enumerate()
-            .flat_map(|(id, p)| p.config.allowed.iter().map(move |c| (id, c)))
-            .filter(|(_, c)| c.contains(&ip))
-            .max_by_key(|(_, c)| c.prefix_len())
-            .map(|(id, _)| id)
+        self.allowed.lookup(ip).copied()
     }
 
     // ANCHOR: seal
@@ -592,20 +604,22 @@ impl Tunnel {
         }
         // Pad to a multiple of 16 (within the MTU), so the length says
         // less about the content.
-        let padded = packet.len().next_multiple_of(16).min(self.mtu.max(packet.len()));
-        let len = DATA_OVERHEAD + padded;
+        let repr = DataRepr {
+            receiver: session.keys.remote_index,
+            counter: session.send_counter,
+            sealed_len: packet.len().next_multiple_of(16).min(self.mtu.max(packet.len())),
+        };
+        let len = repr.buffer_len();
         let Some(out) = out.get_mut(..len) else {
             return Err(self.drop_for(Some(id), DropReason::NoRoom));
         };
-        let counter = session.send_counter;
         session.send_counter += 1;
-        let (header, rest) = out.split_at_mut(DATA_HEADER_LEN);
-        let header: &mut [u8; DATA_HEADER_LEN] = header.try_into().map_err(|_| DropReason::NoRoom)?;
-        emit_data_header(header, session.keys.remote_index, counter);
-        let (body, tag) = rest.split_at_mut(padded);
+        let mut message = DataPacket::new_unchecked(out);
+        repr.emit(&mut message);
+        let (header, body, tag) = message.parts_mut();
         body[..packet.len()].copy_from_slice(packet);
         body[packet.len()..].fill(0);
-        tag.copy_from_slice(&seal(&session.keys.send, counter, header, body));
+        tag.copy_from_slice(&seal(&session.keys.send, repr.counter, header, body));
         let rekey = session.initiator
             && now.saturating_duration_since(session.created) >= limits.rekey_after_time
             || session.send_counter >= limits.rekey_after_messages;
@@ -683,35 +697,26 @@ impl Tunnel {
         now: Instant,
         out: &mut [u8],
     ) -> Result<Action, DropReason> {
-        match wire::message_type(message) {
-            Some(wire::INITIATION) => self.on_initiation(from, message, now, out),
-            Some(wire::RESPONSE) => self.on_response(from, message, now, out),
-            Some(wire::DATA) => self.on_data(from, message, now, out),
-            Some(_) => Err(self.drop_for(None, DropReason::BadType)),
-            None => Err(self.drop_for(None, DropReason::Truncated)),
+        match MessageType::of(message) {
+            Ok(MessageType::Initiation) => self.on_initiation(from, message, now, out),
+            Ok(MessageType::Response) => self.on_response(from, message, now, out),
+            Ok(MessageType::Data) => self.on_data(from, message, now, out),
+            Err(e) => Err(self.drop_for(None, e.into())),
         }
     }
     // ANCHOR_END: decapsulate
 
     /// Takes a handshake token for `from`'s address.
-    fn allow_handshake(&mut self, from: SocketAddr, now: Instant) -> bool {
-        let ip = from.ip();
-        if !self.sources.contains_key(&ip) && self.sources.len() >= MAX_SOURCES {
-            // Forget sources quiet for a second (their buckets are full
-            // again anyway); if all are busy, refuse newcomers.
-            self.sources
-                .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < Duration::from_secs(1));
-            if self.sources.len() >= MAX_SOURCES {
-                return false;
-            }
-        }
-        let (rate, burst) = (self.limits.handshakes_per_second, self.limits.handshake_burst);
-        let (bucket, seen) = self
-            .sources
-            .entry(ip)
-            .or_insert_with(|| (TokenBucket::new(rate, burst), now));
-        *seen = now;
-        bucket.take(now)
+    /// May a handshake message from `from` have Diffie-Hellman work?
+    /// `known`: it comes from where we expect it.
+    fn allow_handshake(&mut self, from: SocketAddr, known: bool, now: Instant) -> Result<(), DropReason> {
+        self.limiter.allow(from.ip(), known, now).map_err(|refusal| {
+            let reason = match refusal {
+                Refusal::SourceLimited => DropReason::RateLimited,
+                Refusal::Overloaded => DropReason::Overloaded,
+            };
+            self.drop_for(None, reason)
+        })
     }
 
     // ANCHOR: on_initiation
@@ -728,9 +733,7 @@ impl Tunnel {
         if !noise::initiation_mac1_ok(&self.identity, &msg) {
             return Err(self.drop_for(None, DropReason::BadMac));
         }
-        if !self.allow_handshake(from, now) {
-            return Err(self.drop_for(None, DropReason::RateLimited));
-        }
+        self.allow_handshake(from, false, now)?;
         let incoming =
             noise::consume_initiation(&self.identity, &msg).map_err(|e| self.drop_for(None, e.into()))?;
         let Some(&id) = self.by_key.get(incoming.remote.as_bytes()) else {
@@ -805,6 +808,11 @@ impl Tunnel {
         else {
             return Err(self.drop_for(None, DropReason::UnexpectedResponse));
         };
+        // The index is right, which an attacker on the path can see: the
+        // same limits as for initiations, before the Diffie-Hellman; from
+        // where we sent the initiation, it is no first contact.
+        let known = self.peers[id].endpoint == Some(from);
+        self.allow_handshake(from, known, now)?;
         let Handshake::Sent { state, .. } = &self.peers[id].handshake else {
             return Err(self.drop_for(Some(id), DropReason::UnexpectedResponse));
         };
@@ -891,8 +899,12 @@ impl Tunnel {
             return Err(self.drop_for(Some(id), DropReason::BadTag));
         }
         // 3. Only now, with the message known to be genuine, does it
-        // change anything: the window, the session, the endpoint.
-        session.window.mark(counter);
+        // change anything: the window, the session, the endpoint. (`mark`
+        // refuses only what `check` did, so this drop never happens; if it
+        // did, the message would be dropped, never delivered twice.)
+        if !session.window.mark(counter) {
+            return Err(self.drop_for(Some(id), DropReason::Replay));
+        }
         if slot == Slot::Next {
             // The initiator used the session we answered with: it is ours.
             let confirmed = peer.next.take();
@@ -919,10 +931,10 @@ impl Tunnel {
             _ => return Err(self.drop_for(Some(id), DropReason::NotIp)),
         };
         let packet = &out[..len];
-        // Cryptokey routing: the peer may only speak from its own
-        // addresses.
-        let allowed = inner_addresses(packet)
-            .is_some_and(|(source, _)| self.peers[id].config.allowed.iter().any(|c| c.contains(&source)));
+        // Cryptokey routing: the peer may only speak from an address that
+        // routes back to it (not one of a more specific prefix that is
+        // another peer's).
+        let allowed = inner_addresses(packet).is_some_and(|(source, _)| self.route(source) == Some(id));
         if !allowed {
             return Err(self.drop_for(Some(id), DropReason::SourceNotAllowed));
         }
@@ -995,6 +1007,12 @@ impl Tunnel {
                     .saturating_mul(1 << (*attempts).min(16))
                     .min(limits.max_retry_interval);
                 if now.saturating_duration_since(*last) >= wait {
+                    log::info!(
+                        "no answer from {} after {} ms; sending initiation {}",
+                        Short(&peer.config.public),
+                        wait.as_millis(),
+                        attempts + 2
+                    );
                     return self.initiate(id, now, out).ok();
                 }
                 return None;
@@ -1065,6 +1083,19 @@ impl Tunnel {
         lines.push(format!("unattributed: dropped {}", self.drops));
         lines
     }
+}
+
+/// The handshake limiter for `limits`. A source counts as coming back
+/// after half the initiator's first retry interval: its retry does, a
+/// burst of copies does not.
+fn limiter(limits: &Limits) -> HandshakeLimiter {
+    HandshakeLimiter::new(
+        limits.handshakes_per_second,
+        limits.handshake_burst,
+        limits.handshake_budget,
+        limits.handshake_sources,
+        limits.first_retry / 2,
+    )
 }
 
 /// Follows a peer to the address an authenticated message came from.

@@ -12,28 +12,68 @@
 //! 116 mac1 (16)                   60  mac1 (16)
 //! ```
 //!
-//! Each view is smoltcp-style: [`InitiationPacket::new_checked`] (and its
-//! siblings) check the length and the header once, after which no
-//! accessor can panic.
+//! Each message has a view in the manner of smoltcp ([`InitiationPacket`],
+//! [`ResponsePacket`], [`DataPacket`]): `new_checked` checks the type, the
+//! reserved bytes and the length once, after which no accessor can panic.
+//! Each has a `Repr` too ([`InitiationRepr`], [`ResponseRepr`],
+//! [`DataRepr`], and [`Repr`] for any of them), the parsed form, with
+//! `parse`, `emit` and `buffer_len`. A data message's `Repr` is its header
+//! and the length of what is sealed: the sealing itself is the core's
+//! business, not the wire format's.
 
 use std::fmt;
 
 use crate::crypto::TAG_LEN;
 
-/// The message types (WireGuard's numbers; 3, its cookie reply, is not
-/// used here).
-pub const INITIATION: u8 = 1;
-pub const RESPONSE: u8 = 2;
-pub const DATA: u8 = 4;
-
-pub const INITIATION_LEN: usize = 132;
-pub const RESPONSE_LEN: usize = 76;
+/// Bytes of a handshake initiation.
+pub const INITIATION_LEN: usize = field::I_MAC1.end;
+/// Bytes of a handshake response.
+pub const RESPONSE_LEN: usize = field::R_MAC1.end;
 /// Bytes of the data header: type, reserved, receiver index, counter.
-pub const DATA_HEADER_LEN: usize = 16;
+pub const DATA_HEADER_LEN: usize = field::D_PAYLOAD;
 /// Bytes a data message adds to its inner packet (before padding).
 pub const DATA_OVERHEAD: usize = DATA_HEADER_LEN + TAG_LEN;
 
-/// Why a message was refused before any cryptography.
+// ANCHOR: message_type
+/// The kind of a message (its first byte). The numbers are WireGuard's; 3,
+/// its cookie reply, is not used here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    /// The first handshake message: initiator to responder.
+    Initiation,
+    /// The second: responder to initiator.
+    Response,
+    /// A sealed inner packet, or (with nothing sealed) a keepalive.
+    Data,
+}
+
+impl MessageType {
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Initiation),
+            2 => Some(Self::Response),
+            4 => Some(Self::Data),
+            _ => None,
+        }
+    }
+
+    pub const fn to_u8(self) -> u8 {
+        match self {
+            Self::Initiation => 1,
+            Self::Response => 2,
+            Self::Data => 4,
+        }
+    }
+
+    /// The type of received bytes, from their first byte alone.
+    pub fn of(bytes: &[u8]) -> Result<Self, Error> {
+        let &first = bytes.first().ok_or(Error::Truncated)?;
+        Self::from_u8(first).ok_or(Error::BadType)
+    }
+}
+// ANCHOR_END: message_type
+
+/// Why bytes are not a message, found before any cryptography.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Error {
     /// Shorter than its type requires, or (for the handshake) not exactly
@@ -44,6 +84,18 @@ pub enum Error {
     /// Reserved bytes that are not zero.
     BadReserved,
 }
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Error::Truncated => "wrong length for its type",
+            Error::BadType => "unknown message type",
+            Error::BadReserved => "reserved bytes are not zero",
+        })
+    }
+}
+
+impl std::error::Error for Error {}
 
 mod field {
     use std::ops::Range;
@@ -103,11 +155,10 @@ pub const DATA_FIELDS: FieldTable = &[
     ("counter", field::D_COUNTER),
 ];
 
-fn check_header(bytes: &[u8], kind: u8, len_ok: bool) -> Result<(), Error> {
-    match bytes.first() {
-        None => return Err(Error::Truncated),
-        Some(&t) if t != kind => return Err(Error::BadType),
-        Some(_) => {}
+/// Checks the type byte, then the length, then the reserved bytes.
+fn check_header(bytes: &[u8], kind: MessageType, len_ok: bool) -> Result<(), Error> {
+    if MessageType::of(bytes)? != kind {
+        return Err(Error::BadType);
     }
     if !len_ok {
         return Err(Error::Truncated);
@@ -118,21 +169,20 @@ fn check_header(bytes: &[u8], kind: u8, len_ok: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// Writes the type and clears the reserved bytes.
+fn set_header(bytes: &mut [u8], kind: MessageType) {
+    bytes[field::TYPE] = kind.to_u8();
+    bytes[field::RESERVED].fill(0);
+}
+
 fn u32_at(bytes: &[u8], range: std::ops::Range<usize>) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&bytes[range]);
-    u32::from_le_bytes(b)
+    u32::from_le_bytes(array(bytes, range))
 }
 
 fn array<const N: usize>(bytes: &[u8], range: std::ops::Range<usize>) -> [u8; N] {
     let mut b = [0u8; N];
     b.copy_from_slice(&bytes[range]);
     b
-}
-
-/// The type byte of a message, if it has one.
-pub fn message_type(bytes: &[u8]) -> Option<u8> {
-    bytes.first().copied()
 }
 
 // ANCHOR: initiation
@@ -143,11 +193,28 @@ pub struct InitiationPacket<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> InitiationPacket<T> {
-    /// Checks the type, length and reserved bytes.
+    /// Wraps `buffer` unchecked: the accessors panic unless it holds
+    /// exactly [`INITIATION_LEN`] bytes. For emitting into a buffer of
+    /// the right length; use [`new_checked`](Self::new_checked) on
+    /// anything received.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// Checks the type, the length and the reserved bytes.
     pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let b = buffer.as_ref();
-        check_header(b, INITIATION, b.len() == INITIATION_LEN)?;
-        Ok(Self { buffer })
+        let packet = Self::new_unchecked(buffer);
+        packet.check()?;
+        Ok(packet)
+    }
+
+    pub fn check(&self) -> Result<(), Error> {
+        let b = self.buffer.as_ref();
+        check_header(b, MessageType::Initiation, b.len() == INITIATION_LEN)
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
     }
 
     pub fn sender(&self) -> u32 {
@@ -174,34 +241,61 @@ impl<T: AsRef<[u8]>> InitiationPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> InitiationPacket<T> {
-    /// A view over `buffer` (at least [`INITIATION_LEN`] bytes, or `None`)
-    /// with its header written.
-    pub fn new_emit(mut buffer: T) -> Option<Self> {
-        let b = buffer.as_mut().get_mut(..INITIATION_LEN)?;
-        b[field::TYPE] = INITIATION;
-        b[field::RESERVED].fill(0);
-        Some(Self { buffer })
-    }
-    fn bytes(&mut self) -> &mut [u8] {
-        &mut self.buffer.as_mut()[..INITIATION_LEN]
-    }
     pub fn set_sender(&mut self, index: u32) {
-        self.bytes()[field::SENDER].copy_from_slice(&index.to_le_bytes());
+        self.buffer.as_mut()[field::SENDER].copy_from_slice(&index.to_le_bytes());
     }
     pub fn set_ephemeral(&mut self, key: &[u8; 32]) {
-        self.bytes()[field::I_EPHEMERAL].copy_from_slice(key);
+        self.buffer.as_mut()[field::I_EPHEMERAL].copy_from_slice(key);
     }
-    pub fn sealed_static_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes()[field::I_STATIC]
+    pub fn set_sealed_static(&mut self, sealed: &[u8; 48]) {
+        self.buffer.as_mut()[field::I_STATIC].copy_from_slice(sealed);
     }
-    pub fn sealed_timestamp_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes()[field::I_TIMESTAMP]
+    pub fn set_sealed_timestamp(&mut self, sealed: &[u8; 28]) {
+        self.buffer.as_mut()[field::I_TIMESTAMP].copy_from_slice(sealed);
     }
     /// Writes mac1 over the bytes before it, with `compute`.
     pub fn fill_mac1(&mut self, compute: impl FnOnce(&[u8]) -> [u8; 16]) {
-        let b = self.bytes();
+        let b = self.buffer.as_mut();
         let mac = compute(&b[..field::I_MAC1.start]);
         b[field::I_MAC1].copy_from_slice(&mac);
+    }
+}
+
+/// A handshake initiation, parsed: what is sealed stays sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitiationRepr {
+    pub sender: u32,
+    pub ephemeral: [u8; 32],
+    pub sealed_static: [u8; 48],
+    pub sealed_timestamp: [u8; 28],
+    pub mac1: [u8; 16],
+}
+
+impl InitiationRepr {
+    pub fn parse<T: AsRef<[u8]>>(packet: &InitiationPacket<T>) -> Result<Self, Error> {
+        packet.check()?;
+        Ok(Self {
+            sender: packet.sender(),
+            ephemeral: packet.ephemeral(),
+            sealed_static: packet.sealed_static(),
+            sealed_timestamp: packet.sealed_timestamp(),
+            mac1: packet.mac1(),
+        })
+    }
+
+    pub const fn buffer_len(&self) -> usize {
+        INITIATION_LEN
+    }
+
+    /// Writes every field, mac1 as it is here (see
+    /// [`InitiationPacket::fill_mac1`] to compute it instead).
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut InitiationPacket<T>) {
+        set_header(packet.buffer.as_mut(), MessageType::Initiation);
+        packet.set_sender(self.sender);
+        packet.set_ephemeral(&self.ephemeral);
+        packet.set_sealed_static(&self.sealed_static);
+        packet.set_sealed_timestamp(&self.sealed_timestamp);
+        packet.buffer.as_mut()[field::I_MAC1].copy_from_slice(&self.mac1);
     }
 }
 // ANCHOR_END: initiation
@@ -213,11 +307,28 @@ pub struct ResponsePacket<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> ResponsePacket<T> {
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let b = buffer.as_ref();
-        check_header(b, RESPONSE, b.len() == RESPONSE_LEN)?;
-        Ok(Self { buffer })
+    /// Wraps `buffer` unchecked: the accessors panic unless it holds
+    /// exactly [`RESPONSE_LEN`] bytes.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
     }
+
+    /// Checks the type, the length and the reserved bytes.
+    pub fn new_checked(buffer: T) -> Result<Self, Error> {
+        let packet = Self::new_unchecked(buffer);
+        packet.check()?;
+        Ok(packet)
+    }
+
+    pub fn check(&self) -> Result<(), Error> {
+        let b = self.buffer.as_ref();
+        check_header(b, MessageType::Response, b.len() == RESPONSE_LEN)
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
     pub fn sender(&self) -> u32 {
         u32_at(self.buffer.as_ref(), field::SENDER)
     }
@@ -240,50 +351,94 @@ impl<T: AsRef<[u8]>> ResponsePacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ResponsePacket<T> {
-    pub fn new_emit(mut buffer: T) -> Option<Self> {
-        let b = buffer.as_mut().get_mut(..RESPONSE_LEN)?;
-        b[field::TYPE] = RESPONSE;
-        b[field::RESERVED].fill(0);
-        Some(Self { buffer })
-    }
-    fn bytes(&mut self) -> &mut [u8] {
-        &mut self.buffer.as_mut()[..RESPONSE_LEN]
-    }
     pub fn set_sender(&mut self, index: u32) {
-        self.bytes()[field::SENDER].copy_from_slice(&index.to_le_bytes());
+        self.buffer.as_mut()[field::SENDER].copy_from_slice(&index.to_le_bytes());
     }
     pub fn set_receiver(&mut self, index: u32) {
-        self.bytes()[field::R_RECEIVER].copy_from_slice(&index.to_le_bytes());
+        self.buffer.as_mut()[field::R_RECEIVER].copy_from_slice(&index.to_le_bytes());
     }
     pub fn set_ephemeral(&mut self, key: &[u8; 32]) {
-        self.bytes()[field::R_EPHEMERAL].copy_from_slice(key);
+        self.buffer.as_mut()[field::R_EPHEMERAL].copy_from_slice(key);
     }
     pub fn set_sealed_empty(&mut self, tag: &[u8; 16]) {
-        self.bytes()[field::R_EMPTY].copy_from_slice(tag);
+        self.buffer.as_mut()[field::R_EMPTY].copy_from_slice(tag);
     }
     pub fn fill_mac1(&mut self, compute: impl FnOnce(&[u8]) -> [u8; 16]) {
-        let b = self.bytes();
+        let b = self.buffer.as_mut();
         let mac = compute(&b[..field::R_MAC1.start]);
         b[field::R_MAC1].copy_from_slice(&mac);
     }
 }
 
+/// A handshake response, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseRepr {
+    pub sender: u32,
+    pub receiver: u32,
+    pub ephemeral: [u8; 32],
+    pub sealed_empty: [u8; 16],
+    pub mac1: [u8; 16],
+}
+
+impl ResponseRepr {
+    pub fn parse<T: AsRef<[u8]>>(packet: &ResponsePacket<T>) -> Result<Self, Error> {
+        packet.check()?;
+        Ok(Self {
+            sender: packet.sender(),
+            receiver: packet.receiver(),
+            ephemeral: packet.ephemeral(),
+            sealed_empty: packet.sealed_empty(),
+            mac1: packet.mac1(),
+        })
+    }
+
+    pub const fn buffer_len(&self) -> usize {
+        RESPONSE_LEN
+    }
+
+    /// Writes every field, mac1 as it is here.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut ResponsePacket<T>) {
+        set_header(packet.buffer.as_mut(), MessageType::Response);
+        packet.set_sender(self.sender);
+        packet.set_receiver(self.receiver);
+        packet.set_ephemeral(&self.ephemeral);
+        packet.set_sealed_empty(&self.sealed_empty);
+        packet.buffer.as_mut()[field::R_MAC1].copy_from_slice(&self.mac1);
+    }
+}
+
 // ANCHOR: data
 /// A view of a data message: a header in the clear (and authenticated),
-/// then the sealed inner packet.
+/// then the sealed inner packet and its tag.
 #[derive(Debug, Clone)]
 pub struct DataPacket<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> DataPacket<T> {
+    /// Wraps `buffer` unchecked: the accessors panic unless it holds at
+    /// least [`DATA_OVERHEAD`] bytes.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
     /// Checks the type, the reserved bytes, and that there is room for at
     /// least the tag.
     pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let b = buffer.as_ref();
-        check_header(b, DATA, b.len() >= DATA_OVERHEAD)?;
-        Ok(Self { buffer })
+        let packet = Self::new_unchecked(buffer);
+        packet.check()?;
+        Ok(packet)
     }
+
+    pub fn check(&self) -> Result<(), Error> {
+        let b = self.buffer.as_ref();
+        check_header(b, MessageType::Data, b.len() >= DATA_OVERHEAD)
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
     pub fn receiver(&self) -> u32 {
         u32_at(self.buffer.as_ref(), field::D_RECEIVER)
     }
@@ -305,73 +460,146 @@ impl<T: AsRef<[u8]>> DataPacket<T> {
     }
 }
 
-/// Writes a data header for `receiver` and `counter` into `out`.
-pub fn emit_data_header(out: &mut [u8; DATA_HEADER_LEN], receiver: u32, counter: u64) {
-    out[field::TYPE] = DATA;
-    out[field::RESERVED].fill(0);
-    out[field::D_RECEIVER].copy_from_slice(&receiver.to_le_bytes());
-    out[field::D_COUNTER].copy_from_slice(&counter.to_le_bytes());
+impl<T: AsRef<[u8]> + AsMut<[u8]>> DataPacket<T> {
+    pub fn set_receiver(&mut self, index: u32) {
+        self.buffer.as_mut()[field::D_RECEIVER].copy_from_slice(&index.to_le_bytes());
+    }
+    pub fn set_counter(&mut self, counter: u64) {
+        self.buffer.as_mut()[field::D_COUNTER].copy_from_slice(&counter.to_le_bytes());
+    }
+    /// The three parts sealing needs at once: the header (to
+    /// authenticate), the payload (to encrypt in place) and the tag (to
+    /// fill in).
+    pub fn parts_mut(&mut self) -> (&[u8], &mut [u8], &mut [u8]) {
+        let b = self.buffer.as_mut();
+        let (header, rest) = b.split_at_mut(field::D_PAYLOAD);
+        let (payload, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        (header, payload, tag)
+    }
+}
+
+/// A data message's header, and how many bytes are sealed after it (the
+/// inner packet and its padding, without the tag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataRepr {
+    pub receiver: u32,
+    pub counter: u64,
+    pub sealed_len: usize,
+}
+
+impl DataRepr {
+    pub fn parse<T: AsRef<[u8]>>(packet: &DataPacket<T>) -> Result<Self, Error> {
+        packet.check()?;
+        Ok(Self {
+            receiver: packet.receiver(),
+            counter: packet.counter(),
+            sealed_len: packet.ciphertext().len(),
+        })
+    }
+
+    pub const fn buffer_len(&self) -> usize {
+        DATA_OVERHEAD + self.sealed_len
+    }
+
+    /// Writes the header; the payload and the tag are the sealer's.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut DataPacket<T>) {
+        set_header(packet.buffer.as_mut(), MessageType::Data);
+        packet.set_receiver(self.receiver);
+        packet.set_counter(self.counter);
+    }
 }
 // ANCHOR_END: data
 
-/// A message in one tcpdump-like line.
-pub struct MessageSummary<'a>(pub &'a [u8]);
+/// Any message, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repr {
+    Initiation(InitiationRepr),
+    Response(ResponseRepr),
+    Data(DataRepr),
+}
 
-impl fmt::Display for MessageSummary<'_> {
+impl Repr {
+    /// Parses received bytes of any type.
+    pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
+        Ok(match MessageType::of(bytes)? {
+            MessageType::Initiation => {
+                Repr::Initiation(InitiationRepr::parse(&InitiationPacket::new_checked(bytes)?)?)
+            }
+            MessageType::Response => {
+                Repr::Response(ResponseRepr::parse(&ResponsePacket::new_checked(bytes)?)?)
+            }
+            MessageType::Data => Repr::Data(DataRepr::parse(&DataPacket::new_checked(bytes)?)?),
+        })
+    }
+
+    pub fn message_type(&self) -> MessageType {
+        match self {
+            Repr::Initiation(_) => MessageType::Initiation,
+            Repr::Response(_) => MessageType::Response,
+            Repr::Data(_) => MessageType::Data,
+        }
+    }
+
+    pub fn buffer_len(&self) -> usize {
+        match self {
+            Repr::Initiation(r) => r.buffer_len(),
+            Repr::Response(r) => r.buffer_len(),
+            Repr::Data(r) => r.buffer_len(),
+        }
+    }
+
+    /// Writes the message into the start of `buffer`; returns its length,
+    /// or `None` when `buffer` is too short. A data message gets only its
+    /// header.
+    pub fn emit(&self, buffer: &mut [u8]) -> Option<usize> {
+        let len = self.buffer_len();
+        let bytes = buffer.get_mut(..len)?;
+        match self {
+            Repr::Initiation(r) => r.emit(&mut InitiationPacket::new_unchecked(bytes)),
+            Repr::Response(r) => r.emit(&mut ResponsePacket::new_unchecked(bytes)),
+            Repr::Data(r) => r.emit(&mut DataPacket::new_unchecked(bytes)),
+        }
+        Some(len)
+    }
+}
+
+impl fmt::Display for Repr {
+    /// `handshake initiation, sender 0x63d66d05`, `data, receiver
+    /// 0x499a9393, counter 1, 96 bytes sealed`, `keepalive, receiver ...`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        let bad = |f: &mut fmt::Formatter<'_>, e: Error| write!(f, "malformed ({e}), {} bytes", b.len());
-        match message_type(b) {
-            Some(INITIATION) => match InitiationPacket::new_checked(b) {
-                Ok(p) => write!(f, "handshake initiation, sender {:#010x}", p.sender()),
-                Err(e) => bad(f, e),
-            },
-            Some(RESPONSE) => match ResponsePacket::new_checked(b) {
-                Ok(p) => write!(
-                    f,
-                    "handshake response, sender {:#010x}, receiver {:#010x}",
-                    p.sender(),
-                    p.receiver()
-                ),
-                Err(e) => bad(f, e),
-            },
-            Some(DATA) => match DataPacket::new_checked(b) {
-                Ok(p) if p.ciphertext().is_empty() => {
-                    write!(
-                        f,
-                        "keepalive, receiver {:#010x}, counter {}",
-                        p.receiver(),
-                        p.counter()
-                    )
-                }
-                Ok(p) => write!(
-                    f,
-                    "data, receiver {:#010x}, counter {}, {} bytes sealed",
-                    p.receiver(),
-                    p.counter(),
-                    p.ciphertext().len()
-                ),
-                Err(e) => bad(f, e),
-            },
-            _ => bad(
+        match self {
+            Repr::Initiation(r) => write!(f, "handshake initiation, sender {:#010x}", r.sender),
+            Repr::Response(r) => write!(
                 f,
-                if b.is_empty() {
-                    Error::Truncated
-                } else {
-                    Error::BadType
-                },
+                "handshake response, sender {:#010x}, receiver {:#010x}",
+                r.sender, r.receiver
+            ),
+            Repr::Data(r) if r.sealed_len == 0 => {
+                write!(
+                    f,
+                    "keepalive, receiver {:#010x}, counter {}",
+                    r.receiver, r.counter
+                )
+            }
+            Repr::Data(r) => write!(
+                f,
+                "data, receiver {:#010x}, counter {}, {} bytes sealed",
+                r.receiver, r.counter, r.sealed_len
             ),
         }
     }
 }
 
-impl fmt::Display for Error {
+/// One tcpdump-like line for any bytes received as a message, valid or
+/// not: the underlay decoder of this step.
+pub struct MessageSummary<'a>(pub &'a [u8]);
+
+impl fmt::Display for MessageSummary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Error::Truncated => "truncated",
-            Error::BadType => "bad-type",
-            Error::BadReserved => "bad-reserved",
-        })
+        match Repr::parse(self.0) {
+            Ok(repr) => repr.fmt(f),
+            Err(e) => write!(f, "[bad message, {} bytes: {e}]", self.0.len()),
+        }
     }
 }
 
@@ -379,38 +607,130 @@ impl fmt::Display for Error {
 mod tests {
     use super::*;
 
-    #[test]
-    fn data_view_reads_what_was_written() {
-        let mut m = [0u8; DATA_OVERHEAD + 3];
-        let mut header = [0u8; DATA_HEADER_LEN];
-        emit_data_header(&mut header, 0x0403_0201, 0x0102_0304_0506_0708);
-        m[..DATA_HEADER_LEN].copy_from_slice(&header);
-        assert_eq!(&m[..8], &[4, 0, 0, 0, 1, 2, 3, 4]);
-        assert_eq!(&m[8..16], &[8, 7, 6, 5, 4, 3, 2, 1]);
-        let p = DataPacket::new_checked(&m[..]).unwrap();
-        assert_eq!(p.receiver(), 0x0403_0201);
-        assert_eq!(p.counter(), 0x0102_0304_0506_0708);
-        assert_eq!(p.ciphertext().len(), 3);
-        assert_eq!(
-            MessageSummary(&m).to_string(),
-            "data, receiver 0x04030201, counter 72623859790382856, 3 bytes sealed"
-        );
+    /// A data message: receiver 0x04030201, counter 0x0102030405060708,
+    /// three sealed bytes, and a tag.
+    static DATA_BYTES: [u8; 35] = [
+        4, 0, 0, 0, 1, 2, 3, 4, 8, 7, 6, 5, 4, 3, 2, 1, 0xaa, 0xbb, 0xcc, 0xf0, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5,
+        0xf6, 0xf7, 0xf8, 0xf9, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff,
+    ];
+
+    fn data_repr() -> DataRepr {
+        DataRepr {
+            receiver: 0x0403_0201,
+            counter: 0x0102_0304_0506_0708,
+            sealed_len: 3,
+        }
+    }
+
+    /// An initiation whose every field is a different byte value.
+    fn initiation_repr() -> InitiationRepr {
+        InitiationRepr {
+            sender: 0x1122_3344,
+            ephemeral: [0xe0; 32],
+            sealed_static: [0x5a; 48],
+            sealed_timestamp: [0x7a; 28],
+            mac1: [0x3c; 16],
+        }
+    }
+
+    fn response_repr() -> ResponseRepr {
+        ResponseRepr {
+            sender: 0x5566_7788,
+            receiver: 0x1122_3344,
+            ephemeral: [0xe1; 32],
+            sealed_empty: [0x0e; 16],
+            mac1: [0x3d; 16],
+        }
     }
 
     #[test]
-    fn malformed_messages_are_refused() {
-        let mut m = [0u8; DATA_OVERHEAD];
-        m[0] = DATA;
-        assert!(DataPacket::new_checked(&m[..]).is_ok());
-        assert_eq!(DataPacket::new_checked(&m[..31]).unwrap_err(), Error::Truncated);
-        m[2] = 1;
-        assert_eq!(DataPacket::new_checked(&m[..]).unwrap_err(), Error::BadReserved);
-        assert_eq!(DataPacket::new_checked(&[][..]).unwrap_err(), Error::Truncated);
-        let mut i = [0u8; INITIATION_LEN];
-        i[0] = INITIATION;
-        assert!(InitiationPacket::new_checked(&i[..]).is_ok());
+    fn test_parse() {
+        let packet = DataPacket::new_checked(&DATA_BYTES[..]).unwrap();
+        assert_eq!(packet.receiver(), 0x0403_0201);
+        assert_eq!(packet.counter(), 0x0102_0304_0506_0708);
+        assert_eq!(packet.header(), &DATA_BYTES[..16]);
+        assert_eq!(packet.ciphertext(), &[0xaa, 0xbb, 0xcc]);
+        assert_eq!(packet.tag(), core::array::from_fn(|i| 0xf0 + i as u8));
+        assert_eq!(DataRepr::parse(&packet), Ok(data_repr()));
+        assert_eq!(Repr::parse(&DATA_BYTES), Ok(Repr::Data(data_repr())));
+    }
+
+    #[test]
+    fn test_emit() {
+        let mut buf = [0xffu8; 35];
+        let len = Repr::Data(data_repr()).emit(&mut buf).unwrap();
+        assert_eq!(len, 35);
+        // The header is the repr's; the payload and tag are left alone.
+        assert_eq!(buf[..16], DATA_BYTES[..16]);
+        assert_eq!(buf[16..], [0xff; 19]);
+        assert_eq!(Repr::Data(data_repr()).emit(&mut buf[..34]), None);
+
+        let mut packet = DataPacket::new_unchecked(&mut buf[..]);
+        let (header, payload, tag) = packet.parts_mut();
+        assert_eq!((header.len(), payload.len(), tag.len()), (16, 3, 16));
+    }
+
+    #[test]
+    fn handshake_reprs_round_trip_through_their_bytes() {
+        for repr in [
+            Repr::Initiation(initiation_repr()),
+            Repr::Response(response_repr()),
+        ] {
+            let mut buf = vec![0xffu8; repr.buffer_len() + 5];
+            let len = repr.emit(&mut buf).unwrap();
+            assert_eq!(len, repr.buffer_len());
+            assert_eq!(buf[1..4], [0, 0, 0], "reserved");
+            assert_eq!(Repr::parse(&buf[..len]), Ok(repr));
+            assert_eq!(repr.emit(&mut buf[..len - 1]), None);
+        }
+        let mut buf = [0u8; INITIATION_LEN];
+        Repr::Initiation(initiation_repr()).emit(&mut buf).unwrap();
+        assert_eq!(buf[..8], [1, 0, 0, 0, 0x44, 0x33, 0x22, 0x11]);
+        assert_eq!(buf[8..40], [0xe0; 32]);
+        assert_eq!(buf[40..88], [0x5a; 48]);
+        assert_eq!(buf[88..116], [0x7a; 28]);
+        assert_eq!(buf[116..], [0x3c; 16]);
+        let mut buf = [0u8; RESPONSE_LEN];
+        Repr::Response(response_repr()).emit(&mut buf).unwrap();
+        assert_eq!(
+            buf[..12],
+            [2, 0, 0, 0, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]
+        );
+        assert_eq!(buf[12..44], [0xe1; 32]);
+        assert_eq!(buf[44..60], [0x0e; 16]);
+        assert_eq!(buf[60..], [0x3d; 16]);
+    }
+
+    #[test]
+    fn fill_mac1_covers_exactly_the_bytes_before_it() {
+        let mut buf = [0u8; INITIATION_LEN];
+        let mut packet = InitiationPacket::new_unchecked(&mut buf[..]);
+        initiation_repr().emit(&mut packet);
+        packet.fill_mac1(|covered| {
+            assert_eq!(covered.len(), 116);
+            [covered.len() as u8; 16]
+        });
+        assert_eq!(buf[116..], [116; 16]);
+    }
+
+    #[test]
+    fn test_malformed() {
+        assert_eq!(Repr::parse(&[]), Err(Error::Truncated));
+        assert_eq!(Repr::parse(&[3, 0, 0, 0]), Err(Error::BadType));
+        assert_eq!(Repr::parse(&DATA_BYTES[..31]), Err(Error::Truncated));
+        assert!(Repr::parse(&DATA_BYTES[..32]).is_ok());
+        let mut bad = DATA_BYTES;
+        bad[2] = 1;
+        assert_eq!(Repr::parse(&bad), Err(Error::BadReserved));
+        let mut i = [0u8; INITIATION_LEN + 1];
+        i[0] = 1;
+        assert!(InitiationPacket::new_checked(&i[..INITIATION_LEN]).is_ok());
         assert_eq!(
             InitiationPacket::new_checked(&i[..131]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            InitiationPacket::new_checked(&i[..]).unwrap_err(),
             Error::Truncated
         );
         assert_eq!(
@@ -421,11 +741,26 @@ mod tests {
             ResponsePacket::new_checked(&i[..RESPONSE_LEN]).unwrap_err(),
             Error::BadType
         );
+    }
+
+    #[test]
+    fn summaries() {
+        assert_eq!(
+            MessageSummary(&DATA_BYTES).to_string(),
+            "data, receiver 0x04030201, counter 72623859790382856, 3 bytes sealed"
+        );
+        assert_eq!(
+            MessageSummary(&DATA_BYTES[..32]).to_string(),
+            "keepalive, receiver 0x04030201, counter 72623859790382856"
+        );
         assert_eq!(
             MessageSummary(&[9, 0]).to_string(),
-            "malformed (bad-type), 2 bytes"
+            "[bad message, 2 bytes: unknown message type]"
         );
-        assert_eq!(MessageSummary(&[]).to_string(), "malformed (truncated), 0 bytes");
+        assert_eq!(
+            MessageSummary(&[]).to_string(),
+            "[bad message, 0 bytes: wrong length for its type]"
+        );
     }
 
     /// The row of `table` called `name`.
@@ -436,9 +771,9 @@ mod tests {
 
     /// Bytes 0, 1, 2, ... with the header of `kind`, so every field reads
     /// something different.
-    fn numbered(len: usize, kind: u8) -> Vec<u8> {
+    fn numbered(len: usize, kind: MessageType) -> Vec<u8> {
         let mut b: Vec<u8> = (0..len).map(|i| i as u8).collect();
-        b[0] = kind;
+        b[0] = kind.to_u8();
         b[1..4].fill(0);
         b
     }
@@ -466,7 +801,7 @@ mod tests {
     #[test]
     fn the_field_tables_are_what_the_accessors_read() {
         let t = INITIATION_FIELDS;
-        let b = numbered(INITIATION_LEN, INITIATION);
+        let b = numbered(INITIATION_LEN, MessageType::Initiation);
         let p = InitiationPacket::new_checked(&b[..]).unwrap();
         assert_eq!(p.sender().to_le_bytes(), b[field_range(t, "sender index")]);
         assert_eq!(p.ephemeral(), b[field_range(t, "ephemeral public key")]);
@@ -476,7 +811,7 @@ mod tests {
         assert_eq!(p.mac1_covered().len(), field_range(t, "mac1").start);
 
         let t = RESPONSE_FIELDS;
-        let b = numbered(RESPONSE_LEN, RESPONSE);
+        let b = numbered(RESPONSE_LEN, MessageType::Response);
         let p = ResponsePacket::new_checked(&b[..]).unwrap();
         assert_eq!(p.sender().to_le_bytes(), b[field_range(t, "sender index")]);
         assert_eq!(p.receiver().to_le_bytes(), b[field_range(t, "receiver index")]);
@@ -485,22 +820,26 @@ mod tests {
         assert_eq!(p.mac1(), b[field_range(t, "mac1")]);
 
         let t = DATA_FIELDS;
-        let b = numbered(DATA_OVERHEAD + 5, DATA);
+        let b = numbered(DATA_OVERHEAD + 5, MessageType::Data);
         let p = DataPacket::new_checked(&b[..]).unwrap();
         assert_eq!(p.receiver().to_le_bytes(), b[field_range(t, "receiver index")]);
         assert_eq!(p.counter().to_le_bytes(), b[field_range(t, "counter")]);
         assert_eq!(p.header(), &b[..DATA_HEADER_LEN]);
         assert_eq!(p.ciphertext(), &b[DATA_HEADER_LEN..b.len() - TAG_LEN]);
-        let mut header = [0u8; DATA_HEADER_LEN];
-        emit_data_header(&mut header, p.receiver(), p.counter());
-        assert_eq!(header, b[..DATA_HEADER_LEN]);
-        assert_eq!(header[field_range(t, "type")], [DATA]);
+        let mut header = [0u8; DATA_OVERHEAD];
+        DataRepr::parse(&p)
+            .unwrap()
+            .emit(&mut DataPacket::new_unchecked(&mut header[..]));
+        assert_eq!(header[..DATA_HEADER_LEN], b[..DATA_HEADER_LEN]);
+        assert_eq!(header[field_range(t, "type")], [MessageType::Data.to_u8()]);
         assert_eq!(header[field_range(t, "reserved")], [0, 0, 0]);
     }
 
     #[test]
-    fn emitting_into_a_short_buffer_is_refused() {
-        assert!(InitiationPacket::new_emit(&mut [0u8; 131][..]).is_none());
-        assert!(ResponsePacket::new_emit(&mut [0u8; 75][..]).is_none());
+    fn message_types_round_trip() {
+        for t in [MessageType::Initiation, MessageType::Response, MessageType::Data] {
+            assert_eq!(MessageType::from_u8(t.to_u8()), Some(t));
+        }
+        assert_eq!(MessageType::from_u8(3), None, "WireGuard's cookie reply");
     }
 }

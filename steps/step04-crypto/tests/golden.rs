@@ -24,7 +24,7 @@ use step04_crypto::entropy::Scripted;
 use step04_crypto::keys;
 use step04_crypto::run::read_keylog;
 use step04_crypto::tunnel::{DropReason, inner_addresses};
-use step04_crypto::wire::{self, DataPacket, MessageSummary, ResponsePacket};
+use step04_crypto::wire::{DataPacket, MessageSummary, MessageType, ResponsePacket};
 use step04_crypto::{PeerConfig, Tunnel};
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -96,12 +96,12 @@ fn the_recorded_session_replays_byte_for_byte() {
     // messages (by counter).
     let mut responses: VecDeque<Vec<u8>> = wire
         .iter()
-        .filter(|(_, from, _, m)| *from == server_addr && m[0] == wire::RESPONSE)
+        .filter(|(_, from, _, m)| *from == server_addr && m[0] == MessageType::Response.to_u8())
         .map(|(_, _, _, m)| m.clone())
         .collect();
     let mut sent_data: Vec<Vec<u8>> = wire
         .iter()
-        .filter(|(_, from, _, m)| *from == server_addr && m[0] == wire::DATA)
+        .filter(|(_, from, _, m)| *from == server_addr && m[0] == MessageType::Data.to_u8())
         .map(|(_, _, _, m)| m.clone())
         .collect();
     sent_data.sort_by_key(|m| DataPacket::new_checked(&m[..]).unwrap().counter());

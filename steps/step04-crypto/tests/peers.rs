@@ -9,7 +9,12 @@ use std::time::Duration;
 use common::*;
 use step02_plain_tunnel::Action;
 use step04_crypto::tunnel::{DropReason, Limits};
-use step04_crypto::wire::{DataPacket, INITIATION, RESPONSE};
+use step04_crypto::wire::{DataPacket, MessageType};
+use step04_crypto::{PeerConfig, Tunnel};
+
+const INITIATION: u8 = MessageType::Initiation.to_u8();
+const RESPONSE: u8 = MessageType::Response.to_u8();
+const DATA: u8 = MessageType::Data.to_u8();
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -399,7 +404,7 @@ fn counters_never_wrap() {
     let mut counters = Vec::new();
     for seq in 1..20 {
         match p.client.encapsulate(&client_ping(seq), p.now, &mut out) {
-            Ok(Some(t)) if out[0] == 4 => {
+            Ok(Some(t)) if out[0] == DATA => {
                 counters.push(DataPacket::new_checked(&out[..t.len]).unwrap().counter())
             }
             _ => {}
@@ -462,6 +467,98 @@ fn the_server_routes_by_allowed_addresses() {
     assert_eq!(
         server.encapsulate(&ping([10, 0, 0, 1], [10, 0, 0, 4], 1, b"hi"), t0, &mut out),
         Err(DropReason::NoRoute)
+    );
+}
+
+/// Connects each client (key, underlay address, a tunnel address it may
+/// use) to `server`: a handshake and a first packet from that address.
+fn connect(server: &mut Tunnel, clients: &mut [(&mut Tunnel, &str, [u8; 4])], t0: std::time::Instant) {
+    let mut out = vec![0u8; 2048];
+    for (c, from, src) in clients.iter_mut() {
+        let t = c
+            .encapsulate(&ping(*src, [10, 0, 0, 1], 1, b"hi"), t0, &mut out)
+            .unwrap()
+            .unwrap();
+        let init = out[..t.len].to_vec();
+        let Ok(Action::Reply(r)) = server.decapsulate(addr(from), &init, t0, &mut out) else {
+            panic!("no response for {from}")
+        };
+        let resp = out[..r.len].to_vec();
+        c.decapsulate(addr(SERVER), &resp, t0, &mut out).unwrap();
+        let staged = c.poll(t0, &mut out).unwrap();
+        let m = out[..staged.len].to_vec();
+        assert!(matches!(
+            server.decapsulate(addr(from), &m, t0, &mut out),
+            Ok(Action::WriteToTun(_))
+        ));
+    }
+}
+
+#[test]
+fn overlapping_prefixes_route_to_the_most_specific_and_bind_sources_to_it() {
+    let t0 = std::time::Instant::now();
+    // Client 1 has 10.0.0.0/24, except 10.0.0.3, which is client 3's;
+    // fd00::/64 likewise, except fd00::3.
+    let mut server = server(t0, &[(1, "10.0.0.0/24"), (3, "10.0.0.3/32")]);
+    server.add_peer(PeerConfig {
+        public: public(5),
+        allowed: vec!["fd00::/64".parse().unwrap()],
+        endpoint: None,
+        keepalive: None,
+    });
+    let (mut c1, mut c3) = (client(t0, 1, None), client(t0, 3, None));
+    connect(
+        &mut server,
+        &mut [
+            (&mut c1, "192.0.2.2:1", [10, 0, 0, 2]),
+            (&mut c3, "192.0.2.3:1", [10, 0, 0, 3]),
+        ],
+        t0,
+    );
+    let mut out = vec![0u8; 2048];
+    for (dst, to) in [
+        ([10, 0, 0, 3], "192.0.2.3:1"),
+        ([10, 0, 0, 4], "192.0.2.2:1"),
+        ([10, 0, 0, 254], "192.0.2.2:1"),
+    ] {
+        let t = server
+            .encapsulate(&ping([10, 0, 0, 1], dst, 1, b"hi"), t0, &mut out)
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.to, addr(to), "{dst:?}");
+    }
+    assert_eq!(
+        server.encapsulate(&ping([10, 0, 0, 1], [10, 0, 1, 1], 1, b"hi"), t0, &mut out),
+        Err(DropReason::NoRoute)
+    );
+    // Client 1 may send from any address of its /24 but client 3's: that
+    // one routes to client 3, so client 1 cannot take it.
+    let from_nine = Pair::seal(&mut c1, &ping([10, 0, 0, 9], [10, 0, 0, 1], 2, b"hi"), t0);
+    assert!(matches!(
+        server.decapsulate(addr("192.0.2.2:1"), &from_nine, t0, &mut out),
+        Ok(Action::WriteToTun(_))
+    ));
+    let as_three = Pair::seal(&mut c1, &ping([10, 0, 0, 3], [10, 0, 0, 1], 3, b"hi"), t0);
+    assert_eq!(
+        server.decapsulate(addr("192.0.2.2:1"), &as_three, t0, &mut out),
+        Err(DropReason::SourceNotAllowed)
+    );
+    // An IPv6 packet: no route for client 1 (fd00::/64 is client 5's).
+    let v6 = {
+        let b = etherparse::PacketBuilder::ipv6(
+            [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            64,
+        )
+        .icmpv6_echo_request(1, 1);
+        let mut v = Vec::new();
+        b.write(&mut v, b"hi").unwrap();
+        v
+    };
+    let m = Pair::seal(&mut c1, &v6, t0);
+    assert_eq!(
+        server.decapsulate(addr("192.0.2.2:1"), &m, t0, &mut out),
+        Err(DropReason::SourceNotAllowed)
     );
 }
 

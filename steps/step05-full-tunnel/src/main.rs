@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use step02_plain_tunnel::run::{Endpoint, resolve};
-use step04_crypto::cli::{Common, client_peer, genkey, pubkey, server_peers, tunnel_end};
+use step02_plain_tunnel::run::Endpoint;
+use step04_crypto::cli::{ClientArgs, GenkeyArgs, ServerArgs, genkey, pubkey};
+use step04_crypto::run::tunnel_end;
 use step05_full_tunnel::setup::{Wanted, apply_all, client_changes, default_state, down, server_changes};
 
 const PROGRAM: &str = "step05-full-tunnel";
@@ -42,8 +43,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print a new private key (base64), as step 04 does.
-    Genkey,
+    /// Make a new private key (base64), as step 04 does: --out FILE, or
+    /// standard output.
+    Genkey(GenkeyArgs),
     /// Read a private key on stdin, print its public key.
     Pubkey,
     /// Accept the listed clients; with --nat, forward and masquerade their
@@ -52,13 +54,8 @@ enum Command {
         step05-full-tunnel server --listen 0.0.0.0:51820 --key server.key --nat \\\n    \
         --peer CLIENT_PUBKEY=10.0.0.2/32,fd00::2/128 --address 10.0.0.1/24 --address fd00::1/64")]
     Server {
-        /// Where to listen; [::]:PORT takes both families.
-        #[arg(long, value_name = "ADDR:PORT")]
-        listen: std::net::SocketAddr,
-        /// A client: its public key and the tunnel addresses it may send
-        /// from (and that are routed to it). Repeat for each client.
-        #[arg(long = "peer", value_name = "PUBKEY=CIDR[,CIDR...]", required = true)]
-        peers: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
         /// Turn on forwarding (old values restored on exit) and masquerade
         /// packets from the tunnel's prefixes that leave by another
         /// interface, in an nftables table of our own.
@@ -66,23 +63,14 @@ enum Command {
         nat: bool,
         #[command(flatten)]
         host: HostArgs,
-        #[command(flatten)]
-        common: Common,
     },
     /// Connect to a server; with --full-tunnel, send everything through it.
     #[command(after_help = "Example (as root):\n  \
         step05-full-tunnel client --server 192.0.2.1:51820 --key client.key --server-key SERVER_PUBKEY \\\n    \
         --address 10.0.0.2/24 --address fd00::2/64 --full-tunnel --dns 198.51.100.53 --kill-switch")]
     Client {
-        /// The server: 192.0.2.1:51820, [2001:db8::1]:51820, or a name.
-        #[arg(long, value_name = "HOST:PORT")]
-        server: String,
-        /// The server's public key.
-        #[arg(long, value_name = "PUBKEY")]
-        server_key: String,
-        /// Seconds between keepalives [default: 25; 0: none].
-        #[arg(long, value_name = "SECS")]
-        keepalive: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
         /// Route all IPv4 and IPv6 through the tunnel (0.0.0.0/1,
         /// 128.0.0.0/1, ::/1, 8000::/1), except the tunnel's own datagrams
         /// to the server.
@@ -99,8 +87,6 @@ enum Command {
         kill_switch: bool,
         #[command(flatten)]
         host: HostArgs,
-        #[command(flatten)]
-        common: Common,
     },
     /// Undo what a run that was killed left on this host (in this network
     /// namespace).
@@ -132,41 +118,37 @@ impl HostArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Genkey => genkey(),
+        Command::Genkey(args) => genkey(PROGRAM, &args),
         Command::Pubkey => pubkey(),
-        Command::Server {
-            listen,
-            peers,
-            nat,
-            host,
-            common,
-        } => server_peers(&peers).and_then(|peers| {
-            let state = host.path(&common.tun);
-            tunnel_end(PROGRAM, &common, peers, Endpoint::Server { listen }, |started| {
-                apply_all(&state, |host| {
-                    if nat {
-                        server_changes(started, host)
-                    } else {
-                        Ok(Vec::new())
-                    }
-                })
-            })
-        }),
+        Command::Server { server, nat, host } => {
+            let state = host.path(&server.common.tun);
+            tunnel_end(
+                PROGRAM,
+                &server.common,
+                server.peers(),
+                server.endpoint(),
+                |started| {
+                    apply_all(&state, |host| {
+                        if nat {
+                            server_changes(started, host)
+                        } else {
+                            Ok(Vec::new())
+                        }
+                    })
+                },
+            )
+        }
         Command::Client {
-            server,
-            server_key,
-            keepalive,
+            client,
             full_tunnel,
             dns,
             kill_switch,
             host,
-            common,
-        } => resolve(&server).and_then(|server| {
-            let peer = client_peer(server, &server_key, keepalive)?;
-            let state = host.path(&common.tun);
+        } => client.resolve().and_then(|(server, peer)| {
+            let state = host.path(&client.common.tun);
             tunnel_end(
                 PROGRAM,
-                &common,
+                &client.common,
                 vec![peer],
                 Endpoint::Client { server },
                 |started| {
@@ -187,5 +169,51 @@ fn main() -> ExitCode {
             eprintln!("{PROGRAM}: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "HPV5q6RaELodHvBtkfyiqp7QoRUFFWUxVUBdCxjLmmc=";
+
+    #[test]
+    fn step04s_flags_are_flattened_and_checked_by_clap() {
+        let peer = format!("{KEY}=10.0.0.2/32,fd00::2/128");
+        let server = ["step05-full-tunnel", "server", "--listen", "0.0.0.0:51820"];
+        let rest = ["--key", "s.key", "--address", "10.0.0.1/24", "--nat"];
+        let cli = Cli::try_parse_from(server.iter().chain(&["--peer", &peer]).chain(&rest)).unwrap();
+        let Command::Server {
+            server: args, nat, ..
+        } = cli.command
+        else {
+            panic!("not the server")
+        };
+        assert!(nat);
+        assert_eq!(args.peers()[0].allowed.len(), 2);
+        let bad = Cli::try_parse_from(server.iter().chain(&["--peer", "x=10.0.0.2/32"]).chain(&rest));
+        assert_eq!(bad.unwrap_err().kind(), clap::error::ErrorKind::ValueValidation);
+        let client = [
+            "step05-full-tunnel",
+            "client",
+            "--server",
+            "192.0.2.1:51820",
+            "--key",
+            "c.key",
+            "--address",
+            "10.0.0.2/24",
+            "--full-tunnel",
+            "--dns",
+            "198.51.100.53",
+            "--server-key",
+        ];
+        assert!(Cli::try_parse_from(client.iter().chain(&[KEY])).is_ok());
+        assert_eq!(
+            Cli::try_parse_from(client.iter().chain(&["AAAA"]))
+                .unwrap_err()
+                .kind(),
+            clap::error::ErrorKind::ValueValidation
+        );
     }
 }

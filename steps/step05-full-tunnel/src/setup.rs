@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ipnet::IpNet;
 use step01_ping_tun::host;
-use step04_crypto::cli::Started;
+use step04_crypto::run::Started;
 
 use crate::journal::{Change, Journal, already_gone, recover};
 use crate::plan::{self, ClientOptions, parse_route_get};

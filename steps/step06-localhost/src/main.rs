@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use step01_ping_tun::cli::LogArgs;
-use step04_crypto::cli::{genkey, pubkey};
+use step04_crypto::cli::{GenkeyArgs, genkey, pubkey};
 use step04_crypto::entropy::{Entropy, OsEntropy};
+use step04_crypto::keyfile;
 use step04_crypto::keys::{self, Short};
 use step04_crypto::noise::Identity;
 use step04_crypto::run::KeylogEntropy;
@@ -55,9 +56,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print a new private key (base64). Redirect it to a file: the file
-    /// is made readable by its owner only.
-    Genkey,
+    /// Make a new private key (base64), as step 04 does: in a new file
+    /// only its owner can read (--out FILE), or on standard output.
+    Genkey(GenkeyArgs),
     /// Read a private key on stdin, print its public key.
     Pubkey,
     /// Accept control connections from the listed clients.
@@ -136,7 +137,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Genkey => genkey(),
+        Command::Genkey(args) => genkey(PROGRAM, &args),
         Command::Pubkey => pubkey(),
         Command::L3(cmd) => l3::run(PROGRAM, *cmd),
         Command::Server {
@@ -211,10 +212,10 @@ fn serve(
     log: LogArgs,
 ) -> anyhow::Result<ExitCode> {
     log.init();
-    let identity = Identity::new(keys::read_key_file(key)?);
+    let identity = Identity::new(keyfile::read_key_file(key)?);
     let allowed = peers
         .iter()
-        .map(|p| keys::parse_public(p))
+        .map(|p| keys::parse_public(p).with_context(|| format!("--peer `{p}`")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for p in &allowed {
         log::info!("client {} may connect", Short(p));
@@ -239,7 +240,7 @@ fn expose(
     log: LogArgs,
 ) -> anyhow::Result<ExitCode> {
     log.init();
-    let identity = Arc::new(Identity::new(keys::read_key_file(key)?));
+    let identity = Arc::new(Identity::new(keyfile::read_key_file(key)?));
     let server_key = keys::parse_public(server_key).context("--server-key")?;
     let mut config = ClientConfig::new(server.clone(), identity, server_key, local);
     config.remote_port = remote_port.unwrap_or(0);

@@ -65,7 +65,7 @@ fn require_fixtures() {
 /// would rightly refuse a key file others can read).
 fn key(name: &str) -> StaticSecret {
     let text = std::fs::read_to_string(fixture(name)).unwrap();
-    keys::parse_secret(&text).unwrap_or_else(|| panic!("{name} is not a base64 x25519 key"))
+    keys::parse_secret(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// One TCP segment.

@@ -27,7 +27,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use step04_crypto::keys::decode_key;
+use step04_crypto::keys;
 use zeroize::Zeroizing;
 
 /// A configuration error, with the line (from 1) it is on.
@@ -105,7 +105,7 @@ fn err(line: usize, message: impl Into<String>) -> ConfError {
 }
 
 fn key_value(line: usize, key: &str, value: &str) -> Result<Zeroizing<[u8; 32]>, ConfError> {
-    decode_key(value).map(Zeroizing::new).ok_or_else(|| {
+    keys::decode(value).ok().map(Zeroizing::new).ok_or_else(|| {
         err(
             line,
             format!("{key} is not a key (44 characters of base64, as `wg genkey` prints)"),

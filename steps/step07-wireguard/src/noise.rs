@@ -191,7 +191,7 @@ pub fn initiate(
     msg.set_sender(sender);
     msg.set_ephemeral(e.as_bytes());
     Ok(Initiator {
-        ck,
+        ck: *ck,
         h,
         ephemeral,
         sender,
@@ -252,7 +252,7 @@ pub fn consume_initiation<T: AsRef<[u8]>>(
         timestamp,
         sender: msg.sender(),
         remote_ephemeral: e,
-        ck,
+        ck: *ck,
         h,
     })
 }
@@ -286,10 +286,10 @@ pub fn respond(
     // the curve later (a quantum computer) is not enough to read a
     // recorded session (section 5.4.3).
     let [ck, tau, mut k] = kdf(&ck, psk);
-    let h = hash(&[&h, &tau]);
+    let h = hash(&[&h, &tau[..]]);
     let tag = seal(&k, 0, &h, &mut []);
     k.zeroize();
-    let [to_responder, to_initiator] = kdf(&ck, &[]);
+    let [to_responder, to_initiator] = kdf(&ck, b"");
     msg.set_sender(sender);
     msg.set_receiver(incoming.sender);
     msg.set_ephemeral(e.as_bytes());
@@ -318,11 +318,11 @@ pub fn consume_response<T: AsRef<[u8]>>(
     let [ck] = kdf(&ck, &dh(&initiator.ephemeral, &e).ok_or(HandshakeError::Failed)?);
     let [ck] = kdf(&ck, &dh(&local.secret, &e).ok_or(HandshakeError::Failed)?);
     let [ck, tau, mut k] = kdf(&ck, psk);
-    let h = hash(&[&h, &tau]);
+    let h = hash(&[&h, &tau[..]]);
     let opened = open(&k, 0, &h, &mut [], &msg.sealed_empty());
     k.zeroize();
     opened.map_err(|_| HandshakeError::Failed)?;
-    let [to_responder, to_initiator] = kdf(&ck, &[]);
+    let [to_responder, to_initiator] = kdf(&ck, b"");
     Ok(SessionKeys {
         send: to_responder,
         receive: to_initiator,

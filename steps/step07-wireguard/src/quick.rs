@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use ipnet::IpNet;
 use step01_ping_tun::host;
 use step02_plain_tunnel::run::Endpoint;
-use step04_crypto::cli::Started;
+use step04_crypto::run::Started;
 use step05_full_tunnel::journal::{Action, Change, Journal, already_gone, recover};
 use step05_full_tunnel::setup::{Wanted, apply_all, client_changes, default_state};
 use step05_full_tunnel::system::System;

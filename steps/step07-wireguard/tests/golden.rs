@@ -15,7 +15,7 @@ use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use step01_ping_tun::pcap::{ip_in_ethernet, read, read_any};
 use step02_plain_tunnel::Action;
 use step04_crypto::entropy::Scripted;
-use step04_crypto::keys::decode_key;
+use step04_crypto::keys;
 use step04_crypto::run::read_keylog;
 use step07_wireguard::device::{Device, DropReason};
 use step07_wireguard::noise::{Identity, consume_initiation};
@@ -30,7 +30,7 @@ fn dir() -> PathBuf {
 
 fn key(name: &str) -> [u8; 32] {
     let text = std::fs::read_to_string(dir().join(name)).unwrap();
-    decode_key(&text).unwrap()
+    keys::decode(&text).unwrap()
 }
 
 /// One datagram on the underlay.
