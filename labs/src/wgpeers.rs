@@ -1029,10 +1029,15 @@ print(n)
             .parse::<f64>()
             .ok()
     });
-    let flood_out = flood.wait_with_output()?;
-    let sent: u64 = String::from_utf8_lossy(&flood_out.stdout)
-        .trim()
-        .parse()
+    // The flood prints its count last, as it ends; its first line was
+    // read above, from the same reader.
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest)?;
+    flood.wait()?;
+    let sent: u64 = rest
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
         .unwrap_or(0);
     if let Some(pid) = s.step.pid() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGUSR1);
@@ -1050,7 +1055,7 @@ print(n)
     let step = lab.tunnel.name;
     report.check(
         format!("{who}: {step} answers the flood with cookie replies"),
-        replies > 0 && cookies_on_wire > 0,
+        sent > 0 && replies > 0 && cookies_on_wire > 0,
         format!("{sent} initiations sent; {replies} cookie replies counted, {cookies_on_wire} seen on the attacker's link"),
     );
     report.check(
