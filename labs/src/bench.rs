@@ -777,7 +777,7 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
                 binary,
                 &[
                     "server",
-                    "--control",
+                    "--listen",
                     &control,
                     "--key",
                     bench.a_key.file_str()?,

@@ -8,7 +8,10 @@
 //! of its own gives a decoder that claims the payloads it recognises
 //! ([`step02_plain_tunnel::underlay::Decoder`]). `--step NN` picks one;
 //! without it the decoders are tried in turn, the one with the narrower
-//! claim first.
+//! claim first. Step 06's layer-4 control connection is TCP, which no UDP
+//! decoder claims: its segments on the control port are shown with the
+//! records they hold by step 06's own
+//! [`step06_localhost::underlay::control_summary`].
 
 use std::io::Write;
 use std::path::Path;
@@ -25,7 +28,7 @@ pub const DECODERS: [(&str, Decoder); 5] = [
     ("03", step02_plain_tunnel::underlay::DECODER),
     ("04", step04_crypto::underlay::DECODER),
     ("05", step04_crypto::underlay::DECODER),
-    ("06", step04_crypto::underlay::DECODER),
+    ("06", step06_localhost::underlay::DECODER),
 ];
 
 /// The decoders to try, in order: the step's own, or, for no step, step
@@ -52,11 +55,13 @@ pub fn decoders(step: Option<&str>) -> anyhow::Result<Vec<Decoder>> {
 }
 
 /// One line for a packet of the underlay: the first decoder that claims
-/// it, or the outer packet alone.
+/// it, step 06's control connection, or the outer packet alone.
 pub fn underlay_line(ip: &[u8], decoders: &[Decoder], port: u16) -> String {
+    use step06_localhost::underlay::{CONTROL_PORT, control_summary};
     decoders
         .iter()
         .find_map(|d| d.summary(ip, port))
+        .or_else(|| control_summary(ip, CONTROL_PORT))
         .unwrap_or_else(|| Summary(ip).to_string())
 }
 

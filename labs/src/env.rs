@@ -260,7 +260,7 @@ pub fn binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
 /// as root in this target folder (`sudo cargo run ...`), the user's cargo
 /// could not write there: root builds, as cargo did, and says how to
 /// repair it.
-fn cargo_command() -> anyhow::Result<Command> {
+pub fn cargo_command() -> anyhow::Result<Command> {
     let as_root = || {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         Ok(Command::new(cargo))

@@ -14,6 +14,22 @@ use crate::report::Report;
 
 /// The forwarding sysctls, which a server with `--nat` turns on.
 pub const FORWARDING: [&str; 2] = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"];
+/// What turning a forwarding switch on rewrites besides (step 05 puts these
+/// back too): the `forwarding` of every interface and of `default`, in both
+/// families, and `net.ipv4.conf.all.accept_redirects`. Read inside `host`,
+/// for the interfaces it has now.
+pub fn forwarding_sysctls(host: &Host) -> anyhow::Result<Vec<String>> {
+    let mut keys = FORWARDING.map(String::from).to_vec();
+    for family in ["ipv4", "ipv6"] {
+        let names = host.stdout("ls", [format!("/proc/sys/net/{family}/conf")])?;
+        for name in names.split_whitespace().filter(|n| *n != "all") {
+            keys.push(format!("net/{family}/conf/{name}/forwarding"));
+        }
+    }
+    keys.push("net.ipv4.conf.all.accept_redirects".into());
+    Ok(keys)
+}
+
 /// Whether the kernel accepts 127.0.0.0/8 on other interfaces than `lo`
 /// (step 06's layer-3 client turns it on for its TUN device).
 pub const ROUTE_LOCALNET: &str = "net.ipv4.conf.all.route_localnet";
@@ -82,9 +98,14 @@ impl Host {
     }
 }
 
-/// `/proc/sys/<key>`.
+/// `/proc/sys/<key>`; a key with slashes (`net/ipv4/conf/eth0.100/forwarding`,
+/// as sysctl(8) takes it when a part has a dot) is the path already.
 fn sysctl_path(key: &str) -> String {
-    format!("/proc/sys/{}", key.replace('.', "/"))
+    if key.contains('/') {
+        format!("/proc/sys/{key}")
+    } else {
+        format!("/proc/sys/{}", key.replace('.', "/"))
+    }
 }
 
 fn family(address: &str) -> &'static str {
@@ -286,10 +307,13 @@ pub fn state_in_log(log: &str) -> Option<PathBuf> {
 }
 
 /// The state file a step names in its log, or else the one step 05 keeps
-/// for `host` by default: `/run/tunlab/step05-<netns name>-tun0.state`.
+/// for `host` by default: `/run/tunlab/<netns name>/step05-tun0.state`.
 pub fn state_file(host: &Host, log: &str, tun: &str) -> PathBuf {
-    state_in_log(log)
-        .unwrap_or_else(|| Path::new(STEP_STATE_DIR).join(format!("step05-{}-{tun}.state", host.netns())))
+    state_in_log(log).unwrap_or_else(|| {
+        Path::new(STEP_STATE_DIR)
+            .join(host.netns())
+            .join(format!("step05-{tun}.state"))
+    })
 }
 
 /// What `stepNN down` said, after a killed step.
@@ -303,6 +327,9 @@ pub struct Down {
     /// Each `already gone: WHAT: ...`, cut before the failed command
     /// (routes through the TUN device went with it).
     pub gone: Vec<String>,
+    /// The state files it found and undid (`PATH:` lines), without being
+    /// told which.
+    pub files: Vec<String>,
 }
 
 impl Down {
@@ -324,12 +351,18 @@ impl Down {
             .filter_map(|l| l.trim().strip_prefix("already gone: "))
             .map(|l| l.split(": `").next().unwrap_or(l).to_string())
             .collect();
+        let files = stdout
+            .lines()
+            .filter_map(|l| l.trim().strip_suffix(".state:"))
+            .map(|l| format!("{l}.state"))
+            .collect();
         Ok(Self {
             status: out.status,
             stdout,
             stderr,
             undid,
             gone,
+            files,
         })
     }
 }

@@ -34,7 +34,8 @@ use crate::captures::{checksum_ok, each_ip_packet, first_few};
 use crate::doctor::{Kernel, Needs};
 use crate::env;
 use crate::hoststate::{
-    Down, FORWARDING, HostState, RESOLV_CONF, check_unchanged, host_lines, state_file, unified_diff,
+    Down, FORWARDING, HostState, RESOLV_CONF, check_unchanged, forwarding_sysctls, host_lines, state_file,
+    unified_diff,
 };
 use crate::keys::Keys;
 use crate::labs::{Options, Shell};
@@ -208,11 +209,24 @@ pub struct Before {
     pub client2: HostState,
 }
 
-/// Reads the state of a lab 05 host: the forwarding sysctls, and the
+/// Reads the state of a lab 05 host: the forwarding sysctls (every
+/// interface's too, and what turning forwarding on rewrites), and the
 /// resolver of the clients.
 fn host_state(host: &Host) -> anyhow::Result<HostState> {
-    HostState::read(host, &FORWARDING, host.name() != "server")
+    let sysctls = forwarding_sysctls(host)?;
+    let keys: Vec<&str> = sysctls.iter().map(String::as_str).collect();
+    HostState::read(host, &keys, host.name() != "server")
 }
+
+/// Sysctls the server has before the lab as a router's administrator might
+/// have set them: ICMP redirects not accepted, and forwarding on for one
+/// interface only. Turning forwarding on for `all` rewrites both; the
+/// server must put them back.
+const SERVER_SETTINGS: [(&str, &str); 3] = [
+    ("net.ipv4.conf.all.accept_redirects", "0"),
+    ("net.ipv4.conf.veth-inet.forwarding", "1"),
+    ("net.ipv6.conf.veth-inet.forwarding", "1"),
+];
 
 /// Builds the four hosts and their links, records their state, starts the
 /// web server, the server end and the clients as `setup` says, and returns
@@ -257,6 +271,13 @@ pub fn up(out: &Path, setup: &Setup<'_>, report: &mut Report) -> anyhow::Result<
         internet::HOST,
         internet.netns(),
         internet::SERVER
+    ));
+    for (key, value) in SERVER_SETTINGS {
+        server.set_sysctl(key, value)?;
+    }
+    report.note(format!(
+        "the server starts with {}, as a router's administrator might have set them",
+        SERVER_SETTINGS.map(|(k, v)| format!("{k}={v}")).join(", ")
     ));
     let tag = setup.tag;
     let before = Before {
@@ -635,6 +656,7 @@ fn main_session(out: &Path, keys: &Keys, report: &mut Report) -> anyhow::Result<
         .finish()?;
     check_underlay(&captured.path, captured.dropped, report)?;
     let _ = std::fs::remove_file(&data);
+    link_through_the_kill_switch(&lab, report)?;
     kill_switch(&mut lab, report)?;
     restart(&mut lab, report)?;
     stop_all(&mut lab, report)
@@ -656,6 +678,67 @@ fn recorded_before(lab: &Up, report: &mut Report) {
             before.server.summary()
         ),
     );
+}
+
+/// Sends one UDP datagram from each of the given ports, and says for each
+/// whether the kernel let it out or the kill switch refused it (EPERM).
+const SEND_FROM_PORTS: &str = r#"
+import socket, sys
+for spec in sys.argv[1:]:
+    family, src, dst, dport, dev = spec.split(",")
+    fam = socket.AF_INET if family == "4" else socket.AF_INET6
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    scope = socket.if_nametoindex(dev)
+    try:
+        if fam == socket.AF_INET:
+            s.bind(("0.0.0.0", int(src)))
+            s.sendto(b"tunlab", (dst, int(dport)))
+        else:
+            s.bind(("::", int(src), 0, scope))
+            s.sendto(b"tunlab", (dst, int(dport), 0, scope))
+        print(spec, "sent")
+    except OSError as e:
+        print(spec, e.strerror)
+    finally:
+        s.close()
+"#;
+
+/// Check: with the kill switch on, client1 can still renew a DHCP lease
+/// (UDP 68 to 67; DHCPv6 546 to 547, to All_DHCP_Relay_Agents_and_Servers
+/// ff02::1:2), while UDP from any other port to the same places is
+/// refused.
+fn link_through_the_kill_switch(lab: &Up, report: &mut Report) -> anyhow::Result<()> {
+    let server = underlay::SERVER.to_string();
+    let specs = [
+        (format!("4,68,{server},67,veth0"), true),
+        (format!("4,6868,{server},67,veth0"), false),
+        ("6,546,ff02::1:2,547,veth0".to_string(), true),
+        ("6,5460,ff02::1:2,547,veth0".to_string(), false),
+    ];
+    let mut args = vec!["-c".to_string(), SEND_FROM_PORTS.to_string()];
+    args.extend(specs.iter().map(|(s, _)| s.clone()));
+    let said = lab.client1.stdout("python3", &args)?;
+    let mut ok = true;
+    let mut detail = Vec::new();
+    for (spec, allowed) in &specs {
+        let line = said.lines().find(|l| l.starts_with(spec.as_str())).unwrap_or("");
+        let sent = line.ends_with(" sent");
+        ok &= sent == *allowed && (sent || line.contains("not permitted"));
+        let fields: Vec<&str> = spec.split(',').collect();
+        detail.push(format!(
+            "UDP {} to {}:{}: {}",
+            fields[1],
+            fields[2],
+            fields[3],
+            line.strip_prefix(spec.as_str()).unwrap_or("no answer").trim()
+        ));
+    }
+    report.check(
+        "with the kill switch on, client1's DHCP and DHCPv6 client messages leave, other UDP does not",
+        ok,
+        detail.join("; "),
+    );
+    Ok(())
 }
 
 /// What each end changed, while it runs.
@@ -1079,14 +1162,20 @@ fn kill_switch(lab: &mut Up, report: &mut Report) -> anyhow::Result<()> {
     let down = Down::run(&lab.client1, &lab.binary, &lab.out.join("client1-down.log"))?;
     let (undid, gone) = (&down.undid, &down.gone);
     let ks_undone = undid.iter().any(|l| l.contains("tunlab_step05_ks_"));
+    let found = down.files.contains(&state.display().to_string());
     report.check(
-        format!("{PACKAGE} down in client1 undoes what the killed client left"),
-        down.status.success() && !undid.is_empty() && ks_undone && state_left,
+        format!("{PACKAGE} down (no --tun) in client1 finds and undoes what the killed client left"),
+        down.status.success() && !undid.is_empty() && ks_undone && state_left && found,
         format!(
-            "{}; the state file {} {}; undid: {}; already gone: {}",
+            "{}; the state file {} {}{}; undid: {}; already gone: {}",
             down.status,
             state.display(),
             if state_left { "was there" } else { "was not there" },
+            if found {
+                " and down found it"
+            } else {
+                " and down did not name it"
+            },
             if undid.is_empty() {
                 "nothing".to_string()
             } else {

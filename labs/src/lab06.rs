@@ -421,7 +421,7 @@ impl L4<'_> {
         let h = self.hosts;
         let args: Vec<String> = [
             "server",
-            "--control",
+            "--listen",
             &control().to_string(),
             "--key",
             self.keys["server"].file_str()?,
@@ -505,7 +505,7 @@ fn layer4(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
     let http = l4.exposed(HTTP_PORT, false, None, "8080")?;
     let echo_step = l4.exposed(ECHO_PORT, true, None, "9000")?;
     report.note(format!(
-        "started {PACKAGE} server --control {} --public-ip {} (key {}), and in the client expose {HTTP_PORT} \
+        "started {PACKAGE} server --listen {} --public-ip {} (key {}), and in the client expose {HTTP_PORT} \
          --remote-port {HTTP_PORT} and expose {ECHO_PORT} --remote-port {ECHO_PORT}{} (key {})",
         control(),
         internet::SERVER,
@@ -563,6 +563,8 @@ fn layer4(hosts: &Hosts, keys: &Keys, report: &mut Report) -> anyhow::Result<()>
         report,
     )?;
     wrong_key_l4(&l4, &server, report)?;
+    replayed_initiation(&l4, &server, report)?;
+    silent_visitors(hosts, report)?;
     port_in_use(&l4, report)?;
 
     // Check 4: SIGKILL and start again.
@@ -645,6 +647,170 @@ fn wrong_key_l4(l4: &L4<'_>, server: &Running, report: &mut Report) -> anyhow::R
                 .first()
                 .map(|l| l[l.find("] ").map_or(0, |a| a + 2)..].to_string())
                 .unwrap_or_else(|| "no refusal in its log".into())
+        ),
+    );
+    Ok(())
+}
+
+/// Sends a record (hex) to the control port, and prints how many bytes
+/// came back before the server closed (or 5 s passed).
+const KNOCK_PY: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s.sendall(bytes.fromhex(sys.argv[3]))
+got = 0
+try:
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        got += len(b)
+        if got >= int(sys.argv[4]):
+            break
+except (socket.timeout, ConnectionResetError):
+    pass
+print(got)
+"#;
+
+/// Check, layer 4: one initiation of the client's, made now, sent twice
+/// over two connections: the first is answered, the replay is closed
+/// without a word and counted as a replay in the server's log.
+fn replayed_initiation(l4: &L4<'_>, server: &Running, report: &mut Report) -> anyhow::Result<()> {
+    use step04_crypto::entropy::Entropy;
+    use step04_crypto::noise::{self, Identity};
+    use step04_crypto::wire::{INITIATION_LEN, RESPONSE_LEN};
+    let client = &l4.keys["client"];
+    let text = std::fs::read_to_string(&client.file)
+        .with_context(|| format!("reading {}", client.file.display()))?;
+    let secret = step04_crypto::keys::parse_secret(&text).context("the client's key file")?;
+    let server_key = step04_crypto::keys::parse_public(&l4.keys["server"].public)?;
+    let ephemeral = step04_crypto::entropy::OsEntropy.ephemeral();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut record = [0u8; 2 + INITIATION_LEN];
+    record[..2].copy_from_slice(&(INITIATION_LEN as u16).to_be_bytes());
+    noise::initiate(
+        &Identity::new(secret),
+        &server_key,
+        ephemeral,
+        0,
+        noise::tai64n(now),
+        &mut record[2..],
+    )
+    .map_err(|e| anyhow::anyhow!("making an initiation: {e:?}"))?;
+    let hex: String = record.iter().map(|b| format!("{b:02x}")).collect();
+    let replays = || server.log_text().matches("a replayed initiation").count();
+    let before = replays();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let said = l4.hosts.client.stdout(
+            "python3",
+            [
+                "-c",
+                KNOCK_PY,
+                &underlay::SERVER.to_string(),
+                &CONTROL_PORT.to_string(),
+                &hex,
+                &(2 + RESPONSE_LEN).to_string(),
+            ],
+        )?;
+        answers.push(said.trim().parse::<usize>().unwrap_or(usize::MAX));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while replays() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logged = replays() - before;
+    report.check(
+        "L4: a replayed initiation gets no answer, and the server says it was a replay",
+        answers == [2 + RESPONSE_LEN, 0] && logged == 1,
+        format!(
+            "the initiation answered with {} bytes, its replay with {}; replays in the server's log: {logged}",
+            answers[0], answers[1]
+        ),
+    );
+    Ok(())
+}
+
+/// Connections one visitor host opens to the page and holds without a
+/// word: more than the server's cap on streams per address (64 by
+/// default).
+const SILENT_VISITORS: usize = 100;
+
+/// Opens argv[3] connections to argv[1]:argv[2] and sends nothing; after
+/// a second prints how many are still open and how many the server
+/// closed, then holds them until its stdin closes.
+const SILENT_PY: &str = r#"
+import socket, sys, time
+socks = [socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) for _ in range(int(sys.argv[3]))]
+time.sleep(1.0)
+closed = 0
+for s in socks:
+    s.settimeout(0.01)
+    try:
+        if not s.recv(1):
+            closed += 1
+    except socket.timeout:
+        pass
+    except OSError:
+        closed += 1
+print(len(socks) - closed, closed, flush=True)
+sys.stdin.read()
+"#;
+
+/// Check, layer 4: one host opens [`SILENT_VISITORS`] connections to the
+/// public page port and holds them without a word. The server gives it
+/// streams up to its per-address cap and closes the rest at once; while
+/// they are held, the same host is refused and another address (the
+/// server's own) still gets the page.
+fn silent_visitors(hosts: &Hosts, report: &mut Report) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let mut child = hosts
+        .internet
+        .command("python3")
+        .args([
+            "-c",
+            SILENT_PY,
+            &internet::SERVER.to_string(),
+            &HTTP_PORT.to_string(),
+            &SILENT_VISITORS.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the silent visitors")?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufReader::new(out).read_line(&mut line)?;
+    }
+    let counts: Vec<usize> = line.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    let same = hosts.internet.curl(&page_url(HTTP_PORT), 5.0)?;
+    let other = hosts.server.curl(&page_url(HTTP_PORT), 5.0)?;
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let (open, closed) = match counts[..] {
+        [open, closed] => (open, closed),
+        _ => (0, 0),
+    };
+    let cap = step06_localhost::policy::VisitorLimits::default().per_source;
+    report.check(
+        format!(
+            "L4: one host holding {SILENT_VISITORS} silent visitors gets {cap} streams, and another address still gets the page"
+        ),
+        open == cap && closed == SILENT_VISITORS - cap && same.is_err() && other.as_deref().is_ok_and(is_page),
+        format!(
+            "{open} held open, {closed} closed at once; while they are held, the same host: {}; the server's own address: {}",
+            match &same {
+                Ok(_) => "the page".to_string(),
+                Err(e) => e.clone(),
+            },
+            match &other {
+                Ok(body) if is_page(body) => "the page".to_string(),
+                Ok(body) => format!("{body:?}"),
+                Err(e) => e.clone(),
+            }
         ),
     );
     Ok(())

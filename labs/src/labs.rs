@@ -114,7 +114,7 @@ pub const LABS: &[Lab] = &[
         folder: "03-ipv6",
         title: "IPv6 inside and outside the tunnel, MSS clamping and path MTU",
         package: lab03::PACKAGE,
-        exercise: None,
+        exercise: Some("clamp.rs"),
         needs: &lab03::NEEDS,
         run: lab03::run,
         shell: lab03::shell,

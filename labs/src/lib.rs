@@ -23,7 +23,11 @@
 //! - [`env`]: the checkout, building the steps as the user, getting root
 //!   through sudo, handing files back; [`doctor`]: what the labs need from
 //!   the machine.
-//! - [`exercise`]: the checker of the coding exercises.
+//! - [`exercise`]: the checker of the coding exercises; [`coach`]: the
+//!   loop around it (`tunlab hint`, `check`, `watch`); [`track`]: the
+//!   build track (`tunlab track`), a step's core written by the learner
+//!   and checked in a copy of the step crate.
+//! - [`grade`]: `--format json|tap`, the checks for graders' scripts.
 //! - [`book_output`]: the book's quoted program output, checked against
 //!   the real thing.
 //! - [`bench`]: `tunlab bench`, every tunnel measured against the bare
@@ -37,12 +41,14 @@
 pub mod bench;
 pub mod book_output;
 pub mod captures;
+pub mod coach;
 pub mod decode;
 pub mod doctor;
 pub mod env;
 pub mod exercise;
 pub mod flood;
 pub mod fuzz;
+pub mod grade;
 pub mod hoststate;
 pub mod keys;
 pub mod lab01;
@@ -60,5 +66,6 @@ pub mod relay;
 pub mod report;
 pub mod steplog;
 pub mod topology;
+pub mod track;
 pub mod traffic;
 pub mod wgpeers;

@@ -7,19 +7,21 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tunlab::coach::{self, Hints, Progress};
 use tunlab::doctor::{self, Needs, State};
 use tunlab::env::{self, CannotElevate, EXIT_UNPRIVILEGED};
+use tunlab::grade::{End, Format, Grader, Prior};
 use tunlab::labs::{LABS, Lab, Options};
-use tunlab::report::Report;
+use tunlab::report::{self, Report};
 use tunlab::topology::TUNNEL_PORT;
-use tunlab::{bench, exercise, fuzz, netns};
+use tunlab::{bench, exercise, fuzz, netns, track};
 
 /// Run the tunlab classroom labs: each builds its own hosts from network
 /// namespaces, runs the real step binaries in them, drives real traffic and
@@ -32,11 +34,15 @@ use tunlab::{bench, exercise, fuzz, netns};
     version,
     after_help = "Examples:\n  cargo run -p tunlab -- list\n  cargo run -p tunlab -- doctor\n  \
                   cargo run -p tunlab -- run 01\n  cargo run -p tunlab -- check 01\n  \
+                  cargo run -p tunlab -- hint 01\n  cargo run -p tunlab -- watch 01\n  \
+                  cargo run -p tunlab -- run 01 --format json\n  cargo run -p tunlab -- track 02\n  \
                   cargo run -p tunlab -- shell 01\n  cargo run -p tunlab -- decode pcaps/step01/ping-default.pcap\n  \
                   cargo run -p tunlab -- clean\n  cargo run --release -p tunlab -- bench\n\n\
                   Exit status: 0 when every check passed, 1 when a check failed (or something went wrong), \
                   2 on a usage error, 77 when the lab cannot run here (no way to root, or the machine lacks \
-                  what it needs: see `tunlab doctor`)."
+                  what it needs: see `tunlab doctor`). `run` and `check` with --format json print one JSON \
+                  object per check and a summary, one per line, on stdout (with --format tap, TAP version \
+                  14), and the lines for people on stderr."
 )]
 struct Args {
     #[command(subcommand)]
@@ -68,14 +74,68 @@ enum Cmd {
         /// the snapshot diffs).
         #[arg(long)]
         fixtures: bool,
+        /// How to print the checks: human, json (one object per check and
+        /// a summary, one per line) or tap (TAP version 14). json and tap
+        /// go to stdout, the lines for people to stderr.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
     },
     /// Check your work on a lab: your exercise, then (as root: tunlab asks
     /// sudo) the lab's checks against your build of the step.
     Check {
+        /// The lab's number, e.g. 01.
         lab: String,
         /// The file with your attempt [default: the lab's exercise stub].
         #[arg(long, value_name = "FILE")]
         attempt: Option<PathBuf>,
+        /// Check the exercise only, not the lab's own checks: no root, no
+        /// network, and your hint progress is left as it is; the exit
+        /// status is the exercise's (for grading collected files).
+        #[arg(long)]
+        exercise_only: bool,
+        /// How to print the checks: human, json or tap (as for `run`); the
+        /// exercise's tests are checks too, one record each.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// What the first process of this command printed (its copy that
+        /// sudo runs goes on from there).
+        #[arg(long, hide = true, value_name = "PASSED/FAILED")]
+        prior: Option<Prior>,
+    },
+    /// Show the next hint for a lab's exercise (they are in
+    /// labs/NN-*/exercise/HINTS.md, from a nudge to nearly the answer). The
+    /// last one opens after your second failed attempt.
+    Hint {
+        lab: String,
+        /// Show every hint you may see now, not only the next.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Check a lab's exercise now and again every time you save it, with a
+    /// short status each time. Ctrl-C stops.
+    Watch {
+        lab: String,
+        /// The file with your attempt [default: the lab's exercise stub].
+        #[arg(long, value_name = "FILE")]
+        attempt: Option<PathBuf>,
+    },
+    /// The build track: write a step's core yourself (labs/NN-*/track/),
+    /// then check it in a copy of the step crate (target/track/) against
+    /// the step's own tests and golden captures, and against the speed of
+    /// the reference with the step's micro-benchmark. No root needed.
+    Track {
+        /// The step, e.g. 02 [without it: list the checkpoints].
+        lab: Option<String>,
+        /// Your version of the module [default: labs/NN-*/track/MODULE.rs].
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Only the tests, not the speed.
+        #[arg(long)]
+        no_bench: bool,
+        /// Check the reference module itself (what a passing attempt
+        /// looks like; and how fast the reference is here).
+        #[arg(long, conflicts_with = "file")]
+        reference: bool,
     },
     /// Build a lab's hosts, start its step, and open a shell inside a lab
     /// host; leaving the shell removes everything (as root: tunlab asks
@@ -222,42 +282,94 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
             Ok(0)
         }
         Cmd::Doctor { lab } => doctor(lab.as_deref()),
-        Cmd::Run { lab, out, fixtures } => {
+        Cmd::Run {
+            lab,
+            out,
+            fixtures,
+            format,
+        } => {
             let lab = find(&lab)?;
+            report::lines_to_stderr(format.machine());
             let what = format!("lab {}", lab.number);
             if !ready(&what, lab.needs) {
-                return Ok(EXIT_UNPRIVILEGED);
+                return Ok(skipped(
+                    format,
+                    lab,
+                    None,
+                    "the machine lacks what the lab needs (see above)",
+                ));
             }
             if !env::is_root() {
-                return env::run_as_root(&what, lab.needs, &own_args());
+                return match env::run_as_root(&what, lab.needs, &own_args()) {
+                    Err(e) if format.machine() && e.downcast_ref::<CannotElevate>().is_some() => {
+                        eprintln!("tunlab: {e:#}");
+                        Ok(skipped(format, lab, None, &e.to_string()))
+                    }
+                    other => other,
+                };
             }
             clean_up_on_signals(true)?;
             let out = out.unwrap_or_else(|| lab.default_out());
             env::make_dir(&out)?;
-            println!("lab {}: {}", lab.number, lab.title);
-            let report = (lab.run)(&Options {
-                out,
-                fixtures,
-                quiet: false,
-            })?;
-            Ok(summarize(&report))
+            run_lab(lab, format, None, out, fixtures)
         }
-        Cmd::Check { lab, attempt } => {
+        Cmd::Check {
+            lab,
+            attempt,
+            exercise_only,
+            format,
+            prior,
+        } => {
             let lab = find(&lab)?;
+            if let Some(attempt) = attempt.as_ref().filter(|a| !a.is_file()) {
+                return Err(Usage(format!("{} is not a file", attempt.display())).into());
+            }
+            report::lines_to_stderr(format.machine());
+            if exercise_only {
+                if exercise::stub(lab).is_none() {
+                    return Err(Usage(format!("lab {} has no exercise", lab.number)).into());
+                }
+                let (passed, prior) = check_exercise(lab, attempt, format, false)?;
+                return Ok(match prior.filter(|_| format.machine()) {
+                    Some(prior) => Grader::stdout(format, lab.number, Some(prior)).finish(End::Ran),
+                    None => u8::from(!passed),
+                });
+            }
             // The copy that sudo runs does only the lab's part: the
-            // exercise was checked before it, as the user.
-            let exercise_ok = env::elevated() || check_exercise(lab, attempt)?;
+            // exercise was checked before it, as the user, and `prior`
+            // says how that went.
+            let (exercise_ok, prior) = if env::elevated() {
+                (prior.is_none_or(|p| p.failed == 0), prior)
+            } else {
+                check_exercise(lab, attempt, format, true)?
+            };
             let failed = if exercise_ok { 0 } else { 1 };
             let what = format!("lab {}", lab.number);
+            let not_run = "the lab's own checks did not run";
             if !ready(&what, lab.needs) {
-                println!("the lab's own checks did not run");
+                if format.machine() {
+                    let why = format!("{not_run}: the machine lacks what the lab needs (see above)");
+                    return Ok(skipped(format, lab, prior, &why));
+                }
+                println!("{not_run}");
                 return Ok(failed.max(EXIT_UNPRIVILEGED * exercise_ok as u8));
             }
             if !env::is_root() {
-                return match env::run_as_root(&what, lab.needs, &own_args()) {
-                    Ok(code) => Ok(if exercise_ok { code } else { failed }),
+                let mut args = own_args();
+                if let Some(prior) = prior.filter(|_| format.machine()) {
+                    args.extend(["--prior".into(), prior.to_string().into()]);
+                }
+                return match env::run_as_root(&what, lab.needs, &args) {
+                    Ok(code) => {
+                        exercise_reminder(exercise_ok, format);
+                        Ok(if exercise_ok { code } else { failed })
+                    }
                     Err(e) if e.downcast_ref::<CannotElevate>().is_some() => {
-                        println!("the lab's own checks did not run: {e}");
+                        if format.machine() {
+                            eprintln!("{not_run}: {e}");
+                            return Ok(skipped(format, lab, prior, &format!("{not_run}: {e}")));
+                        }
+                        println!("{not_run}: {e}");
                         Ok(if exercise_ok { EXIT_UNPRIVILEGED } else { failed })
                     }
                     Err(e) => Err(e),
@@ -266,13 +378,67 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
             clean_up_on_signals(true)?;
             let out = lab.default_out();
             env::make_dir(&out)?;
-            println!("lab {}: {}", lab.number, lab.title);
-            let report = (lab.run)(&Options {
-                out,
-                fixtures: false,
-                quiet: false,
+            let code = run_lab(lab, format, prior, out, false)?.max(failed);
+            // The elevated copy's first process says it, after the lab.
+            if !env::elevated() {
+                exercise_reminder(exercise_ok, format);
+            }
+            Ok(code)
+        }
+        Cmd::Hint { lab, all } => {
+            let lab = find(&lab)?;
+            if lab.exercise.is_none() {
+                return Err(Usage(format!("lab {} has no exercise", lab.number)).into());
+            }
+            let hints = Hints::of(lab)?;
+            let path = Progress::default_path();
+            let mut progress = Progress::load(&path);
+            print!(
+                "{}",
+                coach::hint_text(lab, &hints, progress.lab_mut(lab.number), all)
+            );
+            if let Err(e) = progress.save() {
+                eprintln!("tunlab: could not keep your progress: {e:#}");
+            }
+            Ok(0)
+        }
+        Cmd::Watch { lab, attempt } => {
+            let lab = find(&lab)?;
+            let Some(stub) = exercise::stub(lab) else {
+                return Err(Usage(format!("lab {} has no exercise", lab.number)).into());
+            };
+            let attempt = attempt.unwrap_or(stub);
+            if !attempt.is_file() {
+                return Err(Usage(format!("{} is not a file", attempt.display())).into());
+            }
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for signal in [SIGINT, SIGTERM, SIGHUP] {
+                signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+            }
+            coach::watch(lab, &attempt, &Progress::default_path(), &stop)?;
+            Ok(0)
+        }
+        Cmd::Track {
+            lab,
+            file,
+            no_bench,
+            reference,
+        } => {
+            let Some(lab) = lab else {
+                print!("{}", track::list());
+                return Ok(0);
+            };
+            let checkpoint = track::find(&lab).ok_or_else(|| {
+                Usage(format!(
+                    "step {lab} has no build-track checkpoint; `tunlab track` lists them"
+                ))
             })?;
-            Ok(summarize(&report).max(failed))
+            let options = track::Options {
+                file,
+                reference,
+                bench: !no_bench,
+            };
+            track::run(checkpoint, &options)
         }
         Cmd::Shell { lab } => {
             let lab = find(&lab)?;
@@ -435,30 +601,141 @@ fn decode(files: &[PathBuf], step: Option<&str>, port: u16) -> anyhow::Result<()
 
 /// Prints the failed checks; the exit status: 0 when all passed, else 1.
 fn summarize(report: &Report) -> u8 {
+    summarize_to(report, &mut std::io::stdout())
+}
+
+fn summarize_to(report: &Report, out: &mut impl Write) -> u8 {
     for line in report.summary() {
-        println!("{line}");
+        let _ = writeln!(out, "{line}");
     }
     u8::from(!report.failures().is_empty())
 }
 
-fn check_exercise(lab: &Lab, attempt: Option<PathBuf>) -> anyhow::Result<bool> {
-    let Some(stub) = exercise::stub(lab) else {
-        println!("lab {} has no exercise", lab.number);
-        return Ok(true);
-    };
-    let attempt = attempt.unwrap_or(stub);
-    println!("checking your exercise {}", attempt.display());
-    let outcome = exercise::check(lab, &attempt)?;
-    if outcome.passed {
-        println!("PASS exercise: every test passes");
-    } else {
-        println!("{}", outcome.output.trim_end());
-        println!("FAIL exercise: not solved yet");
-        if let Some(hints) = exercise::hints(lab) {
-            println!("\n{}", hints.trim_end());
+/// Runs `lab` (as root) and prints its checks in `format`; the exit
+/// status. `prior` is what an earlier process of the same command printed.
+fn run_lab(
+    lab: &Lab,
+    format: Format,
+    prior: Option<Prior>,
+    out: PathBuf,
+    fixtures: bool,
+) -> anyhow::Result<u8> {
+    let title = format!("lab {}: {}", lab.number, lab.title);
+    if !format.machine() {
+        println!("{title}");
+        let report = (lab.run)(&Options {
+            out,
+            fixtures,
+            quiet: false,
+        })?;
+        return Ok(summarize(&report));
+    }
+    eprintln!("{title}");
+    let mut grader = Grader::stdout(format, lab.number, prior);
+    match (lab.run)(&Options {
+        out,
+        fixtures,
+        quiet: false,
+    }) {
+        Ok(report) => {
+            grader.report(&report);
+            summarize_to(&report, &mut std::io::stderr());
+            Ok(grader.finish(End::Ran))
+        }
+        Err(e) => {
+            eprintln!("tunlab: {e:#}");
+            Ok(grader.finish(End::Error(format!("{e:#}"))))
         }
     }
-    Ok(outcome.passed)
+}
+
+/// The summary of a lab that could not run here (`--format json|tap`),
+/// or the plain exit status for people: 77, or 1 when `prior` holds a
+/// failure.
+fn skipped(format: Format, lab: &Lab, prior: Option<Prior>, why: &str) -> u8 {
+    if !format.machine() {
+        return if prior.is_some_and(|p| p.failed > 0) {
+            1
+        } else {
+            EXIT_UNPRIVILEGED
+        };
+    }
+    Grader::stdout(format, lab.number, prior).finish(End::Skipped(why.to_string()))
+}
+
+/// After the lab's checks, whose last line may say that all passed: the
+/// exercise's failure, reported before them, is why `check` failed.
+fn exercise_reminder(exercise_ok: bool, format: Format) {
+    if !exercise_ok && !format.machine() {
+        println!("the exercise is not solved yet (see its FAIL line above), so check fails");
+    }
+}
+
+/// Checks the learner's exercise: prints what failed and which hint to
+/// read (or, with `--format json|tap`, one record per test on stdout and
+/// the same text on stderr); with `keep_progress`, counts the attempt
+/// for the hints. Whether it passed, and the records printed.
+fn check_exercise(
+    lab: &Lab,
+    attempt: Option<PathBuf>,
+    format: Format,
+    keep_progress: bool,
+) -> anyhow::Result<(bool, Option<Prior>)> {
+    let mut grader = format.machine().then(|| Grader::stdout(format, lab.number, None));
+    let Some(stub) = exercise::stub(lab) else {
+        if format.machine() {
+            eprintln!("lab {} has no exercise", lab.number);
+        } else {
+            println!("lab {} has no exercise", lab.number);
+        }
+        return Ok((true, grader.map(|g| g.tally())));
+    };
+    let attempt = attempt.unwrap_or(stub);
+    let mut checked = coach::check(lab, &attempt)?;
+    if keep_progress {
+        coach::record(lab, &attempt, &mut checked, &Progress::default_path());
+    }
+    let hints = Hints::of(lab).ok();
+    let text = coach::report_text(lab, &attempt, &checked, hints.as_ref());
+    if let Some(grader) = &mut grader {
+        eprint!("{text}");
+        exercise_records(grader, &checked);
+    } else {
+        print!("{text}");
+    }
+    Ok((checked.passed, grader.map(|g| g.tally())))
+}
+
+/// One record per test of the exercise, or one for a compile error.
+fn exercise_records<W: Write>(grader: &mut Grader<W>, checked: &coach::Checked) {
+    let run = &checked.run;
+    if let Some((error, _)) = &run.compile_error {
+        grader.check("exercise: compiles", false, error);
+        return;
+    }
+    for name in &run.passed {
+        let short = name.rsplit("::").next().unwrap_or(name);
+        grader.check(&format!("exercise: {short}"), true, "");
+    }
+    for failure in &run.failed {
+        grader.check(
+            &format!("exercise: {}", failure.short_name()),
+            false,
+            &failure.message,
+        );
+    }
+    if run.total() == 0 || run.timed_out || (!checked.passed && run.failed.is_empty()) {
+        let why = if run.timed_out {
+            "the tests did not finish in time"
+        } else {
+            "the tests did not run"
+        };
+        grader.check(
+            "exercise: tests finish",
+            checked.passed,
+            if checked.passed { "" } else { why },
+        );
+    }
 }
 
 /// `tunlab shell NN`: the lab's hosts up, a shell in one of them; leaving

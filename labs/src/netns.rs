@@ -240,17 +240,24 @@ fn delete_namespace(ns: &str) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&etc).with_context(|| format!("removing {}", etc.display()))?;
     }
     // The kernel may take a moment to release a namespace whose processes
-    // were just killed; `ip netns del` itself only unmounts the name.
-    ip(["netns", "del", ns]).map(|_| ())
+    // were just killed; `ip netns del` itself only unmounts the name. A
+    // name that went away meanwhile (another run cleaning up the same
+    // leftover) is as good as deleted.
+    match ip(["netns", "del", ns]) {
+        Ok(_) => Ok(()),
+        Err(_) if !std::path::Path::new("/run/netns").join(ns).exists() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
-/// Where step 05 and later journal their changes to a host, one file per
-/// network namespace and TUN device: `step05-<netns name>-<tun>.state`.
+/// Where step 05 and later journal their changes to a host, one directory
+/// per network namespace and one file per TUN device:
+/// `<netns name>/step05-<tun>.state`.
 pub const STEP_STATE_DIR: &str = "/run/tunlab";
 
 /// Removes the journals (and their side files) that steps keep for
 /// namespace `ns`, which name it by its `ip netns` name or its inode
-/// number: `step05-<ns>-tun0.state`, `step05-netns<inode>-tun0.3.saved`.
+/// number: `<ns>/step05-tun0.state`, `netns<inode>/step05-tun0.3.saved`.
 ///
 /// Called when a namespace is created and when it is deleted. A namespace
 /// about to go takes everything its journals list with it (and a step
@@ -264,22 +271,12 @@ fn remove_step_state(ns: &str) {
     let inode = std::fs::metadata(format!("/run/netns/{ns}"))
         .map(|m| m.ino())
         .ok();
-    let Ok(entries) = std::fs::read_dir(STEP_STATE_DIR) else {
-        return;
-    };
-    let mut names = vec![format!("{ns}-")];
+    let mut dirs = vec![ns.to_string()];
     if let Some(inode) = inode {
-        names.push(format!("{inode}-"));
-        names.push(format!("netns{inode}-"));
+        dirs.push(format!("netns{inode}"));
     }
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let ours = file.split_once('-').is_some_and(|(step, rest)| {
-            step.starts_with("step") && names.iter().any(|n| rest.starts_with(n.as_str()))
-        });
-        if ours {
-            let _ = std::fs::remove_file(entry.path());
-        }
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(std::path::Path::new(STEP_STATE_DIR).join(dir));
     }
 }
 
@@ -329,8 +326,12 @@ pub fn remove_leftovers(all: bool) -> anyhow::Result<Vec<String>> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(PREFIX) && !live.contains(&name) {
-                std::fs::remove_dir_all(entry.path())
-                    .with_context(|| format!("removing {}", entry.path().display()))?;
+                match std::fs::remove_dir_all(entry.path()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("removing {}", entry.path().display()));
+                    }
+                    _ => {}
+                }
                 removed.push(format!("/etc/netns/{name}"));
             }
         }

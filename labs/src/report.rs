@@ -2,6 +2,16 @@
 
 use std::fmt;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether the lines for people go to stderr: with `--format json` or
+/// `tap`, stdout is the graders' (see [`crate::grade`]).
+static TO_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// Sends every report's lines to stderr (`true`) or stdout (the default).
+pub fn lines_to_stderr(yes: bool) {
+    TO_STDERR.store(yes, Ordering::SeqCst);
+}
 
 /// One check and its outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +70,11 @@ impl Report {
 
     fn print(&self, line: String) {
         if !self.quiet {
-            println!("{line}");
+            if TO_STDERR.load(Ordering::SeqCst) {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
         }
         self.lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
     }

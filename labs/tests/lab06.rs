@@ -40,6 +40,8 @@ fn lab06_publishes_a_loopback_service_at_layer_4_and_layer_3() {
         "L4: 50 visitors at once each echo 1 MB through 198.51.100.1:9000, every sha256 matches",
         "L4: 20 UDP datagrams to 198.51.100.1:9000 all come back equal",
         "L4: a client whose key the server does not list gets no port (198.51.100.1:8081)",
+        "L4: a replayed initiation gets no answer, and the server says it was a replay",
+        "L4: one host holding 100 silent visitors gets 64 streams, and another address still gets the page",
         "L4: a second client asking for port 8080, which the first holds, gets port-in-use",
         "L4: a client killed with SIGKILL and started again serves on 198.51.100.1:8080 again within 10 s",
         "L4: after exit, the client's host state equals the state before",

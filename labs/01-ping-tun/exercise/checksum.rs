@@ -4,8 +4,9 @@
 //! `step01-ping-tun` verifies it on every request it reads, and every reply
 //! it writes must carry it. Here you write it yourself.
 //!
-//! Check your attempt with `cargo run -p tunlab -- check 01`.
-//! Stuck? Read `HINTS.md` next to this file, one hint at a time.
+//! Check your attempt with `cargo run -p tunlab -- check 01` (or `watch
+//! 01`, which checks again each time you save). Stuck? `cargo run -p
+//! tunlab -- hint 01` shows the next hint.
 
 /// Returns the Internet checksum of `data` (RFC 1071).
 ///

@@ -14,8 +14,9 @@
 //! Here you write the function that finds the next whole message in the
 //! bytes received so far.
 //!
-//! Check your attempt with `cargo run -p tunlab -- check 02`.
-//! Stuck? Read `HINTS.md` next to this file, one hint at a time.
+//! Check your attempt with `cargo run -p tunlab -- check 02` (or `watch
+//! 02`, which checks again each time you save). Stuck? `cargo run -p
+//! tunlab -- hint 02` shows the next hint.
 
 /// Bytes of the length prefix in front of every message.
 pub const PREFIX_LEN: usize = 2;

@@ -31,8 +31,9 @@
 //! 2. `mark(counter)` after the tag verified: now the counter is real, and
 //!    the window moves.
 //!
-//! Check your attempt with `cargo run -p tunlab -- check 04`.
-//! Stuck? Read `HINTS.md` next to this file, one hint at a time.
+//! Check your attempt with `cargo run -p tunlab -- check 04` (or `watch
+//! 04`, which checks again each time you save). Stuck? `cargo run -p
+//! tunlab -- hint 04` shows the next hint.
 
 /// Blocks of 64 bits in the ring.
 pub const BLOCKS: usize = 128;

@@ -30,9 +30,9 @@
 //!
 //! Here you write both lists: the commands, and their undo.
 //!
-//! Check your attempt with `cargo run -p tunlab -- check 05`
-//! (no root needed for the exercise itself).
-//! Stuck? Read `HINTS.md` next to this file, one hint at a time.
+//! Check your attempt with `cargo run -p tunlab -- check 05` (or `watch
+//! 05`, which checks again each time you save). Stuck? `cargo run -p
+//! tunlab -- hint 05` shows the next hint.
 
 use std::net::IpAddr;
 

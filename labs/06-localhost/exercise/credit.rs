@@ -27,9 +27,9 @@
 //! Here you write both halves: the sender's credit and the receiver's
 //! window.
 //!
-//! Check your attempt with `cargo run -p tunlab -- check 06`
-//! (no root needed for the exercise itself).
-//! Stuck? Read `HINTS.md` next to this file, one hint at a time.
+//! Check your attempt with `cargo run -p tunlab -- check 06` (or `watch
+//! 06`, which checks again each time you save). Stuck? `cargo run -p
+//! tunlab -- hint 06` shows the next hint.
 
 /// The credit each side starts with on a stream.
 pub const INITIAL_WINDOW: u32 = 16;

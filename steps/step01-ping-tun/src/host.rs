@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tun_rs::{DeviceBuilder, InterruptEvent, SyncDevice};
 
@@ -91,9 +91,7 @@ pub fn init_logging_with(level: log::LevelFilter, timestamps: bool) {
 /// now leads to this program. The device lives as long as the returned
 /// handle: when the program exits, however it exits, the kernel removes it.
 pub fn create_tun(name: &str, address: Ipv4Net, mtu: u16) -> anyhow::Result<SyncDevice> {
-    if name.is_empty() || name.len() > 15 {
-        bail!("the device name `{name}` must be 1 to 15 characters long (IFNAMSIZ)");
-    }
+    crate::ifname::check(name)?;
     DeviceBuilder::new()
         .name(name)
         .ipv4(address.addr(), address.prefix_len(), None)

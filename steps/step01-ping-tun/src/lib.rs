@@ -10,6 +10,8 @@
 //! - [`wire`]: one-line, tcpdump-like summaries of packets.
 //! - [`responder`]: the sans-IO core, request bytes in, reply bytes out.
 //! - [`pcap`]: recording and reading LINKTYPE_RAW captures.
+//! - [`ifname`]: interface names, checked before any command or script
+//!   sees them.
 //! - [`host`] and [`run`]: the TUN device, signals, and the I/O loop.
 //! - [`logging`]: drop lines that a flood cannot multiply.
 
@@ -19,6 +21,7 @@ pub mod checksum;
 pub mod cli;
 pub mod counts;
 pub mod host;
+pub mod ifname;
 pub mod logging;
 pub mod pcap;
 pub mod responder;

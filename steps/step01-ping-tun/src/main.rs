@@ -23,7 +23,7 @@ use step01_ping_tun::{Ipv4Net, cli};
 )]
 struct Args {
     /// Name of the TUN device to create.
-    #[arg(long, default_value = "tun0", value_name = "NAME")]
+    #[arg(long, default_value = "tun0", value_name = "NAME", value_parser = step01_ping_tun::ifname::parse)]
     tun: String,
     /// Address and prefix length of the device.
     #[arg(long, default_value = "10.0.0.1/24", value_name = "CIDR", value_parser = cli::ipv4_net)]

@@ -53,7 +53,7 @@ enum Command {
 #[derive(Debug, Args)]
 struct Common {
     /// Name of the TUN device to create.
-    #[arg(long, default_value = "tun0", value_name = "NAME")]
+    #[arg(long, default_value = "tun0", value_name = "NAME", value_parser = step01_ping_tun::ifname::parse)]
     tun: String,
     /// Tunnel address and prefix length of this end, e.g. 10.0.0.1/24.
     #[arg(long, value_name = "CIDR", value_parser = step01_ping_tun::cli::ipv4_net)]

@@ -14,9 +14,7 @@ use ipnet::IpNet;
 /// device is `NOARP`, so IPv6 skips duplicate address detection on it and
 /// the addresses are usable at once.
 pub fn create_tun(name: &str, addresses: &[IpNet], mtu: u16) -> anyhow::Result<SyncDevice> {
-    if name.is_empty() || name.len() > 15 {
-        bail!("the device name `{name}` must be 1 to 15 characters long (IFNAMSIZ)");
-    }
+    step01_ping_tun::ifname::check(name)?;
     if addresses.iter().filter(|a| matches!(a, IpNet::V4(_))).count() > 1 {
         bail!("give at most one IPv4 --address (and any number of IPv6 ones)");
     }

@@ -84,7 +84,7 @@ enum Command {
 #[derive(Debug, Args)]
 struct DeviceArgs {
     /// Name of the TUN device to create.
-    #[arg(long, default_value = "tun0", value_name = "NAME")]
+    #[arg(long, default_value = "tun0", value_name = "NAME", value_parser = step01_ping_tun::ifname::parse)]
     tun: String,
     /// An address of the device, with its prefix length; give one IPv4
     /// and any number of IPv6 addresses.

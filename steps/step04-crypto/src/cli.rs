@@ -35,7 +35,7 @@ pub struct Common {
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
     /// Name of the TUN device to create.
-    #[arg(long, default_value = "tun0", value_name = "NAME")]
+    #[arg(long, default_value = "tun0", value_name = "NAME", value_parser = step01_ping_tun::ifname::parse)]
     pub tun: String,
     /// An address of the device, with its prefix length; one IPv4 and any
     /// number of IPv6 addresses.
@@ -248,18 +248,6 @@ pub fn server_peer(server: SocketAddr, public: PublicKey, keepalive: Option<u64>
             Some(secs) => Some(Duration::from_secs(secs)),
         },
     }
-}
-
-/// `--peer` values taken as text, for commands that do not flatten
-/// [`ServerArgs`] (step 06's layer-3 server, for now).
-pub fn server_peers(peers: &[String]) -> anyhow::Result<Vec<PeerConfig>> {
-    peers
-        .iter()
-        .map(|spec| {
-            let spec: PeerSpec = spec.parse().with_context(|| format!("--peer `{spec}`"))?;
-            Ok(spec.to_config())
-        })
-        .collect()
 }
 
 /// `--server-key` taken as text, for commands that do not flatten

@@ -9,10 +9,12 @@
 //! - [`setup`]: a client's and a server's changes, applied through the
 //!   journal; `down`.
 //! - [`system`]: the host behind a trait (commands, sysctls, files).
+//! - [`cli`]: the flags this step adds, for its binary and step 06's.
 //! - [`nat`]: what the kernel's masquerade does to a packet, byte by byte.
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod journal;
 pub mod nat;
 pub mod plan;

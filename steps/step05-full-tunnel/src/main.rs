@@ -4,17 +4,18 @@
 
 #![forbid(unsafe_code)]
 
-use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use step02_plain_tunnel::run::Endpoint;
 use step04_crypto::cli::{ClientArgs, GenkeyArgs, ServerArgs, genkey, pubkey};
 use step04_crypto::run::tunnel_end;
-use step05_full_tunnel::setup::{Wanted, apply_all, client_changes, default_state, down, server_changes};
+use step05_full_tunnel::cli::{DownArgs, FullTunnelArgs, StateArgs};
+use step05_full_tunnel::setup::{apply_all, client_changes, down, server_changes};
 
 const PROGRAM: &str = "step05-full-tunnel";
+/// The name of this step's state files.
+const STEP: &str = "step05";
 
 /// A VPN: step 04's encrypted tunnel, with all of a client's traffic
 /// routed through the server, which forwards it and masquerades it.
@@ -33,7 +34,7 @@ const PROGRAM: &str = "step05-full-tunnel";
         --address 10.0.0.1/24 --address fd00::1/64\n  \
         step05-full-tunnel client --server 192.0.2.1:51820 --key client.key --server-key SERVER_PUBKEY \\\n      \
         --address 10.0.0.2/24 --address fd00::2/64 --full-tunnel --dns 198.51.100.53 --kill-switch\n  \
-        step05-full-tunnel down     # after a kill -9: undo what the killed run left\n\n\
+        step05-full-tunnel down     # after a kill -9: undo what the killed runs left\n\n\
         genkey and pubkey are step 04's. `kill -USR1 PID` logs each peer's status."
 )]
 struct Cli {
@@ -62,7 +63,7 @@ enum Command {
         #[arg(long)]
         nat: bool,
         #[command(flatten)]
-        host: HostArgs,
+        state: StateArgs,
     },
     /// Connect to a server; with --full-tunnel, send everything through it.
     #[command(after_help = "Example (as root):\n  \
@@ -71,48 +72,18 @@ enum Command {
     Client {
         #[command(flatten)]
         client: ClientArgs,
-        /// Route all IPv4 and IPv6 through the tunnel (0.0.0.0/1,
-        /// 128.0.0.0/1, ::/1, 8000::/1), except the tunnel's own datagrams
-        /// to the server.
-        #[arg(long)]
-        full_tunnel: bool,
-        /// Use this DNS resolver while the tunnel runs (rewrites
-        /// /etc/resolv.conf, restored on exit).
-        #[arg(long, value_name = "ADDR", requires = "full_tunnel")]
-        dns: Option<IpAddr>,
-        /// Drop every packet that would leave outside the tunnel (except
-        /// to the server), until the tunnel is taken down; a killed
-        /// client stays blocked until `down`.
-        #[arg(long, requires = "full_tunnel")]
-        kill_switch: bool,
         #[command(flatten)]
-        host: HostArgs,
-    },
-    /// Undo what a run that was killed left on this host (in this network
-    /// namespace).
-    #[command(after_help = "Example (as root):\n  step05-full-tunnel down --tun tun0")]
-    Down {
-        /// The TUN device name the killed run used.
-        #[arg(long, default_value = "tun0", value_name = "NAME")]
-        tun: String,
+        routing: FullTunnelArgs,
         #[command(flatten)]
-        host: HostArgs,
+        state: StateArgs,
     },
-}
-
-#[derive(Debug, Args)]
-struct HostArgs {
-    /// The state file that journals the host changes [default:
-    /// /run/tunlab/step05-NETNS-TUN.state, NETNS being this network
-    /// namespace's inode].
-    #[arg(long, value_name = "FILE")]
-    state: Option<PathBuf>,
-}
-
-impl HostArgs {
-    fn path(&self, tun: &str) -> PathBuf {
-        self.state.clone().unwrap_or_else(|| default_state(tun))
-    }
+    /// Undo what runs that were killed left on this host (in this network
+    /// namespace): every state file of this step here, or the one of
+    /// --tun or --state.
+    #[command(
+        after_help = "Examples (as root):\n  step05-full-tunnel down\n  step05-full-tunnel down --tun tun0"
+    )]
+    Down(DownArgs),
 }
 
 fn main() -> ExitCode {
@@ -120,8 +91,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Genkey(args) => genkey(PROGRAM, &args),
         Command::Pubkey => pubkey(),
-        Command::Server { server, nat, host } => {
-            let state = host.path(&server.common.tun);
+        Command::Server { server, nat, state } => {
+            let state = state.path(STEP, &server.common.tun);
             tunnel_end(
                 PROGRAM,
                 &server.common,
@@ -140,28 +111,23 @@ fn main() -> ExitCode {
         }
         Command::Client {
             client,
-            full_tunnel,
-            dns,
-            kill_switch,
-            host,
+            routing,
+            state,
         } => client.resolve().and_then(|(server, peer)| {
-            let state = host.path(&client.common.tun);
+            let state = state.path(STEP, &client.common.tun);
             tunnel_end(
                 PROGRAM,
                 &client.common,
                 vec![peer],
                 Endpoint::Client { server },
                 |started| {
-                    let wanted = Wanted {
-                        full_tunnel,
-                        dns,
-                        kill_switch,
-                    };
-                    apply_all(&state, |host| client_changes(started, server, &wanted, host))
+                    apply_all(&state, |host| {
+                        client_changes(started, server, &routing.wanted(), host)
+                    })
                 },
             )
         }),
-        Command::Down { tun, host } => down(PROGRAM, &host.path(&tun)),
+        Command::Down(args) => down(PROGRAM, &args.states(STEP)),
     };
     match result {
         Ok(code) => code,

@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use ipnet::IpNet;
 use serde_json::Value;
+use step01_ping_tun::ifname;
 
 use crate::journal::{Action, Change};
+use crate::system::{sysctl_key, sysctl_parts};
 
 /// How the kernel reaches an address: `ip -j route get ADDR`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,13 +64,18 @@ fn route(family: &str, spec: &[&str]) -> Change {
     }
 }
 
-fn table(name: &str, body: &str) -> Change {
+// ANCHOR: nft_table
+/// An nftables table of our own, `table FAMILY NAME { BODY }`, made with
+/// one `nft -f -` (atomically: all of it or none) and undone by deleting
+/// it. Our rules live only in tables of our own, never in anyone else's.
+pub fn nft_table(family: &str, name: &str, body: &str) -> Change {
     Change {
-        what: format!("nft table inet {name}"),
-        apply: Action::Nft(format!("table inet {name} {{\n{body}}}\n")),
-        undo: cmd(&["nft", "delete", "table", "inet", name]),
+        what: format!("nft table {family} {name}"),
+        apply: Action::Nft(format!("table {family} {name} {{\n{body}}}\n")),
+        undo: cmd(&["nft", "delete", "table", family, name]),
     }
 }
+// ANCHOR_END: nft_table
 
 /// What a client was asked for.
 #[derive(Debug, Clone)]
@@ -101,6 +108,8 @@ pub struct ClientOptions {
 ///    dropped, never sent around the tunnel;
 /// 5. the resolver, if asked.
 pub fn client_plan(o: &ClientOptions) -> anyhow::Result<Vec<Change>> {
+    ifname::check(&o.tun)?;
+    ifname::check(&o.route_to_server.dev).context("the interface to the server")?;
     let mut changes = Vec::new();
     if o.kill_switch {
         changes.push(kill_switch(&o.tun, o.server));
@@ -164,8 +173,24 @@ pub fn kill_switch_table(tun: &str) -> String {
 
 // ANCHOR: kill_switch
 /// An output chain that drops every packet leaving by any interface but
-/// the tunnel and loopback, except the tunnel's own datagrams to the
-/// server and IPv6 neighbour discovery on the link. It outlives the
+/// the tunnel and loopback, except:
+///
+/// - the tunnel's own datagrams to the server;
+/// - what keeps the link itself working while the kill switch is on: a
+///   DHCP client's messages to servers (UDP 68 to 67, RFC 2131 section
+///   4.1) and a DHCPv6 client's (UDP 546 to 547, RFC 8415 section 7.2),
+///   so a lease can be renewed; IPv6 router and neighbour solicitations
+///   and neighbour advertisements (RFC 4861 section 4), which a host must
+///   send with hop limit 255 and no router forwards, so they never leave
+///   the link; and any ICMPv6 to link-local or link-scope multicast
+///   addresses (MLD reports, RFC 3810).
+///
+/// The chain filters only what this host sends: router advertisements and
+/// DHCP answers come in untouched. What it does not cover: a DHCP client's
+/// messages sent through a packet socket (many send their broadcasts that
+/// way) never pass nftables's IP hooks, so they leave whatever the rules
+/// say, as ARP does; and a process with the privilege to bind ports 68 or
+/// 546 could send its own data through the exceptions. It outlives the
 /// program when the program is killed: then nothing leaks until `down`.
 fn kill_switch(tun: &str, server: SocketAddr) -> Change {
     let family = if server.is_ipv4() { "ip" } else { "ip6" };
@@ -173,11 +198,14 @@ fn kill_switch(tun: &str, server: SocketAddr) -> Change {
         "  chain output {{\n    type filter hook output priority filter; policy drop;\n    \
          oifname \"lo\" accept\n    oifname \"{tun}\" accept\n    \
          {family} daddr {} udp dport {} accept\n    \
+         meta nfproto ipv4 udp sport 68 udp dport 67 accept\n    \
+         meta nfproto ipv6 udp sport 546 udp dport 547 accept\n    \
+         icmpv6 type {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }} ip6 hoplimit 255 accept\n    \
          ip6 daddr {{ fe80::/10, ff02::/16 }} meta l4proto ipv6-icmp accept\n  }}\n",
         server.ip(),
         server.port()
     );
-    table(&kill_switch_table(tun), &body)
+    nft_table("inet", &kill_switch_table(tun), &body)
 }
 // ANCHOR_END: kill_switch
 
@@ -196,35 +224,110 @@ pub fn server_sysctls(tun: &str) -> Vec<(String, &'static str)> {
         ("net.ipv4.ip_forward".into(), "1"),
         ("net.ipv6.conf.all.forwarding".into(), "1"),
         ("net.ipv4.conf.all.send_redirects".into(), "0"),
-        (format!("net.ipv4.conf.{tun}.send_redirects"), "0"),
+        (sysctl_key(&["net", "ipv4", "conf", tun, "send_redirects"]), "0"),
     ]
 }
 
+/// The forwarding switches of [`server_sysctls`], and their family.
+const FORWARDING: [(&str, &str); 2] = [
+    ("net.ipv4.ip_forward", "ipv4"),
+    ("net.ipv6.conf.all.forwarding", "ipv6"),
+];
+
+// ANCHOR: side_effects
+/// What writing a forwarding switch also rewrites, so that putting the
+/// switch back does not put these back: every interface's forwarding
+/// (`default` too) is set to the new value, and in IPv4
+/// `net.ipv4.conf.all.accept_redirects` to its opposite (the kernel's
+/// documentation, ip-sysctl.rst, says of `ip_forward` that a change
+/// "resets all configuration parameters to their default state"; lab 05
+/// compares every value before and after). `interfaces` are the names
+/// under `net.ipv4.conf` (or `net.ipv6.conf`) now; the TUN device goes
+/// with the program, and a name we could not write safely is left out.
+pub fn forwarding_side_effects(switch: &str, interfaces: &[String], tun: &str) -> Vec<String> {
+    let Some(&(_, family)) = FORWARDING.iter().find(|(k, _)| *k == switch) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> = interfaces
+        .iter()
+        .filter(|i| *i != "all" && *i != tun && ifname::check(i).is_ok())
+        .map(|i| sysctl_key(&["net", family, "conf", i, "forwarding"]))
+        .collect();
+    if family == "ipv4" {
+        keys.push("net.ipv4.conf.all.accept_redirects".into());
+    }
+    keys
+}
+
+/// The value `key`, one of [`forwarding_side_effects`], has once its
+/// switch was put back to `old`.
+fn after_undo(key: &str, old: &str) -> &'static str {
+    let on = old.trim() != "0";
+    match (key.ends_with("accept_redirects"), on) {
+        (true, true) | (false, false) => "0",
+        (true, false) | (false, true) => "1",
+    }
+}
+// ANCHOR_END: side_effects
+
 // ANCHOR: server_plan
 /// The changes that make a server forward for its clients and masquerade
-/// them: forwarding on (the old values come back at the end), and a NAT
-/// table of our own that rewrites the source of packets from the tunnel's
-/// prefixes leaving by any other interface to that interface's address.
-/// `current` is the value now of each of [`server_sysctls`].
-pub fn server_plan(tun: &str, addresses: &[IpNet], current: &[(String, String)]) -> Vec<Change> {
+/// them: forwarding on (the old values come back at the end, with every
+/// value that turning it on rewrote), and a NAT table of our own that
+/// rewrites the source of packets from the tunnel's prefixes leaving by
+/// any other interface to that interface's address. `current` is the
+/// value now of each of [`server_sysctls`] and of their
+/// [`forwarding_side_effects`].
+pub fn server_plan(
+    tun: &str,
+    addresses: &[IpNet],
+    current: &[(String, String)],
+) -> anyhow::Result<Vec<Change>> {
+    ifname::check(tun)?;
     let mut changes = Vec::new();
+    let sysctl = |key: &str, value: &str| Action::Sysctl {
+        key: key.to_string(),
+        value: value.to_string(),
+    };
     for (key, wanted) in server_sysctls(tun) {
         let Some((_, old)) = current.iter().find(|(k, _)| *k == key) else {
             continue;
         };
-        if old != wanted {
-            changes.push(Change {
-                what: format!("sysctl {key}={wanted} (was {old})"),
-                apply: Action::Sysctl {
-                    key: key.clone(),
-                    value: wanted.into(),
-                },
-                undo: Action::Sysctl {
-                    key: key.clone(),
-                    value: old.clone(),
-                },
-            });
+        if old == wanted {
+            continue;
         }
+        // Written down before the switch, so undone after it: each
+        // value the switch rewrites, and the undo of the switch would
+        // not restore, comes back as it was.
+        let mut interfaces: Vec<String> = current
+            .iter()
+            .filter_map(|(k, _)| {
+                let parts = sysctl_parts(k).ok()?;
+                match parts.as_slice() {
+                    ["net", _, "conf", i, "forwarding"] => Some(i.to_string()),
+                    _ => None,
+                }
+            })
+            .collect();
+        interfaces.sort();
+        interfaces.dedup();
+        for side in forwarding_side_effects(&key, &interfaces, tun) {
+            let Some((_, now)) = current.iter().find(|(k, _)| *k == side) else {
+                continue;
+            };
+            if now != after_undo(&side, old) {
+                changes.push(Change {
+                    what: format!("sysctl {side}={now} (kept: forwarding rewrites it)"),
+                    apply: sysctl(&side, now),
+                    undo: sysctl(&side, now),
+                });
+            }
+        }
+        changes.push(Change {
+            what: format!("sysctl {key}={wanted} (was {old})"),
+            apply: sysctl(&key, wanted),
+            undo: sysctl(&key, old),
+        });
     }
     let mut rules = String::new();
     for a in addresses {
@@ -249,8 +352,8 @@ pub fn server_plan(tun: &str, addresses: &[IpNet], current: &[(String, String)])
          iifname != \"{tun}\" oifname \"{tun}\" ct status dnat accept\n    \
          iifname != \"{tun}\" oifname \"{tun}\" drop\n  }}\n"
     );
-    changes.push(table(&nat_table(tun), &body));
-    changes
+    changes.push(nft_table("inet", &nat_table(tun), &body));
+    Ok(changes)
 }
 // ANCHOR_END: server_plan
 
@@ -397,6 +500,64 @@ mod tests {
         assert_eq!(undo(&plan[0]), "nft delete table inet tunlab_step05_ks_tun0");
     }
 
+    /// The kill switch's table, as `nft -f -` gets it.
+    fn kill_switch_script(server: &str) -> String {
+        let mut o = options();
+        o.server = server.parse().unwrap();
+        o.kill_switch = true;
+        let plan = client_plan(&o).unwrap();
+        let Action::Nft(script) = &plan[0].apply else {
+            panic!("{:?}", plan[0])
+        };
+        script.clone()
+    }
+
+    #[test]
+    fn the_kill_switch_lets_dhcp_and_neighbour_discovery_through() {
+        let script = kill_switch_script("192.0.2.1:51820");
+        assert_eq!(
+            script,
+            "table inet tunlab_step05_ks_tun0 {
+  chain output {
+    type filter hook output priority filter; policy drop;
+    oifname \"lo\" accept
+    oifname \"tun0\" accept
+    ip daddr 192.0.2.1 udp dport 51820 accept
+    meta nfproto ipv4 udp sport 68 udp dport 67 accept
+    meta nfproto ipv6 udp sport 546 udp dport 547 accept
+    icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept
+    ip6 daddr { fe80::/10, ff02::/16 } meta l4proto ipv6-icmp accept
+  }
+}
+"
+        );
+        assert!(
+            kill_switch_script("[2001:db8::1]:51820")
+                .contains("ip6 daddr 2001:db8::1 udp dport 51820 accept")
+        );
+        // When nft is at hand and we may ask the kernel, it accepts the
+        // table as written (a check only: nothing is loaded).
+        if step01_ping_tun::host::has_net_admin() {
+            use crate::system::{Host, System};
+            Host.run(
+                &["nft".into(), "-c".into(), "-f".into(), "-".into()],
+                Some(&script),
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn names_that_could_write_rules_of_their_own_are_refused() {
+        let mut o = options();
+        o.tun = "tun0\" accept".into();
+        assert!(client_plan(&o).is_err());
+        let mut o = options();
+        o.route_to_server.dev = "eth0 x".into();
+        assert!(client_plan(&o).is_err());
+        assert!(server_plan("x}\ntable", &[], &[]).is_err());
+    }
+
     #[test]
     fn a_server_already_reached_through_the_tunnel_is_refused() {
         let mut o = options();
@@ -411,7 +572,7 @@ mod tests {
             ("net.ipv4.ip_forward".to_string(), "0".to_string()),
             ("net.ipv6.conf.all.forwarding".to_string(), "1".to_string()),
         ];
-        let plan = server_plan("tun0", &addresses, &current);
+        let plan = server_plan("tun0", &addresses, &current).unwrap();
         assert_eq!(
             plan.len(),
             2,
@@ -443,6 +604,56 @@ mod tests {
         assert_eq!(undo(&plan[1]), "nft delete table inet tunlab_step05_tun0");
     }
 
+    fn values(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn turning_forwarding_on_keeps_what_it_rewrites_to_put_back_after() {
+        let current = values(&[
+            ("net.ipv4.conf.all.accept_redirects", "0"),
+            ("net.ipv4.conf.default.forwarding", "0"),
+            ("net.ipv4.conf.eth0.forwarding", "1"),
+            ("net/ipv4/conf/eth0.100/forwarding", "1"),
+            ("net.ipv4.conf.lo.forwarding", "0"),
+            ("net.ipv4.conf.tun0.forwarding", "0"),
+            ("net.ipv4.ip_forward", "0"),
+            ("net.ipv6.conf.eth0.forwarding", "1"),
+            ("net.ipv6.conf.all.forwarding", "0"),
+        ]);
+        let plan = server_plan("tun0", &[], &current).unwrap();
+        let whats: Vec<&str> = plan.iter().map(|c| c.what.as_str()).collect();
+        assert_eq!(
+            whats,
+            [
+                "sysctl net.ipv4.conf.eth0.forwarding=1 (kept: forwarding rewrites it)",
+                "sysctl net/ipv4/conf/eth0.100/forwarding=1 (kept: forwarding rewrites it)",
+                "sysctl net.ipv4.conf.all.accept_redirects=0 (kept: forwarding rewrites it)",
+                "sysctl net.ipv4.ip_forward=1 (was 0)",
+                "sysctl net.ipv6.conf.eth0.forwarding=1 (kept: forwarding rewrites it)",
+                "sysctl net.ipv6.conf.all.forwarding=1 (was 0)",
+                "nft table inet tunlab_step05_tun0",
+            ]
+        );
+        assert_eq!(
+            plan[0].undo,
+            Action::Sysctl {
+                key: "net.ipv4.conf.eth0.forwarding".into(),
+                value: "1".into()
+            }
+        );
+        // Already on: nothing to turn on, nothing to keep.
+        let on = values(&[
+            ("net.ipv4.conf.eth0.forwarding", "0"),
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+        ]);
+        assert_eq!(server_plan("tun0", &[], &on).unwrap().len(), 1);
+    }
+
     #[test]
     fn the_resolver_keeps_search_and_options() {
         let old = "nameserver 192.0.2.53\nsearch lab.example\noptions edns0\n";
@@ -461,7 +672,7 @@ mod tests {
                 (k, v.to_string())
             })
             .collect();
-        let plan = server_plan("tun0", &[], &current);
+        let plan = server_plan("tun0", &[], &current).unwrap();
         let whats: Vec<&str> = plan.iter().map(|c| c.what.as_str()).collect();
         assert!(
             whats.contains(&"sysctl net.ipv4.conf.tun0.send_redirects=0 (was 1)"),

@@ -8,24 +8,65 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use ipnet::IpNet;
-use step01_ping_tun::host;
+use step01_ping_tun::{host, ifname};
 use step04_crypto::run::Started;
 
-use crate::journal::{Change, Journal, already_gone, recover};
+use crate::journal::{Change, Journal, RESOLV_CONF, already_gone, recover};
 use crate::plan::{self, ClientOptions, parse_route_get};
-use crate::system::{Host, System};
-
-const RESOLV_CONF: &str = "/etc/resolv.conf";
+use crate::system::{Host, System, sysctl_key};
 
 // ANCHOR: default_state
-/// One state file per network namespace and TUN device: two namespaces on
-/// one machine (a lab's hosts) each have their own. A namespace is named by
-/// its `ip netns` name when it has one (the kernel reuses namespace inode
-/// numbers, so a killed run's file must not be found by a new namespace
-/// that happens to get the same number), else by its inode; the machine's
-/// own namespace is `host`.
+/// Where state files live: a directory only root may write to, made mode
+/// 0700 by the first journal.
+pub const STATE_HOME: &str = "/run/tunlab";
+
+/// The directory of this network namespace's state files,
+/// `/run/tunlab/NETNS`: two namespaces on one machine (a lab's hosts) each
+/// have their own. A namespace is named by its `ip netns` name when it has
+/// one (the kernel reuses namespace inode numbers, so a killed run's file
+/// must not be found by a new namespace that happens to get the same
+/// number), else by its inode; the machine's own namespace is `host`.
+pub fn state_dir() -> PathBuf {
+    Path::new(STATE_HOME).join(netns_name())
+}
+
+/// The state file of `step` (`step05`, `step06`) for the TUN device `tun`
+/// in this network namespace: `/run/tunlab/NETNS/STEP-TUN.state`.
+pub fn state_file(step: &str, tun: &str) -> PathBuf {
+    state_dir().join(format!("{step}-{tun}.state"))
+}
+
+/// This step's state file for `tun`.
 pub fn default_state(tun: &str) -> PathBuf {
-    PathBuf::from(format!("/run/tunlab/step05-{}-{tun}.state", netns_name()))
+    state_file("step05", tun)
+}
+
+/// Every state file of `step` in this network namespace, whatever its TUN
+/// device: for `down` without `--tun`.
+pub fn state_files(step: &str) -> Vec<PathBuf> {
+    state_files_in(&state_dir(), step)
+}
+
+/// Every state file of `step` in `dir`: `STEP-TUN.state` with a valid
+/// interface name for TUN, and nothing else (not the side files, not
+/// another step's).
+fn state_files_in(dir: &Path, step: &str) -> Vec<PathBuf> {
+    let prefix = format!("{step}-");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name();
+            let tun = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix)?.strip_suffix(".state"));
+            tun.is_some_and(|t| ifname::check(t).is_ok())
+        })
+        .map(|entry| entry.path())
+        .collect();
+    found.sort();
+    found
 }
 
 fn netns_name() -> String {
@@ -40,8 +81,18 @@ fn netns_name() -> String {
         .find(|entry| {
             std::fs::metadata(entry.path()).is_ok_and(|m| m.ino() == me.ino() && m.dev() == me.dev())
         });
-    if let Some(entry) = named {
-        return entry.file_name().to_string_lossy().into_owned();
+    // A name that could not be a directory name of its own is not used.
+    let usable = |n: &str| {
+        !n.is_empty()
+            && n != "."
+            && n != ".."
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    };
+    if let Some(name) = named.and_then(|e| e.file_name().into_string().ok())
+        && usable(&name)
+    {
+        return name;
     }
     let init = std::fs::metadata("/proc/1/ns/net");
     if init.is_ok_and(|m| m.ino() == me.ino()) {
@@ -116,13 +167,26 @@ pub fn client_changes(
 }
 // ANCHOR_END: client_setup
 
-/// The changes a server makes for `--nat`.
+/// The changes a server makes for `--nat`, with the values now of the
+/// sysctls it sets and of those that setting them rewrites.
 pub fn server_changes(started: &Started<'_>, system: &mut dyn System) -> anyhow::Result<Vec<Change>> {
-    let current = plan::server_sysctls(started.tun)
-        .into_iter()
-        .map(|(key, _)| Ok((key.clone(), system.read_sysctl(&key)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(plan::server_plan(started.tun, started.addresses, &current))
+    let mut current = Vec::new();
+    for (key, wanted) in plan::server_sysctls(started.tun) {
+        let now = system.read_sysctl(&key)?;
+        if now != wanted {
+            for family in ["ipv4", "ipv6"] {
+                let interfaces = system.list_sysctl(&sysctl_key(&["net", family, "conf"]))?;
+                for side in plan::forwarding_side_effects(&key, &interfaces, started.tun) {
+                    // An interface may go while we look.
+                    if let Ok(value) = system.read_sysctl(&side) {
+                        current.push((side, value));
+                    }
+                }
+            }
+        }
+        current.push((key, now));
+    }
+    plan::server_plan(started.tun, started.addresses, &current)
 }
 
 // ANCHOR: apply_all
@@ -149,9 +213,25 @@ pub fn apply_all(
 }
 // ANCHOR_END: apply_all
 
-/// `down`: undoes what a killed run left in `state`; `program` names the
+/// The state files `down` undoes: the one `--state` names, or the one of
+/// `--tun`, or else every state file of `step` in this network namespace.
+pub fn states_to_undo(step: &str, tun: Option<&str>, state: Option<PathBuf>) -> Vec<PathBuf> {
+    states_to_undo_in(&state_dir(), step, tun, state)
+}
+
+/// [`states_to_undo`] with the state files in `dir`.
+fn states_to_undo_in(dir: &Path, step: &str, tun: Option<&str>, state: Option<PathBuf>) -> Vec<PathBuf> {
+    match (state, tun) {
+        (Some(state), _) => vec![state],
+        (None, Some(tun)) => vec![dir.join(format!("{step}-{tun}.state"))],
+        (None, None) => state_files_in(dir, step),
+    }
+}
+
+// ANCHOR: down
+/// `down`: undoes what killed runs left in `states`; `program` names the
 /// binary in messages.
-pub fn down(program: &str, state: &Path) -> anyhow::Result<ExitCode> {
+pub fn down(program: &str, states: &[PathBuf]) -> anyhow::Result<ExitCode> {
     host::init_logging(0);
     if !host::has_net_admin() {
         eprintln!(
@@ -160,20 +240,35 @@ pub fn down(program: &str, state: &Path) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(host::EXIT_NO_PERMISSION as u8));
     }
-    let Some(r) = recover(state, &mut Host)? else {
-        println!("nothing to undo: no state file at {}", state.display());
+    if states.is_empty() {
+        println!("nothing to undo: no state file in {}", state_dir().display());
         return Ok(ExitCode::SUCCESS);
-    };
-    for what in &r.undone {
-        println!("undid: {what}");
     }
     let mut failed = false;
-    for failure in &r.failures {
-        if already_gone(failure) {
-            println!("already gone: {failure}");
-        } else {
-            println!("FAILED: {failure}");
-            failed = true;
+    for state in states {
+        let r = match recover(state, &mut Host) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                println!("nothing to undo: no state file at {}", state.display());
+                continue;
+            }
+            Err(e) => {
+                eprintln!("{program}: {e:#}");
+                failed = true;
+                continue;
+            }
+        };
+        println!("{}:", state.display());
+        for what in &r.undone {
+            println!("undid: {what}");
+        }
+        for failure in &r.failures {
+            if already_gone(failure) {
+                println!("already gone: {failure}");
+            } else {
+                println!("FAILED: {failure}");
+                failed = true;
+            }
         }
     }
     Ok(if failed {
@@ -181,4 +276,187 @@ pub fn down(program: &str, state: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+// ANCHOR_END: down
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use step02_plain_tunnel::run::Endpoint;
+
+    /// The kernel's sysctls as they behave: writing a forwarding switch
+    /// rewrites every interface's forwarding, `default` with them, and in
+    /// IPv4 `all.accept_redirects` (what lab 05 measures on Linux).
+    #[derive(Clone, Default)]
+    struct Kernel {
+        sysctls: Arc<Mutex<BTreeMap<String, String>>>,
+    }
+
+    impl Kernel {
+        fn with(values: &[(&str, &str)]) -> Self {
+            let k = Kernel::default();
+            for (key, value) in values {
+                k.sysctls
+                    .lock()
+                    .unwrap()
+                    .insert(key.to_string(), value.to_string());
+            }
+            k
+        }
+
+        fn values(&self) -> BTreeMap<String, String> {
+            self.sysctls.lock().unwrap().clone()
+        }
+    }
+
+    impl System for Kernel {
+        fn run(&mut self, _: &[String], _: Option<&str>) -> anyhow::Result<String> {
+            Ok(String::new())
+        }
+        fn locate(&mut self, program: &str) -> anyhow::Result<String> {
+            Ok(format!("/usr/sbin/{program}"))
+        }
+        fn read_sysctl(&mut self, key: &str) -> anyhow::Result<String> {
+            self.sysctls
+                .lock()
+                .unwrap()
+                .get(key)
+                .cloned()
+                .with_context(|| format!("no {key}"))
+        }
+        fn write_sysctl(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+            let mut s = self.sysctls.lock().unwrap();
+            let family = match key {
+                "net.ipv4.ip_forward" => Some("ipv4"),
+                "net.ipv6.conf.all.forwarding" => Some("ipv6"),
+                _ => None,
+            };
+            if let Some(family) = family {
+                let prefix = format!("net.{family}.conf.");
+                for (k, v) in s.iter_mut() {
+                    if k.starts_with(&prefix) && k.ends_with(".forwarding") {
+                        *v = value.to_string();
+                    }
+                }
+                if family == "ipv4" {
+                    let redirects = if value == "0" { "1" } else { "0" };
+                    s.insert("net.ipv4.conf.all.accept_redirects".into(), redirects.into());
+                }
+            }
+            s.insert(key.to_string(), value.to_string());
+            Ok(())
+        }
+        fn list_sysctl(&mut self, dir: &str) -> anyhow::Result<Vec<String>> {
+            let prefix = format!("{dir}.");
+            let mut names: Vec<String> = self
+                .sysctls
+                .lock()
+                .unwrap()
+                .keys()
+                .filter_map(|k| Some(k.strip_prefix(&prefix)?.split('.').next()?.to_string()))
+                .collect();
+            names.dedup();
+            Ok(names)
+        }
+        fn read_file(&mut self, _: &Path) -> anyhow::Result<String> {
+            Ok(String::new())
+        }
+        fn write_file(&mut self, _: &Path, _: &str) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn down_without_tun_finds_the_state_file_of_any_device_of_its_step() {
+        let dir = std::env::temp_dir().join(format!("step05-setup-{}-down", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A killed client ran on wg7, another on tun0; step 06 and the
+        // side files are not step 05's state, nor is a name that is not an
+        // interface's.
+        for name in [
+            "step05-wg7.state",
+            "step05-tun0.state",
+            "step05-tun0.0.saved",
+            "step06-tun0.state",
+            "step05-a very long name.state",
+            "step05-.state",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.join(name), "# pid 1\n").unwrap();
+        }
+        let names = |paths: Vec<PathBuf>| -> Vec<String> {
+            paths
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(states_to_undo_in(&dir, "step05", None, None)),
+            ["step05-tun0.state", "step05-wg7.state"]
+        );
+        assert_eq!(
+            names(states_to_undo_in(&dir, "step06", None, None)),
+            ["step06-tun0.state"]
+        );
+        assert_eq!(
+            names(states_to_undo_in(&dir, "step05", Some("wg7"), None)),
+            ["step05-wg7.state"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(states_to_undo_in(&dir, "step05", None, None).is_empty());
+    }
+
+    #[test]
+    fn a_server_puts_back_every_forwarding_value_and_accept_redirects() {
+        let kernel = Kernel::with(&[
+            ("net.ipv4.ip_forward", "0"),
+            ("net.ipv4.conf.all.forwarding", "0"),
+            ("net.ipv4.conf.all.accept_redirects", "0"),
+            ("net.ipv4.conf.all.send_redirects", "1"),
+            ("net.ipv4.conf.default.forwarding", "0"),
+            ("net.ipv4.conf.eth0.forwarding", "1"),
+            ("net.ipv4.conf.eth1.forwarding", "0"),
+            ("net.ipv4.conf.tun0.forwarding", "0"),
+            ("net.ipv4.conf.tun0.send_redirects", "1"),
+            ("net.ipv6.conf.all.forwarding", "0"),
+            ("net.ipv6.conf.default.forwarding", "0"),
+            ("net.ipv6.conf.eth0.forwarding", "0"),
+            ("net.ipv6.conf.eth1.forwarding", "1"),
+            ("net.ipv6.conf.tun0.forwarding", "0"),
+        ]);
+        let mut before = kernel.values();
+        let endpoint = Endpoint::Server {
+            listen: "0.0.0.0:51820".parse().unwrap(),
+        };
+        let started = Started {
+            tun: "tun0",
+            mtu: 1420,
+            endpoint: &endpoint,
+            addresses: &[],
+        };
+        let changes = server_changes(&started, &mut kernel.clone()).unwrap();
+        let dir = std::env::temp_dir().join(format!("step05-setup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let mut journal =
+                Journal::create(&dir.join("step05-tun0.state"), Box::new(kernel.clone())).unwrap();
+            for change in changes {
+                journal.apply(change).unwrap();
+            }
+            let on = kernel.values();
+            assert_eq!(on["net.ipv4.conf.eth1.forwarding"], "1");
+            assert_eq!(on["net.ipv6.conf.eth0.forwarding"], "1");
+        }
+        // The TUN device's own values go with it.
+        let mut after = kernel.values();
+        for values in [&mut before, &mut after] {
+            values.retain(|k, _| !k.contains(".tun0."));
+        }
+        assert_eq!(after, before);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -214,7 +214,7 @@ fn connect_once(
             move || match TcpStream::connect_timeout(&local, HANDSHAKE_TIMEOUT) {
                 Ok(sock) => {
                     let _ = sock.set_nodelay(true);
-                    conn.splice(id, sock);
+                    conn.splice(id, sock, Box::new(()));
                 }
                 Err(e) => {
                     log::warn!("stream #{id}: connecting to {local}: {e}");
@@ -231,6 +231,7 @@ fn connect_once(
         Mux::new(Side::Client, config.mux),
         channel,
         config.keepalive,
+        None,
         on_open,
     )
     .map_err(retry)?;

@@ -38,7 +38,8 @@ use crate::mux::{Mux, StreamError};
 use crate::secure::{Event, SecureChannel};
 use crate::wire::{ErrorCode, Frame, MAX_DATA, Proto, Protos, Repr};
 
-/// How long a peer has to finish the handshake.
+/// How long a server has to answer a client's handshake, and a client
+/// to answer its Expose.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Session frames waiting for the end's logic; a peer that sends more
 /// breaks the protocol.
@@ -69,17 +70,33 @@ impl std::fmt::Display for ClosedDuringHandshake {
 
 impl std::error::Error for ClosedDuringHandshake {}
 
-/// Runs the handshake on a fresh connection: writes `first` (the client's
-/// initiation, or nothing), then reads until the channel is established.
-/// Returns the peer's public key.
-pub fn handshake(tcp: &mut TcpStream, channel: &mut SecureChannel, first: &[u8]) -> anyhow::Result<[u8; 32]> {
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    tcp.write_all(first).context("sending the handshake")?;
+/// What a handshake record brought (see [`Event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// Server: an initiation, with its ephemeral key.
+    Initiation { ephemeral: [u8; 32] },
+    /// Client: the server's response; the channel is open.
+    Established { peer: [u8; 32] },
+}
+
+/// Reads from `tcp` until `channel` has the next handshake event, or
+/// `deadline` passes.
+pub fn next_handshake_event(
+    tcp: &mut TcpStream,
+    channel: &mut SecureChannel,
+    deadline: Instant,
+) -> anyhow::Result<Handshake> {
     let mut buf = [0u8; 512];
     loop {
+        match channel.poll()? {
+            Some(Event::Initiation { ephemeral }) => return Ok(Handshake::Initiation { ephemeral }),
+            Some(Event::Established { peer }) => return Ok(Handshake::Established { peer }),
+            Some(Event::Frame(_)) => bail!("a frame before the handshake"),
+            None => {}
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            bail!("no handshake within {HANDSHAKE_TIMEOUT:?}");
+            bail!("no handshake in time");
         }
         tcp.set_read_timeout(Some(left))?;
         let n = match tcp.read(&mut buf) {
@@ -88,20 +105,54 @@ pub fn handshake(tcp: &mut TcpStream, channel: &mut SecureChannel, first: &[u8])
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                 return Err(ClosedDuringHandshake.into());
             }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                bail!("no handshake in time")
+            }
             Err(e) => return Err(anyhow::Error::new(e).context("reading the handshake")),
         };
         channel.push(&buf[..n])?;
-        let mut out = Vec::new();
-        match channel.poll(&mut out)? {
-            Some(Event::Established { peer }) => {
-                tcp.write_all(&out).context("sending the handshake")?;
-                tcp.set_read_timeout(None)?;
-                return Ok(peer);
-            }
-            Some(Event::Frame(_)) => bail!("a frame before the handshake"),
-            None => {}
-        }
     }
+}
+
+/// A client's handshake on a fresh connection: writes `first` (its
+/// initiation), then reads until the channel is established. Returns the
+/// server's public key.
+pub fn handshake(tcp: &mut TcpStream, channel: &mut SecureChannel, first: &[u8]) -> anyhow::Result<[u8; 32]> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    tcp.write_all(first).context("sending the handshake")?;
+    match next_handshake_event(tcp, channel, deadline)? {
+        Handshake::Established { peer } => {
+            tcp.set_read_timeout(None)?;
+            Ok(peer)
+        }
+        Handshake::Initiation { .. } => bail!("an initiation from the server"),
+    }
+}
+
+/// What a stream holds on to while it lives (the server's share of its
+/// budget for a visitor); dropped when the stream's pumps are done.
+pub trait Lease: Send {
+    /// The stream was reset for having been idle.
+    fn idle(&mut self) {}
+}
+
+impl Lease for () {}
+
+/// One TCP stream's socket, its pumps, and what it holds.
+struct Spliced {
+    socket: TcpStream,
+    /// Pumps still running (of two).
+    pumps: u8,
+    /// When a byte last moved either way.
+    active: Instant,
+    /// Reset for being idle; its pumps are on their way out.
+    reaped: bool,
+    lease: Box<dyn Lease>,
 }
 
 struct Inner {
@@ -114,11 +165,21 @@ struct Inner {
     /// One condition variable per stream, for its two pumps.
     wakers: HashMap<u32, Arc<Condvar>>,
     /// The visitor (or local service) socket of each stream, to shut
-    /// down when the connection dies, and how many of its two pumps still
-    /// run.
-    sockets: HashMap<u32, (TcpStream, u8)>,
+    /// down when the connection dies or the stream is idle too long.
+    sockets: HashMap<u32, Spliced>,
+    /// Streams with no byte moving for this long are reset.
+    idle_timeout: Option<Duration>,
     session: VecDeque<SessionFrame>,
     keepalive: Keepalive,
+}
+
+impl Inner {
+    /// A byte of stream `id` moved.
+    fn touch(&mut self, id: u32) {
+        if let Some(s) = self.sockets.get_mut(&id) {
+            s.active = s.active.max(Instant::now());
+        }
+    }
 }
 
 /// What to do with a stream the peer opened: a TCP visitor or a UDP flow.
@@ -145,11 +206,14 @@ pub struct Conn {
 
 impl Conn {
     /// Starts the reader and writer threads of an established connection.
+    /// `idle_timeout`: reset a TCP stream once no byte has moved either
+    /// way for this long (the server's visitors); `None`: never.
     pub fn start(
         tcp: TcpStream,
         mux: Mux,
         channel: SecureChannel,
         keepalive: keepalive::Config,
+        idle_timeout: Option<Duration>,
         on_open: OnOpen,
     ) -> anyhow::Result<Arc<Conn>> {
         let conn = Arc::new(Conn {
@@ -160,6 +224,7 @@ impl Conn {
                 closing: None,
                 wakers: HashMap::new(),
                 sockets: HashMap::new(),
+                idle_timeout,
                 session: VecDeque::new(),
                 keepalive: Keepalive::new(keepalive, Instant::now()),
             }),
@@ -216,7 +281,17 @@ impl Conn {
                 }
                 keepalive::Action::Nothing => {}
             }
-            let wait = g.keepalive.next_deadline().saturating_duration_since(now);
+            let mut next = g.keepalive.next_deadline();
+            if let Some(idle) = g.idle_timeout {
+                let reaped = self.reap_idle(&mut g, now, idle);
+                if reaped {
+                    self.tx.notify_one();
+                }
+                if let Some(oldest) = g.sockets.values().filter(|s| !s.reaped).map(|s| s.active).min() {
+                    next = next.min(oldest + idle);
+                }
+            }
+            let wait = next.saturating_duration_since(now);
             g = self
                 .timer_cv
                 .wait_timeout(g, wait)
@@ -225,6 +300,32 @@ impl Conn {
         }
     }
     // ANCHOR_END: timer_loop
+
+    /// Resets every TCP stream idle for `idle` or longer and shuts its
+    /// socket down, so that its pumps end and what it holds is let go: a
+    /// visitor that neither sends nor reads (with its socket's buffers
+    /// full) holds nothing for ever. Returns whether any was.
+    fn reap_idle(&self, g: &mut Inner, now: Instant, idle: Duration) -> bool {
+        let expired: Vec<u32> = g
+            .sockets
+            .iter()
+            .filter(|(_, s)| !s.reaped && now.saturating_duration_since(s.active) >= idle)
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &expired {
+            log::debug!("stream #{id}: nothing moved for {idle:?}: reset");
+            g.mux.reset(id);
+            if let Some(s) = g.sockets.get_mut(&id) {
+                let _ = s.socket.shutdown(Shutdown::Both);
+                s.reaped = true;
+                s.lease.idle();
+            }
+            if let Some(w) = g.wakers.get(&id) {
+                w.notify_all();
+            }
+        }
+        !expired.is_empty()
+    }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic in another thread of this connection poisons the lock;
@@ -241,8 +342,8 @@ impl Conn {
         }
         log::info!("control connection closed: {why}");
         g.dead = Some(why.to_string());
-        for (sock, _) in g.sockets.values() {
-            let _ = sock.shutdown(Shutdown::Both);
+        for s in g.sockets.values() {
+            let _ = s.socket.shutdown(Shutdown::Both);
         }
         for w in g.wakers.values() {
             w.notify_all();
@@ -346,11 +447,12 @@ impl Conn {
             // read arrives in pieces, over a slow path perhaps).
             inner.keepalive.on_receive(Instant::now());
             loop {
-                let mut out = Vec::new();
-                let frame = match inner.channel.poll(&mut out) {
+                let frame = match inner.channel.poll() {
                     Ok(None) => break,
                     Ok(Some(Event::Frame(f))) => f,
-                    Ok(Some(Event::Established { .. })) => return "handshake again".into(),
+                    Ok(Some(Event::Established { .. } | Event::Initiation { .. })) => {
+                        return "handshake again".into();
+                    }
                     Err(e) => return e.to_string(),
                 };
                 let repr = match Repr::parse_bytes(frame) {
@@ -442,8 +544,9 @@ impl Conn {
         }
     }
 
-    /// Opens a stream to the peer for `sock` and starts its pumps.
-    pub fn open_stream(self: &Arc<Self>, sock: TcpStream) -> anyhow::Result<u32> {
+    /// Opens a stream to the peer for `sock` and starts its pumps; the
+    /// stream holds `lease` until they are done.
+    pub fn open_stream(self: &Arc<Self>, sock: TcpStream, lease: Box<dyn Lease>) -> anyhow::Result<u32> {
         let mut g = self.lock();
         if let Some(why) = &g.dead {
             bail!("control connection closed: {why}");
@@ -454,7 +557,7 @@ impl Conn {
         // Send the Open now: the visitor may be waiting for the service to
         // speak first (SSH, SMTP), so no data may come to carry it.
         self.tx.notify_one();
-        self.splice(id, sock);
+        self.splice(id, sock, lease);
         Ok(id)
     }
 
@@ -475,8 +578,9 @@ impl Conn {
     }
 
     // ANCHOR: splice
-    /// Starts the two pumps between stream `id` and `sock`.
-    pub fn splice(self: &Arc<Self>, id: u32, sock: TcpStream) {
+    /// Starts the two pumps between stream `id` and `sock`; the stream
+    /// holds `lease` until both are done.
+    pub fn splice(self: &Arc<Self>, id: u32, sock: TcpStream, lease: Box<dyn Lease>) {
         let clones = (sock.try_clone(), sock.try_clone());
         let (Ok(reading), Ok(kept)) = clones else {
             self.refuse(id);
@@ -488,8 +592,19 @@ impl Conn {
                 let _ = sock.shutdown(Shutdown::Both);
                 return;
             }
-            g.sockets.insert(id, (kept, 2));
+            g.sockets.insert(
+                id,
+                Spliced {
+                    socket: kept,
+                    pumps: 2,
+                    active: Instant::now(),
+                    reaped: false,
+                    lease,
+                },
+            );
         }
+        // Its idle deadline may come before the timer's next one.
+        self.timer_cv.notify_all();
         let up = self.clone();
         let down = self.clone();
         let spawned = thread::Builder::new()
@@ -519,6 +634,7 @@ impl Conn {
                 }
             };
             let mut g = self.lock();
+            g.touch(id);
             if n == 0 {
                 g.mux.close(id);
                 drop(g);
@@ -555,8 +671,12 @@ impl Conn {
     /// the peer's Close becomes our socket's FIN.
     fn stream_to_socket(&self, id: u32, mut sock: TcpStream) {
         let mut buf = vec![0u8; MAX_DATA];
+        let mut wrote = false;
         loop {
             let mut g = self.lock();
+            if wrote {
+                g.touch(id);
+            }
             let n = loop {
                 if g.dead.is_some() {
                     return;
@@ -587,6 +707,7 @@ impl Conn {
                 self.refuse(id);
                 return self.forget(id);
             }
+            wrote = true;
         }
     }
     // ANCHOR_END: splice
@@ -596,9 +717,9 @@ impl Conn {
     fn forget(&self, id: u32) {
         let mut g = self.lock();
         let done = match g.sockets.get_mut(&id) {
-            Some((_, pumps)) => {
-                *pumps -= 1;
-                *pumps == 0
+            Some(s) => {
+                s.pumps -= 1;
+                s.pumps == 0
             }
             None => false,
         };
@@ -611,6 +732,11 @@ impl Conn {
     /// Streams open now.
     pub fn stream_count(&self) -> usize {
         self.lock().mux.stream_count()
+    }
+
+    /// Bytes buffered now in all streams, both ways.
+    pub fn buffered(&self) -> usize {
+        self.lock().mux.buffered_total()
     }
 
     // ANCHOR: udp
@@ -656,31 +782,36 @@ impl Conn {
     /// stream ends, is reset or the connection dies. Returns how many
     /// datagrams were too long for `max` and skipped.
     pub fn pump_datagrams(&self, id: u32, max: usize, mut send: impl FnMut(&[u8])) -> u64 {
-        let mut buf = vec![0u8; MAX_DATA];
         let mut decoder = Decoder::new(max);
         loop {
             let mut g = self.lock();
             let n = loop {
                 if g.dead.is_some() {
-                    return decoder.too_long;
+                    return decoder.too_long();
                 }
-                match g.mux.read(id, &mut buf) {
+                // Straight into the decoder's buffer, which has room for
+                // a whole datagram once the whole ones are taken.
+                let space = decoder.space();
+                if space.is_empty() {
+                    return decoder.too_long();
+                }
+                match g.mux.read(id, space) {
                     Ok(n) => break n,
                     Err(StreamError::WouldBlock) => {
                         let Some(w) = g.wakers.get(&id).cloned() else {
-                            return decoder.too_long;
+                            return decoder.too_long();
                         };
                         g = w.wait(g).unwrap_or_else(|e| e.into_inner());
                     }
-                    Err(StreamError::Reset | StreamError::Closed) => return decoder.too_long,
+                    Err(StreamError::Reset | StreamError::Closed) => return decoder.too_long(),
                 }
             };
             drop(g);
             self.tx.notify_one();
             if n == 0 {
-                return decoder.too_long;
+                return decoder.too_long();
             }
-            decoder.push(&buf[..n]);
+            decoder.filled(n);
             while let Some(d) = decoder.next_datagram() {
                 send(d);
             }

@@ -10,9 +10,12 @@
 //! A u16 covers every UDP payload over IPv4 (at most 65,507 bytes) and
 //! IPv6 without jumbograms. The length may be 0: an empty datagram is a
 //! valid datagram (some protocols use one as a probe). Sans-IO: bytes in,
-//! datagrams out, no sockets.
+//! datagrams out, no sockets. The framing is step 02's, and so is the
+//! reader that undoes it.
 
 use std::fmt;
+
+use step02_plain_tunnel::framing::FrameReader;
 
 /// Bytes of the length in front of each datagram.
 pub const LENGTH_LEN: usize = 2;
@@ -44,68 +47,66 @@ pub fn encode(datagram: &[u8], out: &mut Vec<u8>) -> Result<(), TooLong> {
 // ANCHOR_END: encode
 
 // ANCHOR: decoder
-/// Cuts a byte stream back into datagrams. Push bytes as they come, then
-/// take datagrams with [`next_datagram`](Self::next_datagram) until it returns `None`.
+/// Cuts a byte stream back into datagrams: step 02's [`FrameReader`],
+/// which reads any 2-byte length-prefixed stream, with empty frames
+/// allowed and datagrams longer than the limit skipped (and counted) as
+/// their bytes arrive. Put bytes in with [`push`](Self::push) (or read
+/// into [`space`](Self::space)), then take datagrams with
+/// [`next_datagram`](Self::next_datagram) until it returns `None`.
 ///
-/// Memory: a decoder holds at most one datagram's worth that is not yet
-/// whole (at most 2 + 65,535 bytes) plus whatever was last pushed, so
-/// a peer cannot make it grow by announcing large lengths.
+/// Memory: the reader's buffer, two of the longest datagrams, is
+/// allocated once; a peer cannot make it grow by announcing large
+/// lengths.
 #[derive(Debug)]
 pub struct Decoder {
-    buf: Vec<u8>,
-    /// Bytes at the front of `buf` already handed out.
-    start: usize,
-    /// Datagrams longer than this are skipped (and counted), not handed
-    /// out.
-    max: usize,
-    /// Datagrams skipped for their length.
-    pub too_long: u64,
+    frames: FrameReader,
 }
 
 impl Decoder {
+    /// A decoder for datagrams of up to `max` bytes.
     pub fn new(max: usize) -> Self {
         Self {
-            buf: Vec::new(),
-            start: 0,
-            max,
-            too_long: 0,
+            frames: FrameReader::new(max).skipping_too_long(),
         }
     }
 
-    /// Bytes received from the stream.
-    pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(bytes);
+    /// Copies as much of `bytes` as there is room for and returns how much
+    /// that was: take the datagrams, then push the rest. Room for one
+    /// whole datagram is always there once the whole ones are taken.
+    pub fn push(&mut self, bytes: &[u8]) -> usize {
+        self.frames.push(bytes)
     }
 
-    /// The next whole datagram, if one is buffered.
+    /// Where the next bytes of the stream can be read to; then
+    /// [`filled`](Self::filled).
+    pub fn space(&mut self) -> &mut [u8] {
+        self.frames.space()
+    }
+
+    /// Records that `n` bytes were read into [`space`](Self::space).
+    pub fn filled(&mut self, n: usize) {
+        self.frames.filled(n);
+    }
+
+    /// The next whole datagram, if one is buffered. (The reader takes
+    /// every length from 0 and skips those over the limit, so no length
+    /// is an error.)
     pub fn next_datagram(&mut self) -> Option<&[u8]> {
-        loop {
-            let rest = &self.buf[self.start..];
-            let &[a, b, ..] = rest else {
-                return None;
-            };
-            let len = usize::from(u16::from_be_bytes([a, b]));
-            if rest.len() < LENGTH_LEN + len {
-                return None;
-            }
-            let at = self.start + LENGTH_LEN;
-            self.start = at + len;
-            if len > self.max {
-                self.too_long += 1;
-                continue;
-            }
-            return Some(&self.buf[at..at + len]);
+        match self.frames.next_in_place() {
+            Ok(Some(d)) => Some(d),
+            Ok(None) | Err(_) => None,
         }
+    }
+
+    /// Datagrams skipped for their length.
+    pub fn too_long(&self) -> u64 {
+        self.frames.skipped()
     }
 
     /// Bytes of a datagram not yet whole: at the end of the stream, a
     /// datagram cut short.
     pub fn partial(&self) -> usize {
-        self.buf.len() - self.start
+        self.frames.buffered()
     }
 }
 // ANCHOR_END: decoder
@@ -121,6 +122,20 @@ mod tests {
             got.push(g.to_vec());
         }
         got
+    }
+
+    /// Pushes all of `bytes`, taking datagrams whenever the buffer is full.
+    fn feed(d: &mut Decoder, mut bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        loop {
+            let n = d.push(bytes);
+            bytes = &bytes[n..];
+            got.extend(all(d));
+            if bytes.is_empty() {
+                return got;
+            }
+            assert!(n > 0, "no room after taking every whole datagram");
+        }
     }
 
     #[test]
@@ -151,9 +166,8 @@ mod tests {
         for g in [&b"four"[..], b"five!", b"ok"] {
             encode(g, &mut wire).unwrap();
         }
-        d.push(&wire);
-        assert_eq!(all(&mut d), [b"four".to_vec(), b"ok".to_vec()]);
-        assert_eq!(d.too_long, 1);
+        assert_eq!(feed(&mut d, &wire), [b"four".to_vec(), b"ok".to_vec()]);
+        assert_eq!(d.too_long(), 1);
         assert_eq!(d.partial(), 0);
     }
 
@@ -165,8 +179,7 @@ mod tests {
         ) {
             let mut d = Decoder::new(max);
             for chunk in chunks {
-                d.push(&chunk);
-                while let Some(g) = d.next_datagram() {
+                for g in feed(&mut d, &chunk) {
                     prop_assert!(g.len() <= max);
                 }
                 // Whatever stays is less than one whole datagram.
@@ -190,8 +203,7 @@ mod tests {
             let mut d = Decoder::new(MAX_DATAGRAM);
             let mut got = Vec::new();
             for w in cuts.windows(2) {
-                d.push(&wire[w[0]..w[1]]);
-                got.extend(all(&mut d));
+                got.extend(feed(&mut d, &wire[w[0]..w[1]]));
             }
             prop_assert_eq!(got, datagrams);
             prop_assert_eq!(d.partial(), 0);

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::datagram::MAX_DATAGRAM;
+use crate::policy::source_key;
 
 // ANCHOR: limits
 /// A flow with no datagram either way for this long is forgotten. RFC
@@ -25,6 +26,9 @@ use crate::datagram::MAX_DATAGRAM;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Flows at once on one public port.
 pub const MAX_FLOWS: usize = 128;
+/// Flows at once on one public port from one address (an IPv6 /64): a
+/// host sending from many source ports must not take every flow.
+pub const MAX_FLOWS_PER_SOURCE: usize = MAX_FLOWS / 4;
 // ANCHOR_END: limits
 
 /// Limits of the UDP flows of one public port.
@@ -32,6 +36,8 @@ pub const MAX_FLOWS: usize = 128;
 pub struct Config {
     pub idle_timeout: Duration,
     pub max_flows: usize,
+    /// Flows from one address (see [`crate::policy::source_key`]).
+    pub max_flows_per_source: usize,
     /// Longer datagrams are dropped.
     pub max_datagram: usize,
 }
@@ -41,6 +47,7 @@ impl Default for Config {
         Self {
             idle_timeout: IDLE_TIMEOUT,
             max_flows: MAX_FLOWS,
+            max_flows_per_source: MAX_FLOWS_PER_SOURCE,
             max_datagram: MAX_DATAGRAM,
         }
     }
@@ -53,6 +60,9 @@ pub enum DropReason {
     TooLong,
     /// From a new address with [`Config::max_flows`] flows open.
     TooManyFlows,
+    /// From a new port of an address with
+    /// [`Config::max_flows_per_source`] flows open.
+    TooManyFromSource,
     /// Its flow's stream has no credit or buffer left: the other end is
     /// not keeping up. UDP may lose datagrams; waiting would stall every
     /// other flow behind this one.
@@ -64,6 +74,7 @@ impl fmt::Display for DropReason {
         f.write_str(match self {
             DropReason::TooLong => "too-long",
             DropReason::TooManyFlows => "too-many-flows",
+            DropReason::TooManyFromSource => "too-many-from-source",
             DropReason::NoCredit => "no-credit",
         })
     }
@@ -76,6 +87,7 @@ pub struct Counters {
     pub expired: u64,
     pub too_long: u64,
     pub too_many_flows: u64,
+    pub too_many_from_source: u64,
     pub no_credit: u64,
 }
 
@@ -86,6 +98,7 @@ impl Counters {
         self.expired += other.expired;
         self.too_long += other.too_long;
         self.too_many_flows += other.too_many_flows;
+        self.too_many_from_source += other.too_many_from_source;
         self.no_credit += other.no_credit;
     }
 
@@ -94,6 +107,7 @@ impl Counters {
         match reason {
             DropReason::TooLong => self.too_long += 1,
             DropReason::TooManyFlows => self.too_many_flows += 1,
+            DropReason::TooManyFromSource => self.too_many_from_source += 1,
             DropReason::NoCredit => self.no_credit += 1,
         }
     }
@@ -160,6 +174,8 @@ impl FlowTable {
             Verdict::Forward(flow.stream)
         } else if self.flows.len() >= self.config.max_flows {
             Verdict::Drop(DropReason::TooManyFlows)
+        } else if self.flows_of_source(from) >= self.config.max_flows_per_source {
+            Verdict::Drop(DropReason::TooManyFromSource)
         } else {
             Verdict::Open
         };
@@ -169,6 +185,12 @@ impl FlowTable {
         verdict
     }
     // ANCHOR_END: on_datagram
+
+    /// Flows open from `from`'s address (any port).
+    fn flows_of_source(&self, from: SocketAddr) -> usize {
+        let source = source_key(from.ip());
+        self.flows.keys().filter(|a| source_key(a.ip()) == source).count()
+    }
 
     /// Records the stream opened for a new visitor (after
     /// [`Verdict::Open`]).
@@ -241,8 +263,32 @@ mod tests {
         FlowTable::new(Config {
             idle_timeout: Duration::from_secs(30),
             max_flows,
+            max_flows_per_source: max_flows,
             max_datagram: 1000,
         })
+    }
+
+    #[test]
+    fn one_address_takes_at_most_its_share_of_the_flows() {
+        let t0 = Instant::now();
+        let mut t = FlowTable::new(Config {
+            max_flows: 8,
+            max_flows_per_source: 3,
+            ..Config::default()
+        });
+        for port in 1..=3 {
+            assert_eq!(t.on_datagram(addr(port), 10, t0), Verdict::Open);
+            t.insert(addr(port), u32::from(port), t0);
+        }
+        assert_eq!(
+            t.on_datagram(addr(4), 10, t0),
+            Verdict::Drop(DropReason::TooManyFromSource)
+        );
+        // Its open flows go on; another address opens its own.
+        assert_eq!(t.on_datagram(addr(2), 10, t0), Verdict::Forward(2));
+        let other = SocketAddr::from(([192, 0, 2, 8], 4));
+        assert_eq!(t.on_datagram(other, 10, t0), Verdict::Open);
+        assert_eq!(t.counters.too_many_from_source, 1);
     }
 
     #[test]
@@ -312,6 +358,7 @@ mod tests {
                 expired: 0,
                 too_long: 1,
                 too_many_flows: 1,
+                too_many_from_source: 0,
                 no_credit: 1,
             }
         );

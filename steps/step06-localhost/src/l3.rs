@@ -85,19 +85,23 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use ipnet::IpNet;
+use step01_ping_tun::ifname;
 use step02_plain_tunnel::run::{Endpoint, resolve};
-use step04_crypto::cli::{Common, client_peer, server_peers};
+use step04_crypto::PeerConfig;
+use step04_crypto::cli::{Common, client_peer};
 use step04_crypto::run::{Started, tunnel_end};
+use step05_full_tunnel::cli::{DownArgs, FullTunnelArgs, StateArgs, parse_peer};
 use step05_full_tunnel::journal::{Action, Change};
-use step05_full_tunnel::setup::{Wanted, apply_all, client_changes, default_state, down, server_changes};
-use step05_full_tunnel::system::System;
+use step05_full_tunnel::plan::nft_table;
+use step05_full_tunnel::setup::{apply_all, client_changes, down, server_changes, state_file};
+use step05_full_tunnel::system::{System, sysctl_key};
 
 /// The layer-3 subcommands: step 05's VPN ends with ports forwarded
 /// (server) and delivered to loopback (client).
@@ -114,8 +118,8 @@ pub enum L3Command {
         listen: SocketAddr,
         /// A client: its public key and the tunnel addresses it may send
         /// from. Repeat for each client.
-        #[arg(long = "peer", value_name = "PUBKEY=CIDR[,CIDR...]", required = true)]
-        peers: Vec<String>,
+        #[arg(long = "peer", value_name = "PUBKEY=CIDR[,CIDR...]", required = true, value_parser = parse_peer)]
+        peers: Vec<PeerConfig>,
         /// Send what arrives for this host's PUBLIC_PORT (TCP and UDP)
         /// through the tunnel to a client's TUNNEL_ADDR:PORT. Repeatable;
         /// an IPv6 address goes in brackets: 8443=[fd00::2]:443.
@@ -127,7 +131,7 @@ pub enum L3Command {
         #[arg(long, requires = "forwards")]
         keep_source: bool,
         #[command(flatten)]
-        state: StateArg,
+        state: StateArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -146,57 +150,34 @@ pub enum L3Command {
         /// Seconds between keepalives [default: 25; 0: none].
         #[arg(long, value_name = "SECS")]
         keepalive: Option<u64>,
-        /// Route all traffic through the tunnel, as step 05 does.
-        #[arg(long)]
-        full_tunnel: bool,
+        #[command(flatten)]
+        routing: FullTunnelArgs,
         /// Deliver what arrives through the tunnel for this port of our
         /// IPv4 tunnel address (TCP and UDP) to 127.0.0.1:PORT.
         /// Repeatable.
         #[arg(long = "deliver", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
         delivers: Vec<u16>,
         #[command(flatten)]
-        state: StateArg,
+        state: StateArgs,
         #[command(flatten)]
         common: Common,
     },
-    /// Undo what a vpn-server or vpn-client run that was killed left on
-    /// this host (in this network namespace).
-    #[command(after_help = "Example (as root):\n  step06-localhost down --tun tun0")]
-    Down {
-        /// The TUN device name the killed run used.
-        #[arg(long, default_value = "tun0", value_name = "NAME")]
-        tun: String,
-        #[command(flatten)]
-        state: StateArg,
-    },
+    /// Undo what vpn-server or vpn-client runs that were killed left on
+    /// this host (in this network namespace): every state file of this
+    /// step here, or the one of --tun or --state.
+    #[command(
+        after_help = "Examples (as root):\n  step06-localhost down\n  step06-localhost down --tun tun0"
+    )]
+    Down(DownArgs),
 }
 
-/// `--state FILE`, as in step 05.
-#[derive(Debug, Args)]
-pub struct StateArg {
-    /// The state file that journals the host changes [default:
-    /// /run/tunlab/step06-NETNS-TUN.state].
-    #[arg(long, value_name = "FILE")]
-    pub state: Option<PathBuf>,
-}
+/// The name of this step's state files, `/run/tunlab/NETNS/step06-TUN.state`:
+/// a step 05 and a step 06 run never undo each other's changes.
+pub const STEP: &str = "step06";
 
-impl StateArg {
-    pub fn path(&self, tun: &str) -> PathBuf {
-        self.state.clone().unwrap_or_else(|| state_path(tun))
-    }
-}
-
-/// Step 05's state file, named for this step: one per network namespace
-/// and TUN device, `/run/tunlab/step06-NETNS-TUN.state`, so a step 05 and
-/// a step 06 run never undo each other's changes.
+/// This step's state file for `tun`.
 pub fn state_path(tun: &str) -> PathBuf {
-    let step05 = default_state(tun);
-    let name = step05
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = name.strip_prefix("step05-").unwrap_or(&name);
-    step05.with_file_name(format!("step06-{name}"))
+    state_file(STEP, tun)
 }
 
 /// Runs one of the layer-3 subcommands; `program` names the binary in
@@ -211,15 +192,14 @@ pub fn run(program: &str, cmd: L3Command) -> anyhow::Result<ExitCode> {
             state,
             common,
         } => {
-            let peers = server_peers(&peers)?;
             let allowed: Vec<IpNet> = peers.iter().flat_map(|p| p.allowed.iter().copied()).collect();
             check_forwards(&forwards, &allowed)?;
-            let state = state.path(&common.tun);
+            let state = state.path(STEP, &common.tun);
             let endpoint = Endpoint::Server { listen };
             tunnel_end(program, &common, peers, endpoint, |started| {
                 let journal = apply_all(&state, |host| {
                     let mut changes = server_changes(started, host)?;
-                    changes.extend(forward_plan(started.tun, &forwards, keep_source));
+                    changes.extend(forward_plan(started.tun, &forwards, keep_source)?);
                     Ok(changes)
                 })?;
                 for f in &forwards {
@@ -237,7 +217,7 @@ pub fn run(program: &str, cmd: L3Command) -> anyhow::Result<ExitCode> {
             server,
             server_key,
             keepalive,
-            full_tunnel,
+            routing,
             delivers,
             state,
             common,
@@ -245,16 +225,11 @@ pub fn run(program: &str, cmd: L3Command) -> anyhow::Result<ExitCode> {
             let ports = check_delivers(&delivers, &common.addresses)?;
             let server = resolve(&server)?;
             let peer = client_peer(server, &server_key, keepalive)?;
-            let state = state.path(&common.tun);
+            let state = state.path(STEP, &common.tun);
             let endpoint = Endpoint::Client { server };
             tunnel_end(program, &common, vec![peer], endpoint, |started| {
-                let wanted = Wanted {
-                    full_tunnel,
-                    dns: None,
-                    kill_switch: false,
-                };
                 let journal = apply_all(&state, |host| {
-                    let mut changes = client_changes(started, server, &wanted, host)?;
+                    let mut changes = client_changes(started, server, &routing.wanted(), host)?;
                     changes.extend(deliver_changes(started, &ports, host)?);
                     Ok(changes)
                 })?;
@@ -269,20 +244,7 @@ pub fn run(program: &str, cmd: L3Command) -> anyhow::Result<ExitCode> {
                 Ok(journal)
             })
         }
-        L3Command::Down { tun, state } => {
-            let path = state.path(&tun);
-            refuse_if_running(&path)?;
-            down(program, &path)
-        }
-    }
-}
-
-/// `down` checks first whether the state file's owner (`# pid N`, its
-/// first line) is a live run of this program, as step 05's journal does.
-fn refuse_if_running(state: &Path) -> anyhow::Result<()> {
-    match std::fs::read_to_string(state) {
-        Ok(text) => step05_full_tunnel::journal::refuse_if_owned(state, &text),
-        Err(_) => Ok(()),
+        L3Command::Down(args) => down(program, &args.states(STEP)),
     }
 }
 
@@ -418,19 +380,6 @@ fn tunnel_v4(addresses: &[IpNet]) -> Option<Ipv4Addr> {
     })
 }
 
-fn nft_table(family: &str, name: &str, body: &str) -> Change {
-    Change {
-        what: format!("nft table {family} {name}"),
-        apply: Action::Nft(format!("table {family} {name} {{\n{body}}}\n")),
-        undo: Action::Command(
-            ["nft", "delete", "table", family, name]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        ),
-    }
-}
-
 /// The name of a server's forward table.
 pub fn forward_table(tun: &str) -> String {
     format!("tunlab_step06_{tun}")
@@ -444,9 +393,10 @@ pub fn forward_table(tun: &str) -> String {
 /// connections leave into the tunnel masqueraded as the server's tunnel
 /// address, so the client's replies come back through the tunnel. No
 /// forwards, no table.
-pub fn forward_plan(tun: &str, forwards: &[Forward], keep_source: bool) -> Vec<Change> {
+pub fn forward_plan(tun: &str, forwards: &[Forward], keep_source: bool) -> anyhow::Result<Vec<Change>> {
+    ifname::check(tun)?;
     if forwards.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let mut dnat = String::new();
     for f in forwards {
@@ -467,7 +417,7 @@ pub fn forward_plan(tun: &str, forwards: &[Forward], keep_source: bool) -> Vec<C
              oifname \"{tun}\" ct status dnat masquerade\n  }}\n"
         ));
     }
-    vec![nft_table("inet", &forward_table(tun), &body)]
+    Ok(vec![nft_table("inet", &forward_table(tun), &body)])
 }
 // ANCHOR_END: forward_plan
 
@@ -478,7 +428,7 @@ pub fn deliver_table(tun: &str) -> String {
 
 /// The sysctl that lets packets for 127.0.0.0/8 in (and out) by `tun`.
 pub fn route_localnet(tun: &str) -> String {
-    format!("net.ipv4.conf.{tun}.route_localnet")
+    sysctl_key(&["net", "ipv4", "conf", tun, "route_localnet"])
 }
 
 // ANCHOR: deliver_plan
@@ -490,9 +440,15 @@ pub fn route_localnet(tun: &str) -> String {
 /// tunnel already addressed to 127.0.0.0/8 (at priority raw, before the
 /// DNAT), so that from the moment the sysctl opens loopback to the device
 /// the tunnel reaches the delivered ports and no other loopback service.
-pub fn deliver_plan(tun: &str, address: Ipv4Addr, ports: &[u16], route_localnet_now: &str) -> Vec<Change> {
+pub fn deliver_plan(
+    tun: &str,
+    address: Ipv4Addr,
+    ports: &[u16],
+    route_localnet_now: &str,
+) -> anyhow::Result<Vec<Change>> {
+    ifname::check(tun)?;
     if ports.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let mut dnat = String::new();
     for port in ports {
@@ -522,7 +478,7 @@ pub fn deliver_plan(tun: &str, address: Ipv4Addr, ports: &[u16], route_localnet_
             },
         });
     }
-    changes
+    Ok(changes)
 }
 // ANCHOR_END: deliver_plan
 
@@ -537,7 +493,7 @@ pub fn deliver_changes(
     }
     let address = tunnel_v4(started.addresses).context("--deliver needs an IPv4 --address")?;
     let now = system.read_sysctl(&route_localnet(started.tun))?;
-    Ok(deliver_plan(started.tun, address, ports, &now))
+    deliver_plan(started.tun, address, ports, &now)
 }
 
 #[cfg(test)]
@@ -621,7 +577,8 @@ mod tests {
             "tun0",
             &[fwd("8080=10.0.0.2:8080"), fwd("8443=[fd00::2]:443")],
             false,
-        );
+        )
+        .unwrap();
         assert_eq!(plan.len(), 1);
         assert_eq!(plan[0].what, "nft table inet tunlab_step06_tun0");
         assert_eq!(
@@ -646,12 +603,12 @@ mod tests {
 
     #[test]
     fn keep_source_leaves_out_the_masquerade_and_no_forwards_no_table() {
-        let plan = forward_plan("wg1", &[fwd("80=10.0.0.2:8080")], true);
+        let plan = forward_plan("wg1", &[fwd("80=10.0.0.2:8080")], true).unwrap();
         let s = script(&plan[0]);
         assert!(s.contains("dnat ip to 10.0.0.2:8080"), "{s}");
         assert!(!s.contains("masquerade"), "{s}");
         assert!(!s.contains("postrouting"), "{s}");
-        assert!(forward_plan("tun0", &[], false).is_empty());
+        assert!(forward_plan("tun0", &[], false).unwrap().is_empty());
     }
 
     #[test]
@@ -682,7 +639,7 @@ mod tests {
             .into_iter()
             .map(|(k, _)| (k, "0".to_string()))
             .collect();
-        let plan = server_plan("tun0", &["10.0.0.1/24".parse().unwrap()], &current);
+        let plan = server_plan("tun0", &["10.0.0.1/24".parse().unwrap()], &current).unwrap();
         let s = script(plan.last().unwrap());
         assert!(
             s.contains(
@@ -696,7 +653,7 @@ mod tests {
 
     #[test]
     fn delivery_dnats_to_loopback_behind_a_guard_then_opens_route_localnet() {
-        let plan = deliver_plan("tun0", "10.0.0.2".parse().unwrap(), &[8080, 5353], "0");
+        let plan = deliver_plan("tun0", "10.0.0.2".parse().unwrap(), &[8080, 5353], "0").unwrap();
         assert_eq!(plan.len(), 2);
         assert_eq!(plan[0].what, "nft table ip tunlab_step06_deliver_tun0");
         assert_eq!(
@@ -727,9 +684,13 @@ mod tests {
 
     #[test]
     fn delivery_leaves_route_localnet_alone_when_it_is_on_and_needs_ipv4() {
-        let plan = deliver_plan("tun0", "10.0.0.2".parse().unwrap(), &[8080], "1");
+        let plan = deliver_plan("tun0", "10.0.0.2".parse().unwrap(), &[8080], "1").unwrap();
         assert_eq!(plan.len(), 1, "only the table");
-        assert!(deliver_plan("tun0", "10.0.0.2".parse().unwrap(), &[], "0").is_empty());
+        assert!(
+            deliver_plan("tun0", "10.0.0.2".parse().unwrap(), &[], "0")
+                .unwrap()
+                .is_empty()
+        );
         let v6: Vec<IpNet> = vec!["fd00::2/64".parse().unwrap()];
         assert!(
             check_delivers(&[8080], &v6)
@@ -749,29 +710,17 @@ mod tests {
     #[test]
     fn the_state_file_is_step05s_named_for_step06() {
         let path = state_path("tun7");
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(
-            name.starts_with("step06-") && name.ends_with("-tun7.state"),
-            "{name}"
+        assert_eq!(path.file_name().unwrap(), "step06-tun7.state");
+        assert_eq!(
+            path.parent(),
+            step05_full_tunnel::setup::default_state("tun7").parent()
         );
-        assert_eq!(path.parent(), default_state("tun7").parent());
     }
 
     #[test]
-    fn a_state_file_of_a_dead_or_other_process_is_not_refused() {
-        let dir = std::env::temp_dir().join(format!("step06-l3-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("tun0.state");
-        refuse_if_running(&path).unwrap();
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        std::fs::write(&path, format!("# pid {}\n", child.id())).unwrap();
-        let other = refuse_if_running(&path);
-        child.kill().unwrap();
-        child.wait().unwrap();
-        other.unwrap();
-        std::fs::write(&path, format!("# pid {}\n", std::process::id())).unwrap();
-        refuse_if_running(&path).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn names_that_could_write_rules_of_their_own_are_refused() {
+        assert!(forward_plan("tun0\" accept", &[fwd("80=10.0.0.2:80")], false).is_err());
+        assert!(deliver_plan("a b", "10.0.0.2".parse().unwrap(), &[80], "0").is_err());
     }
 
     /// How `main.rs` holds these subcommands.
@@ -792,6 +741,10 @@ mod tests {
     fn the_subcommands_flatten_into_a_main_cli() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+        let key = step04_crypto::keys::public_to_string(&step04_crypto::PublicKey::from(
+            &step04_crypto::StaticSecret::from([1; 32]),
+        ));
+        let peer = format!("{key}=10.0.0.2/32");
         let cli = Cli::try_parse_from([
             "step06-localhost",
             "vpn-server",
@@ -800,7 +753,7 @@ mod tests {
             "--key",
             "server.key",
             "--peer",
-            "KEY=10.0.0.2/32",
+            &peer,
             "--address",
             "10.0.0.1/24",
             "--forward",
@@ -837,7 +790,7 @@ mod tests {
             panic!("not vpn-client")
         };
         assert_eq!(delivers, [8080]);
-        assert_eq!(state.path("tun0"), PathBuf::from("/tmp/x.state"));
+        assert_eq!(state.path(STEP, "tun0"), PathBuf::from("/tmp/x.state"));
         let bad = Cli::try_parse_from([
             "step06-localhost",
             "vpn-server",
@@ -846,7 +799,7 @@ mod tests {
             "--key",
             "k",
             "--peer",
-            "KEY=10.0.0.2/32",
+            &peer,
             "--address",
             "10.0.0.1/24",
             "--forward",
@@ -856,6 +809,13 @@ mod tests {
         .to_string();
         assert!(bad.contains("is not PUBLIC_PORT=TUNNEL_ADDR:PORT"), "{bad}");
         assert!(Cli::try_parse_from(["step06-localhost", "down", "--tun", "tun1"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["step06-localhost", "down"]).is_ok(),
+            "every state file"
+        );
+        let bad = Cli::try_parse_from(["step06-localhost", "down", "--tun", "tun/../x"]).unwrap_err();
+        assert_eq!(bad.exit_code(), 2);
+        assert!(bad.to_string().contains("--tun"), "{bad}");
         assert!(
             Cli::try_parse_from(["step06-localhost", "vpn-client", "--deliver", "0"]).is_err(),
             "port 0"

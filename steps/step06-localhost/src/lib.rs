@@ -14,9 +14,13 @@
 //!   idle timeout.
 //! - [`keepalive`]: pings on a quiet control connection, and the end of a
 //!   silent one.
+//! - [`policy`]: the server's rules (handshake slots and replays, the
+//!   order of a session, which ports a key may claim, what visitors may
+//!   cost), sans-IO.
 //! - [`conn`]: the I/O shell of one control connection: threads and
 //!   blocking sockets, no async runtime.
 //! - [`server`] and [`client`]: the two ends.
+//! - [`underlay`]: what both designs send, for the capture decoder.
 //! - [`l3`]: the layer-3 way: step 05's VPN with a public port forwarded
 //!   to a client (nftables DNAT) and delivered to its loopback.
 
@@ -29,6 +33,8 @@ pub mod flows;
 pub mod keepalive;
 pub mod l3;
 pub mod mux;
+pub mod policy;
 pub mod secure;
 pub mod server;
+pub mod underlay;
 pub mod wire;

@@ -268,6 +268,14 @@ impl Mux {
         self.streams.len()
     }
 
+    /// Bytes buffered now in every stream, both ways.
+    pub fn buffered_total(&self) -> usize {
+        self.streams
+            .values()
+            .map(|s| s.send_buf.len() + s.recv_buf.len())
+            .sum()
+    }
+
     /// Bytes buffered on a stream: (to send, received and unread).
     pub fn buffered(&self, id: u32) -> Option<(usize, usize)> {
         self.streams

@@ -5,42 +5,45 @@
 //! Ports belong to client keys: a port one client exposes is refused to
 //! every other key with `port-in-use`, and the same key connecting again
 //! (after its old connection broke without the server noticing) takes its
-//! port over at once.
+//! port over at once. Which ports a key may claim, and how many, is
+//! [`PortRules`]'s to say.
 //!
 //! With UDP asked for too, the same port number is also bound for UDP: one
 //! socket, every visitor address a flow (see [`crate::flows`]), every
 //! flow a stream to the client carrying length-prefixed datagrams.
+//!
+//! The rules live in [`crate::policy`], sans-IO; this file is the shell
+//! that accepts, reads, binds and spawns, asking them at each step.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use step01_ping_tun::logging::DropLog;
 use step04_crypto::PublicKey;
 use step04_crypto::entropy::{Entropy, OsEntropy};
 use step04_crypto::keys::{self, Short};
 
-use crate::conn::{Conn, HANDSHAKE_TIMEOUT, SessionFrame, StreamGone, handshake};
+use crate::conn::{Conn, Handshake, Lease, StreamGone, next_handshake_event};
 use crate::datagram;
 use crate::flows::{self, FlowTable, Verdict};
 use crate::keepalive;
 use crate::mux::{self, Mux, Side};
+use crate::policy::{
+    Claim, HandshakeCounters, HandshakeLimits, Handshakes, PortRules, Ports, Session, Step, VisitorCounters,
+    VisitorLimits, Visitors,
+};
 use crate::secure::{SecureChannel, ServerKeys};
-use crate::wire::{ErrorCode, Protos, Repr, VERSION};
-
-/// Connections in the handshake at once; more are closed at once. Each
-/// costs a thread and at most a few hundred bytes for up to
-/// [`HANDSHAKE_TIMEOUT`], so a flood of connections cannot exhaust the
-/// server.
-pub const MAX_PENDING_HANDSHAKES: usize = 64;
+use crate::wire::{ErrorCode, Protos, Repr};
 
 /// What the server needs.
 pub struct ServerConfig {
     /// Where control connections come in.
-    pub control: SocketAddr,
+    pub listen: SocketAddr,
     /// The address public ports are bound on.
     pub public_ip: IpAddr,
     pub keys: ServerKeys,
@@ -48,6 +51,12 @@ pub struct ServerConfig {
     pub keepalive: keepalive::Config,
     /// Limits of the UDP flows of each public port.
     pub udp: flows::Config,
+    /// Limits on connections in their handshake.
+    pub handshakes: HandshakeLimits,
+    /// Which ports each key may claim.
+    pub ports: PortRules,
+    /// Limits on the visitors of every public port.
+    pub visitors: VisitorLimits,
     /// Where the handshakes' ephemeral keys come from: the kernel, or a
     /// key log for decrypting captures (see step 04's `KeylogEntropy`).
     pub entropy: Box<dyn Entropy>,
@@ -55,14 +64,17 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// A server with the default limits and timers.
-    pub fn new(control: SocketAddr, public_ip: IpAddr, keys: ServerKeys) -> Self {
+    pub fn new(listen: SocketAddr, public_ip: IpAddr, keys: ServerKeys) -> Self {
         Self {
-            control,
+            listen,
             public_ip,
             keys,
             mux: mux::Config::default(),
             keepalive: keepalive::Config::default(),
             udp: flows::Config::default(),
+            handshakes: HandshakeLimits::default(),
+            ports: PortRules::default(),
+            visitors: VisitorLimits::default(),
             entropy: Box::new(OsEntropy),
         }
     }
@@ -80,10 +92,22 @@ pub struct UdpStats {
 #[derive(Debug, Default)]
 pub struct ServerCounters {
     /// Connections closed before or in the handshake: garbage, unknown
-    /// keys, wrong server key, timeouts.
+    /// keys, wrong server key, timeouts, replays, too many at once.
     pub refused: AtomicU64,
     /// Clients that sent their Hello.
     pub sessions: AtomicU64,
+}
+
+/// The visitors of every public port, now and before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VisitorStats {
+    pub counters: VisitorCounters,
+    /// Bytes reserved now for visitor streams: the most they can buffer.
+    pub reserved: usize,
+    /// The most ever reserved at once.
+    pub peak: usize,
+    /// Bytes the visitor streams buffer now (at most `reserved`).
+    pub buffered: usize,
 }
 
 /// A public port and the thread accepting its visitors.
@@ -93,8 +117,32 @@ struct PublicPort {
     thread: Option<JoinHandle<()>>,
 }
 
+/// A visitor's share of the server: its stream, counted for its source,
+/// and its bytes in the budget, until the stream is done.
+struct VisitorLease {
+    visitors: Arc<Mutex<Visitors>>,
+    source: IpAddr,
+}
+
+impl Lease for VisitorLease {
+    fn idle(&mut self) {
+        lock(&self.visitors).counters.idle += 1;
+    }
+}
+
+impl Drop for VisitorLease {
+    fn drop(&mut self) {
+        lock(&self.visitors).leave(self.source);
+    }
+}
+
 impl PublicPort {
-    fn start(listener: TcpListener, conn: Arc<Conn>) -> anyhow::Result<Self> {
+    fn start(
+        listener: TcpListener,
+        conn: Arc<Conn>,
+        visitors: Arc<Mutex<Visitors>>,
+        refusals: Arc<DropLog>,
+    ) -> anyhow::Result<Self> {
         let local = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -112,10 +160,26 @@ impl PublicPort {
                     };
                     let _ = visitor.set_nodelay(true);
                     let from = peer(&visitor);
-                    match conn.open_stream(visitor) {
+                    let Ok(source) = visitor.peer_addr().map(|a| a.ip()) else {
+                        continue;
+                    };
+                    // Refused: closed at once, before it costs a stream.
+                    if let Err(why) = lock(&visitors).admit(source) {
+                        log::debug!("visitor {from} refused: {why}");
+                        continue;
+                    }
+                    let lease = Box::new(VisitorLease {
+                        visitors: visitors.clone(),
+                        source,
+                    });
+                    match conn.open_stream(visitor, lease) {
                         Ok(id) => log::debug!("visitor {from} is stream #{id}"),
                         Err(e) => {
-                            log::info!("visitor {from} refused: {e:#}");
+                            DropLog::drop(
+                                &refusals,
+                                Instant::now(),
+                                format_args!("visitor {from} refused: {e:#}"),
+                            );
                             if conn.dead().is_some() {
                                 break;
                             }
@@ -315,7 +379,6 @@ fn reply_pump(
 }
 
 struct Exposure {
-    key: [u8; 32],
     conn: Arc<Conn>,
     tcp: Option<PublicPort>,
     udp: Option<UdpPort>,
@@ -331,6 +394,12 @@ impl Exposure {
     }
 }
 
+/// The ports held (whose, by [`Ports`]) and what serves them.
+struct Exposures {
+    ports: Ports<u64>,
+    open: HashMap<u16, Exposure>,
+}
+
 struct Shared {
     keys: Arc<ServerKeys>,
     public_ip: IpAddr,
@@ -341,25 +410,45 @@ struct Shared {
     /// The UDP counters of ports already closed.
     udp_retired: Mutex<flows::Counters>,
     stopping: AtomicBool,
-    handshaking: AtomicUsize,
-    ports: Mutex<HashMap<u16, Exposure>>,
+    handshakes: Mutex<Handshakes>,
+    visitors: Arc<Mutex<Visitors>>,
+    exposures: Mutex<Exposures>,
     conns: Mutex<Vec<Weak<Conn>>>,
+    /// Lines about connections and visitors refused, which anyone who can
+    /// reach the server can cause: the first few of each second at info
+    /// level, the rest at debug (the counters count all).
+    refusals: Arc<DropLog>,
+    /// The number of the next control connection.
+    next_conn: AtomicU64,
     counters: Arc<ServerCounters>,
 }
 
 /// A running server.
 pub struct Server {
-    control: SocketAddr,
+    listen: SocketAddr,
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
+}
+
+/// A handshake slot, given back when dropped: after the Hello, or when
+/// the connection ends before it.
+struct Slot {
+    shared: Arc<Shared>,
+    source: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.shared.handshakes).end(self.source);
+    }
 }
 
 impl Server {
     /// Binds the control port and starts accepting.
     pub fn start(config: ServerConfig) -> anyhow::Result<Server> {
-        let listener = TcpListener::bind(config.control)
-            .with_context(|| format!("listening for control connections on {}", config.control))?;
-        let control = listener.local_addr()?;
+        let listener = TcpListener::bind(config.listen)
+            .with_context(|| format!("listening for control connections on {}", config.listen))?;
+        let listen = listener.local_addr()?;
         let shared = Arc::new(Shared {
             keys: Arc::new(config.keys),
             public_ip: config.public_ip,
@@ -369,10 +458,16 @@ impl Server {
             entropy: Mutex::new(config.entropy),
             udp_retired: Mutex::default(),
             stopping: AtomicBool::new(false),
-            handshaking: AtomicUsize::new(0),
-            ports: Mutex::new(HashMap::new()),
+            handshakes: Mutex::new(Handshakes::new(config.handshakes)),
+            visitors: Arc::new(Mutex::new(Visitors::new(config.visitors))),
+            exposures: Mutex::new(Exposures {
+                ports: Ports::new(config.ports),
+                open: HashMap::new(),
+            }),
             conns: Mutex::new(Vec::new()),
+            next_conn: AtomicU64::new(1),
             counters: Arc::default(),
+            refusals: Arc::default(),
         });
         let s = shared.clone();
         let accept = thread::Builder::new()
@@ -387,41 +482,72 @@ impl Server {
                         thread::sleep(Duration::from_millis(100));
                         continue;
                     };
-                    if s.handshaking.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING_HANDSHAKES {
-                        s.handshaking.fetch_sub(1, Ordering::SeqCst);
+                    let Ok(source) = tcp.peer_addr().map(|a| a.ip()) else {
+                        continue;
+                    };
+                    // A slot first, or the connection is closed at once.
+                    if let Err(why) = lock(&s.handshakes).begin(source) {
                         s.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        log::debug!("{source}: refused: {why}");
                         continue;
                     }
+                    let slot = Slot {
+                        shared: s.clone(),
+                        source,
+                    };
                     let session_shared = s.clone();
+                    // If the thread cannot start, the slot is dropped with
+                    // the closure, and so given back.
                     let spawned = thread::Builder::new()
                         .name("control-session".into())
-                        .spawn(move || session(&session_shared, tcp));
+                        .spawn(move || session(&session_shared, tcp, slot));
                     if spawned.is_err() {
-                        // The session never ran, so it never gives its
-                        // handshake slot back: give it back here.
-                        s.handshaking.fetch_sub(1, Ordering::SeqCst);
                         s.counters.refused.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             })?;
         log::info!(
-            "control port {control}, public key {}",
+            "control port {listen}, public key {}",
             keys::public_to_string(shared.keys.identity.public())
         );
         Ok(Server {
-            control,
+            listen,
             shared,
             accept: Some(accept),
         })
     }
 
     /// The control address (with the port the system picked for port 0).
-    pub fn control_addr(&self) -> SocketAddr {
-        self.control
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
     }
 
     pub fn counters(&self) -> Arc<ServerCounters> {
         self.shared.counters.clone()
+    }
+
+    /// What the handshake rules refused, and how many handshakes are
+    /// under way.
+    pub fn handshakes(&self) -> (HandshakeCounters, usize) {
+        let h = lock(&self.shared.handshakes);
+        (h.counters, h.pending())
+    }
+
+    /// The visitors of every public port.
+    pub fn visitor_stats(&self) -> VisitorStats {
+        let s = &self.shared;
+        let buffered = lock(&s.conns)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|c| c.buffered())
+            .sum();
+        let v = lock(&s.visitors);
+        VisitorStats {
+            counters: v.counters,
+            reserved: v.reserved(),
+            peak: v.peak(),
+            buffered,
+        }
     }
 
     /// The UDP flows of every public port, open and closed.
@@ -431,7 +557,7 @@ impl Server {
             counters: *lock(&s.udp_retired),
             open: 0,
         };
-        for e in lock(&s.ports).values() {
+        for e in lock(&s.exposures).open.values() {
             if let Some(u) = &e.udp {
                 let t = lock(&u.table);
                 stats.counters.add(&t.counters);
@@ -457,11 +583,11 @@ impl Server {
     fn shutdown(&mut self) {
         let s = &self.shared;
         s.stopping.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&wake_address(self.control), Duration::from_secs(1));
+        let _ = TcpStream::connect_timeout(&wake_address(self.listen), Duration::from_secs(1));
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
-        let exposures: Vec<Exposure> = lock(&s.ports).drain().map(|(_, e)| e).collect();
+        let exposures: Vec<Exposure> = lock(&s.exposures).open.drain().map(|(_, e)| e).collect();
         for e in exposures {
             e.conn.kill("server stopping");
             retire(s, e.stop());
@@ -491,95 +617,138 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+// ANCHOR: handshake
+/// The server's side of the handshake, one cost at a time (see
+/// [`crate::secure`]): the initiation within the first-record deadline;
+/// its ephemeral key, refused if seen before (no Diffie-Hellman spent);
+/// the client's key and timestamp, refused unless newer than the last of
+/// that key (two); then the response (two more). Returns the client's key.
+fn server_handshake(
+    s: &Shared,
+    tcp: &mut TcpStream,
+    channel: &mut SecureChannel,
+    accepted: Instant,
+) -> anyhow::Result<[u8; 32]> {
+    use std::io::Write;
+    let limits = *lock(&s.handshakes).limits();
+    let ephemeral = match next_handshake_event(tcp, channel, accepted + limits.first_record)? {
+        Handshake::Initiation { ephemeral } => ephemeral,
+        Handshake::Established { .. } => bail!("a response from a client"),
+    };
+    if lock(&s.handshakes).seen(&ephemeral) {
+        return Err(crate::policy::HandshakeRefusal::Replay.into());
+    }
+    let (key, timestamp) = channel.identify()?;
+    lock(&s.handshakes).admit(&key, timestamp, ephemeral)?;
+    let mut out = Vec::new();
+    channel.accept(&mut out)?;
+    tcp.write_all(&out).context("sending the handshake")?;
+    tcp.set_read_timeout(None)?;
+    Ok(key)
+}
+// ANCHOR_END: handshake
+
 // ANCHOR: session
-/// One control connection, from the handshake to its end.
-fn session(s: &Arc<Shared>, mut tcp: TcpStream) {
+/// One control connection, from the handshake to its end. It holds its
+/// handshake `slot` until the client's Hello.
+fn session(s: &Arc<Shared>, mut tcp: TcpStream, slot: Slot) {
+    let accepted = Instant::now();
+    let until_hello = lock(&s.handshakes).limits().until_hello;
     let from = peer(&tcp);
     let _ = tcp.set_nodelay(true);
     let ephemeral = lock(&s.entropy).ephemeral();
     let mut channel = SecureChannel::server(s.keys.clone(), ephemeral);
-    let shaken = handshake(&mut tcp, &mut channel, &[]);
-    s.handshaking.fetch_sub(1, Ordering::SeqCst);
-    let key = match shaken {
+    let key = match server_handshake(s, &mut tcp, &mut channel, accepted) {
         Ok(key) => key,
         Err(e) => {
             s.counters.refused.fetch_add(1, Ordering::Relaxed);
-            log::info!("{from}: refused: {e:#}");
+            DropLog::drop(
+                &s.refusals,
+                Instant::now(),
+                format_args!("{from}: refused: {e:#}"),
+            );
             let _ = tcp.shutdown(Shutdown::Both);
             return;
         }
     };
     // Clients do not open streams: refuse any they try.
     let refuse: crate::conn::OnOpen = Arc::new(|conn, id, _| conn.refuse(id));
-    let conn = match Conn::start(tcp, Mux::new(Side::Server, s.mux), channel, s.keepalive, refuse) {
+    let idle = Some(lock(&s.visitors).limits().idle_timeout).filter(|d| !d.is_zero());
+    let conn = match Conn::start(
+        tcp,
+        Mux::new(Side::Server, s.mux),
+        channel,
+        s.keepalive,
+        idle,
+        refuse,
+    ) {
         Ok(c) => c,
         Err(e) => return log::warn!("{from}: {e:#}"),
     };
     lock(&s.conns).push(Arc::downgrade(&conn));
+    let id = s.next_conn.fetch_add(1, Ordering::Relaxed);
     let who = Short(&PublicKey::from(key)).to_string();
+    let mut rules = Session::new();
     // Act only once the first sealed frame opened: it proves the client
     // holds the keys (a replayed initiation cannot get this far).
-    match conn.next_session_frame(HANDSHAKE_TIMEOUT) {
-        Some(SessionFrame::Hello { version: VERSION }) => {
+    let left = (accepted + until_hello).saturating_duration_since(Instant::now());
+    match conn.next_session_frame(left).map(|f| rules.on_frame(&f)) {
+        Some(Step::Start) => {
             s.counters.sessions.fetch_add(1, Ordering::Relaxed);
             log::info!("{who} connected from {from}");
         }
-        Some(SessionFrame::Hello { version }) => {
-            let text = format!("version {version} is not spoken here (this is {VERSION})");
-            let _ = conn.send(&Repr::error(ErrorCode::Unsupported, &text));
-            conn.wait_dead(HANDSHAKE_TIMEOUT);
-            return conn.kill("unsupported version");
+        Some(Step::Close(code, text) | Step::Refuse(code, text)) => {
+            log::info!("{who}: {code}: {text}");
+            let _ = conn.send(&Repr::error(code, &text));
+            conn.wait_dead(until_hello);
+            return conn.kill(&text);
         }
-        _ => return conn.kill("no hello"),
+        Some(Step::Expose { .. }) | None => return conn.kill("no hello"),
     }
-    let mut exposed = false;
+    drop(slot);
     while conn.dead().is_none() {
-        match conn.next_session_frame(Duration::from_secs(3600)) {
-            None => {}
-            Some(SessionFrame::Expose { port, protos }) => {
-                let answer = if exposed {
-                    Err((ErrorCode::Unsupported, "one port per connection".to_string()))
-                } else {
-                    expose(s, &conn, key, port, protos)
-                };
-                let sent = match answer {
-                    Ok(port) => {
-                        exposed = true;
-                        if protos.udp {
-                            log::info!("{who} forwards udp on {}:{port}", s.public_ip);
-                        }
-                        if protos.tcp {
-                            log::info!("{who} exposed on {}:{port}", s.public_ip);
-                        }
-                        conn.send(&Repr::Exposed { port })
+        let Some(frame) = conn.next_session_frame(Duration::from_secs(3600)) else {
+            continue;
+        };
+        let sent = match rules.on_frame(&frame) {
+            Step::Expose { port, protos } => match expose(s, &conn, id, key, port, protos) {
+                Ok(port) => {
+                    rules.exposed();
+                    if protos.udp {
+                        log::info!("{who} forwards udp on {}:{port}", s.public_ip);
                     }
-                    Err((code, text)) => {
-                        log::info!("{who}: {code}: {text}");
-                        conn.send(&Repr::error(code, &text))
+                    if protos.tcp {
+                        log::info!("{who} exposed on {}:{port}", s.public_ip);
                     }
-                };
-                if sent.is_err() {
-                    conn.kill("peer does not read");
+                    conn.send(&Repr::Exposed { port })
                 }
+                Err((code, text)) => {
+                    log::info!("{who}: {code}: {text}");
+                    conn.send(&Repr::error(code, &text))
+                }
+            },
+            Step::Refuse(code, text) => {
+                log::info!("{who}: {code}: {text}");
+                conn.send(&Repr::error(code, &text))
             }
-            Some(other) => {
-                let text = format!("unexpected {other:?}");
-                let _ = conn.send(&Repr::error(ErrorCode::Protocol, &text));
+            Step::Close(code, text) => {
+                let _ = conn.send(&Repr::error(code, &text));
                 conn.wait_dead(Duration::from_secs(1));
                 conn.kill(&text);
+                Ok(())
             }
+            Step::Start => Ok(()),
+        };
+        if sent.is_err() {
+            conn.kill("peer does not read");
         }
     }
     // Close what this connection exposed (unless a newer connection of
     // the same key took it over).
     let mine: Vec<Exposure> = {
-        let mut ports = lock(&s.ports);
-        let keys: Vec<u16> = ports
-            .iter()
-            .filter(|(_, e)| Arc::ptr_eq(&e.conn, &conn))
-            .map(|(&p, _)| p)
-            .collect();
-        keys.iter().filter_map(|p| ports.remove(p)).collect()
+        let mut ex = lock(&s.exposures);
+        let ports = ex.ports.release_conn(&id);
+        ports.iter().filter_map(|p| ex.open.remove(p)).collect()
     };
     for e in mine {
         retire(s, e.stop());
@@ -591,76 +760,88 @@ fn session(s: &Arc<Shared>, mut tcp: TcpStream) {
 /// How often to look for a port number free for both TCP and UDP.
 const BIND_ATTEMPTS: usize = 16;
 
-/// Binds the public port `port` (0: any) for `conn`, for each protocol
-/// in `protos` on the same number; the port, or the error frame to send.
+/// Binds a public port for `key`'s connection `conn` (number `id`), as
+/// [`Ports::claim`] says (port 0: any), for each protocol in `protos` on
+/// the same number; the port, or the error frame to send.
 fn expose(
     s: &Arc<Shared>,
     conn: &Arc<Conn>,
+    id: u64,
     key: [u8; 32],
     port: u16,
     protos: Protos,
 ) -> Result<u16, (ErrorCode, String)> {
-    let mut ports = lock(&s.ports);
+    let mut ex = lock(&s.exposures);
     if s.stopping.load(Ordering::SeqCst) {
         return Err((ErrorCode::PortUnavailable, "server stopping".into()));
     }
-    if let Some(held) = ports.get(&port) {
-        if held.key != key {
-            return Err((
-                ErrorCode::PortInUse,
-                format!("port {port} is exposed by another client"),
-            ));
-        }
+    let candidates = match ex.ports.claim(&key, port)? {
+        Claim::Bind(ports) => ports,
         // The same client again: its old connection is dead or dying. If
         // it is not (two live clients with one key), the old one is told,
         // and gives up instead of taking the port back.
-        if let Some(old) = ports.remove(&port) {
-            let text = format!("port {port} was taken over by a newer connection with the same key");
-            let _ = old.conn.send(&Repr::error(ErrorCode::PortInUse, &text));
-            old.conn
-                .close_after_flush("replaced by a new connection with the same key");
-            retire(s, old.stop());
+        Claim::Takeover { port, .. } => {
+            if let Some(old) = ex.open.remove(&port) {
+                let text = format!("port {port} was taken over by a newer connection with the same key");
+                let _ = old.conn.send(&Repr::error(ErrorCode::PortInUse, &text));
+                old.conn
+                    .close_after_flush("replaced by a new connection with the same key");
+                retire(s, old.stop());
+            }
+            ex.ports.release(port);
+            vec![port]
         }
-    }
-    let unavailable = |e: std::io::Error| {
+    };
+    let unavailable = |port: u16, e: std::io::Error| {
         (
             ErrorCode::PortUnavailable,
             format!("cannot listen on {protos} port {port}: {e}"),
         )
     };
-    // Port 0 with both: the number the system gives the TCP listener may
-    // be taken for UDP, so try a few.
-    let attempts = if port == 0 && protos.tcp && protos.udp {
-        BIND_ATTEMPTS
-    } else {
-        1
-    };
-    let mut bound = Err(unavailable(std::io::ErrorKind::AddrInUse.into()));
-    for _ in 0..attempts {
-        bound = bind_both(s.public_ip, port, protos).map_err(unavailable);
-        if bound.is_ok() {
-            break;
+    let mut bound = Err(unavailable(port, std::io::ErrorKind::AddrInUse.into()));
+    'candidates: for candidate in candidates {
+        // Port 0 with both: the number the system gives the TCP listener
+        // may be taken for UDP, so try a few.
+        let attempts = if candidate == 0 && protos.tcp && protos.udp {
+            BIND_ATTEMPTS
+        } else {
+            1
+        };
+        for _ in 0..attempts {
+            bound = bind_both(s.public_ip, candidate, protos).map_err(|e| unavailable(candidate, e));
+            if bound.is_ok() {
+                break 'candidates;
+            }
         }
     }
     let (actual, tcp, udp) = bound?;
+    ex.ports.bound(&key, id, actual)?;
     let internal = |e: anyhow::Error| (ErrorCode::PortUnavailable, format!("{e:#}"));
-    let tcp = tcp
-        .map(|l| PublicPort::start(l, conn.clone()))
+    let started = tcp
+        .map(|l| PublicPort::start(l, conn.clone(), s.visitors.clone(), s.refusals.clone()))
         .transpose()
-        .map_err(internal)?;
-    let udp = match udp.map(|u| UdpPort::start(u, conn.clone(), s.udp)).transpose() {
-        Ok(u) => u,
+        .map_err(internal)
+        .and_then(
+            |tcp| match udp.map(|u| UdpPort::start(u, conn.clone(), s.udp)).transpose() {
+                Ok(udp) => Ok((tcp, udp)),
+                Err(e) => {
+                    if let Some(t) = tcp {
+                        t.stop();
+                    }
+                    Err(internal(e))
+                }
+            },
+        );
+    let (tcp, udp) = match started {
+        Ok(ports) => ports,
         Err(e) => {
-            if let Some(t) = tcp {
-                t.stop();
-            }
-            return Err(internal(e));
+            ex.ports.release(actual);
+            return Err(e);
         }
     };
-    ports.insert(
+    ex.open.insert(
         actual,
         Exposure {
-            key,
             conn: conn.clone(),
             tcp,
             udp,

@@ -14,7 +14,8 @@
 //!    and that timestamp must write the recorded initiation byte for byte.
 //! 3. The replayed client takes the recorded response and derives the
 //!    session keys: it opens the server's records, and its
-//!    [`mirror`](SecureChannel::mirror) opens the client's.
+//!    [`mirror`](SecureChannel::mirror), an opener that cannot seal,
+//!    opens the client's.
 //! 4. Every record in both directions must open and parse; the frames,
 //!    one line each in time order, are pinned by a snapshot.
 
@@ -32,7 +33,7 @@ use step04_crypto::noise::{self, Identity};
 use step04_crypto::run::read_keylog;
 use step04_crypto::wire::{INITIATION_LEN, InitiationPacket, RESPONSE_LEN};
 use step04_crypto::{PublicKey, StaticSecret};
-use step06_localhost::secure::{Event, SecureChannel};
+use step06_localhost::secure::{Event, Opener, SecureChannel};
 use step06_localhost::wire::Repr;
 
 const FILES: [&str; 4] = [
@@ -243,17 +244,33 @@ fn records(stream: &[u8]) -> Vec<(usize, &[u8])> {
     out
 }
 
+/// Shows a frame a record opened to.
+fn show(frame: &[u8]) -> String {
+    match Repr::parse_bytes(frame) {
+        Ok(repr) => repr.to_string(),
+        Err(e) => panic!("a record opened to a bad frame ({e}): {frame:02x?}"),
+    }
+}
+
 /// Opens one record with `channel` and shows its frame.
 fn open_record(channel: &mut SecureChannel, record: &[u8]) -> String {
     channel.push(record).unwrap();
-    let line = match channel.poll(&mut Vec::new()) {
-        Ok(Some(Event::Frame(frame))) => match Repr::parse_bytes(frame) {
-            Ok(repr) => repr.to_string(),
-            Err(e) => panic!("a record opened to a bad frame ({e}): {frame:02x?}"),
-        },
+    let line = match channel.poll() {
+        Ok(Some(Event::Frame(frame))) => show(frame),
         other => panic!("a record did not open: {other:?}"),
     };
     assert!(!channel.has_partial());
+    line
+}
+
+/// Opens one record with `opener` and shows its frame.
+fn open_with(opener: &mut Opener, record: &[u8]) -> String {
+    opener.push(record).unwrap();
+    let line = match opener.poll() {
+        Ok(Some(frame)) => show(frame),
+        other => panic!("a record did not open: {other:?}"),
+    };
+    assert!(!opener.has_partial());
     line
 }
 
@@ -309,17 +326,14 @@ fn the_recorded_control_connection_decrypts() {
             "connection {n}: the replayed initiation differs (key log of another run?)"
         );
         client.push(response).unwrap();
-        assert!(matches!(
-            client.poll(&mut Vec::new()),
-            Ok(Some(Event::Established { .. }))
-        ));
+        assert!(matches!(client.poll(), Ok(Some(Event::Established { .. }))));
         let mut mirror = client.mirror().unwrap();
 
         let mut lines: Vec<(Duration, String)> = Vec::new();
         lines.push((conn.up.time_of(up[0].0), "handshake initiation".into()));
         lines.push((conn.down.time_of(down[0].0), "handshake response".into()));
         for &(end, record) in &up[1..] {
-            let frame = open_record(&mut mirror, record);
+            let frame = open_with(&mut mirror, record);
             lines.push((conn.up.time_of(end), format!("client > server: {frame}")));
         }
         for &(end, record) in &down[1..] {

@@ -2,17 +2,20 @@
 //! system picks: no privileges, nothing leaves the loopback interface.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use step04_crypto::noise::{self, Identity};
+use step04_crypto::wire::RESPONSE_LEN;
 use step04_crypto::{PublicKey, StaticSecret};
 use step06_localhost::client::{self, ClientConfig, ClientEvent, Stop};
+use step06_localhost::policy::{STREAM_COST, VisitorLimits};
 use step06_localhost::secure::{Event, SecureChannel, ServerKeys};
-use step06_localhost::server::{Server, ServerConfig, UdpStats};
+use step06_localhost::server::{Server, ServerConfig, UdpStats, VisitorStats};
 use step06_localhost::wire::{Protos, Repr};
 use step06_localhost::{flows, keepalive};
 
@@ -151,7 +154,7 @@ fn visit(port: u16, payload: Arc<Vec<u8>>) -> Vec<u8> {
 #[test]
 fn fifty_visitors_of_a_megabyte_each_come_back_intact() {
     let server = server_on((LOCALHOST, 0).into());
-    let client = start_client(1, 2, server.control_addr(), echo_service(), 0);
+    let client = start_client(1, 2, server.listen_addr(), echo_service(), 0);
     let port = client.exposed_port();
     let visitors: Vec<_> = (0..50)
         .map(|i| {
@@ -171,7 +174,7 @@ fn fifty_visitors_of_a_megabyte_each_come_back_intact() {
 #[test]
 fn a_restarted_server_gives_the_client_its_port_back() {
     let server = server_on((LOCALHOST, 0).into());
-    let control = server.control_addr();
+    let control = server.listen_addr();
     let local = echo_service();
     let client = start_client(1, 2, control, local, 0);
     let port = client.exposed_port();
@@ -189,9 +192,9 @@ fn a_restarted_server_gives_the_client_its_port_back() {
 fn a_second_client_asking_for_a_port_in_use_gets_a_clear_error() {
     let server = server_on((LOCALHOST, 0).into());
     let local = echo_service();
-    let first = start_client(1, 2, server.control_addr(), local, 0);
+    let first = start_client(1, 2, server.listen_addr(), local, 0);
     let port = first.exposed_port();
-    let second = start_client(3, 2, server.control_addr(), local, port);
+    let second = start_client(3, 2, server.listen_addr(), local, port);
     let err = format!("{:#}", second.result().unwrap_err());
     assert!(err.contains("port-in-use"), "{err}");
     assert!(err.contains(&format!("port {port}")), "{err}");
@@ -208,7 +211,7 @@ fn clients_with_the_wrong_keys_are_refused() {
     let local = echo_service();
     // A key the server does not list, then the wrong server key.
     for (key, server_key) in [(9, 2), (1, 8)] {
-        let client = start_client(key, server_key, server.control_addr(), local, 0);
+        let client = start_client(key, server_key, server.listen_addr(), local, 0);
         let err = format!("{:#}", client.result().unwrap_err());
         assert!(err.contains("refused the handshake"), "{err}");
     }
@@ -224,7 +227,7 @@ fn clients_with_the_wrong_keys_are_refused() {
 #[test]
 fn garbage_on_the_control_port_is_closed_quickly() {
     let server = server_on((LOCALHOST, 0).into());
-    let mut conn = TcpStream::connect(server.control_addr()).unwrap();
+    let mut conn = TcpStream::connect(server.listen_addr()).unwrap();
     conn.set_read_timeout(Some(PATIENCE)).unwrap();
     let start = Instant::now();
     conn.write_all(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
@@ -244,7 +247,7 @@ fn a_visitor_is_closed_when_the_local_service_is_down() {
     let server = server_on((LOCALHOST, 0).into());
     // A port that was free a moment ago and has no listener now.
     let down = TcpListener::bind((LOCALHOST, 0)).unwrap().local_addr().unwrap();
-    let client = start_client(1, 2, server.control_addr(), down, 0);
+    let client = start_client(1, 2, server.listen_addr(), down, 0);
     let port = client.exposed_port();
     let start = Instant::now();
     let mut conn = TcpStream::connect((LOCALHOST, port)).unwrap();
@@ -274,7 +277,7 @@ fn a_service_that_speaks_first_reaches_a_silent_visitor() {
         }
     });
     let server = server_on((LOCALHOST, 0).into());
-    let client = start_client(1, 2, server.control_addr(), local, 0);
+    let client = start_client(1, 2, server.listen_addr(), local, 0);
     let port = client.exposed_port();
     let mut conn = TcpStream::connect((LOCALHOST, port)).unwrap();
     conn.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -338,7 +341,7 @@ fn udp_visitor(port: u16, seed: usize, count: usize) {
 fn udp_twenty_visitors_of_fifty_datagrams_each_with_tcp_alongside() {
     let server = server_on((LOCALHOST, 0).into());
     let local = echo_service_tcp_and_udp();
-    let mut config = client_config(1, 2, server.control_addr(), local, 0);
+    let mut config = client_config(1, 2, server.listen_addr(), local, 0);
     config.protos = Protos::BOTH;
     let client = run_client(config);
     let port = client.exposed_port();
@@ -377,7 +380,7 @@ fn udp_idle_flows_are_removed_after_the_timeout() {
     config.udp.idle_timeout = Duration::from_millis(300);
     let server = Server::start(config).unwrap();
     let local = echo_service_tcp_and_udp();
-    let mut config = client_config(1, 2, server.control_addr(), local, 0);
+    let mut config = client_config(1, 2, server.listen_addr(), local, 0);
     config.protos = Protos::BOTH;
     let client = run_client(config);
     let port = client.exposed_port();
@@ -415,7 +418,7 @@ fn udp_datagrams_over_the_limit_and_flows_over_the_bound_are_dropped_and_counted
     config.udp.max_flows = 2;
     let server = Server::start(config).unwrap();
     let local = echo_service_tcp_and_udp();
-    let mut config = client_config(1, 2, server.control_addr(), local, 0);
+    let mut config = client_config(1, 2, server.listen_addr(), local, 0);
     config.protos = Protos::UDP;
     let client = run_client(config);
     let port = client.exposed_port();
@@ -469,7 +472,7 @@ fn silent_client(control: SocketAddr) -> (TcpStream, SecureChannel) {
     loop {
         let n = tcp.read(&mut buf).unwrap();
         channel.push(&buf[..n]).unwrap();
-        if let Some(Event::Established { .. }) = channel.poll(&mut Vec::new()).unwrap() {
+        if let Some(Event::Established { .. }) = channel.poll().unwrap() {
             break;
         }
     }
@@ -489,7 +492,7 @@ fn a_silent_client_is_pinged_then_dropped() {
         dead_after: Duration::from_millis(1000),
     };
     let server = Server::start(config).unwrap();
-    let (mut tcp, mut channel) = silent_client(server.control_addr());
+    let (mut tcp, mut channel) = silent_client(server.listen_addr());
     let start = Instant::now();
     let mut pings = Vec::new();
     let mut buf = [0u8; 4096];
@@ -504,7 +507,7 @@ fn a_silent_client_is_pinged_then_dropped() {
             break;
         }
         channel.push(&buf[..n]).unwrap();
-        while let Some(Event::Frame(f)) = channel.poll(&mut Vec::new()).unwrap() {
+        while let Some(Event::Frame(f)) = channel.poll().unwrap() {
             match Repr::parse_bytes(f).unwrap() {
                 Repr::Ping { opaque } => pings.push((opaque, start.elapsed())),
                 other => panic!("{other}"),
@@ -534,7 +537,7 @@ fn a_client_that_answers_pings_stays_connected() {
     let mut config = server_config((LOCALHOST, 0).into());
     config.keepalive = fast;
     let server = Server::start(config).unwrap();
-    let mut config = client_config(1, 2, server.control_addr(), echo_service(), 0);
+    let mut config = client_config(1, 2, server.listen_addr(), echo_service(), 0);
     config.keepalive = fast;
     let client = run_client(config);
     let port = client.exposed_port();
@@ -550,12 +553,12 @@ fn a_client_that_answers_pings_stays_connected() {
 fn two_live_clients_with_one_key_do_not_take_the_port_from_each_other() {
     let server = server_on((LOCALHOST, 0).into());
     let local = echo_service();
-    let first = start_client(1, 2, server.control_addr(), local, 0);
+    let first = start_client(1, 2, server.listen_addr(), local, 0);
     let port = first.exposed_port();
     // The same key again, for the same port: the newer connection takes it
     // (the older one may be a connection that broke unnoticed), and the
     // older client is told, and gives up instead of taking it back.
-    let second = start_client(1, 2, server.control_addr(), local, port);
+    let second = start_client(1, 2, server.listen_addr(), local, port);
     assert_eq!(second.exposed_port(), port);
     let err = format!("{:#}", first.result().unwrap_err());
     assert!(err.contains("taken over"), "{err}");
@@ -565,5 +568,342 @@ fn two_live_clients_with_one_key_do_not_take_the_port_from_each_other() {
         thread::sleep(Duration::from_millis(50));
     }
     second.finish().unwrap();
+    server.stop();
+}
+
+/// A TCP connection to `to` from `source`, one of the loopback addresses
+/// (127.0.0.2, 127.0.0.3...): a visitor from another host, as far as
+/// per-source limits can tell.
+fn connect_from(source: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    use std::os::fd::AsRawFd;
+    let SocketAddr::V4(to) = to else {
+        panic!("{to} is not IPv4")
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(source, 0))).unwrap();
+    connect(fd.as_raw_fd(), &SockaddrIn::from(to)).unwrap();
+    let tcp = TcpStream::from(fd);
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    tcp
+}
+
+/// Client 1's initiation to server 2, made with ephemeral key `ephemeral`
+/// at `sent` (time since the Unix epoch).
+fn initiation(ephemeral: u8, sent: Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    SecureChannel::client(
+        Arc::new(Identity::new(secret(1))),
+        public(2),
+        secret(ephemeral),
+        noise::tai64n(sent),
+        &mut out,
+    )
+    .unwrap();
+    out
+}
+
+/// Sends `initiation` on a new connection from `source`; returns what the
+/// server answered before closing (or the whole response, if it answers),
+/// and the connection.
+fn knock(source: Ipv4Addr, control: SocketAddr, initiation: &[u8]) -> (Vec<u8>, TcpStream) {
+    let mut tcp = connect_from(source, control);
+    tcp.write_all(initiation).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 256];
+    while answer.len() < 2 + RESPONSE_LEN {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (answer, tcp)
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
+}
+
+#[test]
+fn a_replayed_initiation_is_refused_before_any_answer_and_counted() {
+    let server = server_on((LOCALHOST, 0).into());
+    let control = server.listen_addr();
+    let now = unix_now();
+    let recorded = initiation(21, now);
+    // The first time it is news: the server answers (and waits for a
+    // Hello that this test never sends).
+    let (answer, first) = knock(Ipv4Addr::LOCALHOST, control, &recorded);
+    assert_eq!(answer.len(), 2 + RESPONSE_LEN);
+    // Replayed over new connections: closed without a word, before any
+    // Diffie-Hellman (the server knows its ephemeral key).
+    for _ in 0..20 {
+        let (answer, _) = knock(Ipv4Addr::LOCALHOST, control, &recorded);
+        assert!(answer.is_empty(), "the server answered a replay");
+    }
+    // An older initiation of the same key, never seen: opened (two
+    // Diffie-Hellman operations), and refused by its timestamp.
+    let (answer, _) = knock(
+        Ipv4Addr::LOCALHOST,
+        control,
+        &initiation(22, now - Duration::from_secs(60)),
+    );
+    assert!(answer.is_empty(), "the server answered an older initiation");
+    let (counters, _) = server.handshakes();
+    assert_eq!(
+        (counters.replays_seen, counters.replays_old),
+        (20, 1),
+        "{counters:?}"
+    );
+    assert_eq!(server.counters().sessions.load(Ordering::Relaxed), 0);
+    drop(first);
+    // The key is not locked out: the real client's clock says later.
+    let client = start_client(1, 2, control, echo_service(), 0);
+    let port = client.exposed_port();
+    assert_eq!(visit(port, Arc::new(b"hello".to_vec())), b"hello");
+    client.finish().unwrap();
+    server.stop();
+}
+
+#[test]
+fn handshake_slots_are_capped_per_source_and_held_until_hello() {
+    let mut config = server_config((LOCALHOST, 0).into());
+    config.handshakes.per_source = 3;
+    config.handshakes.first_record = Duration::from_millis(500);
+    // Longer than PATIENCE: the silent connections can only be closed in
+    // time by the first-record deadline.
+    config.handshakes.until_hello = Duration::from_secs(60);
+    let server = Server::start(config).unwrap();
+    let control = server.listen_addr();
+    // Three connections from one address that send nothing hold its three
+    // slots; a fourth is closed at once.
+    let silent: Vec<TcpStream> = (0..3)
+        .map(|_| connect_from(Ipv4Addr::LOCALHOST, control))
+        .collect();
+    eventually("three handshakes under way", || server.handshakes().1 == 3);
+    let mut fourth = connect_from(Ipv4Addr::LOCALHOST, control);
+    let start = Instant::now();
+    assert_eq!(fourth.read(&mut [0; 16]).unwrap_or(0), 0);
+    assert!(
+        start.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(server.handshakes().0.busy_source, 1);
+    // Another address is not held up, and keeps its slot past the
+    // handshake until its Hello.
+    let other = Ipv4Addr::new(127, 0, 0, 2);
+    let mut init = Vec::new();
+    let mut channel = SecureChannel::client(
+        Arc::new(Identity::new(secret(1))),
+        public(2),
+        secret(23),
+        noise::tai64n(unix_now()),
+        &mut init,
+    )
+    .unwrap();
+    let (answer, mut tcp) = knock(other, control, &init);
+    assert_eq!(answer.len(), 2 + RESPONSE_LEN);
+    assert_eq!(server.handshakes().1, 4, "the slot is held until Hello");
+    channel.push(&answer).unwrap();
+    assert!(matches!(channel.poll(), Ok(Some(Event::Established { .. }))));
+    let mut hello = Vec::new();
+    channel
+        .seal_repr(&Repr::Hello { version: 1 }, &mut hello)
+        .unwrap();
+    tcp.write_all(&hello).unwrap();
+    eventually("the Hello gives the slot back", || {
+        server.counters().sessions.load(Ordering::Relaxed) == 1
+    });
+    // The silent three have half a second to send their first record.
+    eventually("the silent connections are closed", || server.handshakes().1 == 0);
+    for mut s in silent {
+        assert_eq!(s.read(&mut [0; 16]).unwrap_or(0), 0);
+    }
+    server.stop();
+}
+
+/// A local service that sends to each connection for as long as it can,
+/// and reads nothing.
+fn talker_service() -> SocketAddr {
+    let listener = TcpListener::bind((LOCALHOST, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            thread::spawn(move || {
+                let block = pattern(0, 64 * 1024);
+                while conn.write_all(&block).is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+/// Reads `len` bytes from a visitor connection: it gets through.
+fn read_some(mut tcp: TcpStream, len: usize) -> usize {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    while got < len {
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got
+}
+
+/// The budget's accounting holds: what the streams buffer is within what
+/// they reserved, which is within the budget.
+fn within_budget(stats: &VisitorStats, budget: usize) {
+    assert!(stats.buffered <= stats.reserved, "{stats:?}");
+    assert!(stats.reserved <= budget && stats.peak <= budget, "{stats:?}");
+}
+
+#[test]
+fn non_reading_visitors_are_capped_per_source_and_by_the_buffer_budget() {
+    let budget = 6 * STREAM_COST;
+    let mut config = server_config((LOCALHOST, 0).into());
+    config.visitors = VisitorLimits {
+        per_source: 4,
+        budget,
+        idle_timeout: Duration::ZERO,
+    };
+    let server = Server::start(config).unwrap();
+    let client = start_client(1, 2, server.listen_addr(), talker_service(), 0);
+    let public: SocketAddr = (LOCALHOST, client.exposed_port()).into();
+    // Ten visitors from one address that read nothing: four get a stream
+    // (and fill it), six are closed at once.
+    let hogs: Vec<TcpStream> = (0..10)
+        .map(|_| connect_from(Ipv4Addr::LOCALHOST, public))
+        .collect();
+    eventually("six refused for their source", || {
+        server.visitor_stats().counters.refused_source == 6
+    });
+    eventually("the four streams pin half a window each, at least", || {
+        server.visitor_stats().buffered >= 4 * mux_window() / 2
+    });
+    let stats = server.visitor_stats();
+    assert_eq!(stats.reserved, 4 * STREAM_COST);
+    within_budget(&stats, budget);
+    // A visitor from elsewhere gets through.
+    let legit = connect_from(Ipv4Addr::new(127, 0, 0, 2), public);
+    assert!(read_some(legit, 1 << 20) >= 1 << 20);
+    eventually("its share given back", || {
+        server.visitor_stats().reserved == 4 * STREAM_COST
+    });
+    // Two more non-readers from a third address spend the rest of the
+    // budget; then even a fresh address is refused, for the budget.
+    let more: Vec<TcpStream> = (0..2)
+        .map(|_| connect_from(Ipv4Addr::new(127, 0, 0, 3), public))
+        .collect();
+    eventually("six streams reserved", || {
+        server.visitor_stats().reserved == budget
+    });
+    let mut late = connect_from(Ipv4Addr::new(127, 0, 0, 4), public);
+    assert_eq!(late.read(&mut [0; 16]).unwrap_or(0), 0, "refused: closed at once");
+    let stats = server.visitor_stats();
+    assert_eq!(stats.counters.refused_budget, 1, "{stats:?}");
+    within_budget(&stats, budget);
+    // Gone visitors give their share back.
+    drop(hogs);
+    drop(more);
+    eventually("every share given back", || server.visitor_stats().reserved == 0);
+    let legit = connect_from(Ipv4Addr::new(127, 0, 0, 4), public);
+    assert!(read_some(legit, 1 << 20) >= 1 << 20);
+    client.finish().unwrap();
+    server.stop();
+}
+
+fn mux_window() -> usize {
+    step06_localhost::mux::INITIAL_WINDOW as usize
+}
+
+#[test]
+fn idle_visitors_are_closed_and_their_share_given_back() {
+    let budget = 2 * STREAM_COST;
+    let mut config = server_config((LOCALHOST, 0).into());
+    config.visitors = VisitorLimits {
+        per_source: 2,
+        budget,
+        idle_timeout: Duration::from_millis(300),
+    };
+    let server = Server::start(config).unwrap();
+    let talker = start_client(1, 2, server.listen_addr(), talker_service(), 0);
+    let echo = start_client(3, 2, server.listen_addr(), echo_service(), 0);
+    let (loud, quiet) = (talker.exposed_port(), echo.exposed_port());
+    // One visitor that reads nothing of a service that talks, one that
+    // says nothing to a service that waits: the whole budget.
+    let mut hogs = vec![connect_from(Ipv4Addr::LOCALHOST, (LOCALHOST, loud).into())];
+    hogs.push(connect_from(
+        Ipv4Addr::new(127, 0, 0, 2),
+        (LOCALHOST, quiet).into(),
+    ));
+    eventually("both admitted", || server.visitor_stats().reserved == budget);
+    // Both are closed once nothing moved for the idle timeout.
+    eventually("both closed for idleness", || {
+        let stats = server.visitor_stats();
+        stats.counters.idle == 2 && stats.reserved == 0
+    });
+    for mut h in hogs {
+        let _ = h.set_read_timeout(Some(Duration::from_millis(100)));
+        // The quiet one sees its end; the loud one may first read what
+        // was already in its socket.
+        let mut buf = vec![0u8; 1 << 16];
+        let deadline = Instant::now() + PATIENCE;
+        while !matches!(h.read(&mut buf), Ok(0) | Err(_)) {
+            assert!(Instant::now() < deadline);
+        }
+    }
+    // A visitor that keeps reading is never idle (for three timeouts).
+    let mut reader = connect_from(Ipv4Addr::new(127, 0, 0, 3), (LOCALHOST, loud).into());
+    let start = Instant::now();
+    let mut got = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    while start.elapsed() < Duration::from_millis(900) {
+        got += reader.read(&mut buf).unwrap();
+    }
+    assert!(got > 0);
+    assert_eq!(server.visitor_stats().counters.idle, 2, "the reader was not cut");
+    talker.finish().unwrap();
+    echo.finish().unwrap();
+    server.stop();
+}
+
+#[test]
+fn a_key_claims_only_the_ports_it_was_given() {
+    let free = TcpListener::bind((LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = server_config((LOCALHOST, 0).into());
+    config
+        .ports
+        .restrict(*public(3).as_bytes(), free.to_string().parse().unwrap());
+    let server = Server::start(config).unwrap();
+    let local = echo_service();
+    // Below 1024: not without --allow-low-ports.
+    let low = start_client(1, 2, server.listen_addr(), local, 80);
+    let err = format!("{:#}", low.result().unwrap_err());
+    assert!(
+        err.contains("port-unavailable") && err.contains("below 1024"),
+        "{err}"
+    );
+    // A restricted key asking for any port gets its own; asking for
+    // another is refused.
+    let own = start_client(3, 2, server.listen_addr(), local, 0);
+    assert_eq!(own.exposed_port(), free);
+    own.finish().unwrap();
+    let other = start_client(3, 2, server.listen_addr(), local, free.wrapping_add(1).max(1024));
+    let err = format!("{:#}", other.result().unwrap_err());
+    assert!(err.contains("is not one of this key's"), "{err}");
     server.stop();
 }

@@ -364,8 +364,14 @@ mod tests {
             self.0.push(argv.join(" "));
             Ok(r#"[{"dst":"192.0.2.1","gateway":"198.51.100.1","dev":"eth0"}]"#.to_string())
         }
+        fn locate(&mut self, program: &str) -> anyhow::Result<String> {
+            Ok(format!("/usr/sbin/{program}"))
+        }
         fn read_sysctl(&mut self, _: &str) -> anyhow::Result<String> {
             Ok("0".into())
+        }
+        fn list_sysctl(&mut self, _: &str) -> anyhow::Result<Vec<String>> {
+            Ok(Vec::new())
         }
         fn write_sysctl(&mut self, _: &str, _: &str) -> anyhow::Result<()> {
             Ok(())
