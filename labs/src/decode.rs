@@ -4,7 +4,8 @@
 //! are decoded too, by the step that made them.
 //!
 //! Which step? A datagram does not say (step 02's and step 04's messages
-//! are told apart only by their first bytes), so each step with messages
+//! are told apart only by their first bytes, step 04's and WireGuard's
+//! only by the lengths of their handshake messages), so each step with messages
 //! of its own gives a decoder that claims the payloads it recognises
 //! ([`step02_plain_tunnel::underlay::Decoder`]). `--step NN` picks one;
 //! without it the decoders are tried in turn, the one with the narrower
@@ -23,20 +24,24 @@ use step02_plain_tunnel::underlay::Decoder;
 
 /// The underlay decoder of each step whose tunnel sends messages over UDP:
 /// steps 03, 05 and 06 (layer 3) send those of the step they build on.
-pub const DECODERS: [(&str, Decoder); 5] = [
+pub const DECODERS: [(&str, Decoder); 6] = [
     ("02", step02_plain_tunnel::underlay::DECODER),
     ("03", step02_plain_tunnel::underlay::DECODER),
     ("04", step04_crypto::underlay::DECODER),
     ("05", step04_crypto::underlay::DECODER),
     ("06", step06_localhost::underlay::DECODER),
+    ("07", step07_wireguard::underlay::DECODER),
 ];
 
 /// The decoders to try, in order: the step's own, or, for no step, step
-/// 04's (which claims only payloads shaped like its messages) and then
-/// step 02's (which claims any payload on the port).
+/// 07's (which claims only payloads of exactly the shape and length of
+/// WireGuard's messages), step 04's (which claims payloads shaped like its
+/// messages, whatever their length) and then step 02's (which claims any
+/// payload on the port).
 pub fn decoders(step: Option<&str>) -> anyhow::Result<Vec<Decoder>> {
     let Some(step) = step else {
         return Ok(vec![
+            step07_wireguard::underlay::SHAPED,
             step04_crypto::underlay::DECODER,
             step02_plain_tunnel::underlay::DECODER,
         ]);

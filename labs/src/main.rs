@@ -147,8 +147,9 @@ enum Cmd {
     Decode {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
-        /// The step whose tunnel made the capture (02 to 06): its messages
-        /// are decoded. Without it, step 04's format is tried, then step 02's.
+        /// The step whose tunnel made the capture (02 to 07): its messages
+        /// are decoded. Without it, WireGuard's format (step 07) is tried,
+        /// then step 04's, then step 02's.
         #[arg(long, value_name = "NN")]
         step: Option<String>,
         /// The tunnel's UDP port in the capture.

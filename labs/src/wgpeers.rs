@@ -14,7 +14,7 @@
 //! `down` of a wg-quick file, and, for each implementation, a flood of
 //! initiations from `attacker` while the real peer connects: the step
 //! sends cookie replies, and the peer still gets through. A capture of the
-//! first session decrypts in tshark with WireGuard's key log, when tshark
+//! first session decrypts in tshark with the step's own key log, when tshark
 //! is installed.
 
 use std::path::{Path, PathBuf};
@@ -537,6 +537,7 @@ pub fn interop(lab: &Lab, peer: Peer, role: Role, data: &Path, report: &mut Repo
     report.check(format!("{who}: iperf3 TCP runs through"), ok, line);
 
     wg_show(lab, peer, &s, &who, report)?;
+    showconf_syncconf(lab, role, &s, &tag, &who, report)?;
     renewal(lab, peer, role, &s, &who, report)?;
     roaming(lab, peer, &s, &who, report)?;
 
@@ -587,6 +588,105 @@ fn wg_show(lab: &Lab, peer: Peer, s: &Session, who: &str, report: &mut Report) -
             "{who}: {step} received {} B and sent {} B; wireguard-go sent {} B and received {} B",
             o.rx, o.tx, t.tx, t.rx
         ));
+    }
+    Ok(())
+}
+
+/// `wg showconf` on our step gives a configuration that `wg syncconf`
+/// takes back unchanged: the same configuration again, and the peer's
+/// session kept (its latest handshake does not move), as wg promises of
+/// syncconf. The file holds our step's private key, so it is mode 600.
+/// With our step as the initiator, `wg setconf` of the same file too: it
+/// replaces the peers, so the session is gone and a new handshake must
+/// follow (as the responder, our step would wait for the peer to notice,
+/// up to 15 s, so that role skips it).
+fn showconf_syncconf(
+    lab: &Lab,
+    role: Role,
+    s: &Session,
+    tag: &str,
+    who: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let before = lab.tunlab.stdout("wg", ["showconf", &s.tunlab_if])?;
+    let handshake = |peers: &[DumpPeer]| {
+        peers
+            .iter()
+            .find(|p| p.public == lab.peer_key.public)
+            .map(|p| p.latest_handshake)
+    };
+    let handshake_before = handshake(&dump(&lab.tunlab, &s.tunlab_if)?);
+    let file = lab.out.join(format!("{tag}-showconf.conf"));
+    let _ = std::fs::remove_file(&file);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file)
+        .and_then(|mut f| f.write_all(before.as_bytes()))
+        .with_context(|| format!("writing {}", file.display()))?;
+    let synced = lab
+        .tunlab
+        .run("wg", ["syncconf", &s.tunlab_if, &path_arg(&file)?])?;
+    let after = lab.tunlab.stdout("wg", ["showconf", &s.tunlab_if])?;
+    let handshake_after = handshake(&dump(&lab.tunlab, &s.tunlab_if)?);
+    report.check(
+        format!(
+            "{who}: wg showconf on {} names the peer, and wg syncconf takes it back unchanged",
+            lab.tunnel.name
+        ),
+        synced.status.success()
+            && before.contains(&format!("PublicKey = {}", lab.peer_key.public))
+            && before == after
+            && handshake_before.is_some_and(|t| t > 0)
+            && handshake_after == handshake_before,
+        format!(
+            "syncconf: {}; latest handshake {handshake_before:?} then {handshake_after:?}; showconf {}",
+            if synced.status.success() {
+                "ok".to_string()
+            } else {
+                String::from_utf8_lossy(&synced.stderr).trim().to_string()
+            },
+            if before == after { "unchanged" } else { "changed" }
+        ),
+    );
+    if role == Role::Initiator {
+        let set = lab
+            .tunlab
+            .run("wg", ["setconf", &s.tunlab_if, &path_arg(&file)?])?;
+        let again = lab.tunlab.stdout("wg", ["showconf", &s.tunlab_if])?;
+        lab.tunlab.ping_check(
+            report,
+            format!("{who}: after wg setconf, ping {}", wireguard::PEER_INNER),
+            wireguard::PEER_INNER,
+            3,
+            &[],
+        )?;
+        // setconf replaced the peer, so its session is gone and the
+        // tunnel above ran on a new handshake (the persistent keepalive
+        // or the ping started it): the latest handshake moved. The old
+        // one is from the session's start, seconds of transfers ago.
+        let renewed = handshake(&dump(&lab.tunlab, &s.tunlab_if)?);
+        report.check(
+            format!(
+                "{who}: wg setconf of that file on {} reads back the same, and a new handshake follows",
+                lab.tunnel.name
+            ),
+            set.status.success()
+                && again == before
+                && renewed.is_some_and(|t| handshake_before.is_some_and(|b| t > b)),
+            if set.status.success() {
+                format!(
+                    "showconf {}; latest handshake {handshake_before:?} then {renewed:?}",
+                    if again == before { "unchanged" } else { "changed" }
+                )
+            } else {
+                String::from_utf8_lossy(&set.stderr).trim().to_string()
+            },
+        );
     }
     Ok(())
 }
@@ -760,41 +860,19 @@ pub fn stop(lab: &Lab, s: &mut Session, who: &str, report: &mut Report) -> anyho
 }
 
 // ANCHOR: keylog
-/// Wireshark's WireGuard key log for the session: our static and
-/// ephemeral private keys (the latter from `--keylog`), the peer's public
-/// key, the pre-shared key; tshark must then show the pings inside.
+/// The key log our step wrote (`--keylog`: for each handshake, our static
+/// and ephemeral private keys, the peer's public key and the pre-shared
+/// key, as wireguard-tools' extract-handshakes writes them) is all tshark
+/// needs: given it as `wg.keylog_file`, it must show the pings inside.
 fn keylog_decrypts(lab: &Lab, tag: &str, pcap: &Path, report: &mut Report) -> anyhow::Result<()> {
     if !env::on_path("tshark") {
         report.note("tshark is not installed: the key-log check did not run (apt-get install tshark)");
         return Ok(());
     }
-    let ephemerals = std::fs::read_to_string(lab.out.join(format!("{tag}.keylog")))?;
-    let read = |p: &Path| -> anyhow::Result<String> { Ok(std::fs::read_to_string(p)?.trim().to_string()) };
-    let psk = read(&lab.psk.file)?;
-    // Wireshark takes a PRESHARED_KEY line for the ephemeral key before it.
-    let mut text = format!(
-        "LOCAL_STATIC_PRIVATE_KEY = {}\nREMOTE_STATIC_PUBLIC_KEY = {}\n",
-        read(&lab.tunlab_key.file)?,
-        lab.peer_key.public,
-    );
-    for line in ephemerals
-        .lines()
-        .filter(|l| l.starts_with("LOCAL_EPHEMERAL_PRIVATE_KEY"))
-    {
-        text.push_str(&format!("{line}\nPRESHARED_KEY = {psk}\n"));
-    }
-    let keys = lab.out.join(format!("{tag}-wireshark.keys"));
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let _ = std::fs::remove_file(&keys);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&keys)?;
-        f.write_all(text.as_bytes())?;
-    }
+    let keys = lab.out.join(format!("{tag}.keylog"));
+    let sessions = std::fs::read_to_string(&keys)?
+        .matches("New handshake session:")
+        .count();
     let out = std::process::Command::new("tshark")
         .arg("-r")
         .arg(pcap)
@@ -813,11 +891,11 @@ fn keylog_decrypts(lab: &Lab, tag: &str, pcap: &Path, report: &mut Report) -> an
     let lines = String::from_utf8_lossy(&out.stdout).lines().count();
     report.check(
         format!(
-            "a capture of {} and wireguard-go decrypts in tshark with WireGuard's key log (wg.keylog_file)",
-            lab.tunnel.name
+            "a capture of {} and wireguard-go decrypts in tshark with {}'s own key log (wg.keylog_file)",
+            lab.tunnel.name, lab.tunnel.name
         ),
-        out.status.success() && lines >= 12,
-        format!("{lines} ICMP messages decrypted"),
+        out.status.success() && sessions > 0 && lines >= 12,
+        format!("{lines} ICMP messages decrypted, {sessions} handshake session(s) in the key log"),
     );
     Ok(())
 }
@@ -848,7 +926,8 @@ pub fn wrong_psk(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
 // ANCHOR: up_down
 /// `up FILE.conf` with a full tunnel to wireguard-go, then `kill -9` of
 /// the interface, then `down FILE.conf`: the host (routes, resolver) is as
-/// it was.
+/// it was. The file's DNS names two servers and a search domain, and the
+/// resolver must have all three, in order, as wg-quick sets them.
 pub fn up_and_down(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let peer = Peer::WireguardGo;
     let host = lab.peer_host(peer)?;
@@ -889,11 +968,12 @@ pub fn up_and_down(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let ifname = format!("{}q{}", lab.tunnel.prefix, lab.run);
     let conf = lab.out.join(format!("{ifname}.conf"));
     let text = format!(
-        "[Interface]\nPrivateKey = {}\nAddress = {}/24, {}/64\nDNS = {}\nMTU = 1420\n\n[Peer]\nPublicKey = {}\nPresharedKey = {}\nEndpoint = {}:{PEER_PORT}\nAllowedIPs = 0.0.0.0/0, ::/0\n",
+        "[Interface]\nPrivateKey = {}\nAddress = {}/24, {}/64\nDNS = {}, {}, lab.example\nMTU = 1420\n\n[Peer]\nPublicKey = {}\nPresharedKey = {}\nEndpoint = {}:{PEER_PORT}\nAllowedIPs = 0.0.0.0/0, ::/0\n",
         read(&lab.tunlab_key.file)?,
         wireguard::TUNLAB_INNER,
         wireguard::TUNLAB_INNER6,
         wireguard::PEER_INNER,
+        wireguard::PEER_INNER6,
         lab.peer_key.public,
         read(&lab.psk.file)?,
         peer.address(),
@@ -922,12 +1002,21 @@ pub fn up_and_down(lab: &Lab, report: &mut Report) -> anyhow::Result<()> {
     let pinged = lab.tunlab.ping(wireguard::PEER_INNER, 3, &[])?;
     let routes = lab.tunlab.ip(["route"])?;
     let resolv = lab.tunlab.stdout("cat", ["/etc/resolv.conf"])?;
+    let wanted = format!(
+        "nameserver {}\nnameserver {}\nsearch lab.example\n",
+        wireguard::PEER_INNER,
+        wireguard::PEER_INNER6
+    );
     report.check(
-        "after up: ping through the tunnel, everything routed into it, the resolver from DNS",
+        "after up: ping through the tunnel, everything routed into it, the resolver from DNS (both servers, the search domain)",
         pinged.all_answered(3)
             && routes.contains(&format!("0.0.0.0/1 dev {ifname}"))
-            && resolv.contains(wireguard::PEER_INNER),
-        format!("{pinged}; routes: {}", routes.lines().count()),
+            && resolv.contains(&wanted),
+        format!(
+            "{pinged}; routes: {}; resolver: {}",
+            routes.lines().count(),
+            resolv.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("; ")
+        ),
     );
     // kill -9: the interface cannot undo anything.
     let pid = up_text

@@ -32,12 +32,21 @@ fn lab07_interoperates_with_wireguard_go_and_boringtun() {
                 format!("{who}: iperf3 TCP runs through"),
                 format!("{who}: wg show on step 07 shows the peer, its endpoint, a handshake and traffic"),
                 format!("{who}: wg show on {peer} shows step 07, its endpoint and traffic"),
+                format!(
+                    "{who}: wg showconf on step 07 names the peer, and wg syncconf takes it back unchanged"
+                ),
                 format!("{who}: a new handshake while a ping runs (the responder's latest handshake moves)"),
                 format!("{who}: step 07 exits cleanly on SIGTERM"),
             ] {
                 report.assert_check(&check);
             }
         }
+        report.assert_check(&format!(
+            "{peer} (step 07 as initiator): wg setconf of that file on step 07 reads back the same, and a new handshake follows"
+        ));
+        report.assert_check(&format!(
+            "{peer} (step 07 as initiator): after wg setconf, ping 10.0.0.2"
+        ));
         report.assert_check(&format!(
             "flood, {peer}: step 07 answers the flood with cookie replies"
         ));
@@ -47,10 +56,13 @@ fn lab07_interoperates_with_wireguard_go_and_boringtun() {
     }
     report.assert_check("a wrong pre-shared key: no ping gets through");
     report.assert_check("up FILE.conf brings up a full tunnel to wireguard-go");
+    report.assert_check(
+        "after up: ping through the tunnel, everything routed into it, the resolver from DNS (both servers, the search domain)",
+    );
     report.assert_check("down FILE.conf after kill -9 puts the routes and the resolver back as they were");
     if tunlab::env::on_path("tshark") {
         report.assert_check(
-            "a capture of step 07 and wireguard-go decrypts in tshark with WireGuard's key log (wg.keylog_file)",
+            "a capture of step 07 and wireguard-go decrypts in tshark with step 07's own key log (wg.keylog_file)",
         );
     }
     std::fs::remove_dir_all(out).unwrap();

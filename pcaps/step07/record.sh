@@ -9,7 +9,7 @@
 # Writes, for PEER in wireguard-go and boringtun:
 #   PEER-underlay.pcap   the UDP datagrams on the veth (tcpdump, Ethernet)
 #   PEER-tun.pcap        what step07-wireguard read from and wrote to its TUN device
-#   PEER.keylog          its ephemeral private keys, one per handshake
+#   PEER.keylog          its --keylog: each handshake's keys, as Wireshark reads them
 # The keys are for these recordings only: never use them for anything else.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -12,7 +12,7 @@
 //! The figures themselves, by subject: [`headers`] (IPv4, ICMP, IPv6, the
 //! TCP pseudo-header), [`tunnel`] (step 02's encapsulation, step 04's
 //! messages and handshake), [`stories`] (TCP over TCP, the path MTU black
-//! hole), [`lab05`], [`step06`] and [`step08`].
+//! hole), [`lab05`], [`step06`], [`step07`] and [`step08`].
 //!
 //! The test `tests/figures.rs` draws every figure in [`FIGURES`] and
 //! compares it with `book/src/figures/NAME.svg`;
@@ -25,6 +25,7 @@ pub mod lab05;
 pub mod ladder;
 pub mod layout;
 pub mod step06;
+pub mod step07;
 pub mod step08;
 pub mod stories;
 pub mod svg;
@@ -71,6 +72,8 @@ pub const FIGURES: &[(&str, Draw)] = &[
     ("lab05-round-trip", lab05::round_trip),
     ("step06-layer4", step06::layer4),
     ("step06-layer3", step06::layer3),
+    ("wireguard-handshake", step07::wireguard_handshake),
+    ("cookie-reply", step07::cookie_reply),
     ("fast-path-batching", step08::fast_path_batching),
 ];
 

@@ -26,17 +26,17 @@ const ETHERNET_MTU: u16 = 1500;
 
 /// A tunnel message of an underlay capture.
 #[derive(Debug, Clone)]
-struct Message {
+pub(crate) struct Message {
     /// Since the capture's first record.
-    time: Duration,
-    from: SocketAddr,
-    to: SocketAddr,
+    pub(crate) time: Duration,
+    pub(crate) from: SocketAddr,
+    pub(crate) to: SocketAddr,
     /// The UDP payload.
-    bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
 }
 
-/// The tunnel messages of an underlay capture.
-fn tunnel_messages(path: &str) -> anyhow::Result<Vec<Message>> {
+/// The tunnel messages of an underlay capture: UDP to or from port 51820.
+pub(crate) fn tunnel_messages(path: &str) -> anyhow::Result<Vec<Message>> {
     let mut out = Vec::new();
     for p in capture(path)? {
         let Some((sport, dport, payload)) = udp_payload(&p.ip) else {

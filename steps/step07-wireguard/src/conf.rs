@@ -8,7 +8,7 @@
 //! PrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=
 //! Address = 10.0.0.2/24, fd00::2/64
 //! ListenPort = 51820
-//! DNS = 10.0.0.1
+//! DNS = 10.0.0.1, lab.example
 //! MTU = 1420
 //!
 //! [Peer]
@@ -56,8 +56,10 @@ pub struct Interface {
     pub listen_port: Option<u16>,
     pub fwmark: Option<u32>,
     pub addresses: Vec<IpNet>,
-    /// Name servers (search domains are not supported).
+    /// `DNS`'s name servers, in order.
     pub dns: Vec<IpAddr>,
+    /// `DNS`'s other entries: search domains, in order.
+    pub dns_search: Vec<String>,
     pub mtu: Option<u16>,
 }
 
@@ -124,6 +126,43 @@ fn list<T: std::str::FromStr>(line: usize, key: &str, value: &str) -> Result<Vec
         .collect()
 }
 
+/// One entry of `DNS`.
+enum Dns {
+    Server(IpAddr),
+    Search(String),
+}
+
+// ANCHOR: dns_entry
+/// Sorts an entry of `DNS` as wg-quick does (wireguard-tools,
+/// src/wg-quick/linux.bash, `parse_options`): one made only of digits and
+/// dots, or with a colon in it, is a name server (here it must then be an
+/// IP address); anything else is a search domain (here it must then be a
+/// domain name, since it is written into the resolver file).
+fn dns_entry(line: usize, item: &str) -> Result<Dns, ConfError> {
+    if item.chars().all(|c| c.is_ascii_digit() || c == '.') || item.contains(':') {
+        return item
+            .parse()
+            .map(Dns::Server)
+            .map_err(|_| err(line, format!("`{item}` in DNS is not an IP address")));
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let name = item.strip_suffix('.').unwrap_or(item);
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(err(
+            line,
+            format!("`{item}` in DNS is neither an IP address nor a domain name"),
+        ));
+    }
+    Ok(Dns::Search(item.to_string()))
+}
+// ANCHOR_END: dns_entry
+
 fn number<T: std::str::FromStr>(line: usize, key: &str, value: &str) -> Result<T, ConfError> {
     value
         .parse()
@@ -188,12 +227,14 @@ pub fn parse(text: &str) -> Result<Config, ConfError> {
                         })
                     }
                     "address" => iface.addresses.extend(list::<IpNet>(n, key, value)?),
-                    "dns" => iface.dns.extend(list::<IpAddr>(n, key, value).map_err(|_| {
-                        err(
-                            n,
-                            "DNS takes IP addresses (search domains are not supported here)",
-                        )
-                    })?),
+                    "dns" => {
+                        for item in value.split(',').filter(|s| !s.is_empty()) {
+                            match dns_entry(n, item)? {
+                                Dns::Server(ip) => iface.dns.push(ip),
+                                Dns::Search(domain) => iface.dns_search.push(domain),
+                            }
+                        }
+                    }
                     "mtu" => {
                         let mtu: u16 = number(n, key, value)?;
                         if mtu < 576 {
@@ -310,6 +351,7 @@ mod tests {
         assert_eq!(c.interface.listen_port, Some(51820));
         assert_eq!(c.interface.addresses.len(), 2);
         assert_eq!(c.interface.dns, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert!(c.interface.dns_search.is_empty());
         assert_eq!(c.interface.mtu, Some(1380));
         assert_eq!(c.peers.len(), 1);
         assert_eq!(c.peers[0].allowed_ips.len(), 2);
@@ -318,6 +360,18 @@ mod tests {
         let uapi = to_uapi(&c, |e| e.parse().map_err(|_| "no".to_string())).unwrap();
         assert!(uapi.starts_with("set=1\nprivate_key=c809f3e5"));
         assert!(uapi.contains("\nendpoint=192.0.2.1:51820\npersistent_keepalive_interval=25\nreplace_allowed_ips=true\nallowed_ip=0.0.0.0/0\nallowed_ip=::/0\n\n"));
+    }
+
+    #[test]
+    fn dns_takes_every_server_and_search_domains_as_wg_quick_does() {
+        let text = "[Interface]\nDNS = 10.0.0.1, fd00::1, lab.example\nDNS = 192.0.2.53,corp.example.\n";
+        let c = parse(text).unwrap();
+        let servers: Vec<IpAddr> = ["10.0.0.1", "fd00::1", "192.0.2.53"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(c.interface.dns, servers);
+        assert_eq!(c.interface.dns_search, ["lab.example", "corp.example."]);
     }
 
     #[test]
@@ -347,6 +401,26 @@ mod tests {
             ("[Interface]\nMTU = 100\n", 2, "below 576"),
             ("[Interface]\njunk\n", 2, "Key = Value"),
             ("[Interfaces]\n", 1, "not [Interface] or [Peer]"),
+            (
+                "[Interface]\nDNS = 10.0.0.1, 10.0.0\n",
+                2,
+                "`10.0.0` in DNS is not an IP address",
+            ),
+            (
+                "[Interface]\nDNS = fd00::zz\n",
+                2,
+                "`fd00::zz` in DNS is not an IP address",
+            ),
+            (
+                "[Interface]\nDNS = lab..example\n",
+                2,
+                "`lab..example` in DNS is neither an IP address nor a domain name",
+            ),
+            (
+                "[Interface]\nDNS = -lab.example\n",
+                2,
+                "neither an IP address nor a domain name",
+            ),
         ];
         for (text, line, words) in cases {
             let e = parse(text).unwrap_err();

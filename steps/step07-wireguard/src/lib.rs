@@ -12,7 +12,9 @@
 //! - [`device`]: the sans-IO core, many peers, configured at run time.
 //! - [`uapi`]: the `get=1` / `set=1` configuration protocol.
 //! - [`run`]: the I/O shell: TUN device, sockets, UAPI socket.
+//! - [`keylog`]: `--keylog`, the keys Wireshark decrypts a capture with.
 //! - [`conf`] and [`quick`]: wg-quick's file, `up` and `down`.
+//! - [`underlay`]: the messages in a capture, for `tunlab decode`.
 //!
 //! What it reuses from step 04: the primitives (BLAKE2s, HMAC, HKDF,
 //! ChaCha20-Poly1305, X25519), the replay window, the entropy source, the
@@ -24,11 +26,13 @@ pub mod allowed;
 pub mod conf;
 pub mod cookie;
 pub mod device;
+pub mod keylog;
 pub mod noise;
 pub mod quick;
 pub mod run;
 pub mod timers;
 pub mod uapi;
+pub mod underlay;
 pub mod wire;
 
 pub use device::{Device, DropReason, PeerId};

@@ -6,14 +6,15 @@
 //! its standard input (never on the command line: it holds the private
 //! key). The interface configures itself from it, then changes the host,
 //! each change journaled before it is made: its addresses, MTU and link,
-//! a route for each allowed prefix, and, when a peer takes all of IPv4 or
-//! IPv6, step 05's full tunnel (a route to the endpoint the way it went
-//! before, the two half routes per family, the resolver). It undoes them
+//! the resolver when the file names DNS servers (as wg-quick does, full
+//! tunnel or not), a route for each allowed prefix, and, when a peer takes
+//! all of IPv4 or IPv6, step 05's full tunnel (a route to the endpoint the
+//! way it went before, the two half routes per family). It undoes them
 //! when it stops (SIGTERM, Ctrl-C); `down` stops it, and undoes from the
 //! journal what a killed one (kill -9) left.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -183,10 +184,72 @@ fn command(what: String, apply: &[&str], undo: &[&str]) -> Change {
     }
 }
 
+/// The resolver file `up` writes while the interface is up.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+// ANCHOR: resolver
+/// The resolver while the interface is up, as wg-quick's `set_dns` makes
+/// it (wireguard-tools, src/wg-quick/linux.bash): when `DNS` names any
+/// server, every one of them, in order, and its search domains, whether
+/// or not the tunnel is full; without a server, nothing (wg-quick ignores
+/// search domains alone). wg-quick hands these lines to resolvconf(8) as
+/// the interface's exclusive resolver; here they replace the file, whose
+/// `options` lines stay (and its `search` lines, unless `DNS` has its
+/// own), and the journal puts the old file back.
+fn resolver_change(
+    ifname: &str,
+    interface: &conf::Interface,
+    system: &mut dyn System,
+) -> anyhow::Result<Option<Change>> {
+    if interface.dns.is_empty() {
+        return Ok(None);
+    }
+    let path = PathBuf::from(RESOLV_CONF);
+    let old = system.read_file(&path)?;
+    if interface.dns.len() > 3 {
+        // resolv.conf(5): "Up to MAXNS (currently 3) name servers may be
+        // listed"; the C library's resolver ignores the others.
+        log::warn!(
+            "DNS names {} servers: the C library's resolver uses only the first 3",
+            interface.dns.len()
+        );
+    }
+    let servers: Vec<String> = interface.dns.iter().map(ToString::to_string).collect();
+    Ok(Some(Change {
+        what: format!("resolver {} in {RESOLV_CONF}", servers.join(", ")),
+        apply: Action::WriteFile {
+            path: path.clone(),
+            content: resolver_text(ifname, interface, &old),
+        },
+        undo: Action::WriteFile { path, content: old },
+    }))
+}
+
+/// The resolver file for `interface`'s `DNS`, keeping what `old` says
+/// that `DNS` does not.
+fn resolver_text(ifname: &str, interface: &conf::Interface, old: &str) -> String {
+    let mut text = format!("# set by step07-wireguard for {ifname} while it is up\n");
+    for server in &interface.dns {
+        text.push_str(&format!("nameserver {server}\n"));
+    }
+    if !interface.dns_search.is_empty() {
+        text.push_str(&format!("search {}\n", interface.dns_search.join(" ")));
+    }
+    let keep =
+        |l: &&str| l.starts_with("options") || (interface.dns_search.is_empty() && l.starts_with("search"));
+    for line in old.lines().filter(keep) {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+// ANCHOR_END: resolver
+
 // ANCHOR: plan
 /// The host changes for `config` on interface `ifname`, in order: MTU and
-/// link up, addresses, a route per allowed prefix not already on the
-/// link, then (for a full tunnel) step 05's client plan.
+/// link up, addresses, the resolver (when `DNS` names a server), a route
+/// per allowed prefix not already on the link, then (for a full tunnel)
+/// step 05's client plan.
 pub fn host_changes(ifname: &str, config: &Config, system: &mut dyn System) -> anyhow::Result<Vec<Change>> {
     let mtu = config
         .interface
@@ -206,6 +269,9 @@ pub fn host_changes(ifname: &str, config: &Config, system: &mut dyn System) -> a
             &["ip", "address", "add", &a, "dev", ifname],
             &["ip", "address", "del", &a, "dev", ifname],
         ));
+    }
+    if let Some(change) = resolver_change(ifname, &config.interface, system)? {
+        changes.push(change);
     }
     let on_link: Vec<IpNet> = addresses.iter().map(IpNet::trunc).collect();
     for net in config.peers.iter().flat_map(|p| &p.allowed_ips) {
@@ -239,18 +305,13 @@ pub fn host_changes(ifname: &str, config: &Config, system: &mut dyn System) -> a
             endpoint: &endpoint,
             addresses,
         };
-        let dns: Option<IpAddr> = config.interface.dns.first().copied();
-        if config.interface.dns.len() > 1 {
-            log::warn!("only the first DNS server is used: {:?}", dns);
-        }
         let wanted = Wanted {
             full_tunnel: true,
-            dns,
+            // The resolver is ours to set, full tunnel or not (below).
+            dns: None,
             kill_switch: false,
         };
         changes.extend(client_changes(&started, server, &wanted, system)?);
-    } else if !config.interface.dns.is_empty() {
-        log::warn!("DNS is set only for a full tunnel (AllowedIPs 0.0.0.0/0): ignored");
     }
     Ok(changes)
 }
@@ -387,16 +448,32 @@ mod tests {
     const KEY: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
     const PEER: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
 
-    fn plan(allowed: &str) -> Vec<String> {
+    fn changes(dns: &str, allowed: &str) -> Vec<Change> {
         let text = format!(
-            "[Interface]\nPrivateKey = {KEY}\nAddress = 10.0.0.2/24, fd00::2/64\nDNS = 10.0.0.1\n[Peer]\nPublicKey = {PEER}\nEndpoint = 192.0.2.1:51820\nAllowedIPs = {allowed}\n"
+            "[Interface]\nPrivateKey = {KEY}\nAddress = 10.0.0.2/24, fd00::2/64\n{dns}\n[Peer]\nPublicKey = {PEER}\nEndpoint = 192.0.2.1:51820\nAllowedIPs = {allowed}\n"
         );
         let config = conf::parse(&text).unwrap();
-        host_changes("wg0", &config, &mut Recorder(Vec::new()))
-            .unwrap()
+        host_changes("wg0", &config, &mut Recorder(Vec::new())).unwrap()
+    }
+
+    fn plan(allowed: &str) -> Vec<String> {
+        changes("DNS = 10.0.0.1", allowed)
             .into_iter()
             .map(|c| c.apply.to_string())
             .collect()
+    }
+
+    /// The resolver file a plan writes, and the one its undo puts back.
+    fn resolver(dns: &str, allowed: &str) -> Option<(String, String)> {
+        changes(dns, allowed)
+            .into_iter()
+            .find_map(|c| match (c.apply, c.undo) {
+                (Action::WriteFile { path, content }, Action::WriteFile { content: old, .. }) => {
+                    assert_eq!(path, Path::new(RESOLV_CONF));
+                    Some((content, old))
+                }
+                _ => None,
+            })
     }
 
     #[test]
@@ -407,6 +484,8 @@ mod tests {
                 "ip link set dev wg0 mtu 1420 up",
                 "ip address add 10.0.0.2/24 dev wg0",
                 "ip address add fd00::2/64 dev wg0",
+                // DNS, full tunnel or not, as wg-quick does.
+                "write /etc/resolv.conf (69 bytes)",
                 // 10.0.0.0/24 and fd00::/64 are on the link already.
                 "ip -4 route add 10.9.0.0/16 dev wg0",
             ]
@@ -417,11 +496,12 @@ mod tests {
     fn a_full_tunnel_is_step_05s_plan() {
         let p = plan("0.0.0.0/0, ::/0");
         assert_eq!(
-            &p[..3],
+            &p[..4],
             &[
                 "ip link set dev wg0 mtu 1420 up",
                 "ip address add 10.0.0.2/24 dev wg0",
                 "ip address add fd00::2/64 dev wg0",
+                "write /etc/resolv.conf (69 bytes)",
             ]
         );
         assert!(
@@ -430,7 +510,51 @@ mod tests {
         );
         assert!(p.contains(&"ip -4 route add 0.0.0.0/1 dev wg0".to_string()));
         assert!(p.contains(&"ip -6 route add 8000::/1 dev wg0".to_string()));
-        assert!(p.iter().any(|c| c.starts_with("write /etc/resolv.conf")), "{p:?}");
+        assert_eq!(
+            p.iter()
+                .filter(|c| c.starts_with("write /etc/resolv.conf"))
+                .count(),
+            1,
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn every_dns_server_goes_into_the_resolver_and_the_old_file_comes_back() {
+        let (new, old) = resolver("DNS = 10.0.0.1, fd00::1\nDNS = 10.0.0.53", "10.0.0.0/24").unwrap();
+        assert_eq!(
+            new,
+            "# set by step07-wireguard for wg0 while it is up\nnameserver 10.0.0.1\nnameserver fd00::1\nnameserver 10.0.0.53\n"
+        );
+        assert_eq!(old, "nameserver 198.51.100.53\n");
+        // Search domains follow the servers.
+        let (new, _) = resolver("DNS = 10.0.0.1, lab.example, corp.example", "0.0.0.0/0").unwrap();
+        assert!(
+            new.ends_with("nameserver 10.0.0.1\nsearch lab.example corp.example\n"),
+            "{new}"
+        );
+        // No server, no resolver: search domains alone change nothing, as
+        // in wg-quick.
+        assert_eq!(resolver("DNS = lab.example", "0.0.0.0/0"), None);
+        assert_eq!(resolver("", "0.0.0.0/0"), None);
+    }
+
+    #[test]
+    fn the_old_files_options_stay_and_its_search_unless_dns_has_one() {
+        let mut i = conf::Interface {
+            dns: vec!["10.0.0.1".parse().unwrap()],
+            ..conf::Interface::default()
+        };
+        let old = "# from DHCP\nnameserver 192.0.2.53\nsearch home.example\noptions edns0 trust-ad\n";
+        assert_eq!(
+            resolver_text("wg0", &i, old),
+            "# set by step07-wireguard for wg0 while it is up\nnameserver 10.0.0.1\nsearch home.example\noptions edns0 trust-ad\n"
+        );
+        i.dns_search = vec!["lab.example".into()];
+        assert_eq!(
+            resolver_text("wg0", &i, old),
+            "# set by step07-wireguard for wg0 while it is up\nnameserver 10.0.0.1\nsearch lab.example\noptions edns0 trust-ad\n"
+        );
     }
 
     #[test]

@@ -27,10 +27,10 @@ use step01_ping_tun::pcap::Recorder;
 use step02_plain_tunnel::Action;
 use step02_plain_tunnel::run::{enlarge_receive_buffer, send_waiting};
 use step04_crypto::entropy::{Entropy, OsEntropy};
-use step04_crypto::run::KeylogEntropy;
 use tun_rs::{DeviceBuilder, SyncDevice};
 
 use crate::device::{Device, MAX_OVERHEAD};
+use crate::keylog::KeyLog;
 use crate::uapi::{self, Request, Sockets};
 use crate::wire::MessageSummary;
 
@@ -53,8 +53,8 @@ pub struct Options {
     pub ifname: String,
     /// Record the TUN device's packets here (pcap, LINKTYPE_RAW).
     pub pcap: Option<PathBuf>,
-    /// Append each handshake's ephemeral private key here (test sessions
-    /// only), for Wireshark's `wg.keylog_file`.
+    /// Append each handshake's keys here (test sessions only), for
+    /// Wireshark's `wg.keylog_file`: see [`crate::keylog`].
     pub keylog: Option<PathBuf>,
 }
 
@@ -169,6 +169,7 @@ struct Shared {
     tun: SyncDevice,
     ifname: String,
     recorder: Mutex<Option<Recorder>>,
+    keylog: Option<Mutex<KeyLog>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -251,15 +252,15 @@ pub fn bind_uapi(ifname: &str) -> anyhow::Result<UnixListener> {
 /// also hands its workers the new state after a set.
 pub trait Control: Send + Sync + 'static {
     /// The answer to `get=1` (it holds keys: the caller wipes it).
-    fn get(&self, now: Instant) -> zeroize::Zeroizing<String>;
+    fn get(&self) -> zeroize::Zeroizing<String>;
     /// Applies a set, checked whole beforehand.
     fn set(&self, ops: Vec<uapi::Op>, now: Instant) -> Result<(), uapi::Errno>;
 }
 // ANCHOR_END: control
 
 impl Control for Shared {
-    fn get(&self, now: Instant) -> zeroize::Zeroizing<String> {
-        uapi::get(&lock(&self.device), now)
+    fn get(&self) -> zeroize::Zeroizing<String> {
+        uapi::get(&lock(&self.device))
     }
 
     fn set(&self, ops: Vec<uapi::Op>, now: Instant) -> Result<(), uapi::Errno> {
@@ -280,7 +281,7 @@ fn serve_uapi(stream: UnixStream, control: &impl Control) {
         let (answer, stop) = match uapi::read_request(&mut reader) {
             Ok(None) => return,
             Ok(Some(Request::Get)) => {
-                let text = control.get(Instant::now());
+                let text = control.get();
                 if writer.write_all(text.as_bytes()).is_err() {
                     return;
                 }
@@ -355,6 +356,18 @@ pub fn serve<G>(
     setup: impl FnOnce(&mut Device, &mut Net) -> anyhow::Result<G>,
     ready: impl FnOnce(),
 ) -> anyhow::Result<String> {
+    // The key log first: a refused file leaves nothing to undo.
+    let (keylog, entropy): (Option<KeyLog>, Box<dyn Entropy>) = match &options.keylog {
+        Some(path) => {
+            let (keylog, entropy) = KeyLog::create(path)?;
+            log::warn!(
+                "writing each handshake's keys to {}: its sessions can be decrypted",
+                path.display()
+            );
+            (Some(keylog), Box::new(entropy))
+        }
+        None => (None, Box::new(OsEntropy)),
+    };
     let tun = create_tun(&options.ifname)?;
     let listener = bind_uapi(&options.ifname)?;
     let path = socket_path(&options.ifname);
@@ -366,16 +379,6 @@ pub fn serve<G>(
         }
     }
     let _socket_file = RemoveOnDrop(path);
-    let entropy: Box<dyn Entropy> = match &options.keylog {
-        Some(path) => {
-            log::warn!(
-                "writing ephemeral keys to {}: this session can be decrypted",
-                path.display()
-            );
-            Box::new(KeylogEntropy::create(path)?)
-        }
-        None => Box::new(OsEntropy),
-    };
     let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let device = Device::new(usize::from(DEFAULT_MTU), entropy, Instant::now(), unix_now);
     let recorder = match &options.pcap {
@@ -393,6 +396,7 @@ pub fn serve<G>(
         tun,
         ifname: options.ifname.clone(),
         recorder: Mutex::new(recorder),
+        keylog: keylog.map(Mutex::new),
     });
     lock(&shared.device).listen_port = lock(&shared.net).port;
     let guard = {
@@ -438,8 +442,21 @@ fn status_on_sigusr1(shared: &Arc<Shared>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends a message on the socket of its destination's family.
-fn send(v4: &Option<Arc<UdpSocket>>, v6: &Option<Arc<UdpSocket>>, message: &[u8], to: SocketAddr) {
+/// Sends a message on the socket of its destination's family, showing a
+/// handshake message to the key log first, if there is one.
+fn send(
+    shared: &Shared,
+    v4: &Option<Arc<UdpSocket>>,
+    v6: &Option<Arc<UdpSocket>>,
+    message: &[u8],
+    to: SocketAddr,
+) {
+    // Only initiations (1) and responses (2) carry an ephemeral key.
+    if let Some(keylog) = &shared.keylog
+        && matches!(message.first(), Some(1 | 2))
+    {
+        lock(keylog).sent(&lock(&shared.device), message);
+    }
     let socket = if to.is_ipv4() { v4 } else { v6 };
     match socket {
         Some(s) => send_waiting(s, to, || s.send_to(message, to)),
@@ -470,7 +487,7 @@ fn packet_loop(shared: &Shared, shutdown: &Shutdown) -> anyhow::Result<()> {
                     shared.record(&packet[..len]);
                     let result = lock(&shared.device).encapsulate(&packet[..len], Instant::now(), &mut out);
                     match result {
-                        Ok(Some(t)) => send(&v4, &v6, &out[..t.len], t.to),
+                        Ok(Some(t)) => send(shared, &v4, &v6, &out[..t.len], t.to),
                         Ok(None) => {
                             log::debug!("from {} (staged): {}", shared.ifname, Summary(&packet[..len]))
                         }
@@ -498,7 +515,7 @@ fn packet_loop(shared: &Shared, shutdown: &Shutdown) -> anyhow::Result<()> {
                                     log::debug!("writing to {} failed: {e}", shared.ifname);
                                 }
                             }
-                            Ok(Action::Reply(t)) => send(&v4, &v6, &out[..t.len], t.to),
+                            Ok(Action::Reply(t)) => send(shared, &v4, &v6, &out[..t.len], t.to),
                             Ok(Action::Nothing) => {}
                             Err(why) => {
                                 log::debug!("drop ({why}) from {from}: {}", MessageSummary(&datagram[..n]))
@@ -518,7 +535,7 @@ fn packet_loop(shared: &Shared, shutdown: &Shutdown) -> anyhow::Result<()> {
             let due = lock(&shared.device).poll(Instant::now(), &mut out);
             let Some(t) = due else { break };
             log::debug!("timer: to {}: {}", t.to, MessageSummary(&out[..t.len]));
-            send(&v4, &v6, &out[..t.len], t.to);
+            send(shared, &v4, &v6, &out[..t.len], t.to);
         }
         // `ip link set mtu` changes the device's MTU under us: follow it
         // once a second, so padding and the size check use the real one.

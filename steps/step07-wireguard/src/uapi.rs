@@ -335,7 +335,7 @@ fn apply_peer(device: &mut Device, public: PublicKey, ops: Vec<PeerOp>, now: Ins
 /// The answer to `get=1`, `errno=0` and the blank line included. It holds
 /// the private and pre-shared keys (as wireguard-go's does: `wg showconf`
 /// prints them), so the caller wipes it once written.
-pub fn get(device: &Device, _now: Instant) -> Zeroizing<String> {
+pub fn get(device: &Device) -> Zeroizing<String> {
     let mut out = Zeroizing::new(String::with_capacity(512));
     if let Some(key) = device.private_bytes() {
         let mut key = Zeroizing::new(key);
@@ -444,7 +444,7 @@ mod tests {
             hex(3)
         );
         run(&mut d, &text).unwrap();
-        let out = get(&d, Instant::now());
+        let out = get(&d);
         let expected = format!(
             "private_key={}\nlisten_port=51820\npublic_key={}\npreshared_key={}\nprotocol_version=1\nendpoint=[2001:db8::1]:51820\nlast_handshake_time_sec=0\nlast_handshake_time_nsec=0\ntx_bytes=0\nrx_bytes=0\npersistent_keepalive_interval=25\nallowed_ip=10.0.0.2/32\nallowed_ip=fd00::2/128\nerrno=0\n\n",
             hex(1),

@@ -93,7 +93,7 @@ proptest! {
         for _ in 0..4 {
             match uapi::read_request(&mut reader) {
                 Ok(Some(Request::Set(ops))) => { let _ = uapi::apply(&mut p.a, ops, &mut NoSockets, p.now); }
-                Ok(Some(Request::Get)) => { let _ = uapi::get(&p.a, p.now); }
+                Ok(Some(Request::Get)) => { let _ = uapi::get(&p.a); }
                 Ok(None) | Err(_) => break,
             }
         }

@@ -5,20 +5,25 @@
 //! and, given our recorded ephemeral keys, indices and timestamp, every
 //! message we sent must come out again byte for byte. The other side's
 //! bytes were made by code no one here wrote, so this checks the protocol
-//! against WireGuard itself, not against our own reading of it.
+//! against WireGuard itself, not against our own reading of it. Insta
+//! snapshots keep the captures' decoded lines.
+
+mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use step01_ping_tun::pcap::{ip_in_ethernet, read, read_any};
+use step01_ping_tun::Summary;
+use step01_ping_tun::pcap::{DataLink, ip_in_ethernet, read, read_any};
 use step02_plain_tunnel::Action;
 use step04_crypto::entropy::Scripted;
 use step04_crypto::keys;
-use step04_crypto::run::read_keylog;
 use step07_wireguard::device::{Device, DropReason};
+use step07_wireguard::keylog::ephemerals;
 use step07_wireguard::noise::{Identity, consume_initiation};
+use step07_wireguard::underlay::DECODER;
 use step07_wireguard::wire::{Initiation, MessageSummary, MessageType, Response};
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -92,7 +97,7 @@ fn replay(peer: &str, we_initiate: bool) -> (usize, usize) {
     let their_secret = key(&format!("test-only-{peer}.key"));
     let their_public = PublicKey::from(&StaticSecret::from(their_secret));
     let psk = key("test-only.psk");
-    let ephemerals = read_keylog(&std::fs::read_to_string(dir().join(format!("{peer}.keylog"))).unwrap());
+    let ephemerals = ephemerals(&std::fs::read_to_string(dir().join(format!("{peer}.keylog"))).unwrap());
     // Our indices are in our handshake messages, in the clear.
     let our_messages: Vec<&Datagram> = datagrams.iter().filter(|d| d.from == ours).collect();
     let indices: Vec<u32> = our_messages
@@ -257,4 +262,67 @@ fn a_changed_byte_in_the_recording_is_caught() {
     // refused and counted.
     assert!(device.decapsulate(resp.from, &bad, t0, &mut out).is_err());
     assert_eq!(device.drops().total(), 1);
+}
+
+/// Every capture of step 07, decoded as `tunlab decode --step 07` shows
+/// it: the underlay with step 07's decoder, the TUN device's packets as
+/// they are. One snapshot per capture, named by the file.
+#[test]
+fn decoded_captures() {
+    let mut files = 0;
+    insta::glob!("../../../pcaps", "step07/*.pcap", |path| {
+        files += 1;
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let (link, packets) = read_any(path).unwrap();
+        let text: String = packets
+            .iter()
+            .map(|p| match link {
+                DataLink::ETHERNET => {
+                    let ip = ip_in_ethernet(&p.data).unwrap();
+                    let line = DECODER.summary(ip, 51820);
+                    format!("{}\n", line.unwrap_or_else(|| Summary(ip).to_string()))
+                }
+                _ => format!("{}\n", Summary(&p.data)),
+            })
+            .collect();
+        let mut settings = insta::Settings::clone_current();
+        settings.remove_snapshot_suffix();
+        settings.remove_input_file();
+        settings.bind(|| insta::assert_snapshot!(name, text));
+    });
+    assert_eq!(files, 4, "the underlay and the TUN device, with each peer");
+}
+
+/// The key log step 07 wrote while each session was recorded is all
+/// tshark needs to show every packet inside: as many echo requests and
+/// replies as step 07's TUN device read and wrote.
+#[test]
+fn the_recorded_key_logs_decrypt_the_recorded_sessions_in_tshark() {
+    if !common::have_tshark() {
+        return;
+    }
+    for peer in ["wireguard-go", "boringtun"] {
+        let out = std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(dir().join(format!("{peer}-underlay.pcap")))
+            .arg("-o")
+            .arg(format!(
+                "wg.keylog_file:{}",
+                dir().join(format!("{peer}.keylog")).display()
+            ))
+            .args([
+                "-Y",
+                "icmp.type == 8 || icmp.type == 0 || icmpv6.type == 128 || icmpv6.type == 129",
+                "-T",
+                "fields",
+                "-e",
+                "frame.number",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let decrypted = String::from_utf8_lossy(&out.stdout).lines().count();
+        let inside = read(&dir().join(format!("{peer}-tun.pcap"))).unwrap().len();
+        assert_eq!((peer, decrypted), (peer, inside));
+    }
 }

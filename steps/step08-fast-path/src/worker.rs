@@ -130,8 +130,8 @@ impl Shared {
 }
 
 impl Control for Shared {
-    fn get(&self, now: Instant) -> Zeroizing<String> {
-        uapi::get(&lock(&self.device), now)
+    fn get(&self) -> Zeroizing<String> {
+        uapi::get(&lock(&self.device))
     }
 
     fn set(&self, ops: Vec<uapi::Op>, now: Instant) -> Result<(), uapi::Errno> {

@@ -235,3 +235,18 @@ impl Default for Pair {
         Self::new()
     }
 }
+
+/// Whether tshark is installed. Without it a test that needs it says
+/// SKIPPED and passes, except under CI=true, where it fails.
+pub fn have_tshark() -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join("tshark").is_file()));
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "tshark is not installed (apt-get install tshark); under CI=true it must be"
+        );
+        eprintln!("SKIPPED: tshark is not installed (apt-get install tshark)");
+    }
+    found
+}
