@@ -60,8 +60,9 @@ struct Cli {
     /// FILE (pcap, LINKTYPE_RAW). Slows every worker down.
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
-    /// Append each handshake's ephemeral private key to FILE (mode 600),
-    /// for Wireshark's WireGuard key log. For test sessions only.
+    /// Append each handshake's keys to FILE, for Wireshark's WireGuard
+    /// key log (wg.keylog_file), as step 07 does: created mode 600, never
+    /// through a symlink. For test sessions only: FILE decrypts them.
     #[arg(long, value_name = "FILE")]
     keylog: Option<PathBuf>,
     /// Log more: -v shows every packet, -vv everything.

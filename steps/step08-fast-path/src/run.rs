@@ -18,8 +18,8 @@ use anyhow::{Context, bail};
 use step01_ping_tun::host::Shutdown;
 use step01_ping_tun::pcap::Recorder;
 use step04_crypto::entropy::{Entropy, OsEntropy};
-use step04_crypto::run::KeylogEntropy;
 use step07_wireguard::Device;
+use step07_wireguard::keylog::KeyLog;
 use step07_wireguard::run::{DEFAULT_MTU, accept_uapi, bind_uapi, socket_path};
 use step07_wireguard::uapi::Sockets;
 use tun_rs::DeviceBuilder;
@@ -36,8 +36,8 @@ pub struct Options {
     /// Record the TUN device's packets here (pcap, LINKTYPE_RAW). Every
     /// worker then takes the recorder's lock for every packet: slow.
     pub pcap: Option<PathBuf>,
-    /// Append each handshake's ephemeral private key here (test sessions
-    /// only), for Wireshark's `wg.keylog_file`.
+    /// Append each handshake's keys here (test sessions only), for
+    /// Wireshark's `wg.keylog_file`: see `step07_wireguard::keylog`.
     pub keylog: Option<PathBuf>,
     /// Workers, and TUN queues (1: one queue, no `SO_REUSEPORT`).
     pub threads: usize,
@@ -148,15 +148,17 @@ pub fn serve<G>(
         }
     }
     let _socket_file = RemoveOnDrop(socket_path(&options.ifname));
-    let entropy: Box<dyn Entropy> = match &options.keylog {
+    // The key log as step 07 writes it (see step07_wireguard::keylog).
+    let (keylog, entropy): (Option<KeyLog>, Box<dyn Entropy>) = match &options.keylog {
         Some(path) => {
+            let (keylog, entropy) = KeyLog::create(path)?;
             log::warn!(
-                "writing ephemeral keys to {}: this session can be decrypted",
+                "writing each handshake's keys to {}: its sessions can be decrypted",
                 path.display()
             );
-            Box::new(KeylogEntropy::create(path)?)
+            (Some(keylog), Box::new(entropy))
         }
-        None => Box::new(OsEntropy),
+        None => (None, Box::new(OsEntropy)),
     };
     let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let mut device = Device::new(usize::from(DEFAULT_MTU), entropy, Instant::now(), unix_now);
@@ -168,7 +170,14 @@ pub fn serve<G>(
     // Any free port until `wg` sets one, as wireguard-go does.
     device.listen_port = net.bind(0).context("binding the UDP sockets")?;
     let guard = setup(&mut device, &mut net)?;
-    let shared = Arc::new(Shared::new(device, net, queues.len(), options.features, recorder));
+    let shared = Arc::new(Shared::new(
+        device,
+        net,
+        queues.len(),
+        options.features,
+        recorder,
+        keylog,
+    ));
     status_on_sigusr1(&shared, &options.ifname)?;
     {
         let shared = Arc::clone(&shared);

@@ -20,6 +20,7 @@ use step01_ping_tun::pcap::Recorder;
 use step02_plain_tunnel::run::send_waiting;
 use step07_wireguard::Device;
 use step07_wireguard::device::MAX_OVERHEAD;
+use step07_wireguard::keylog::KeyLog;
 use step07_wireguard::run::Control;
 use step07_wireguard::uapi;
 use step07_wireguard::wire::MessageSummary;
@@ -61,6 +62,9 @@ pub struct Shared {
     plane_generation: AtomicU64,
     net_generation: AtomicU64,
     recorder: Option<Mutex<Recorder>>,
+    /// `--keylog`: step 07's key log, shown each handshake message the
+    /// device makes.
+    keylog: Option<Mutex<KeyLog>>,
     /// One per worker.
     pub counters: Vec<Arc<Counters>>,
     pub features: Features,
@@ -74,6 +78,7 @@ impl Shared {
         workers: usize,
         features: Features,
         recorder: Option<Recorder>,
+        keylog: Option<KeyLog>,
     ) -> Self {
         let shared = Self {
             plane: Mutex::new(Arc::new(Plane::of(&device))),
@@ -82,6 +87,7 @@ impl Shared {
             device: Mutex::new(device),
             net: Mutex::new(net),
             recorder: recorder.map(Mutex::new),
+            keylog: keylog.map(Mutex::new),
             counters: (0..workers.max(1))
                 .map(|_| Arc::new(Counters::default()))
                 .collect(),
@@ -105,6 +111,16 @@ impl Shared {
             .store(device.generation(), Ordering::Release);
     }
     // ANCHOR_END: publish
+
+    /// Shows a message the device made to the key log, if there is one:
+    /// only initiations (1) and responses (2) carry an ephemeral key.
+    fn log_keys(&self, device: &Device, message: &[u8]) {
+        if let Some(keylog) = &self.keylog
+            && matches!(message.first(), Some(1 | 2))
+        {
+            lock(keylog).sent(device, message);
+        }
+    }
 
     pub fn publish_net(&self, net: &Net) {
         self.net_generation.store(net.generation, Ordering::Release);
@@ -446,6 +462,7 @@ impl Worker {
             {
                 Ok(Some(t)) => {
                     self.tx.lens[i] = t.len;
+                    self.shared.log_keys(&device, &self.tx.bufs[i][..t.len]);
                     Fate::Send(t.to)
                 }
                 Ok(None) => Fate::Dropped, // staged: it leaves later
@@ -537,6 +554,7 @@ impl Worker {
         let mut device = lock(&self.shared.device);
         match device.decapsulate(from, message, now, &mut self.scratch) {
             Ok(step02_plain_tunnel::Action::Reply(t)) => {
+                self.shared.log_keys(&device, &self.scratch[..t.len]);
                 self.sockets.send(&self.scratch[..t.len], t.to, &self.counters)
             }
             Ok(_) => {}
@@ -544,6 +562,7 @@ impl Worker {
         }
         // A completed handshake releases staged packets: send them now.
         while let Some(t) = device.poll(now, &mut self.scratch) {
+            self.shared.log_keys(&device, &self.scratch[..t.len]);
             self.sockets.send(&self.scratch[..t.len], t.to, &self.counters);
         }
         self.shared.publish(&device);
@@ -582,6 +601,7 @@ impl Worker {
             self.last_timers = now;
             while let Some(t) = device.poll(now, &mut self.scratch) {
                 log::debug!("timer: to {}: {}", t.to, MessageSummary(&self.scratch[..t.len]));
+                self.shared.log_keys(&device, &self.scratch[..t.len]);
                 self.sockets.send(&self.scratch[..t.len], t.to, &self.counters);
             }
             if self.index == 0 && now.saturating_duration_since(self.last_mtu) >= Duration::from_secs(1) {

@@ -46,7 +46,7 @@ impl End {
         let mut net = Net::new(1, features);
         let port = net.bind(0).unwrap();
         device.listen_port = port;
-        let shared = Arc::new(Shared::new(device, net, 1, features, None));
+        let shared = Arc::new(Shared::new(device, net, 1, features, None, None));
         let (ours, theirs) = UnixDatagram::pair().unwrap();
         theirs.set_nonblocking(true).unwrap();
         let worker = Worker::new(0, Arc::clone(&shared), Queue::socket(ours).unwrap());
