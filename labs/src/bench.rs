@@ -15,6 +15,7 @@
 //! Traffic never leaves the two namespaces, and every load is bounded by
 //! iperf3's `-t` and a `timeout`.
 
+pub mod builds;
 pub mod measure;
 pub mod results;
 
@@ -32,6 +33,7 @@ use crate::netns::Host;
 use crate::process::Running;
 use crate::steplog::FastPath;
 use crate::topology::{self, underlay};
+use builds::Build;
 use measure::{Iperf, Rtts, Target};
 use results::{Figure, Machine, Outcome, Results, Row, Series, Settings};
 
@@ -324,8 +326,8 @@ impl Contestant {
 /// boringtun-cli on the PATH, or where `cargo install` puts it (sudo's
 /// PATH often lacks `~/.cargo/bin`).
 pub fn boringtun_binary() -> Option<PathBuf> {
-    if env::on_path("boringtun-cli") {
-        return Some(PathBuf::from("boringtun-cli"));
+    if let Some(path) = env::find_program("boringtun-cli") {
+        return Some(path);
     }
     let homes = [
         std::env::var_os("CARGO_HOME").map(PathBuf::from),
@@ -336,6 +338,23 @@ pub fn boringtun_binary() -> Option<PathBuf> {
         .flatten()
         .map(|home| home.join("bin").join("boringtun-cli"))
         .find(|p| p.is_file())
+}
+
+/// The binaries a run of `contestants` starts, as (package, binary): each
+/// step measured, and step 04's always (it makes the keys).
+pub fn binaries(contestants: &[Contestant]) -> Vec<(&'static str, &'static str)> {
+    let mut packages: Vec<&str> = Vec::new();
+    // The ablation measures step 08 several times: build it once.
+    for p in contestants
+        .iter()
+        .filter_map(|c| c.package())
+        .chain(["step04-crypto"])
+    {
+        if !packages.contains(&p) {
+            packages.push(p);
+        }
+    }
+    packages.into_iter().map(|p| (p, p)).collect()
 }
 
 /// Finds contestants by name, among `from` (all of them when `names` is
@@ -436,6 +455,22 @@ pub fn run(options: &Options) -> anyhow::Result<Results> {
             machine.profile
         );
     }
+    if !binaries.is_empty() {
+        println!(
+            "the steps: built by {}, for target CPU {} (-C target-cpu; .cargo/config.toml builds for \
+             the building machine's CPU, which step 04's cipher needs to be fast: compare bench files \
+             only between like builds)",
+            binaries
+                .first()
+                .and_then(|(_, p)| builds::rustc_of(p))
+                .unwrap_or_else(|| "an unknown rustc".into()),
+            builds::STEP_TARGET_CPU
+        );
+    }
+    let builds: Vec<Build> = contestants
+        .iter()
+        .map(|c| build_of(*c, &binaries, &machine))
+        .collect();
 
     let net = topology::two_hosts().build()?;
     let (a, b) = (net.host("client")?, net.host("server")?);
@@ -464,6 +499,8 @@ pub fn run(options: &Options) -> anyhow::Result<Results> {
             println!("{}: {why}", c.name());
         }
     }
+    let mut progress =
+        Progress::new(options.rounds as usize * available.iter().filter(|a| a.is_none()).count());
     for round in 0..options.rounds {
         let n = contestants.len();
         for k in 0..n {
@@ -472,6 +509,7 @@ pub fn run(options: &Options) -> anyhow::Result<Results> {
             if available[i].is_some() {
                 continue;
             }
+            println!("{}", progress.next(contestant.name(), round + 1));
             let binary = binaries
                 .iter()
                 .find(|(c, _)| *c == contestant)
@@ -480,27 +518,23 @@ pub fn run(options: &Options) -> anyhow::Result<Results> {
             let result = measure_once(&bench, contestant, binary, options)
                 .map_err(|e| format!("round {}: {e:#}", round + 1));
             match &result {
-                Ok(figures) => println!(
-                    "round {}/{} {:<13} {} ({:.0} s)",
-                    round + 1,
-                    options.rounds,
-                    contestant.name(),
-                    brief(figures),
-                    started.elapsed().as_secs_f64()
-                ),
-                Err(e) => println!("{} failed: {e}", contestant.name()),
+                Ok(figures) => println!("      {} ({})", brief(figures), duration(started.elapsed())),
+                Err(e) => println!("      {} failed: {e}", contestant.name()),
             }
             rounds[i].push(result);
         }
     }
+    println!("measured in {}", duration(progress.elapsed()));
 
     let rows = contestants
         .iter()
         .zip(rounds)
         .zip(available)
-        .map(|((c, runs), missing)| Row {
+        .zip(builds)
+        .map(|(((c, runs), missing), build)| Row {
             name: c.name().into(),
             description: c.description().into(),
+            build,
             outcome: match missing {
                 Some(why) => Outcome::Missing(why),
                 None => collect(runs),
@@ -544,6 +578,91 @@ pub fn write(dir: &Path, stem: &str, results: &Results) -> anyhow::Result<()> {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Where the benchmark is: `[k/N] contestant, round r`, the time since
+/// the first measurement and, from the measurements done, an estimate of
+/// the time left.
+struct Progress {
+    total: usize,
+    done: usize,
+    start: Instant,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Self {
+            total,
+            done: 0,
+            start: Instant::now(),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// The line for the next measurement, which is counted as begun.
+    fn next(&mut self, name: &str, round: u32) -> String {
+        let line = progress_line(self.done, self.total, name, round, self.elapsed());
+        self.done += 1;
+        line
+    }
+}
+
+/// `[3/18] step04, round 1: 1 min 12 s so far, about 9 min 36 s left`:
+/// `done` measurements took `elapsed`, and each left is taken to last as
+/// long as the mean of those.
+fn progress_line(done: usize, total: usize, name: &str, round: u32, elapsed: Duration) -> String {
+    let mut line = format!(
+        "[{}/{total}] {name}, round {round}: {} so far",
+        done + 1,
+        duration(elapsed)
+    );
+    if done > 0 {
+        let left = elapsed.mul_f64((total - done) as f64 / done as f64);
+        line.push_str(&format!(", about {} left", duration(left)));
+    }
+    line
+}
+
+/// `4 s`, `1 min 05 s`, `1 h 02 min`: a duration rounded to the second.
+fn duration(d: Duration) -> String {
+    let s = d.as_secs_f64().round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// How `contestant` was built; see [`builds`].
+fn build_of(contestant: Contestant, binaries: &[(Contestant, PathBuf)], machine: &Machine) -> Build {
+    let version = |name: &str| {
+        machine
+            .versions
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    match contestant {
+        Contestant::Veth => Build {
+            version: Some(format!("Linux {}", machine.kernel)),
+            ..Build::default()
+        },
+        Contestant::WireguardGo => match env::find_program("wireguard-go") {
+            Some(path) => builds::of_go_program(&path, version("wireguard-go")),
+            None => Build::default(),
+        },
+        Contestant::Boringtun | Contestant::BoringtunOneThread => match boringtun_binary() {
+            Some(path) => builds::of_installed_rust_program(&path, version("boringtun-cli")),
+            None => Build::default(),
+        },
+        _ => match binaries.iter().find(|(c, _)| *c == contestant) {
+            Some((_, path)) => builds::of_step(path, &machine.profile),
+            None => Build::default(),
+        },
+    }
 }
 
 /// The figures of one round, as a short line for the progress output.
@@ -1028,4 +1147,57 @@ fn utc_now() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_counts_and_estimates_from_the_mean() {
+        let line = progress_line(0, 6, "veth", 1, Duration::ZERO);
+        assert_eq!(line, "[1/6] veth, round 1: 0 s so far");
+        // Two measurements took 80 s: the four left should take 160 s.
+        let line = progress_line(2, 6, "step04", 1, Duration::from_secs(80));
+        assert_eq!(
+            line,
+            "[3/6] step04, round 1: 1 min 20 s so far, about 2 min 40 s left"
+        );
+        // The performance chapter's example: 2 of 18 took 72 s, so 16
+        // more should take 8 times as long.
+        let line = progress_line(2, 18, "step04", 1, Duration::from_secs(72));
+        assert_eq!(
+            line,
+            "[3/18] step04, round 1: 1 min 12 s so far, about 9 min 36 s left"
+        );
+        let line = progress_line(5, 6, "boringtun", 2, Duration::from_secs(3000));
+        assert_eq!(
+            line,
+            "[6/6] boringtun, round 2: 50 min 00 s so far, about 10 min 00 s left"
+        );
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(duration(Duration::from_millis(4400)), "4 s");
+        assert_eq!(duration(Duration::from_secs(65)), "1 min 05 s");
+        assert_eq!(duration(Duration::from_secs(3720)), "1 h 02 min");
+    }
+
+    #[test]
+    fn only_what_is_measured_is_built() {
+        let chosen = select(&["veth".into(), "step02".into()], &Contestant::ALL).unwrap();
+        assert_eq!(
+            binaries(&chosen),
+            [
+                ("step02-plain-tunnel", "step02-plain-tunnel"),
+                ("step04-crypto", "step04-crypto")
+            ]
+        );
+        assert_eq!(
+            binaries(&[Contestant::Step04]),
+            [("step04-crypto", "step04-crypto")]
+        );
+        assert!(select(&["step9".into()], &Contestant::ALL).is_err());
+    }
 }

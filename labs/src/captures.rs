@@ -71,6 +71,20 @@ pub fn verify_checksums(pcap: &Path) -> anyhow::Result<(usize, Vec<String>)> {
     Ok((total, bad))
 }
 
+/// Checks (as `name`) that `pcap` holds IP packets and that the checksum
+/// of every one verifies ([`verify_checksums`]): a golden capture recorded
+/// with transmit checksum offload on fails.
+pub fn checksums_verify(name: &str, pcap: &Path, report: &mut crate::report::Report) -> anyhow::Result<()> {
+    let (total, bad) = verify_checksums(pcap)?;
+    let detail = if bad.is_empty() {
+        format!("{total} packets")
+    } else {
+        format!("{} of {total} do not, such as: {}", bad.len(), first_few(&bad))
+    };
+    report.check(name, total > 0 && bad.is_empty(), detail);
+    Ok(())
+}
+
 /// Lines of tshark's verdict on every checksum it can check in `pcap`: the
 /// packets whose checksum is bad. Empty when all are good.
 ///

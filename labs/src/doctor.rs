@@ -40,6 +40,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("tcpdump", "tcpdump"),
     ("tshark", "tshark"),
+    ("editcap", "wireshark-common"),
     ("iperf3", "iperf3"),
     ("nft", "nftables"),
     ("curl", "curl"),

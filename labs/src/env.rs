@@ -227,31 +227,65 @@ pub fn binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
         }
         return Ok(path);
     }
-    let target_dir = dir.parent().context("no target folder")?;
-    let profile = match dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev",
-        Some(other) => other,
-    };
-    let mut cargo = cargo_command()?;
-    cargo
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            package,
-            "--bin",
-            bin,
-            "--profile",
-            profile,
-            "--target-dir",
-        ])
-        .arg(target_dir);
-    let status = cargo.status().context("running cargo build")?;
+    let status = cargo_build(&[(package, bin)], true)?
+        .status()
+        .context("running cargo build")?;
     if !status.success() {
         bail!("building {bin} of {package} failed ({status})");
     }
     Ok(path)
+}
+
+/// Builds `binaries` (package, binary) as [`binary`] does, in one cargo
+/// run whose progress shows: cargo's own lines (and its progress bar on
+/// a terminal), after a line saying what is built and how. For builds
+/// that take minutes, such as the bench's release build. Nothing is built
+/// in the copy that sudo runs ([`elevated`]).
+pub fn build_visibly(binaries: &[(&str, &str)]) -> anyhow::Result<()> {
+    if elevated() || binaries.is_empty() {
+        return Ok(());
+    }
+    let mut cargo = cargo_build(binaries, false)?;
+    let (_, profile) = profile()?;
+    let names: Vec<&str> = binaries.iter().map(|(_, bin)| *bin).collect();
+    println!(
+        "building {} with the {profile} profile (cargo build; the first time takes minutes)",
+        names.join(", ")
+    );
+    let status = cargo.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("building {} failed ({status})", names.join(", "));
+    }
+    Ok(())
+}
+
+/// The target folder and the cargo profile this program was built with.
+fn profile() -> anyhow::Result<(PathBuf, String)> {
+    let dir = build_dir()?;
+    let target_dir = dir.parent().context("no target folder")?.to_path_buf();
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    Ok((target_dir, profile.to_string()))
+}
+
+/// `cargo build` of `binaries` with this program's profile and target
+/// folder, as the right user ([`cargo_command`]).
+fn cargo_build(binaries: &[(&str, &str)], quiet: bool) -> anyhow::Result<Command> {
+    let (target_dir, profile) = profile()?;
+    let mut cargo = cargo_command()?;
+    cargo.current_dir(workspace_root()).arg("build");
+    if quiet {
+        cargo.arg("--quiet");
+    }
+    for (package, bin) in binaries {
+        cargo.args(["-p", package, "--bin", bin]);
+    }
+    cargo
+        .args(["--profile", &profile, "--target-dir"])
+        .arg(target_dir);
+    Ok(cargo)
 }
 
 /// `cargo`, as the user it should run as: ourselves, or, when root works
@@ -560,6 +594,20 @@ pub fn lab_test(test: &str, needs: &Needs) -> bool {
     );
     let ran = stdout.contains("test result: ok. 1 passed");
     assert!(ran, "{test} did not run under sudo:\n{stdout}");
+    false
+}
+
+/// For tests that run a tool of the machine (tshark, editcap): true when
+/// `tool` is installed; otherwise `SKIPPED <test>: ...` with the command
+/// that installs it, or under CI (`CI=true`) a failure.
+pub fn tool_test(test: &str, tool: &str) -> bool {
+    if on_path(tool) {
+        return true;
+    }
+    skip(
+        test,
+        &format!("{tool} is missing: {}", doctor::install_command(&[tool])),
+    );
     false
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nix::sys::signal::Signal;
 
+use crate::captures::checksums_verify;
 use crate::doctor::{Kernel, Needs};
 use crate::env;
 use crate::labs::{Options, Shell};
@@ -32,6 +33,9 @@ pub const NEEDS: Needs = Needs {
 };
 /// Size of the file sent through the tunnel.
 pub const TRANSFER_BYTES: usize = 10 * 1024 * 1024;
+/// What recording the fixtures needs besides: turning off checksum
+/// offload on the veths.
+pub const FIXTURE_TOOLS: &[&str] = &["ethtool"];
 
 /// The two hosts, each with step 02 running. Drops in field order.
 pub struct Up {
@@ -50,9 +54,16 @@ pub struct Up {
 /// over `transport` (`udp` or `tcp`) as `session` says, with their files in
 /// `out`.
 pub fn up(out: &Path, transport: &str, session: &Session<'_>, report: &mut Report) -> anyhow::Result<Up> {
+    if session.offload_off {
+        env::require_tools(FIXTURE_TOOLS)?;
+    }
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let net = topology::two_hosts().build()?;
+    let spec = topology::two_hosts();
+    let net = spec.build()?;
+    if session.offload_off {
+        spec.tx_offload_off(&net)?;
+    }
     let (server, client) = (net.host("server")?, net.host("client")?);
     report.note(format!(
         "underlay: server {} ({}) <-> client {} ({})",
@@ -205,12 +216,15 @@ fn ping_both_ways(lab: &Up, transport: &str, count: u32, report: &mut Report) ->
 }
 
 /// A short UDP session, two pings each way, recorded on the underlay and
-/// on both TUN devices: the golden fixtures in `pcaps/step02/`.
+/// on both TUN devices: the golden fixtures in `pcaps/step02/`. Transmit
+/// checksum offload is off on both veths, so the underlay capture carries
+/// real UDP checksums.
 fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     let dir = out.join("fixtures");
     let underlay = dir.join("underlay-udp.pcap");
     let session = Session {
         underlay: Some(&underlay),
+        offload_off: true,
         ..Session::new("udp")
     };
     let mut lab = up(&dir, "udp", &session, report)?;
@@ -218,6 +232,11 @@ fn record_fixtures(out: &Path, report: &mut Report) -> anyhow::Result<()> {
     lab.underlay.take().context("no underlay capture")?.finish()?;
     lab.client_step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
     lab.server_step.stop(Signal::SIGTERM, Duration::from_secs(5))?;
+    checksums_verify(
+        "fixtures: every checksum in underlay.pcap verifies",
+        &underlay,
+        report,
+    )?;
     let pcaps = env::fixtures_dir("step02")?;
     for (from, to) in [
         ("underlay-udp.pcap", "underlay.pcap"),

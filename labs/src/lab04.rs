@@ -29,7 +29,7 @@ use anyhow::{Context, bail};
 use etherparse::{IpNumber, UdpSlice};
 use nix::sys::signal::Signal;
 
-use crate::captures::each_ip_packet;
+use crate::captures::{checksums_verify, each_ip_packet};
 use crate::doctor::{Kernel, Needs};
 use crate::env;
 use crate::keys::{KeyPair, Keys, private_copy};
@@ -54,6 +54,9 @@ pub const NEEDS: Needs = Needs {
 };
 /// Size of the file sent through the tunnel on a clean link.
 pub const TRANSFER_BYTES: usize = 10 * 1024 * 1024;
+/// What recording the fixtures needs besides: turning off checksum
+/// offload on the veths.
+pub const FIXTURE_TOOLS: &[&str] = &["ethtool"];
 /// Size of the file sent through the relay that reorders and duplicates.
 pub const RELAY_BYTES: usize = 4 * 1024 * 1024;
 /// What the relay does: no loss, but 2% of the datagrams sent twice and 2%
@@ -175,9 +178,16 @@ fn up_with(
     newcomer: Option<&KeyPair>,
     report: &mut Report,
 ) -> anyhow::Result<Up> {
+    if session.offload_off {
+        env::require_tools(FIXTURE_TOOLS)?;
+    }
     let binary = env::step_binary(PACKAGE)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let net = topology::two_hosts_and_intruder().build()?;
+    let spec = topology::two_hosts_and_intruder();
+    let net = spec.build()?;
+    if session.offload_off {
+        spec.tx_offload_off(&net)?;
+    }
     let (server, client, intruder) = (net.host("server")?, net.host("client")?, net.host("intruder")?);
     report.note(format!(
         "underlay: server {} ({}) <-> client {} ({}); server {} <-> intruder {} ({})",
@@ -1172,7 +1182,8 @@ fn intruders_server() -> SocketAddr {
 /// A short session with the fixed test-only keys (three pings each way,
 /// two ping -6 from the client), recorded on the underlay and on both TUN
 /// devices, with the server's ephemeral keys: the golden fixtures in
-/// `pcaps/step04/`.
+/// `pcaps/step04/`. Transmit checksum offload is off on every veth, so the
+/// underlay capture carries real UDP checksums.
 fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Result<()> {
     let dir = out.join("fixtures");
     std::fs::create_dir_all(&dir)?;
@@ -1181,6 +1192,7 @@ fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Re
     let underlay = dir.join("underlay.pcap");
     let session = Session {
         underlay: Some(&underlay),
+        offload_off: true,
         ..Session::new("fixtures")
     };
     let mut lab = up(&dir, &keys, &session, report)?;
@@ -1195,6 +1207,11 @@ fn record_fixtures(out: &Path, binary: &Path, report: &mut Report) -> anyhow::Re
     }
     lab.underlay.take().context("no underlay capture")?.finish()?;
     stop(&mut lab, "fixtures: ", report)?;
+    checksums_verify(
+        "fixtures: every checksum in underlay.pcap verifies",
+        &underlay,
+        report,
+    )?;
     for (from, to) in [
         ("underlay.pcap", "underlay.pcap"),
         ("server-fixtures-tun.pcap", "server-tun.pcap"),

@@ -12,6 +12,10 @@
 //!   waiting for what they do.
 //! - [`traffic`]: driving ping, nc, curl and iperf3 and reading what they say.
 //! - [`captures`]: the IP packets of a capture and their checksums.
+//! - [`completions`]: `tunlab completions`, shell completions and man
+//!   pages for every binary.
+//! - [`decrypt`]: `tunlab decode --keylog`, recorded sessions decrypted
+//!   with one end's key log.
 //! - [`keys`]: key pairs for the encrypted steps.
 //! - [`steplog`]: what the steps log (answers, handshakes, status reports).
 //! - [`hoststate`]: a host's routes, rules, nftables and sysctls, read
@@ -42,7 +46,9 @@ pub mod bench;
 pub mod book_output;
 pub mod captures;
 pub mod coach;
+pub mod completions;
 pub mod decode;
+pub mod decrypt;
 pub mod doctor;
 pub mod env;
 pub mod exercise;

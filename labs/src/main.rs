@@ -11,7 +11,7 @@ use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tunlab::coach::{self, Hints, Progress};
@@ -21,7 +21,7 @@ use tunlab::grade::{End, Format, Grader, Prior};
 use tunlab::labs::{LABS, Lab, Options};
 use tunlab::report::{self, Report};
 use tunlab::topology::TUNNEL_PORT;
-use tunlab::{bench, exercise, fuzz, netns, track};
+use tunlab::{bench, completions, exercise, fuzz, netns, track};
 
 /// Run the tunlab classroom labs: each builds its own hosts from network
 /// namespaces, runs the real step binaries in them, drives real traffic and
@@ -37,7 +37,8 @@ use tunlab::{bench, exercise, fuzz, netns, track};
                   cargo run -p tunlab -- hint 01\n  cargo run -p tunlab -- watch 01\n  \
                   cargo run -p tunlab -- run 01 --format json\n  cargo run -p tunlab -- track 02\n  \
                   cargo run -p tunlab -- shell 01\n  cargo run -p tunlab -- decode pcaps/step01/ping-default.pcap\n  \
-                  cargo run -p tunlab -- clean\n  cargo run --release -p tunlab -- bench\n\n\
+                  cargo run -p tunlab -- clean\n  cargo run --release -p tunlab -- bench\n  \
+                  cargo run -p tunlab -- completions --out target/shell\n\n\
                   Exit status: 0 when every check passed, 1 when a check failed (or something went wrong), \
                   2 on a usage error, 77 when the lab cannot run here (no way to root, or the machine lacks \
                   what it needs: see `tunlab doctor`). `run` and `check` with --format json print one JSON \
@@ -141,9 +142,20 @@ enum Cmd {
     /// host; leaving the shell removes everything (as root: tunlab asks
     /// sudo).
     Shell { lab: String },
-    /// Print the packets of pcap files, one tcpdump-like line each, as the
-    /// steps log them: TUN captures (LINKTYPE_RAW), and Ethernet captures of
-    /// the underlay with the tunnel's messages decoded inside.
+    /// Print the packets of pcap (or pcapng) files, one tcpdump-like line
+    /// each, as the steps log them: TUN captures (LINKTYPE_RAW), and
+    /// Ethernet captures of the underlay with the tunnel's messages decoded
+    /// inside. With --keylog and --key, decrypt the recorded sessions
+    /// instead: step 04's data messages (steps 05 and 06's layer 3 too) and
+    /// step 06's control connections, both ways.
+    #[command(after_help = "Examples:\n  \
+        cargo run -p tunlab -- decode pcaps/step04/underlay.pcap\n  \
+        install -m 600 pcaps/step04/test-only-server.key /tmp/server.key\n  \
+        cargo run -p tunlab -- decode pcaps/step04/underlay.pcap --keylog pcaps/step04/server.keylog \\\n      \
+        --key /tmp/server.key --write /tmp/inner.pcap\n  \
+        tshark -r /tmp/inner.pcap\n\n\
+        The key log must be the one written by the end whose key --key gives; when that end \
+        initiated (step 04's client, step 06's expose), --peer-key gives the other end's public key.")]
     Decode {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
@@ -155,6 +167,23 @@ enum Cmd {
         /// The tunnel's UDP port in the capture.
         #[arg(long, value_name = "PORT", default_value_t = TUNNEL_PORT)]
         port: u16,
+        /// Decrypt with this key log: the ephemeral private keys one end
+        /// wrote with its --keylog.
+        #[arg(long, value_name = "FILE", requires = "key")]
+        keylog: Option<PathBuf>,
+        /// The private key file (mode 600) of the end that wrote the key
+        /// log.
+        #[arg(long, value_name = "FILE", requires = "keylog")]
+        key: Option<PathBuf>,
+        /// The other end's public key: needed when the end that wrote the
+        /// key log initiated the handshake.
+        #[arg(long, value_name = "PUBKEY", requires = "keylog", value_parser = public_key)]
+        peer_key: Option<step04_crypto::PublicKey>,
+        /// Write the decrypted inner IP packets to FILE (pcap,
+        /// LINKTYPE_RAW, with their capture times), for tshark or
+        /// Wireshark.
+        #[arg(long, value_name = "FILE", requires = "keylog")]
+        write: Option<PathBuf>,
     },
     /// Measure every tunnel step against the bare link and against
     /// wireguard-go and boringtun, on a topology of its own: iperf3 TCP and
@@ -204,6 +233,18 @@ enum Cmd {
         /// List the targets and what each feeds, and stop.
         #[arg(long)]
         list: bool,
+    },
+    /// Write shell completions (bash, zsh, fish) and man pages for tunlab
+    /// and every step binary, generated from their command lines, into
+    /// DIR/completions/SHELL/ and DIR/man/man1/.
+    #[command(after_help = "Example:\n  \
+        cargo run -p tunlab -- completions --out target/shell\n  \
+        source target/shell/completions/bash/tunlab.bash   # bash, this shell only\n  \
+        MANPATH=target/shell/man man step04-crypto-server")]
+    Completions {
+        /// Where to write them.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Remove lab hosts left behind by runs that crashed or were killed
     /// (as root: tunlab asks sudo).
@@ -454,7 +495,17 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
             clean_up_on_signals(false)?;
             shell(lab)
         }
-        Cmd::Decode { files, step, port } => match decode(&files, step.as_deref(), port) {
+        Cmd::Decode {
+            files,
+            keylog: Some(keylog),
+            key: Some(key),
+            peer_key,
+            write,
+            ..
+        } => decrypt(&files, &keylog, &key, peer_key, write.as_deref()),
+        Cmd::Decode {
+            files, step, port, ..
+        } => match decode(&files, step.as_deref(), port) {
             // `tunlab decode ... | head` closes the pipe early: not an error.
             Err(e)
                 if e.downcast_ref::<std::io::Error>()
@@ -476,8 +527,21 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
             if !ready("tunlab bench", &bench::NEEDS) {
                 return Ok(EXIT_UNPRIVILEGED);
             }
+            // Only what this run measures, built first and visibly: a
+            // release build of the steps takes minutes.
+            let from: &[bench::Contestant] = if ablation {
+                &bench::ABLATION
+            } else {
+                &bench::Contestant::ALL
+            };
+            let contestants = bench::select(&only, from).map_err(|e| Usage(format!("{e:#}")))?;
+            env::build_visibly(&bench::binaries(&contestants))?;
             if !env::is_root() {
-                return env::run_as_root("tunlab bench", &bench::NEEDS, &own_args());
+                let built = Needs {
+                    binaries: &[],
+                    ..bench::NEEDS
+                };
+                return env::run_as_root("tunlab bench", &built, &own_args());
             }
             clean_up_on_signals(true)?;
             let options = bench::Options {
@@ -541,6 +605,20 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
             println!("corpora and logs: {}", fuzz::work_dir().display());
             Ok(u8::from(crashed))
         }
+        Cmd::Completions { out } => {
+            let mut commands = completions::step_commands();
+            commands.push(<Args as clap::CommandFactory>::command());
+            let names: Vec<String> = commands.iter().map(|c| c.get_name().to_string()).collect();
+            let written = completions::write(&out, commands)?;
+            println!(
+                "{} files for {}: completions in {}, man pages in {}",
+                written.len(),
+                names.join(", "),
+                out.join("completions").display(),
+                out.join("man").join("man1").display()
+            );
+            Ok(0)
+        }
         Cmd::Clean { all } => {
             const NEEDS: Needs = Needs {
                 tools: &["ip"],
@@ -588,6 +666,59 @@ fn doctor(lab: Option<&str>) -> anyhow::Result<u8> {
         println!("{missing} missing: {which} cannot run here until the lines marked MISSING are fixed");
         Ok(1)
     }
+}
+
+/// Parses a public key for clap (base64, as `genkey | pubkey` prints it).
+fn public_key(text: &str) -> Result<step04_crypto::PublicKey, String> {
+    step04_crypto::keys::parse_public(text).map_err(|e| format!("{e:#}"))
+}
+
+/// `tunlab decode --keylog`: 0 when every encrypted message was read.
+fn decrypt(
+    files: &[PathBuf],
+    keylog: &std::path::Path,
+    key: &std::path::Path,
+    peer: Option<step04_crypto::PublicKey>,
+    write: Option<&std::path::Path>,
+) -> anyhow::Result<u8> {
+    let keys = tunlab::decrypt::Keys::read(key, keylog, peer)?;
+    let mut recorder = write
+        .map(|path| {
+            step01_ping_tun::pcap::Recorder::create(path)
+                .with_context(|| format!("creating {}", path.display()))
+        })
+        .transpose()?;
+    let mut out = std::io::stdout().lock();
+    let mut unread = 0;
+    for file in files {
+        writeln!(out, "{}: decrypted with {}", file.display(), keylog.display())?;
+        let counts = tunlab::decrypt::decrypt(file, &keys, recorder.as_mut(), &mut out)?;
+        if counts.sessions == 0 && counts.unread == 0 {
+            bail!(
+                "{}: no handshake of step 04 or step 06 in it: the keys come from the handshake, \
+                 so the capture must start before the tunnel does",
+                file.display()
+            );
+        }
+        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        writeln!(
+            out,
+            "{} read, {} opened, {} not read",
+            plural(counts.sessions, "session", "sessions"),
+            plural(counts.opened, "message", "messages"),
+            counts.unread
+        )?;
+        unread += counts.unread;
+        if let Some(path) = write {
+            writeln!(
+                out,
+                "{} inner packets written to {}",
+                counts.written,
+                path.display()
+            )?;
+        }
+    }
+    Ok(u8::from(unread > 0))
 }
 
 /// Prints every packet of `files`, one line each.

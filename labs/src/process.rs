@@ -407,6 +407,11 @@ pub struct Session<'a> {
     /// [`crate::relay::Impairments`]), in front of the server: the client
     /// talks to it on port 7000.
     pub relay: Option<&'a str>,
+    /// Turn off transmit checksum offload on every veth of the topology,
+    /// so that a capture of the underlay shows the checksums its packets
+    /// really carry (with it on, tshark reports them as bad): for the golden
+    /// fixtures. Needs `ethtool`.
+    pub offload_off: bool,
 }
 
 impl<'a> Session<'a> {
@@ -417,6 +422,7 @@ impl<'a> Session<'a> {
             record: true,
             underlay: None,
             relay: None,
+            offload_off: false,
         }
     }
 

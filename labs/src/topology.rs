@@ -258,6 +258,21 @@ impl Spec {
             .and_then(|(end, _)| end.addresses.first().copied())
     }
 
+    /// Turns off transmit checksum offload (`ethtool -K DEV tx off`) on
+    /// both ends of every link of `net`, built from this spec. With it on,
+    /// a veth hands a UDP or TCP packet on before its checksum is filled
+    /// in, and tcpdump records a partial checksum that tshark reports as
+    /// bad; with it off, a capture shows the checksums the packets really
+    /// carry. For recording golden captures (needs `ethtool`).
+    pub fn tx_offload_off(&self, net: &Net) -> anyhow::Result<()> {
+        for link in &self.links {
+            for end in [&link.a, &link.b] {
+                net.host(end.host)?.tx_offload_off(end.interface)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Builds it: creates the hosts (namespaces with `lo` up), the links
     /// (up, with their MTU and addresses), the routes and the sysctls.
     /// Dropping the [`Net`] deletes everything.

@@ -63,6 +63,19 @@ fn a_short_bench_run_writes_a_well_formed_table_json_and_chart() {
     assert_eq!(tcp["runs"].as_array().map(Vec::len), Some(1));
     assert!(tcp["median"].as_f64().is_some_and(|v| v > 0.0), "{tcp}");
     assert_eq!(step02["failures"], serde_json::json!([]));
+    // How it was built: what two bench files must share to be compared.
+    let build = &step02["build"];
+    assert!(
+        build["compiler"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("rustc 1.")),
+        "{build}"
+    );
+    assert!(
+        build["target_cpu"].as_str().is_some_and(|c| !c.is_empty()),
+        "{build}"
+    );
+    assert_eq!(build["profile"], json["machine"]["profile"], "{build}");
 
     // The markdown table: every line has as many cells as the heading.
     let markdown = std::fs::read_to_string(out.join("bench.md")).unwrap();

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use super::builds::Build;
+
 /// One figure measured for every contestant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Figure {
@@ -156,6 +158,8 @@ pub enum Outcome {
 pub struct Row {
     pub name: String,
     pub description: String,
+    /// How its program was built.
+    pub build: Build,
     pub outcome: Outcome,
 }
 
@@ -337,6 +341,10 @@ impl Results {
         for row in &self.rows {
             let _ = writeln!(out, "- **{}**: {}", row.name, row.description);
         }
+        let _ = write!(out, "\nBuilds:\n\n");
+        for row in &self.rows {
+            let _ = writeln!(out, "- **{}**: {}", row.name, row.build.line());
+        }
         let _ = write!(out, "\nVersions: ");
         let versions: Vec<String> = self
             .machine
@@ -354,7 +362,17 @@ impl Results {
             .rows
             .iter()
             .map(|row| {
-                let mut value = json!({"name": row.name, "description": row.description});
+                let build = &row.build;
+                let mut value = json!({
+                    "name": row.name,
+                    "description": row.description,
+                    "build": {
+                        "version": build.version,
+                        "compiler": build.compiler,
+                        "target_cpu": build.target_cpu,
+                        "profile": build.profile,
+                    },
+                });
                 match &row.outcome {
                     Outcome::Missing(why) => value["missing"] = json!(why),
                     Outcome::Measured { failures, .. } => {
@@ -606,16 +624,27 @@ mod tests {
                 Row {
                     name: "veth".into(),
                     description: "the bare link".into(),
+                    build: Build {
+                        version: Some("Linux 6.1.0".into()),
+                        ..Build::default()
+                    },
                     outcome: measured(vec![19.0, 18.0, 20.0]),
                 },
                 Row {
                     name: "step02".into(),
                     description: "plaintext".into(),
+                    build: Build {
+                        version: Some("0.1.0".into()),
+                        compiler: Some("rustc 1.95.0 (59807616e 2026-04-14)".into()),
+                        target_cpu: Some("native (znver4)".into()),
+                        profile: Some("release".into()),
+                    },
                     outcome: measured(vec![1.7, 1.8, 1.9]),
                 },
                 Row {
                     name: "boringtun".into(),
                     description: "boringtun-cli".into(),
+                    build: Build::default(),
                     outcome: Outcome::Missing("cargo install --locked boringtun-cli".into()),
                 },
             ],
@@ -670,6 +699,26 @@ mod tests {
             json!("cargo install --locked boringtun-cli")
         );
         assert_eq!(json["machine"]["cpus"], json!(2));
+        // Every contestant says how it was built; what is not known is null.
+        assert_eq!(
+            step02["build"],
+            json!({
+                "version": "0.1.0",
+                "compiler": "rustc 1.95.0 (59807616e 2026-04-14)",
+                "target_cpu": "native (znver4)",
+                "profile": "release",
+            })
+        );
+        assert_eq!(json["contestants"][0]["build"]["compiler"], Value::Null);
+        let markdown = sample().markdown();
+        assert!(
+            markdown.contains(
+                "- **step02**: version 0.1.0, built by rustc 1.95.0 (59807616e 2026-04-14), \
+                 target CPU native (znver4), release profile\n"
+            ),
+            "{markdown}"
+        );
+        assert!(markdown.contains("- **boringtun**: not known\n"), "{markdown}");
     }
 
     #[test]

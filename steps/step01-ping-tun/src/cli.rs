@@ -1,5 +1,6 @@
-//! What the command lines of the steps share: the logging flags, and
-//! parsers for their values.
+//! The command line: step 01's own ([`Cli`], which `main.rs` parses and
+//! [`command`] gives to `tunlab completions`), and what the command lines
+//! of the steps share: the logging flags, and parsers for their values.
 //!
 //! Interface addresses are [`ipnet`]'s types: an [`Ipv4Net`] keeps the
 //! address as given (`10.0.0.1/24` is the address 10.0.0.1 on the network
@@ -8,8 +9,9 @@
 //! is wrong and what is expected, for clap to print.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, Parser};
 use ipnet::Ipv4Net;
 
 /// The environment variable that turns on timestamps, as `--timestamps`
@@ -62,6 +64,41 @@ pub fn ipv4_net(s: &str) -> Result<Ipv4Net, String> {
     let address: Ipv4Addr = address.parse().map_err(|_| err("bad address"))?;
     let prefix_len: u8 = prefix.parse().map_err(|_| err("bad prefix length"))?;
     Ipv4Net::new(address, prefix_len).map_err(|_| err("the prefix length is at most 32"))
+}
+
+/// Create a TUN device and answer every ping routed into it.
+///
+/// The device gets ADDRESS; the kernel answers pings to ADDRESS itself, and
+/// this program answers pings to every other address of its subnet. All
+/// other packets are logged and dropped with a counter by reason; the
+/// counters are printed on exit (Ctrl-C or SIGTERM).
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Example (as root):\n  step01-ping-tun --tun tun0 --address 10.0.0.1/24 --pcap tun0.pcap -v\n  ping -c 3 10.0.0.2     # in another terminal: answered by this program\n  ping -c 3 10.0.0.1     # answered by the kernel; nothing crosses the TUN"
+)]
+pub struct Cli {
+    /// Name of the TUN device to create.
+    #[arg(long, default_value = "tun0", value_name = "NAME", value_parser = crate::ifname::parse)]
+    pub tun: String,
+    /// Address and prefix length of the device.
+    #[arg(long, default_value = "10.0.0.1/24", value_name = "CIDR", value_parser = ipv4_net)]
+    pub address: Ipv4Net,
+    /// MTU of the device.
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(68..))]
+    pub mtu: u16,
+    /// Record every packet read from and written to the device in FILE
+    /// (pcap, LINKTYPE_RAW).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The command line, for man pages and shell completions (`tunlab
+/// completions`).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 #[cfg(test)]

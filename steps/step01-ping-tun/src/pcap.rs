@@ -5,14 +5,18 @@
 //! We always write little-endian headers with microsecond timestamps, so the
 //! same packets at the same times give the same file, byte for byte.
 //! Wireshark, tshark and tcpdump read these files directly.
+//!
+//! Reading takes pcapng too, the format Wireshark saves in by default.
 
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 use std::time::Duration;
 
 pub use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{Endianness, TsResolution};
 
 /// The largest packet we record, whole: the largest IP datagram.
@@ -83,14 +87,21 @@ pub fn read(path: &Path) -> io::Result<Vec<Captured>> {
     }
 }
 
-/// Reads every record of a pcap file of any link type, such as the Ethernet
-/// frames tcpdump records on a veth interface, with the link type.
+/// Reads every record of a pcap or pcapng file of any link type, such as
+/// the Ethernet frames tcpdump records on a veth interface, with the link
+/// type. A pcapng file may describe several interfaces; they must all have
+/// the same link type.
 pub fn read_any(path: &Path) -> io::Result<(DataLink, Vec<Captured>)> {
-    let file = File::open(path)?;
+    let mut file = BufReader::new(File::open(path)?);
+    // A pcapng file starts with a Section Header Block, type 0x0a0d0d0a
+    // (the same bytes in either byte order); a pcap file with its magic.
+    if file.fill_buf()?.starts_with(&PCAPNG_MAGIC) {
+        return read_pcapng(path, file);
+    }
     let bad = |e: pcap_file::PcapError| {
         io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
     };
-    let mut reader = PcapReader::new(BufReader::new(file)).map_err(bad)?;
+    let mut reader = PcapReader::new(file).map_err(bad)?;
     let link = reader.header().datalink;
     let mut packets = Vec::new();
     while let Some(packet) = reader.next_packet() {
@@ -101,6 +112,76 @@ pub fn read_any(path: &Path) -> io::Result<(DataLink, Vec<Captured>)> {
         });
     }
     Ok((link, packets))
+}
+
+/// The block type of a pcapng Section Header Block, which starts the file.
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
+fn read_pcapng(path: &Path, file: BufReader<File>) -> io::Result<(DataLink, Vec<Captured>)> {
+    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()));
+    let mut reader = PcapNgReader::new(file).map_err(|e| bad(e.to_string()))?;
+    let mut link = None;
+    let mut packets = Vec::new();
+    while let Some(block) = reader.next_block() {
+        let block = block.map_err(|e| bad(e.to_string()))?;
+        let (data, interface, timestamp) = match block {
+            Block::EnhancedPacket(p) => (p.data.into_owned(), Some(p.interface_id), Some(p.timestamp)),
+            // No interface number: the first; no time.
+            Block::SimplePacket(p) => (p.data.into_owned(), None, None),
+            Block::Packet(p) => (
+                p.data.into_owned(),
+                Some(u32::from(p.interface_id)),
+                Some(Duration::from_nanos(p.timestamp)),
+            ),
+            _ => continue,
+        };
+        let number = interface.unwrap_or(0);
+        let idb = reader.interfaces().get(number as usize).ok_or_else(|| {
+            bad(format!(
+                "a packet of interface {number}, which no block describes"
+            ))
+        })?;
+        match link {
+            None => link = Some(idb.linktype),
+            Some(l) if l == idb.linktype => {}
+            Some(l) => {
+                return Err(bad(format!(
+                    "packets of two link types, {l:?} and {:?}: save one interface's packets",
+                    idb.linktype
+                )));
+            }
+        }
+        let resolution = idb.options.iter().find_map(|o| match o {
+            InterfaceDescriptionOption::IfTsResol(r) => Some(r.to_owned()),
+            _ => None,
+        });
+        packets.push(Captured {
+            timestamp: timestamp.map_or(Duration::ZERO, |t| since_epoch(t, resolution)),
+            data,
+        });
+    }
+    Ok((link.unwrap_or(DataLink::RAW), packets))
+}
+
+/// The time of a pcapng packet. pcap-file 2.0 gives the raw 64-bit count
+/// as nanoseconds, but its unit is the interface's `if_tsresol` (pcapng,
+/// RFC draft `draft-ietf-opsawg-pcapng` section 4.2): 10^-n seconds, or
+/// 2^-n with the top bit set, and microseconds when the option is absent.
+fn since_epoch(raw: Duration, resolution: Option<u8>) -> Duration {
+    let units = raw.as_nanos();
+    let resolution = resolution.unwrap_or(6);
+    let exponent = u32::from(resolution & 0x7f);
+    let nanos = if resolution & 0x80 != 0 {
+        units
+            .saturating_mul(1_000_000_000)
+            .checked_shr(exponent)
+            .unwrap_or(0)
+    } else if exponent <= 9 {
+        units.saturating_mul(10u128.pow(9 - exponent))
+    } else {
+        10u128.checked_pow(exponent - 9).map_or(0, |d| units / d)
+    };
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
 /// The IP packet inside an Ethernet frame (EtherType IPv4 or IPv6, no VLAN
@@ -144,6 +225,93 @@ mod tests {
                 data: vec![0x45, 1, 2]
             }]
         );
+    }
+
+    /// A pcapng file as Wireshark writes one: a section, an interface of
+    /// `link` (with an `if_tsresol` if given), and one enhanced packet
+    /// block per packet, its time in the interface's units.
+    fn pcapng(link: DataLink, resolution: Option<u8>, packets: &[(u64, &[u8])]) -> Vec<u8> {
+        use pcap_file::pcapng::PcapNgWriter;
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+        let mut writer = PcapNgWriter::new(Vec::new()).unwrap();
+        let idb = InterfaceDescriptionBlock {
+            linktype: link,
+            snaplen: 0,
+            options: resolution
+                .map(InterfaceDescriptionOption::IfTsResol)
+                .into_iter()
+                .collect(),
+        };
+        writer.write_pcapng_block(idb).unwrap();
+        for (units, data) in packets {
+            let epb = EnhancedPacketBlock {
+                interface_id: 0,
+                // pcap-file writes the count of this Duration's nanoseconds:
+                // the raw count, whatever the unit.
+                timestamp: Duration::from_nanos(*units),
+                original_len: data.len() as u32,
+                data: std::borrow::Cow::Borrowed(data),
+                options: vec![],
+            };
+            writer.write_pcapng_block(epb).unwrap();
+        }
+        writer.into_inner()
+    }
+
+    #[test]
+    fn reads_pcapng_in_the_interfaces_time_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read.pcapng");
+        // No if_tsresol: microseconds.
+        let bytes = pcapng(DataLink::RAW, None, &[(1_700_000_000_123_456, &[0x45, 1, 2])]);
+        std::fs::write(&path, &bytes).unwrap();
+        let (link, packets) = read_any(&path).unwrap();
+        assert_eq!(link, DataLink::RAW);
+        assert_eq!(
+            packets,
+            vec![Captured {
+                timestamp: Duration::new(1_700_000_000, 123_456_000),
+                data: vec![0x45, 1, 2]
+            }]
+        );
+        // Nanoseconds (if_tsresol 9), Ethernet.
+        let bytes = pcapng(
+            DataLink::ETHERNET,
+            Some(9),
+            &[(1_700_000_000_123_456_789, &[0; 14])],
+        );
+        std::fs::write(&path, &bytes).unwrap();
+        let (link, packets) = read_any(&path).unwrap();
+        assert_eq!(link, DataLink::ETHERNET);
+        assert_eq!(packets[0].timestamp, Duration::new(1_700_000_000, 123_456_789));
+        assert!(read(&path).unwrap_err().to_string().contains("not bare IP"));
+        // Cut anywhere: an error or fewer packets, never a panic.
+        for cut in 0..bytes.len() {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            if let Ok((_, packets)) = read_any(&path) {
+                assert!(packets.is_empty(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn pcapng_time_units() {
+        let raw = Duration::from_nanos(1_500);
+        assert_eq!(since_epoch(raw, None), Duration::from_micros(1_500));
+        assert_eq!(since_epoch(raw, Some(6)), Duration::from_micros(1_500));
+        assert_eq!(since_epoch(raw, Some(9)), Duration::from_nanos(1_500));
+        assert_eq!(since_epoch(raw, Some(3)), Duration::from_millis(1_500));
+        assert_eq!(since_epoch(raw, Some(12)), Duration::from_nanos(1));
+        // 2^-10 s units: 1500 / 1024 s.
+        assert_eq!(
+            since_epoch(raw, Some(0x80 | 10)),
+            Duration::from_nanos(1_464_843_750)
+        );
+        // Absurd resolutions give an absurd time, not a panic.
+        for r in [0, 0x7f, 0x80, 0xff] {
+            since_epoch(Duration::from_nanos(u64::MAX), Some(r));
+        }
     }
 
     #[test]

@@ -11,9 +11,11 @@
 //! - [`run`]: the I/O loops over the TUN device and the socket.
 //! - [`udp`]: the underlay's UDP socket, answering from the address written to.
 //! - [`underlay`]: recognising its messages in a capture of the underlay.
+//! - [`cli`]: the command line.
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod framing;
 pub mod mtu;
 pub mod run;

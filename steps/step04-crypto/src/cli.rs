@@ -3,6 +3,8 @@
 //! into their own commands and extend. Every flag is parsed and checked
 //! by clap, so a malformed key or prefix is a usage error (exit status 2)
 //! that names the flag. Running an end is [`crate::run::tunnel_end`]'s.
+//! Step 04's own command line is [`Cli`], which `main.rs` parses and
+//! [`command`] gives to `tunlab completions`.
 
 use std::fmt;
 use std::fs::{File, Permissions};
@@ -16,7 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use step02_plain_tunnel::run::{Endpoint, resolve};
 use step03_ipv6::cli::ip_net;
@@ -259,4 +261,60 @@ pub fn client_peer(
 ) -> anyhow::Result<PeerConfig> {
     let public = keys::parse_public(server_key).with_context(|| format!("--server-key `{server_key}`"))?;
     Ok(server_peer(server, public, keepalive))
+}
+
+/// An encrypted tunnel: an x25519 handshake (Noise IK), ChaCha20-Poly1305
+/// on every packet, and a replay window.
+///
+/// Keys are base64, like WireGuard's. Private keys live in files only their
+/// owner can read (mode 600) and never on the command line; public keys are
+/// public.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Examples:\n  \
+        step04-crypto genkey --out server.key && step04-crypto pubkey < server.key\n  \
+        step04-crypto genkey --out client.key && step04-crypto pubkey < client.key\n  \
+        sudo step04-crypto server --listen 0.0.0.0:51820 --key server.key \\\n      \
+        --peer CLIENT_PUBKEY=10.0.0.2/32,fd00::2/128 --address 10.0.0.1/24 --address fd00::1/64\n  \
+        sudo step04-crypto client --server 192.0.2.1:51820 --key client.key \\\n      \
+        --server-key SERVER_PUBKEY --address 10.0.0.2/24 --address fd00::2/64\n\n\
+        `kill -USR1 PID` logs each peer's endpoint, last handshake, traffic and drops."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make a new private key (base64), in a new file only its owner can
+    /// read (--out FILE), or on standard output.
+    #[command(after_help = "Examples:\n  \
+        step04-crypto genkey --out client.key\n  \
+        (umask 077; step04-crypto genkey > client.key)\n\n\
+        A file the shell opens for `> FILE` gets the mode the umask allows (usually 644) \
+        before the key exists; genkey makes it 600 and warns. With --out, or umask 077, \
+        the key is never in a file others could open.")]
+    Genkey(GenkeyArgs),
+    /// Read a private key on stdin, print its public key.
+    #[command(after_help = "Example:\n  step04-crypto pubkey < client.key")]
+    Pubkey,
+    /// Accept clients whose public keys are listed.
+    #[command(after_help = "Example (as root):\n  \
+        step04-crypto server --listen 0.0.0.0:51820 --key server.key \\\n    \
+        --peer CLIENT1_PUBKEY=10.0.0.2/32,fd00::2/128 --peer CLIENT2_PUBKEY=10.0.0.3/32 \\\n    \
+        --address 10.0.0.1/24 --address fd00::1/64")]
+    Server(ServerArgs),
+    /// Connect to a server whose public key you know.
+    #[command(after_help = "Example (as root):\n  \
+        step04-crypto client --server 192.0.2.1:51820 --key client.key --server-key SERVER_PUBKEY \\\n    \
+        --address 10.0.0.2/24 --address fd00::2/64 --keepalive 25")]
+    Client(ClientArgs),
+}
+
+/// The command line, for man pages and shell completions (`tunlab
+/// completions`).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }

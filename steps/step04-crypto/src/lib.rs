@@ -12,12 +12,14 @@
 //! - [`entropy`]: where private keys, ephemeral keys and indices come from.
 //! - [`keys`]: keys as base64 text.
 //! - [`keyfile`]: key files and key logs only their owner can read.
+//! - [`decrypt`]: reading a recorded session with one end's key log.
 
 #![forbid(unsafe_code)]
 
 pub mod allowed;
 pub mod cli;
 pub mod crypto;
+pub mod decrypt;
 pub mod entropy;
 pub mod keyfile;
 pub mod keys;

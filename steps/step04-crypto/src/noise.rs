@@ -359,6 +359,46 @@ pub fn consume_response(
 }
 // ANCHOR_END: consume_response
 
+/// The initiator's state after an initiation it sent, rebuilt from the
+/// recorded message with its static key and the ephemeral secret it drew
+/// (from a key log), and the timestamp the message carries: for reading a
+/// recording of the session (see [`crate::decrypt`]). Opening the sealed
+/// timestamp takes the same two Diffie-Hellman results as sealing it (es
+/// and ss, with `remote`, the responder's public key); then
+/// [`initiate`] with that timestamp must write `msg` again, byte for
+/// byte, or the keys are not the ones that made it.
+pub fn reinitiate(
+    local: &Identity,
+    remote: &PublicKey,
+    ephemeral: StaticSecret,
+    msg: &[u8],
+) -> Result<(Initiator, [u8; TIMESTAMP_LEN]), HandshakeError> {
+    let packet = InitiationPacket::new_checked(msg).map_err(|_| HandshakeError::Failed)?;
+    let (ck, h) = initial(remote);
+    let e = PublicKey::from(&ephemeral);
+    if e.as_bytes() != &packet.ephemeral() {
+        return Err(HandshakeError::Failed);
+    }
+    let [ck] = kdf(&ck, e.as_bytes());
+    let h = hash(&[&h, e.as_bytes()]);
+    let [ck, _] = kdf(&ck, &dh(&ephemeral, remote).ok_or(HandshakeError::Failed)?);
+    let h = hash(&[&h, &packet.sealed_static()]);
+    let [_, k] = kdf(&ck, &dh(&local.secret, remote).ok_or(HandshakeError::Failed)?);
+    let sealed = packet.sealed_timestamp();
+    let mut timestamp = [0u8; TIMESTAMP_LEN];
+    timestamp.copy_from_slice(&sealed[..TIMESTAMP_LEN]);
+    let tag = sealed[TIMESTAMP_LEN..]
+        .try_into()
+        .map_err(|_| HandshakeError::Failed)?;
+    open(&k, 0, &h, &mut timestamp, &tag).map_err(|_| HandshakeError::Failed)?;
+    let mut again = [0u8; INITIATION_LEN];
+    let initiator = initiate(local, remote, ephemeral, packet.sender(), timestamp, &mut again)?;
+    if again[..] != msg[..] {
+        return Err(HandshakeError::Failed);
+    }
+    Ok((initiator, timestamp))
+}
+
 /// Bytes of both handshake messages, for buffers.
 pub const MAX_HANDSHAKE_LEN: usize = if INITIATION_LEN > RESPONSE_LEN {
     INITIATION_LEN
@@ -483,6 +523,32 @@ mod tests {
             consume_initiation(&server, &msg).err(),
             Some(HandshakeError::Failed)
         );
+    }
+
+    #[test]
+    fn an_initiation_is_rebuilt_from_its_senders_secrets() {
+        let (client, server) = (identity(1), identity(2));
+        let (client_keys, _, init, resp) = handshake();
+        let (state, timestamp) =
+            reinitiate(&client, server.public(), StaticSecret::from([3; 32]), &init).unwrap();
+        assert_eq!(timestamp, tai64n(Duration::from_secs(1)));
+        assert_eq!(state.sender, 7);
+        let msg = ResponsePacket::new_checked(&resp[..]).unwrap();
+        assert_eq!(consume_response(&client, &state, &msg).unwrap(), client_keys);
+        // Another ephemeral, another responder, or a damaged message: no.
+        let fails = |local: &Identity, remote: &PublicKey, e: u8, msg: &[u8]| {
+            reinitiate(local, remote, StaticSecret::from([e; 32]), msg).err()
+        };
+        let failed = Some(HandshakeError::Failed);
+        assert_eq!(fails(&client, server.public(), 4, &init), failed);
+        assert_eq!(fails(&client, identity(5).public(), 3, &init), failed);
+        assert_eq!(fails(&identity(6), server.public(), 3, &init), failed);
+        for i in 0..INITIATION_LEN {
+            let mut bad = init.clone();
+            bad[i] ^= 0x80;
+            assert!(fails(&client, server.public(), 3, &bad).is_some(), "byte {i}");
+        }
+        assert_eq!(fails(&client, server.public(), 3, &init[..100]), failed);
     }
 
     #[test]

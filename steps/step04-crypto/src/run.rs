@@ -234,10 +234,12 @@ impl Entropy for KeylogEntropy {
     }
 }
 
-/// The ephemeral private keys in a key log, in order.
+/// The ephemeral private keys in a key log, in order. Leading spaces are
+/// ignored, as Wireshark ignores them (step 07's key log indents its
+/// lines under a heading, as wireguard-tools' extract-handshakes does).
 pub fn read_keylog(text: &str) -> Vec<[u8; 32]> {
     text.lines()
-        .filter_map(|line| line.strip_prefix(KEYLOG_PREFIX))
+        .filter_map(|line| line.trim_start().strip_prefix(KEYLOG_PREFIX))
         .filter_map(|key| keys::decode(key).ok())
         .collect()
 }

@@ -292,3 +292,70 @@ fn a_handshake_with_fixed_keys_has_fixed_bytes() {
     }
     insta::assert_snapshot!("fixed_handshake", text);
 }
+
+/// The recorded session read as `tunlab decode --keylog` reads it, from
+/// the server's side alone: its static key and its key log give the
+/// session keys ([`Session::derive`]), which open every data message on
+/// the wire, both ways. What each opens to is a packet both TUN devices
+/// recorded, and in the order the server's TUN recorded them.
+#[test]
+fn the_key_log_opens_every_data_message_both_ways() {
+    use step04_crypto::decrypt::{Direction, Session};
+    use step04_crypto::noise::Identity;
+
+    let wire = underlay();
+    let of_type = |t: u8| {
+        wire.iter()
+            .find(|(_, _, _, m)| m[0] == t)
+            .map(|(_, _, _, m)| m.clone())
+    };
+    let (initiation, response) = (
+        of_type(MessageType::Initiation.to_u8()).unwrap(),
+        of_type(MessageType::Response.to_u8()).unwrap(),
+    );
+    let keylog = read_keylog(&std::fs::read_to_string(fixture("server.keylog")).unwrap());
+    let server = Identity::new(key("test-only-server.key"));
+    let session = Session::derive(&server, &keylog, None, &initiation, &response).unwrap();
+
+    let mut out = vec![0u8; 65535];
+    let mut opened: Vec<(Direction, Vec<u8>)> = Vec::new();
+    for (_, _, _, m) in wire
+        .iter()
+        .filter(|(_, _, _, m)| m[0] == MessageType::Data.to_u8())
+    {
+        let o = session
+            .open(m, &mut out)
+            .unwrap_or_else(|e| panic!("{}: {e}", MessageSummary(m)));
+        opened.push((o.direction, out[..o.len].to_vec()));
+    }
+    let client_tun = tun("client-tun.pcap");
+    let server_tun = tun("server-tun.pcap");
+    for (direction, packet) in &opened {
+        assert!(
+            client_tun.iter().any(|c| c.data == *packet),
+            "{direction:?}: the client's TUN never saw {}",
+            Summary(packet)
+        );
+    }
+    // The server's TUN saw every packet but the client's router
+    // solicitation (dropped: fe80::/10 is not the client's), and read its
+    // own router solicitation, which went to no peer: the link-local ones.
+    let link_local = |p: &[u8]| p[0] >> 4 == 6 && p[8] == 0xfe && p[9] & 0xc0 == 0x80;
+    let opened_routed: Vec<&Vec<u8>> = opened.iter().map(|(_, p)| p).filter(|p| !link_local(p)).collect();
+    let server_routed: Vec<&Vec<u8>> = server_tun
+        .iter()
+        .map(|c| &c.data)
+        .filter(|p| !link_local(p))
+        .collect();
+    assert_eq!(opened_routed, server_routed);
+    let both_ways = |d: Direction| opened.iter().filter(|(o, p)| *o == d && !p.is_empty()).count();
+    // Three pings each way and two ping -6 are 8 packets each way; the
+    // client also sent its router solicitation.
+    assert_eq!(
+        (
+            both_ways(Direction::ToResponder),
+            both_ways(Direction::ToInitiator)
+        ),
+        (9, 8)
+    );
+}

@@ -11,6 +11,7 @@
 //! - [`system`]: the host behind a trait (commands, sysctls, files).
 //! - [`cli`]: the flags this step adds, for its binary and step 06's.
 //! - [`nat`]: what the kernel's masquerade does to a packet, byte by byte.
+//! - [`cli`]: the command line.
 
 #![forbid(unsafe_code)]
 

@@ -20,12 +20,16 @@
 //! - [`conn`]: the I/O shell of one control connection: threads and
 //!   blocking sockets, no async runtime.
 //! - [`server`] and [`client`]: the two ends.
+//! - [`cli`]: the command line.
+//! - [`recording`]: a recorded control connection read back, and
+//!   decrypted with the client's key log.
 //! - [`underlay`]: what both designs send, for the capture decoder.
 //! - [`l3`]: the layer-3 way: step 05's VPN with a public port forwarded
 //!   to a client (nftables DNAT) and delivered to its loopback.
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod client;
 pub mod conn;
 pub mod datagram;
@@ -34,6 +38,7 @@ pub mod keepalive;
 pub mod l3;
 pub mod mux;
 pub mod policy;
+pub mod recording;
 pub mod secure;
 pub mod server;
 pub mod underlay;

@@ -14,6 +14,7 @@
 //! - [`run`]: the I/O shell: TUN device, sockets, UAPI socket.
 //! - [`keylog`]: `--keylog`, the keys Wireshark decrypts a capture with.
 //! - [`conf`] and [`quick`]: wg-quick's file, `up` and `down`.
+//! - [`cli`]: the command line.
 //! - [`underlay`]: the messages in a capture, for `tunlab decode`.
 //!
 //! What it reuses from step 04: the primitives (BLAKE2s, HMAC, HKDF,
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod allowed;
+pub mod cli;
 pub mod conf;
 pub mod cookie;
 pub mod device;
