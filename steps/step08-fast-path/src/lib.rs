@@ -18,6 +18,7 @@
 // other module forbids it.
 #![deny(unsafe_code)]
 
+pub mod cli;
 pub mod counters;
 pub mod gro;
 pub mod plane;
