@@ -31,6 +31,7 @@ use crate::env;
 use crate::keys::KeyPair;
 use crate::netns::Host;
 use crate::process::Running;
+use crate::steplog::FastPath;
 use crate::topology::{self, underlay};
 use builds::Build;
 use measure::{Iperf, Rtts, Target};
@@ -47,6 +48,8 @@ pub const NEEDS: Needs = Needs {
         ("step04-crypto", "step04-crypto"),
         ("step05-full-tunnel", "step05-full-tunnel"),
         ("step06-localhost", "step06-localhost"),
+        ("step07-wireguard", "step07-wireguard"),
+        ("step08-fast-path", "step08-fast-path"),
     ],
 };
 
@@ -73,11 +76,67 @@ pub struct Options {
     pub udp_probes: u32,
     /// Contestants to measure, by name; all when empty.
     pub only: Vec<String>,
+    /// Measure the ablation instead: step 07, then step 08 with its
+    /// techniques added one at a time ([`ABLATION`]); write
+    /// `ablation.{json,md,svg}`.
+    pub ablation: bool,
 }
 
 impl Options {
     pub fn default_out() -> PathBuf {
         env::out_dir("bench")
+    }
+}
+
+// ANCHOR: techniques
+/// Which of its techniques step 08 runs with (each off is a flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Techniques {
+    /// recvmmsg/sendmmsg (`--no-mmsg` turns it off).
+    pub mmsg: bool,
+    /// The TUN device's virtio-net header (`--no-offload`).
+    pub offload: bool,
+    /// UDP GSO (`--no-gso`) and GRO (`--no-gro`).
+    pub gso: bool,
+    pub gro: bool,
+    /// A worker per CPU (else `--threads 1`).
+    pub threads: bool,
+}
+// ANCHOR_END: techniques
+
+impl Techniques {
+    pub const ALL: Techniques = Techniques {
+        mmsg: true,
+        offload: true,
+        gso: true,
+        gro: true,
+        threads: true,
+    };
+    pub const NONE: Techniques = Techniques {
+        mmsg: false,
+        offload: false,
+        gso: false,
+        gro: false,
+        threads: false,
+    };
+
+    /// Step 08's arguments for these.
+    fn args(self) -> Vec<&'static str> {
+        let mut args = Vec::new();
+        if !self.threads {
+            args.extend(["--threads", "1"]);
+        }
+        for (on, flag) in [
+            (self.mmsg, "--no-mmsg"),
+            (self.offload, "--no-offload"),
+            (self.gso, "--no-gso"),
+            (self.gro, "--no-gro"),
+        ] {
+            if !on {
+                args.push(flag);
+            }
+        }
+        args
     }
 }
 
@@ -91,13 +150,44 @@ pub enum Contestant {
     Step05,
     Step06,
     Step07,
+    /// Step 08 with these techniques ([`Techniques::ALL`]: `step08`).
+    Step08(Techniques),
     WireguardGo,
     Boringtun,
     BoringtunOneThread,
 }
 
+// ANCHOR: ablation
+/// The ablation: step 07, then step 08 with its techniques added one at a
+/// time, in the order the book's chapter explains them.
+pub const ABLATION: [Contestant; 7] = [
+    Contestant::Step07,
+    Contestant::Step08(Techniques::NONE),
+    Contestant::Step08(Techniques {
+        mmsg: true,
+        ..Techniques::NONE
+    }),
+    Contestant::Step08(Techniques {
+        mmsg: true,
+        offload: true,
+        ..Techniques::NONE
+    }),
+    Contestant::Step08(Techniques {
+        mmsg: true,
+        offload: true,
+        gso: true,
+        ..Techniques::NONE
+    }),
+    Contestant::Step08(Techniques {
+        threads: false,
+        ..Techniques::ALL
+    }),
+    Contestant::Step08(Techniques::ALL),
+];
+// ANCHOR_END: ablation
+
 impl Contestant {
-    pub const ALL: [Contestant; 10] = [
+    pub const ALL: [Contestant; 11] = [
         Contestant::Veth,
         Contestant::Step02,
         Contestant::Step03,
@@ -105,6 +195,7 @@ impl Contestant {
         Contestant::Step05,
         Contestant::Step06,
         Contestant::Step07,
+        Contestant::Step08(Techniques::ALL),
         Contestant::WireguardGo,
         Contestant::Boringtun,
         Contestant::BoringtunOneThread,
@@ -119,6 +210,18 @@ impl Contestant {
             Contestant::Step05 => "step05",
             Contestant::Step06 => "step06",
             Contestant::Step07 => "step07",
+            Contestant::Step08(t) => match t {
+                Techniques::ALL => "step08",
+                Techniques::NONE => "step08-bare",
+                Techniques {
+                    threads: false,
+                    gro: true,
+                    ..
+                } => "step08+gro",
+                Techniques { gso: true, .. } => "step08+gso",
+                Techniques { offload: true, .. } => "step08+offload",
+                _ => "step08+mmsg",
+            },
             Contestant::WireguardGo => "wireguard-go",
             Contestant::Boringtun => "boringtun",
             Contestant::BoringtunOneThread => "boringtun-1t",
@@ -140,6 +243,24 @@ impl Contestant {
             Contestant::Step07 => {
                 "step 07: WireGuard itself, started and configured with wg exactly as wireguard-go is, MTU 1420"
             }
+            Contestant::Step08(t) => match t {
+                Techniques::ALL => {
+                    "step 08: step 07 with batched system calls, TUN and UDP offloads and a worker per CPU, configured with wg, MTU 1420"
+                }
+                Techniques::NONE => {
+                    "step 08 with every technique off (--threads 1 --no-mmsg --no-offload --no-gso --no-gro): its shell, one packet per system call"
+                }
+                Techniques {
+                    threads: false,
+                    gro: true,
+                    ..
+                } => "the row above plus UDP GRO: one worker (--threads 1)",
+                Techniques { gso: true, .. } => "the row above plus UDP GSO (--threads 1 --no-gro)",
+                Techniques { offload: true, .. } => {
+                    "the row above plus the TUN device's virtio-net header: TCP super-packets in, coalesced ones out (--threads 1 --no-gso --no-gro)"
+                }
+                _ => "step 08's shell plus recvmmsg/sendmmsg (--threads 1 --no-offload --no-gso --no-gro)",
+            },
             Contestant::WireguardGo => "wireguard-go, configured with wg, MTU 1420",
             Contestant::Boringtun => "boringtun-cli with its default 4 threads, MTU 1420",
             Contestant::BoringtunOneThread => "boringtun-cli with --threads 1, MTU 1420",
@@ -155,6 +276,7 @@ impl Contestant {
             Contestant::Step05 => Some("step05-full-tunnel"),
             Contestant::Step06 => Some("step06-localhost"),
             Contestant::Step07 => Some("step07-wireguard"),
+            Contestant::Step08(_) => Some("step08-fast-path"),
             _ => None,
         }
     }
@@ -168,7 +290,11 @@ impl Contestant {
     /// Its place in [`Contestant::ALL`], from 1: a number of its own for its
     /// interface names, subnet and ports.
     fn number(self) -> u8 {
-        let index = Contestant::ALL.iter().position(|c| *c == self).unwrap_or(0);
+        let index = match Contestant::ALL.iter().position(|c| *c == self) {
+            Some(i) => i,
+            // The ablation's own step 08s: numbers after the main list's.
+            None => 20 + ABLATION.iter().position(|c| *c == self).unwrap_or(0),
+        };
         u8::try_from(index + 1).unwrap_or(u8::MAX)
     }
 
@@ -188,7 +314,10 @@ impl Contestant {
             Contestant::Boringtun | Contestant::BoringtunOneThread if boringtun_binary().is_none() => {
                 Some(format!("not installed: {BORINGTUN_INSTALL}"))
             }
-            Contestant::Boringtun | Contestant::BoringtunOneThread | Contestant::Step07 => wg(),
+            Contestant::Boringtun
+            | Contestant::BoringtunOneThread
+            | Contestant::Step07
+            | Contestant::Step08(_) => wg(),
             _ => None,
         }
     }
@@ -214,28 +343,33 @@ pub fn boringtun_binary() -> Option<PathBuf> {
 /// The binaries a run of `contestants` starts, as (package, binary): each
 /// step measured, and step 04's always (it makes the keys).
 pub fn binaries(contestants: &[Contestant]) -> Vec<(&'static str, &'static str)> {
-    let mut packages: Vec<&str> = contestants.iter().filter_map(|c| c.package()).collect();
-    if !packages.contains(&"step04-crypto") {
-        packages.push("step04-crypto");
+    let mut packages: Vec<&str> = Vec::new();
+    // The ablation measures step 08 several times: build it once.
+    for p in contestants
+        .iter()
+        .filter_map(|c| c.package())
+        .chain(["step04-crypto"])
+    {
+        if !packages.contains(&p) {
+            packages.push(p);
+        }
     }
     packages.into_iter().map(|p| (p, p)).collect()
 }
 
-/// Finds contestants by name.
-pub fn select(names: &[String]) -> anyhow::Result<Vec<Contestant>> {
+/// Finds contestants by name, among `from` (all of them when `names` is
+/// empty).
+pub fn select(names: &[String], from: &[Contestant]) -> anyhow::Result<Vec<Contestant>> {
     if names.is_empty() {
-        return Ok(Contestant::ALL.to_vec());
+        return Ok(from.to_vec());
     }
     names
         .iter()
         .map(|name| {
-            Contestant::ALL
-                .into_iter()
-                .find(|c| c.name() == name)
-                .with_context(|| {
-                    let all: Vec<_> = Contestant::ALL.iter().map(|c| c.name()).collect();
-                    format!("there is no contestant {name}; there are {}", all.join(", "))
-                })
+            from.iter().copied().find(|c| c.name() == name).with_context(|| {
+                let all: Vec<_> = from.iter().map(|c| c.name()).collect();
+                format!("there is no contestant {name}; there are {}", all.join(", "))
+            })
         })
         .collect()
 }
@@ -272,6 +406,18 @@ impl Started {
         self.processes.iter_mut().try_for_each(Running::check_alive)
     }
 
+    /// Step 08's counters at each end (`None` for anything else).
+    fn counters(&self, contestant: Contestant) -> anyhow::Result<Option<Vec<FastPath>>> {
+        if !matches!(contestant, Contestant::Step08(_)) {
+            return Ok(None);
+        }
+        self.processes
+            .iter()
+            .map(Running::fast_path)
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(Some)
+    }
+
     fn cpu_seconds(&self, ticks: f64) -> anyhow::Result<f64> {
         self.pids()
             .into_iter()
@@ -286,7 +432,12 @@ pub fn run(options: &Options) -> anyhow::Result<Results> {
     if options.rounds == 0 || options.seconds == 0 {
         bail!("--rounds and --seconds must be at least 1");
     }
-    let contestants = select(&options.only)?;
+    let from: &[Contestant] = if options.ablation {
+        &ABLATION
+    } else {
+        &Contestant::ALL
+    };
+    let contestants = select(&options.only, from)?;
     std::fs::create_dir_all(&options.out).with_context(|| format!("creating {}", options.out.display()))?;
 
     let mut binaries = Vec::new();
@@ -400,20 +551,30 @@ pub fn run(options: &Options) -> anyhow::Result<Results> {
         },
         date,
         rows,
+        table: if options.ablation {
+            Figure::ABLATION.to_vec()
+        } else {
+            Figure::ALL.to_vec()
+        },
     };
-    write(&options.out, &results)?;
+    write(&options.out, file_stem(options), &results)?;
     Ok(results)
 }
 
-/// Writes `bench.json`, `bench.md` and `bench.svg` into `dir`.
-pub fn write(dir: &Path, results: &Results) -> anyhow::Result<()> {
+/// The results' file names: `bench.*`, or `ablation.*`.
+pub fn file_stem(options: &Options) -> &'static str {
+    if options.ablation { "ablation" } else { "bench" }
+}
+
+/// Writes `STEM.json`, `STEM.md` and `STEM.svg` into `dir`.
+pub fn write(dir: &Path, stem: &str, results: &Results) -> anyhow::Result<()> {
     let files = [
-        ("bench.json", format!("{:#}\n", results.json())),
-        ("bench.md", results.markdown()),
-        ("bench.svg", results.svg()),
+        (format!("{stem}.json"), format!("{:#}\n", results.json())),
+        (format!("{stem}.md"), results.markdown()),
+        (format!("{stem}.svg"), results.svg()),
     ];
     for (name, text) in files {
-        let path = dir.join(name);
+        let path = dir.join(&name);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
@@ -523,7 +684,7 @@ fn brief(figures: &[(Figure, f64)]) -> String {
 
 /// Turns the rounds of one contestant into series, one per figure.
 fn collect(runs: Vec<Round>) -> Outcome {
-    let mut series: Vec<(Figure, Series)> = Figure::ALL.iter().map(|&f| (f, Series::default())).collect();
+    let mut series: Vec<(Figure, Series)> = Figure::EVERY.iter().map(|&f| (f, Series::default())).collect();
     let mut failures = Vec::new();
     for run in runs {
         match run {
@@ -567,6 +728,7 @@ fn measure_once(
     // One TCP stream, with pings alongside it (the "loaded" RTT) and the
     // tunnel processes' CPU time read before and after.
     let cpu_before = started.cpu_seconds(bench.ticks)?;
+    let counters_before = started.counters(contestant)?;
     let mut pinger = None;
     if contestant.carries_ping() {
         let count = (options.seconds * 1000 / 10).saturating_sub(50).max(10);
@@ -578,6 +740,7 @@ fn measure_once(
     }
     let tcp1 = measure::iperf3(&bench.a, &target, options.seconds, 1, None);
     let cpu_after = started.cpu_seconds(bench.ticks)?;
+    let counters_after = started.counters(contestant)?;
     if let Some(pinger) = pinger {
         let out = pinger.wait_with_output().context("waiting for ping")?;
         let loaded = measure::parse_ping(&String::from_utf8_lossy(&out.stdout));
@@ -591,6 +754,25 @@ fn measure_once(
             (cpu_after - cpu_before) / (tcp1.received_bytes / 1e9),
         ));
     }
+
+    // ANCHOR: counters
+    // Step 08's own counters over the same run, both ends together.
+    if let (Some(before), Some(after)) = (counters_before, counters_after) {
+        let (mut syscalls, mut packets, mut wakeups) = (0.0, 0.0, 0.0);
+        for (b, a) in before.iter().zip(&after) {
+            let d = a.since(b);
+            syscalls += d.get("syscalls");
+            packets += d.get("tun-in") + d.get("tun-out");
+            wakeups += d.get("wakeups");
+        }
+        if packets > 0.0 {
+            figures.push((Figure::SyscallsPer100, 100.0 * syscalls / packets));
+        }
+        if wakeups > 0.0 {
+            figures.push((Figure::PacketsPerWakeup, packets / wakeups));
+        }
+    }
+    // ANCHOR_END: counters
 
     let tcp4 = measure::iperf3(&bench.a, &target, options.seconds, 4, None)?;
     figures.push((Figure::Tcp4, tcp4.received_bps / 1e9));
@@ -751,6 +933,7 @@ fn start(bench: &Bench, contestant: Contestant, binary: Option<&Path>) -> anyhow
             })
         }
         Contestant::Step07
+        | Contestant::Step08(_)
         | Contestant::WireguardGo
         | Contestant::Boringtun
         | Contestant::BoringtunOneThread => {
@@ -807,6 +990,13 @@ fn start_wireguard(
         Contestant::Step07 => {
             let binary = binary.context("step07 has no binary")?;
             Running::start(host, binary, &["-f", name], log)?
+        }
+        Contestant::Step08(techniques) => {
+            let binary = binary.context("step08 has no binary")?;
+            let mut args = vec!["-f"];
+            args.extend(techniques.args());
+            args.push(name);
+            Running::start(host, binary, &args, log)?
         }
         _ => {
             let binary = boringtun_binary().context("boringtun-cli is not installed")?;
@@ -996,7 +1186,7 @@ mod tests {
 
     #[test]
     fn only_what_is_measured_is_built() {
-        let chosen = select(&["veth".into(), "step02".into()]).unwrap();
+        let chosen = select(&["veth".into(), "step02".into()], &Contestant::ALL).unwrap();
         assert_eq!(
             binaries(&chosen),
             [
@@ -1008,6 +1198,6 @@ mod tests {
             binaries(&[Contestant::Step04]),
             [("step04-crypto", "step04-crypto")]
         );
-        assert!(select(&["step9".into()]).is_err());
+        assert!(select(&["step9".into()], &Contestant::ALL).is_err());
     }
 }

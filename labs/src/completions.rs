@@ -26,6 +26,7 @@ pub fn step_commands() -> Vec<Command> {
         step05_full_tunnel::cli::command(),
         step06_localhost::cli::command(),
         step07_wireguard::cli::command(),
+        step08_fast_path::cli::command(),
     ]
 }
 

@@ -10,7 +10,7 @@ use crate::doctor::Needs;
 use crate::env::{self, workspace_root};
 use crate::netns::Host;
 use crate::report::Report;
-use crate::{lab01, lab02, lab03, lab04, lab05, lab06, lab07};
+use crate::{lab01, lab02, lab03, lab04, lab05, lab06, lab07, lab08};
 
 /// What `tunlab run NN` was asked to do, for any lab.
 #[derive(Debug, Clone)]
@@ -170,6 +170,18 @@ pub const LABS: &[Lab] = &[
         shell: lab07::shell,
         hint: "wg show; ping -c 3 10.0.0.2; tcpdump -n -i veth0 udp; wg showconf IFNAME",
         out: "lab07",
+    },
+    Lab {
+        number: "08",
+        folder: "08-fast-path",
+        title: "the fast path: step 07 with batched system calls, offloads and a worker per CPU",
+        package: lab08::PACKAGE,
+        exercise: None,
+        needs: &lab08::NEEDS,
+        run: lab08::run,
+        shell: lab08::shell,
+        hint: "wg show; iperf3 -s & ; tcpdump -n -i IFNAME greater 1500; kill -USR1 PID (the counters)",
+        out: "lab08",
     },
 ];
 

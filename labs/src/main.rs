@@ -202,7 +202,7 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         udp_probes: u32,
         /// Measure only these, e.g. --only veth,step02,wireguard-go [default:
-        /// all]: veth, step02 ... step06, wireguard-go, boringtun,
+        /// all]: veth, step02 ... step08, wireguard-go, boringtun,
         /// boringtun-1t.
         #[arg(long, value_delimiter = ',', value_name = "NAMES")]
         only: Vec<String>,
@@ -214,6 +214,12 @@ enum Cmd {
         /// (book/src/bench/), for the performance chapter.
         #[arg(long)]
         book: bool,
+        /// Measure step 08's ablation instead: step 07, then step 08 with
+        /// its techniques added one at a time (step08-bare, step08+mmsg,
+        /// step08+offload, step08+gso, step08+gro, step08), into
+        /// ablation.{json,md,svg} (with --book, for chapter 08).
+        #[arg(long)]
+        ablation: bool,
     },
     /// Run every fuzz target (fuzz/fuzz_targets/) for a while, each seeded
     /// with the shipped captures, and report executions, coverage and
@@ -544,13 +550,19 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
             only,
             out,
             book,
+            ablation,
         } => {
             if !ready("tunlab bench", &bench::NEEDS) {
                 return Ok(EXIT_UNPRIVILEGED);
             }
             // Only what this run measures, built first and visibly: a
             // release build of the steps takes minutes.
-            let contestants = bench::select(&only).map_err(|e| Usage(format!("{e:#}")))?;
+            let from: &[bench::Contestant] = if ablation {
+                &bench::ABLATION
+            } else {
+                &bench::Contestant::ALL
+            };
+            let contestants = bench::select(&only, from).map_err(|e| Usage(format!("{e:#}")))?;
             env::build_visibly(&bench::binaries(&contestants))?;
             if !env::is_root() {
                 let built = Needs {
@@ -566,16 +578,18 @@ fn dispatch(command: Cmd) -> anyhow::Result<u8> {
                 seconds,
                 udp_probes,
                 only,
+                ablation,
             };
             env::make_dir(&options.out)?;
             let results = bench::run(&options)?;
+            let stem = bench::file_stem(&options);
             println!("\n{}", results.terminal());
-            println!("written: {}/bench.{{json,md,svg}}", options.out.display());
+            println!("written: {}/{stem}.{{json,md,svg}}", options.out.display());
             if book {
                 let dir = env::workspace_root().join("book").join("src").join("bench");
                 env::make_dir(&dir)?;
-                bench::write(&dir, &results)?;
-                println!("written: {}/bench.{{json,md,svg}}", dir.display());
+                bench::write(&dir, stem, &results)?;
+                println!("written: {}/{stem}.{{json,md,svg}}", dir.display());
             }
             Ok(0)
         }

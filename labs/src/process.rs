@@ -232,6 +232,9 @@ pub struct CaptureOptions {
     pub buffer_kib: Option<u32>,
     /// A capture filter in pcap-filter syntax (`tcp port 80 or icmp`).
     pub filter: Option<String>,
+    /// Bytes kept of each packet (`-s`): the headers are enough to see
+    /// how long each packet was, in its IP length field.
+    pub snaplen: Option<u32>,
     /// Save what tcpdump says on stderr next to the capture, in
     /// `FILE.log` (`underlay.pcap.log`).
     pub log: bool,
@@ -244,6 +247,7 @@ impl CaptureOptions {
         Self {
             buffer_kib: Some(32768),
             filter: None,
+            snaplen: None,
             log: true,
         }
     }
@@ -289,6 +293,9 @@ impl Capture {
         let mut args: Vec<String> = ["--immediate-mode", "-U", "-n"].map(String::from).into();
         if let Some(kib) = options.buffer_kib {
             args.extend(["-B".to_string(), kib.to_string()]);
+        }
+        if let Some(bytes) = options.snaplen {
+            args.extend(["-s".to_string(), bytes.to_string()]);
         }
         args.extend(["-i", interface, "-w", path_str].map(String::from));
         if let Some(filter) = &options.filter {

@@ -198,6 +198,74 @@ fn counts(line: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+// ANCHOR: fast_path
+/// Step 08's counters, from the `fast path: name=value ...` line it logs
+/// on SIGUSR1 and at exit: system calls, wake-ups, packets, offloads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FastPath(pub BTreeMap<String, f64>);
+
+impl FastPath {
+    /// The counters of the last `fast path:` line of `log`.
+    pub fn last(log: &str) -> Option<Self> {
+        let line = log.lines().rev().find_map(|l| l.split_once("fast path: "))?.1;
+        Some(Self(
+            line.split_whitespace()
+                .filter_map(|w| {
+                    let (k, v) = w.split_once('=')?;
+                    Some((k.to_string(), v.parse().ok()?))
+                })
+                .collect(),
+        ))
+    }
+
+    /// One counter (0 when the line has no such name).
+    pub fn get(&self, name: &str) -> f64 {
+        self.0.get(name).copied().unwrap_or(0.0)
+    }
+
+    /// What happened between `earlier` and this: every counter's
+    /// difference (the ratios are taken again from the differences).
+    pub fn since(&self, earlier: &FastPath) -> FastPath {
+        let mut d: BTreeMap<String, f64> = self
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), v - earlier.get(k)))
+            .collect();
+        let packets = d.get("tun-in").copied().unwrap_or(0.0) + d.get("tun-out").copied().unwrap_or(0.0);
+        let wakeups = d.get("wakeups").copied().unwrap_or(0.0);
+        d.insert(
+            "packets-per-wakeup".into(),
+            if wakeups > 0.0 { packets / wakeups } else { 0.0 },
+        );
+        FastPath(d)
+    }
+}
+
+impl Running {
+    /// Sends step 08 SIGUSR1 and returns the counters it logs in answer.
+    pub fn fast_path(&self) -> anyhow::Result<FastPath> {
+        let lines = |text: &str| text.lines().filter(|l| l.contains("fast path: ")).count();
+        let before = lines(&self.log_text());
+        let pid = self.pid().context("the program is not running")?;
+        kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).context("sending SIGUSR1")?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.log_text();
+            if lines(&text) > before {
+                return FastPath::last(&text).context("a fast path line without counters");
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no `fast path:` line in {} within 5 s of SIGUSR1",
+                    self.log().display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+// ANCHOR_END: fast_path
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +316,21 @@ mod tests {
     fn a_completed_handshake_is_one_line() {
         assert!(LOG.lines().any(handshake_line));
         assert!(!handshake_line("sending handshake initiation to AbCdEfGh"));
+    }
+
+    #[test]
+    fn the_fast_path_line_reads_back_by_name_and_subtracts() {
+        let log = "INFO  s8t: peer x\n\
+                   INFO  s8t: fast path: wakeups=10 syscalls=50 tun-in=400 tun-out=100 gso-out=7 packets-per-wakeup=50.0\n\
+                   INFO  other\n";
+        let early = FastPath::last(log).unwrap();
+        assert_eq!(early.get("gso-out"), 7.0);
+        assert_eq!(early.get("missing"), 0.0);
+        let later =
+            FastPath::last("fast path: wakeups=20 syscalls=90 tun-in=1400 tun-out=100 gso-out=9").unwrap();
+        let d = later.since(&early);
+        assert_eq!((d.get("wakeups"), d.get("gso-out")), (10.0, 2.0));
+        assert_eq!(d.get("packets-per-wakeup"), 100.0);
+        assert_eq!(FastPath::last("nothing here"), None);
     }
 }

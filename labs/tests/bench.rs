@@ -3,7 +3,8 @@
 //! builds its topology, drives traffic and writes a well-formed table, JSON
 //! and chart; the figures themselves are not judged (speed is measured by
 //! the benchmark, never asserted by a test). Needs root; without it the
-//! test says SKIPPED (and fails under CI).
+//! test says SKIPPED (and fails under CI). A second test runs one
+//! contestant of step 08's ablation the same way.
 
 use tunlab::bench::{self, NEEDS, Options};
 
@@ -22,6 +23,7 @@ fn a_short_bench_run_writes_a_well_formed_table_json_and_chart() {
         seconds: 1,
         udp_probes: 1,
         only: vec!["step02".into()],
+        ablation: false,
     })
     .unwrap();
 
@@ -90,5 +92,59 @@ fn a_short_bench_run_writes_a_well_formed_table_json_and_chart() {
     let svg = std::fs::read_to_string(out.join("bench.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert!(svg.contains(">step02</text>"), "{svg}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The ablation's machinery, run short with one of its contestants: step
+/// 08 is started and configured like the WireGuard peers, its counters are
+/// read around the 1-stream TCP run, and the table is the ablation's, with
+/// the two columns from the counters.
+#[test]
+fn a_short_ablation_run_reads_step08s_counters_into_its_table() {
+    if !tunlab::env::lab_test(
+        "a_short_ablation_run_reads_step08s_counters_into_its_table",
+        &NEEDS,
+    ) {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("tunlab-test-{}-ablation", std::process::id()));
+    let results = bench::run(&Options {
+        out: out.clone(),
+        rounds: 1,
+        seconds: 1,
+        udp_probes: 1,
+        only: vec!["step08+mmsg".into()],
+        ablation: true,
+    })
+    .unwrap();
+    println!("{}", results.terminal());
+    assert_eq!(results.table, bench::results::Figure::ABLATION.to_vec());
+
+    // The JSON: the counters' figures, with plausible values. Without
+    // the TUN offload every packet costs a read or a write on the TUN
+    // device, so at least one system call per packet.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ablation.json")).unwrap()).unwrap();
+    let row = &json["contestants"][0];
+    assert_eq!(row["name"], "step08+mmsg", "{json:#}");
+    assert_eq!(row["failures"], serde_json::json!([]), "{json:#}");
+    let median = |key: &str| row["figures"][key]["median"].as_f64();
+    let syscalls = median("syscalls_per_100_packets").unwrap_or_else(|| panic!("{json:#}"));
+    assert!(
+        syscalls >= 100.0,
+        "{syscalls} system calls per 100 packets without the TUN offload"
+    );
+    let per_wakeup = median("packets_per_wakeup").unwrap_or_else(|| panic!("{json:#}"));
+    assert!(per_wakeup >= 1.0, "{per_wakeup} packets per wake-up");
+    assert!(median("tcp_1_stream_gbit_s").is_some_and(|v| v > 0.0), "{json:#}");
+
+    // The markdown table: the ablation's columns, one row.
+    let markdown = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+    let lines: Vec<&str> = markdown.lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(lines.len(), 3, "heading, rule and one row:\n{markdown}");
+    assert!(lines[0].contains("syscalls per 100 packets"), "{markdown}");
+    assert!(lines[0].contains("packets per wake-up"), "{markdown}");
+    assert!(lines[2].starts_with("| step08+mmsg |"), "{markdown}");
+    assert!(out.join("ablation.svg").exists());
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -12,7 +12,7 @@
 //! The figures themselves, by subject: [`headers`] (IPv4, ICMP, IPv6, the
 //! TCP pseudo-header), [`tunnel`] (step 02's encapsulation, step 04's
 //! messages and handshake), [`stories`] (TCP over TCP, the path MTU black
-//! hole), [`lab05`], [`step06`] and [`step07`].
+//! hole), [`lab05`], [`step06`], [`step07`] and [`step08`].
 //!
 //! The test `tests/figures.rs` draws every figure in [`FIGURES`] and
 //! compares it with `book/src/figures/NAME.svg`;
@@ -26,6 +26,7 @@ pub mod ladder;
 pub mod layout;
 pub mod step06;
 pub mod step07;
+pub mod step08;
 pub mod stories;
 pub mod svg;
 pub mod topology;
@@ -73,6 +74,7 @@ pub const FIGURES: &[(&str, Draw)] = &[
     ("step06-layer3", step06::layer3),
     ("wireguard-handshake", step07::wireguard_handshake),
     ("cookie-reply", step07::cookie_reply),
+    ("fast-path-batching", step08::fast_path_batching),
 ];
 
 /// The workspace's root directory.

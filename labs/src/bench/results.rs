@@ -20,9 +20,14 @@ pub enum Figure {
     RttLoadP99,
     CpuPerGb,
     PeakRss,
+    /// From step 08's counters: system calls per 100 packets (both ends).
+    SyscallsPer100,
+    /// From step 08's counters: packets moved per wake-up (both ends).
+    PacketsPerWakeup,
 }
 
 impl Figure {
+    /// The figures of the main table, in its order.
     pub const ALL: [Figure; 9] = [
         Figure::Tcp1,
         Figure::Tcp4,
@@ -33,6 +38,34 @@ impl Figure {
         Figure::RttLoadP99,
         Figure::CpuPerGb,
         Figure::PeakRss,
+    ];
+
+    /// The figures of the ablation's table: the main ones a step's
+    /// techniques change, and what step 08's counters say.
+    pub const ABLATION: [Figure; 8] = [
+        Figure::Tcp1,
+        Figure::Tcp4,
+        Figure::Udp,
+        Figure::RttIdleMean,
+        Figure::RttLoadMean,
+        Figure::CpuPerGb,
+        Figure::SyscallsPer100,
+        Figure::PacketsPerWakeup,
+    ];
+
+    /// Every figure a round may measure.
+    pub const EVERY: [Figure; 11] = [
+        Figure::Tcp1,
+        Figure::Tcp4,
+        Figure::Udp,
+        Figure::RttIdleMean,
+        Figure::RttIdleP99,
+        Figure::RttLoadMean,
+        Figure::RttLoadP99,
+        Figure::CpuPerGb,
+        Figure::PeakRss,
+        Figure::SyscallsPer100,
+        Figure::PacketsPerWakeup,
     ];
 
     /// The key in the JSON output.
@@ -47,6 +80,8 @@ impl Figure {
             Figure::RttLoadP99 => "rtt_loaded_p99_ms",
             Figure::CpuPerGb => "cpu_s_per_gb",
             Figure::PeakRss => "peak_rss_mib",
+            Figure::SyscallsPer100 => "syscalls_per_100_packets",
+            Figure::PacketsPerWakeup => "packets_per_wakeup",
         }
     }
 
@@ -62,6 +97,8 @@ impl Figure {
             Figure::RttLoadP99 => "RTT loaded p99",
             Figure::CpuPerGb => "CPU s/GB",
             Figure::PeakRss => "peak RSS MiB",
+            Figure::SyscallsPer100 => "syscalls per 100 packets",
+            Figure::PacketsPerWakeup => "packets per wake-up",
         }
     }
 
@@ -71,7 +108,7 @@ impl Figure {
             Figure::Tcp1 | Figure::Tcp4 | Figure::Udp => 2,
             Figure::RttIdleMean | Figure::RttIdleP99 | Figure::RttLoadMean | Figure::RttLoadP99 => 3,
             Figure::CpuPerGb => 2,
-            Figure::PeakRss => 1,
+            Figure::PeakRss | Figure::SyscallsPer100 | Figure::PacketsPerWakeup => 1,
         }
     }
 }
@@ -188,26 +225,26 @@ pub struct Results {
     /// When the run started, in UTC (`2026-11-23 18:00`).
     pub date: String,
     pub rows: Vec<Row>,
+    /// The figures the tables show, in order: [`Figure::ALL`], or
+    /// [`Figure::ABLATION`].
+    pub table: Vec<Figure>,
 }
-
-/// The figures each table shows, in order.
-const TABLE: [Figure; 9] = Figure::ALL;
 
 impl Results {
     /// The table for the terminal: medians, then the notes.
     pub fn terminal(&self) -> String {
         let mut headings = vec!["contestant".to_string()];
-        headings.extend(TABLE.iter().map(|f| f.heading().to_string()));
+        headings.extend(self.table.iter().map(|f| f.heading().to_string()));
         let mut lines = vec![headings];
         for row in &self.rows {
             let mut cells = vec![row.name.clone()];
             match &row.outcome {
-                Outcome::Measured { .. } => cells.extend(TABLE.iter().map(|&f| row.cell(f, false))),
+                Outcome::Measured { .. } => cells.extend(self.table.iter().map(|&f| row.cell(f, false))),
                 Outcome::Missing(why) => cells.push(format!("not measured: {why}")),
             }
             lines.push(cells);
         }
-        let columns = TABLE.len() + 1;
+        let columns = self.table.len() + 1;
         let widths: Vec<usize> = (0..columns)
             .map(|c| {
                 lines
@@ -268,11 +305,11 @@ impl Results {
             self.settings.udp_payload,
         );
         let _ = write!(out, "| contestant |");
-        for f in TABLE {
+        for f in &self.table {
             let _ = write!(out, " {} |", f.heading());
         }
         let _ = write!(out, "\n|---|");
-        for _ in TABLE {
+        for _ in &self.table {
             let _ = write!(out, "---:|");
         }
         out.push('\n');
@@ -280,13 +317,13 @@ impl Results {
             let _ = write!(out, "| {} |", row.name);
             match &row.outcome {
                 Outcome::Measured { .. } => {
-                    for f in TABLE {
-                        let _ = write!(out, " {} |", row.cell(f, true));
+                    for f in &self.table {
+                        let _ = write!(out, " {} |", row.cell(*f, true));
                     }
                 }
                 Outcome::Missing(why) => {
                     let _ = write!(out, " not measured: {why} |");
-                    for _ in 1..TABLE.len() {
+                    for _ in 1..self.table.len() {
                         out.push_str(" |");
                     }
                 }
@@ -340,7 +377,7 @@ impl Results {
                     Outcome::Missing(why) => value["missing"] = json!(why),
                     Outcome::Measured { failures, .. } => {
                         let mut figures = serde_json::Map::new();
-                        for f in Figure::ALL {
+                        for f in Figure::EVERY {
                             let Some(s) = row.series(f).filter(|s| !s.0.is_empty()) else {
                                 continue;
                             };
@@ -611,6 +648,7 @@ mod tests {
                     outcome: Outcome::Missing("cargo install --locked boringtun-cli".into()),
                 },
             ],
+            table: Figure::ALL.to_vec(),
         }
     }
 

@@ -20,6 +20,8 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -254,11 +256,18 @@ pub struct PeerStats {
 // ANCHOR: session
 /// One session ("keypair" in the Linux module): a key each way, and the
 /// counters that make each nonce unique.
-struct Session {
+///
+/// A session is shared (`Arc`): the device keeps it in a peer's slots,
+/// and a multi-core shell (step 08) hands it to its workers, which seal
+/// and open data messages with it without taking the device's lock. So
+/// what changes per message is safe to share: the send counter is an
+/// atomic (each message takes a number no other message gets), and the
+/// replay window has a lock of its own, per session.
+pub struct Session {
     keys: SessionKeys,
     /// The counter of the next message we send.
-    send_counter: u64,
-    window: ReplayWindow,
+    send_counter: AtomicU64,
+    window: Mutex<ReplayWindow>,
     created: Instant,
     /// True when we sent the initiation: only the initiator rekeys on time
     /// (section 6.2), so the two ends never rekey at once.
@@ -269,17 +278,116 @@ impl Session {
     fn new(keys: SessionKeys, now: Instant, initiator: bool) -> Self {
         Self {
             keys,
-            send_counter: 0,
-            window: ReplayWindow::new(),
+            send_counter: AtomicU64::new(0),
+            window: Mutex::new(ReplayWindow::new()),
             created: now,
             initiator,
         }
     }
 
-    fn can_send(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.created) < REJECT_AFTER_TIME
-            && self.send_counter < REJECT_AFTER_MESSAGES
+    /// The index the peer puts in data messages on this session.
+    pub fn local_index(&self) -> u32 {
+        self.keys.local_index
     }
+
+    fn is_expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.created) >= REJECT_AFTER_TIME
+    }
+
+    /// Whether a message may still be sent on it (section 6.1: younger
+    /// than REJECT_AFTER_TIME, counter below REJECT_AFTER_MESSAGES).
+    pub fn can_send(&self, now: Instant) -> bool {
+        !self.is_expired(now) && self.send_counter.load(Ordering::Relaxed) < REJECT_AFTER_MESSAGES
+    }
+
+    /// Takes `n` consecutive send counters and returns the first, or
+    /// `None` when the session may not send that many. One atomic
+    /// addition, whoever else is sending on the session: two messages
+    /// never get the same counter, so no nonce is ever used twice.
+    pub fn reserve(&self, n: u64, now: Instant) -> Option<u64> {
+        if self.is_expired(now) {
+            return None;
+        }
+        let first = self.send_counter.fetch_add(n, Ordering::Relaxed);
+        (first.checked_add(n)? <= REJECT_AFTER_MESSAGES).then_some(first)
+    }
+
+    // ANCHOR: seal
+    /// Seals the packet at `buf[16..16 + len]` under `counter` (one taken
+    /// with [`Session::reserve`]): the header before it, zero padding to a
+    /// multiple of 16 (at most to `mtu`, section 5.4.6) and the tag after.
+    /// Returns the message's length, or `None` when `buf` is too short.
+    pub fn seal(&self, counter: u64, buf: &mut [u8], len: usize, mtu: usize) -> Option<usize> {
+        let padded = padded_len(len, mtu);
+        let total = DATA_OVERHEAD + padded;
+        let buf = buf.get_mut(..total)?;
+        let (header, rest) = buf.split_at_mut(DATA_HEADER_LEN);
+        let mut h = [0u8; DATA_HEADER_LEN];
+        emit_data_header(&mut h, self.keys.remote_index, counter);
+        header.copy_from_slice(&h);
+        let (body, tag) = rest.split_at_mut(padded);
+        body[len..].fill(0);
+        // Section 5.4.6: `AEAD(T_send, counter, P, empty)`: unlike step 04,
+        // the header is not associated data (a changed header changes the
+        // index or counter, and so the key or nonce, and the tag fails
+        // anyway).
+        tag.copy_from_slice(&seal(&self.keys.send, counter, &[], body));
+        Some(total)
+    }
+    // ANCHOR_END: seal
+
+    /// Section 6.2: whether the sender of the message with `counter`
+    /// should start a new handshake: the initiator after
+    /// REKEY_AFTER_TIME, either end after REKEY_AFTER_MESSAGES.
+    pub fn wants_rekey(&self, counter: u64, now: Instant) -> bool {
+        let age = now.saturating_duration_since(self.created);
+        self.initiator && age >= REKEY_AFTER_TIME || counter.saturating_add(1) >= REKEY_AFTER_MESSAGES
+    }
+
+    /// Opens a data message's `body` in place (its tag `tag`), under the
+    /// replay window: check, decrypt, and only then mark (see step 04's
+    /// `replay.rs` for why in this order). The window's lock is held for
+    /// the check and for the mark, not while decrypting.
+    pub fn open(
+        &self,
+        counter: u64,
+        body: &mut [u8],
+        tag: &[u8; TAG_LEN],
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        if self.is_expired(now) || counter >= REJECT_AFTER_MESSAGES {
+            return Err(DropReason::Expired);
+        }
+        // 1. The cheap check, which changes nothing.
+        match lock(&self.window).check(counter) {
+            Check::Fresh => {}
+            Check::Duplicate => return Err(DropReason::Replay),
+            Check::TooOld => return Err(DropReason::TooOld),
+        }
+        // 2. Decrypt and verify the tag (no associated data: section 5.4.6).
+        if open(&self.keys.receive, counter, &[], body, tag).is_err() {
+            return Err(DropReason::BadTag);
+        }
+        // 3. Only now, with the message known to be genuine, may it move
+        // the window. Another thread may have marked the same counter
+        // between 1 and 3 (a duplicate opened twice at once): only one
+        // of the two gets through.
+        if !lock(&self.window).mark(counter) {
+            return Err(DropReason::Replay);
+        }
+        Ok(())
+    }
+
+    /// How old the session is, if we initiated it.
+    fn initiator_age(&self, now: Instant) -> Option<Duration> {
+        self.initiator
+            .then(|| now.saturating_duration_since(self.created))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The window is changed by one call that cannot panic half-way.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 // ANCHOR_END: session
 
@@ -330,12 +438,12 @@ struct Peer {
     /// REKEY_TIMEOUT.
     last_initiation_sent: Option<Instant>,
     /// The session we send on.
-    current: Option<Session>,
+    current: Option<Arc<Session>>,
     /// A session we answered, not yet confirmed by the initiator's first
     /// data message.
-    next: Option<Session>,
+    next: Option<Arc<Session>>,
     /// The session `current` replaced: still accepted while it lives.
-    previous: Option<Session>,
+    previous: Option<Arc<Session>>,
     latest_timestamp: Option<[u8; noise::TIMESTAMP_LEN]>,
     latest_initiation_received: Option<Instant>,
     /// Wall-clock time of the last completed handshake.
@@ -474,6 +582,10 @@ pub struct Device {
     /// Drops we cannot pin on a peer.
     drops: Drops,
     cookie_replies: u64,
+    /// Counts changes to what the data path reads: keys, peers, their
+    /// sessions, endpoints and allowed IPs, the MTU (see
+    /// [`Device::generation`]).
+    generation: u64,
 }
 // ANCHOR_END: device
 
@@ -505,6 +617,7 @@ impl Device {
             fwmark: 0,
             drops: Drops::default(),
             cookie_replies: 0,
+            generation: 0,
         }
     }
 
@@ -522,7 +635,22 @@ impl Device {
     }
 
     pub fn set_mtu(&mut self, mtu: usize) {
-        self.mtu = mtu;
+        if mtu != self.mtu {
+            self.mtu = mtu;
+            self.changed();
+        }
+    }
+
+    /// A number that changes whenever something the data path reads
+    /// changes: our key, a peer, its sessions, endpoint or allowed IPs,
+    /// the MTU. A shell that copies that state for its workers (step 08)
+    /// copies it again when this moves.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// The wall-clock time at `now`.
@@ -575,12 +703,13 @@ impl Device {
             if let Some(p) = peer.handshake.take() {
                 self.by_index.remove(&p.state.sender);
             }
-            for s in [&mut peer.current, &mut peer.next].into_iter().flatten() {
-                s.send_counter = REJECT_AFTER_MESSAGES;
+            for s in [&peer.current, &peer.next].into_iter().flatten() {
+                s.send_counter.store(REJECT_AFTER_MESSAGES, Ordering::Relaxed);
             }
             peer.latest_timestamp = None;
             peer.last_initiation_sent = None;
         }
+        self.changed();
     }
     // ANCHOR_END: set_private_key
 
@@ -625,6 +754,7 @@ impl Device {
             }
         };
         self.by_key.insert(public.to_bytes(), id);
+        self.changed();
         Some(id)
     }
 
@@ -637,6 +767,7 @@ impl Device {
         self.by_index.retain(|_, p| *p != id);
         self.allowed.remove_owner(id);
         self.free.push(id);
+        self.changed();
     }
 
     pub fn remove_all_peers(&mut self) {
@@ -655,6 +786,7 @@ impl Device {
         if let Some(p) = self.peer_mut(id) {
             p.endpoint = Some(endpoint);
         }
+        self.changed();
     }
 
     /// Sets the persistent keepalive interval (0: off). Turning it on
@@ -675,15 +807,18 @@ impl Device {
     pub fn add_allowed_ip(&mut self, id: PeerId, net: IpNet) {
         if self.peer(id).is_some() {
             self.allowed.insert(net, id);
+            self.changed();
         }
     }
 
     pub fn remove_allowed_ip(&mut self, id: PeerId, net: IpNet) {
         self.allowed.remove(net, id);
+        self.changed();
     }
 
     pub fn clear_allowed_ips(&mut self, id: PeerId) {
         self.allowed.remove_owner(id);
+        self.changed();
     }
 
     /// A peer as `wg show` sees it.
@@ -750,16 +885,17 @@ impl Device {
         }
     }
 
-    fn forget(&mut self, session: Option<Session>) {
+    fn forget(&mut self, session: Option<Arc<Session>>) {
         if let Some(s) = session {
             self.by_index.remove(&s.keys.local_index);
+            self.changed();
         }
     }
 
     /// Which slot of `peer` the index is.
     fn slot(&self, peer: PeerId, index: u32) -> Option<Slot> {
         let p = self.peer(peer)?;
-        let is = |s: &Option<Session>| s.as_ref().is_some_and(|s| s.keys.local_index == index);
+        let is = |s: &Option<Arc<Session>>| s.as_ref().is_some_and(|s| s.keys.local_index == index);
         if p.handshake.as_ref().is_some_and(|h| h.state.sender == index) {
             Some(Slot::Handshake)
         } else if is(&p.current) {
@@ -825,19 +961,29 @@ impl Device {
         if self.identity.is_none() {
             return Err(self.drop_for(None, DropReason::NoKey));
         }
-        if packet.len() > self.mtu {
-            return Err(self.drop_for(None, DropReason::TooBig));
-        }
-        let Some((_, destination)) = (ip_packet_len(packet) == Some(packet.len()))
-            .then(|| inner_addresses(packet))
-            .flatten()
-        else {
-            return Err(self.drop_for(None, DropReason::NotIp));
-        };
-        match self.allowed.lookup(destination) {
-            Some(id) => Ok(id),
-            None => Err(self.drop_for(None, DropReason::NoRoute)),
-        }
+        route(&self.allowed, self.mtu, packet).map_err(|why| self.drop_for(None, why))
+    }
+
+    /// The table of allowed IPs: which peer owns which prefixes.
+    pub fn allowed_ips(&self) -> &AllowedIps<PeerId> {
+        &self.allowed
+    }
+
+    /// Whether we have a private key (without one, nothing is sent).
+    pub fn has_key(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// What the data path needs of a peer: where to send, and the session
+    /// to send on and the ones to receive on (for step 08's workers, which
+    /// seal and open without the device's lock).
+    pub fn peer_sessions(&self, id: PeerId) -> Option<PeerSessions> {
+        let p = self.peer(id)?;
+        Some(PeerSessions {
+            endpoint: p.endpoint,
+            current: p.current.clone(),
+            receiving: [p.current.clone(), p.next.clone(), p.previous.clone()],
+        })
     }
 
     /// Keeps `packet` until the peer has a session; starts a handshake if
@@ -865,7 +1011,7 @@ impl Device {
         Ok(self.initiate(id, false, now, out))
     }
 
-    // ANCHOR: seal
+    // ANCHOR: seal_in
     /// Seals the packet at `buf[16..16 + len]` on the peer's current
     /// session: header before it, zero padding to 16 and the tag after.
     fn seal_in(
@@ -876,47 +1022,47 @@ impl Device {
         now: Instant,
     ) -> Result<Transmit, DropReason> {
         let mtu = self.mtu;
-        let jitter = self.jitter();
-        let Some(peer) = self.peer_mut(id) else {
+        let Some(peer) = self.peer(id) else {
             return Err(self.drop_for(None, DropReason::NoRoute));
         };
-        let (Some(to), Some(session)) = (peer.endpoint, peer.current.as_mut()) else {
+        let (Some(to), Some(session)) = (peer.endpoint, peer.current.clone()) else {
             return Err(self.drop_for(Some(id), DropReason::NoEndpoint));
         };
-        let padded = padded_len(len, mtu);
-        let total = DATA_OVERHEAD + padded;
-        let Some(buf) = buf.get_mut(..total) else {
+        let Some(counter) = session.reserve(1, now) else {
+            return Err(self.drop_for(Some(id), DropReason::Expired));
+        };
+        let Some(total) = session.seal(counter, buf, len, mtu) else {
             return Err(self.drop_for(Some(id), DropReason::NoRoom));
         };
-        let counter = session.send_counter;
-        session.send_counter += 1;
-        let (header, rest) = buf.split_at_mut(DATA_HEADER_LEN);
-        let mut h = [0u8; DATA_HEADER_LEN];
-        emit_data_header(&mut h, session.keys.remote_index, counter);
-        header.copy_from_slice(&h);
-        let (body, tag) = rest.split_at_mut(padded);
-        body[len..].fill(0);
-        // Section 5.4.6: `AEAD(T_send, counter, P, empty)`: unlike step 04,
-        // the header is not associated data (a changed header changes the
-        // index or counter, and so the key or nonce, and the tag fails
-        // anyway).
-        tag.copy_from_slice(&seal(&session.keys.send, counter, &[], body));
-        // Section 6.2: the initiator rekeys after REKEY_AFTER_TIME or
-        // REKEY_AFTER_MESSAGES, when it next sends.
-        let age = now.saturating_duration_since(session.created);
-        if session.initiator && age >= REKEY_AFTER_TIME || session.send_counter >= REKEY_AFTER_MESSAGES {
+        self.sealed(id, total as u64, len > 0, session.wants_rekey(counter, now), now);
+        Ok(Transmit { to, len: total })
+    }
+    // ANCHOR_END: seal_in
+
+    // ANCHOR: sealed
+    /// What sending data messages to a peer changes in the device: its
+    /// traffic count, its timers (section 6.5), and a rekey when one is
+    /// due (section 6.2: the initiator rekeys after REKEY_AFTER_TIME or
+    /// REKEY_AFTER_MESSAGES, when it next sends). `seal_in` calls it for
+    /// each message; a shell that seals a batch of messages without the
+    /// device's lock (step 08's workers) calls it once for the batch:
+    /// `bytes` in all, `data` if any of them carried a packet (not only a
+    /// keepalive), `rekey` if any wanted a new handshake.
+    pub fn sealed(&mut self, id: PeerId, bytes: u64, data: bool, rekey: bool, now: Instant) {
+        let jitter = self.jitter();
+        let Some(peer) = self.peer_mut(id) else { return };
+        if rekey {
             peer.want_handshake = true;
         }
-        peer.stats.tx_bytes += total as u64;
+        peer.stats.tx_bytes += bytes;
         peer.sent_authenticated(now);
-        if len > 0 && peer.timers.new_handshake.is_none() {
+        if data && peer.timers.new_handshake.is_none() {
             // Data went out: if nothing comes back in 15 s, the session
             // may be dead (section 6.2).
             peer.timers.new_handshake = Some(now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter);
         }
-        Ok(Transmit { to, len: total })
     }
-    // ANCHOR_END: seal
+    // ANCHOR_END: sealed
 
     // ANCHOR: initiate
     /// Sends an initiation to the peer if one may go now (never two within
@@ -1052,64 +1198,73 @@ impl Device {
         let mut counter = [0u8; 8];
         counter.copy_from_slice(&header[8..16]);
         let counter = u64::from_le_bytes(counter);
-        let Some((id, slot)) = self
-            .by_index
-            .get(&index)
-            .and_then(|&id| Some((id, self.slot(id, index)?)))
-            .filter(|(_, slot)| *slot != Slot::Handshake)
-        else {
+        let Some((id, session)) = self.receiving(index) else {
             return Err(self.drop_for(None, DropReason::UnknownIndex));
         };
-        let wall = self.wall(now);
-        let Some(peer) = self.peer_mut(id) else {
-            return Err(self.drop_for(None, DropReason::UnknownIndex));
-        };
-        let session = match slot {
-            Slot::Current => peer.current.as_mut(),
-            Slot::Next => peer.next.as_mut(),
-            Slot::Previous => peer.previous.as_mut(),
+        // Check, decrypt, mark: nothing changes unless the tag verified.
+        session
+            .open(counter, body, tag, now)
+            .map_err(|why| self.drop_for(Some(id), why))?;
+        let data = u64::from(!body.is_empty());
+        self.opened(id, index, from, (DATA_OVERHEAD + body.len()) as u64, data, now);
+        if body.is_empty() {
+            return Ok(None);
+        }
+        check_inner(&self.allowed, id, body)
+            .map(Some)
+            .map_err(|why| self.drop_for(Some(id), why))
+    }
+
+    /// The peer and session a data message's receiver index names (not a
+    /// handshake in flight).
+    fn receiving(&self, index: u32) -> Option<(PeerId, Arc<Session>)> {
+        let id = *self.by_index.get(&index)?;
+        let peer = self.peer(id)?;
+        let session = match self.slot(id, index)? {
+            Slot::Current => peer.current.clone(),
+            Slot::Next => peer.next.clone(),
+            Slot::Previous => peer.previous.clone(),
             Slot::Handshake => None,
-        };
-        let Some(session) = session else {
-            return Err(self.drop_for(Some(id), DropReason::UnknownIndex));
-        };
-        if now.saturating_duration_since(session.created) >= REJECT_AFTER_TIME
-            || counter >= REJECT_AFTER_MESSAGES
-        {
-            return Err(self.drop_for(Some(id), DropReason::Expired));
-        }
-        // 1. The cheap check, which changes nothing.
-        match session.window.check(counter) {
-            Check::Fresh => {}
-            Check::Duplicate => return Err(self.drop_for(Some(id), DropReason::Replay)),
-            Check::TooOld => return Err(self.drop_for(Some(id), DropReason::TooOld)),
-        }
-        // 2. Decrypt and verify the tag (no associated data: section 5.4.6).
-        if open(&session.keys.receive, counter, &[], body, tag).is_err() {
-            return Err(self.drop_for(Some(id), DropReason::BadTag));
-        }
-        // 3. Only now, with the message known to be genuine, does it
-        // change anything: the window, the sessions, the endpoint, timers.
-        let _marked = session.window.mark(counter);
-        let initiator_age = session
-            .initiator
-            .then(|| now.saturating_duration_since(session.created));
-        peer.stats.rx_bytes += (DATA_OVERHEAD + body.len()) as u64;
-        if slot == Slot::Next {
+        }?;
+        Some((id, session))
+    }
+    // ANCHOR_END: on_data
+
+    // ANCHOR: opened
+    /// What authenticated data messages from a peer change in the device,
+    /// once they are opened: its traffic count, its endpoint (roaming,
+    /// section 2.1), its timers (section 6.5), the rotation to a session
+    /// we answered (its first data message confirms it, section 5.4.6),
+    /// and the receiving side's rekey (section 6.2). `index` is the
+    /// session's (our) index, `bytes` the messages' total length,
+    /// `data_messages` how many of them carried a packet. `on_data` calls
+    /// it for each message; step 08's workers once per batch.
+    pub fn opened(
+        &mut self,
+        id: PeerId,
+        index: u32,
+        from: SocketAddr,
+        bytes: u64,
+        data_messages: u64,
+        now: Instant,
+    ) {
+        let wall = self.wall(now);
+        let slot = self.slot(id, index);
+        let initiator_age = self.receiving(index).and_then(|(_, s)| s.initiator_age(now));
+        let Some(peer) = self.peer_mut(id) else { return };
+        peer.stats.rx_bytes += bytes;
+        let mut retired = None;
+        if slot == Some(Slot::Next) {
             // The initiator used the session we answered with: it becomes
             // the one we send on (section 5.4.6: we may not send on it
             // before this confirmation).
             let confirmed = peer.next.take();
-            let retired = peer.previous.take();
+            retired = peer.previous.take();
             peer.previous = std::mem::replace(&mut peer.current, confirmed);
             peer.handshake_complete(wall);
             log::info!("handshake with {} complete (they initiated)", Short(&peer.public));
-            self.forget(retired);
         }
-        let Some(peer) = self.peer_mut(id) else {
-            return Err(DropReason::UnknownIndex);
-        };
-        note_endpoint(peer, from);
+        let moved = note_endpoint(peer, from);
         peer.received_authenticated(now);
         // Section 6.2: the initiator of the session rekeys when what it
         // receives arrives on a session nearly too old to use.
@@ -1119,29 +1274,30 @@ impl Device {
             peer.timers.sent_last_minute_handshake = true;
             peer.want_handshake = true;
         }
-        if body.is_empty() {
-            return Ok(None);
+        if data_messages > 0 {
+            // Data arrived: answer within KEEPALIVE_TIMEOUT, with data or a
+            // keepalive (section 6.5).
+            if peer.timers.send_keepalive.is_none() {
+                peer.timers.send_keepalive = Some(now + KEEPALIVE_TIMEOUT);
+                peer.timers.need_another_keepalive |= data_messages > 1;
+            } else {
+                peer.timers.need_another_keepalive = true;
+            }
         }
-        // Data arrived: answer within KEEPALIVE_TIMEOUT, with data or a
-        // keepalive (section 6.5).
-        if peer.timers.send_keepalive.is_none() {
-            peer.timers.send_keepalive = Some(now + KEEPALIVE_TIMEOUT);
-        } else {
-            peer.timers.need_another_keepalive = true;
+        if slot == Some(Slot::Next) || moved {
+            self.changed();
         }
-        let len = match ip_packet_len(body) {
-            Some(len) if len <= body.len() && len > 0 => len,
-            _ => return Err(self.drop_for(Some(id), DropReason::NotIp)),
-        };
-        // Cryptokey routing: the peer may only send from its own
-        // addresses.
-        let source = inner_addresses(&body[..len]).map(|(s, _)| s);
-        if source.and_then(|s| self.allowed.lookup(s)) != Some(id) {
-            return Err(self.drop_for(Some(id), DropReason::SourceNotAllowed));
-        }
-        Ok(Some(len))
+        self.forget(retired);
     }
-    // ANCHOR_END: on_data
+    // ANCHOR_END: opened
+
+    /// Counts `n` drops for `reason`, on the peer when there is one (for a
+    /// shell that found them without the device's lock).
+    pub fn count_drops(&mut self, peer: Option<PeerId>, reason: DropReason, n: u64) {
+        for _ in 0..n {
+            self.drop_for(peer, reason);
+        }
+    }
 
     // ANCHOR: under_load
     /// Counts a handshake message (with a valid mac1) and says whether
@@ -1278,7 +1434,7 @@ impl Device {
         peer.jar.add_macs(&mut out[..wire::RESPONSE_LEN], now);
         // The responder's new session waits in `next`; the previous one
         // goes (the Linux module's rotation for a responder).
-        let replaced = peer.next.replace(Session::new(keys, now, false));
+        let replaced = peer.next.replace(Arc::new(Session::new(keys, now, false)));
         let retired = peer.previous.take();
         // Answering their handshake abandons ours.
         let abandoned = peer.handshake.take();
@@ -1290,6 +1446,7 @@ impl Device {
         peer.received_authenticated(now);
         peer.sent_authenticated(now);
         peer.timers.zero_key_material = Some(now + REJECT_AFTER_TIME * 3);
+        self.changed();
         self.forget(replaced);
         self.forget(retired);
         if let Some(p) = abandoned {
@@ -1345,7 +1502,7 @@ impl Device {
         peer.handshake = None;
         // The initiator's rotation: the new session is current at once; an
         // unconfirmed `next` becomes previous if there is one.
-        let new = Some(Session::new(keys, now, true));
+        let new = Some(Arc::new(Session::new(keys, now, true)));
         let (retired_a, retired_b) = match peer.next.take() {
             Some(next) => {
                 let old_current = std::mem::replace(&mut peer.current, new);
@@ -1366,6 +1523,7 @@ impl Device {
         peer.handshake_complete(wall);
         peer.want_handshake = false;
         log::info!("handshake with {} complete (we initiated)", Short(&peer.public));
+        self.changed();
         self.forget(retired_a);
         self.forget(retired_b);
         // Confirm the session to the responder at once: with the staged
@@ -1419,14 +1577,15 @@ impl Device {
     /// Drops the peer's sessions that are too old to use.
     fn expire(&mut self, id: PeerId, now: Instant) {
         let Some(peer) = self.peer_mut(id) else { return };
-        let old = |s: &Option<Session>| {
-            s.as_ref()
-                .is_some_and(|s| now.saturating_duration_since(s.created) >= REJECT_AFTER_TIME)
-        };
-        let mut gone = Vec::new();
-        for slot in [&mut peer.current, &mut peer.next, &mut peer.previous] {
+        let old = |s: &Option<Arc<Session>>| s.as_ref().is_some_and(|s| s.is_expired(now));
+        // (No allocation: `poll` runs this for every peer, often.)
+        let mut gone: [Option<Arc<Session>>; 3] = [None, None, None];
+        for (slot, g) in [&mut peer.current, &mut peer.next, &mut peer.previous]
+            .into_iter()
+            .zip(&mut gone)
+        {
             if old(slot) {
-                gone.push(slot.take());
+                *g = slot.take();
             }
         }
         for s in gone {
@@ -1587,11 +1746,59 @@ impl Device {
 
 /// Follows a peer to the address an authenticated message came from
 /// (section 2.1, roaming).
-fn note_endpoint(peer: &mut Peer, from: SocketAddr) {
-    if peer.endpoint != Some(from) {
-        if peer.endpoint.is_some() {
-            log::info!("{} roamed to {from}", Short(&peer.public));
-        }
-        peer.endpoint = Some(from);
+/// Returns true when it moved.
+fn note_endpoint(peer: &mut Peer, from: SocketAddr) -> bool {
+    if peer.endpoint == Some(from) {
+        return false;
     }
+    if peer.endpoint.is_some() {
+        log::info!("{} roamed to {from}", Short(&peer.public));
+    }
+    peer.endpoint = Some(from);
+    true
+}
+
+// ANCHOR: route
+/// Cryptokey routing (section 2): the peer whose allowed IPs hold the
+/// destination of `packet`, which must be one whole IP packet of at most
+/// `mtu` bytes.
+pub fn route(allowed: &AllowedIps<PeerId>, mtu: usize, packet: &[u8]) -> Result<PeerId, DropReason> {
+    if packet.len() > mtu {
+        return Err(DropReason::TooBig);
+    }
+    let Some((_, destination)) = (ip_packet_len(packet) == Some(packet.len()))
+        .then(|| inner_addresses(packet))
+        .flatten()
+    else {
+        return Err(DropReason::NotIp);
+    };
+    allowed.lookup(destination).ok_or(DropReason::NoRoute)
+}
+
+/// The packet a peer sent, opened: one whole IP packet at the start of
+/// `body` (its length is returned; the rest is padding), from a source
+/// address the peer may use (cryptokey routing, section 2).
+pub fn check_inner(allowed: &AllowedIps<PeerId>, id: PeerId, body: &[u8]) -> Result<usize, DropReason> {
+    let len = match ip_packet_len(body) {
+        Some(len) if len <= body.len() && len > 0 => len,
+        _ => return Err(DropReason::NotIp),
+    };
+    let source = inner_addresses(&body[..len]).map(|(s, _)| s);
+    if source.and_then(|s| allowed.lookup(s)) != Some(id) {
+        return Err(DropReason::SourceNotAllowed);
+    }
+    Ok(len)
+}
+// ANCHOR_END: route
+
+/// What the data path needs of one peer: [`Device::peer_sessions`].
+#[derive(Clone)]
+pub struct PeerSessions {
+    pub endpoint: Option<SocketAddr>,
+    /// The session to send on, if any (it may be too old to use:
+    /// [`Session::reserve`] says).
+    pub current: Option<Arc<Session>>,
+    /// The sessions a data message may arrive on: current, next,
+    /// previous.
+    pub receiving: [Option<Arc<Session>>; 3],
 }

@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 
 use crate::conf::{self, Config};
 use crate::device::Device;
-use crate::run::{Net, socket_path};
+use crate::run::socket_path;
 use crate::uapi::{self, Request};
 
 /// The most a configuration file may hold.
@@ -324,7 +324,7 @@ pub fn configure(
     ifname: &str,
     config: &Config,
     device: &mut Device,
-    net: &mut Net,
+    net: &mut dyn uapi::Sockets,
 ) -> anyhow::Result<Option<Journal>> {
     let text = conf::to_uapi(config, resolve).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut reader = text.as_bytes();

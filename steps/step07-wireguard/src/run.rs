@@ -246,8 +246,32 @@ pub fn bind_uapi(ifname: &str) -> anyhow::Result<UnixListener> {
 }
 // ANCHOR_END: uapi_socket
 
+// ANCHOR: control
+/// What the UAPI threads ask of the interface: the answer to a get, and a
+/// set applied. Step 07's shell answers from its one device; step 08's
+/// also hands its workers the new state after a set.
+pub trait Control: Send + Sync + 'static {
+    /// The answer to `get=1` (it holds keys: the caller wipes it).
+    fn get(&self) -> zeroize::Zeroizing<String>;
+    /// Applies a set, checked whole beforehand.
+    fn set(&self, ops: Vec<uapi::Op>, now: Instant) -> Result<(), uapi::Errno>;
+}
+// ANCHOR_END: control
+
+impl Control for Shared {
+    fn get(&self) -> zeroize::Zeroizing<String> {
+        uapi::get(&lock(&self.device))
+    }
+
+    fn set(&self, ops: Vec<uapi::Op>, now: Instant) -> Result<(), uapi::Errno> {
+        let mut device = lock(&self.device);
+        let mut net = lock(&self.net);
+        uapi::apply(&mut device, ops, &mut *net, now)
+    }
+}
+
 /// Serves one UAPI connection until the client closes it or errs.
-fn serve_uapi(stream: UnixStream, shared: &Shared) {
+fn serve_uapi(stream: UnixStream, control: &impl Control) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let Ok(mut writer) = stream.try_clone() else {
         return;
@@ -257,22 +281,13 @@ fn serve_uapi(stream: UnixStream, shared: &Shared) {
         let (answer, stop) = match uapi::read_request(&mut reader) {
             Ok(None) => return,
             Ok(Some(Request::Get)) => {
-                let device = lock(&shared.device);
-                let mut text = uapi::get(&device);
-                drop(device);
-                let r = writer.write_all(text.as_bytes());
-                zeroize::Zeroize::zeroize(&mut *text);
-                if r.is_err() {
+                let text = control.get();
+                if writer.write_all(text.as_bytes()).is_err() {
                     return;
                 }
                 continue;
             }
-            Ok(Some(Request::Set(ops))) => {
-                let mut device = lock(&shared.device);
-                let mut net = lock(&shared.net);
-                let result = uapi::apply(&mut device, ops, &mut *net, Instant::now());
-                (uapi::status(result), false)
-            }
+            Ok(Some(Request::Set(ops))) => (uapi::status(control.set(ops, Instant::now())), false),
             // After a bad request the stream is out of step: answer, and
             // close the connection (wireguard-go does the same).
             Err(e) => {
@@ -286,7 +301,9 @@ fn serve_uapi(stream: UnixStream, shared: &Shared) {
     }
 }
 
-fn accept_uapi(listener: UnixListener, shared: Arc<Shared>) {
+/// Serves the UAPI socket: a thread per connection, at most
+/// [`MAX_UAPI_CONNECTIONS`] at once. Runs until the listener fails.
+pub fn accept_uapi<C: Control>(listener: UnixListener, control: Arc<C>) {
     let active = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -295,9 +312,9 @@ fn accept_uapi(listener: UnixListener, shared: Arc<Shared>) {
             continue;
         }
         active.fetch_add(1, Ordering::SeqCst);
-        let (shared, active) = (Arc::clone(&shared), Arc::clone(&active));
+        let (control, active) = (Arc::clone(&control), Arc::clone(&active));
         let spawned = std::thread::Builder::new().name("uapi".into()).spawn(move || {
-            serve_uapi(stream, &shared);
+            serve_uapi(stream, &*control);
             active.fetch_sub(1, Ordering::SeqCst);
         });
         if spawned.is_err() {
