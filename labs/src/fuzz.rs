@@ -38,6 +38,10 @@ pub enum Seeds {
     Step06Frames { from_client: bool },
     /// The whole content of each of these files.
     Files(&'static [&'static str]),
+    /// A state file of step 05's journal, written by the journal itself
+    /// (one change of each kind it records), then a 0 byte, then its side
+    /// file.
+    Step05Journal,
     /// The seeds of each of these sources.
     Union(&'static [Seeds]),
     /// For targets that read their input as records (`fuzz/src/lib.rs`: an
@@ -168,6 +172,11 @@ pub const TARGETS: &[Target] = &[
                 of: Seeds::Packets(&["step05"]),
             },
         ]),
+    },
+    Target {
+        name: "step05_journal",
+        what: "step 05's state journal, read back as root by down and the next start",
+        seeds: Seeds::Step05Journal,
     },
     Target {
         name: "step06_frame",
@@ -389,6 +398,7 @@ fn blobs(seeds: &Seeds) -> anyhow::Result<Vec<Vec<u8>>> {
             out = tcp_stream(pcap, port, to_port)?.1;
         }
         Seeds::Step06Frames { from_client } => out = step06_frames(from_client)?,
+        Seeds::Step05Journal => out.push(step05_journal()?),
         Seeds::Files(names) => {
             for name in names {
                 out.push(std::fs::read(workspace_root().join(name))?);
@@ -424,6 +434,99 @@ fn tcp_stream(name: &str, port: u16, to_port: bool) -> anyhow::Result<(Vec<u8>, 
         }
     }
     Ok((stream, segments))
+}
+
+/// A state file as step 05's journal writes it, with one change of each
+/// kind it records (a route, an nftables table, a sysctl, the resolver
+/// file), and its side file: `STATE\0SIDE`, the input of `step05_journal`,
+/// with the state directory written as `@DIR@`.
+fn step05_journal() -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::path::Path;
+
+    use step05_full_tunnel::journal::{Action, Change, Journal};
+    use step05_full_tunnel::system::System;
+
+    /// A host that does whatever it is asked, and finds ip and nft in
+    /// /usr/sbin.
+    struct Agreeable;
+    impl System for Agreeable {
+        fn run(&mut self, _: &[String], _: Option<&str>) -> anyhow::Result<String> {
+            Ok(String::new())
+        }
+        fn locate(&mut self, program: &str) -> anyhow::Result<String> {
+            Ok(format!("/usr/sbin/{program}"))
+        }
+        fn read_sysctl(&mut self, _: &str) -> anyhow::Result<String> {
+            Ok("0".into())
+        }
+        fn write_sysctl(&mut self, _: &str, _: &str) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn list_sysctl(&mut self, _: &str) -> anyhow::Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+        fn read_file(&mut self, _: &Path) -> anyhow::Result<String> {
+            Ok(String::new())
+        }
+        fn write_file(&mut self, _: &Path, _: &str) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    let words = |line: &str| Action::Command(line.split(' ').map(String::from).collect());
+    let dir = std::env::temp_dir().join(format!("tunlab-journal-seed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let state = dir.join("step05-tun0.state");
+    let seed = (|| {
+        let mut journal = Journal::create(&state, Box::new(Agreeable))?;
+        for change in [
+            Change {
+                what: "route 0.0.0.0/1 dev tun0".into(),
+                apply: words("ip route add 0.0.0.0/1 dev tun0"),
+                undo: words("ip route del 0.0.0.0/1 dev tun0"),
+            },
+            Change {
+                what: "nftables table inet tunlab".into(),
+                apply: Action::Nft("table inet tunlab {}\n".into()),
+                undo: words("nft delete table inet tunlab"),
+            },
+            Change {
+                what: "sysctl net.ipv4.ip_forward=1".into(),
+                apply: Action::Sysctl {
+                    key: "net.ipv4.ip_forward".into(),
+                    value: "1".into(),
+                },
+                undo: Action::Sysctl {
+                    key: "net.ipv4.ip_forward".into(),
+                    value: "0".into(),
+                },
+            },
+            Change {
+                what: "resolver 10.0.0.1".into(),
+                apply: Action::WriteFile {
+                    path: "/etc/resolv.conf".into(),
+                    content: "nameserver 10.0.0.1\n".into(),
+                },
+                undo: Action::WriteFile {
+                    path: "/etc/resolv.conf".into(),
+                    content: "nameserver 192.0.2.53\nsearch example.org\n".into(),
+                },
+            },
+        ] {
+            journal.apply(change)?;
+        }
+        // The fuzz target's state directory is its own: the side file's
+        // path names it as @DIR@.
+        let text = std::fs::read_to_string(&state)?;
+        let mut seed = text.replace(&dir.display().to_string(), "@DIR@").into_bytes();
+        seed.push(0);
+        seed.extend(std::fs::read(dir.join("step05-tun0.0.saved"))?);
+        anyhow::Ok(seed)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    seed
 }
 
 /// The frames of lab 06's recorded control connection, decrypted: the
