@@ -75,6 +75,8 @@ pub const FIGURES: &[(&str, Draw)] = &[
     ("wireguard-handshake", step07::wireguard_handshake),
     ("cookie-reply", step07::cookie_reply),
     ("fast-path-batching", step08::fast_path_batching),
+    ("fast-path-offload", step08::fast_path_offload),
+    ("fast-path-workers", step08::fast_path_workers),
 ];
 
 /// The workspace's root directory.
