@@ -26,10 +26,11 @@ struct Request {
 }
 
 impl Request {
-    /// From etherparse; or, for an IPv6 packet whose hop-by-hop header is
-    /// not the first extension header, which etherparse refuses (RFC 8200
-    /// §4.1 wants it first) and step 03 walks past as Linux does, from its
-    /// fixed header. Any other packet answered is a failure.
+    /// From etherparse; or, for an IPv6 packet whose extension headers
+    /// etherparse refuses (a hop-by-hop header that is not first, which
+    /// RFC 8200 §4.1 wants first; an authentication header whose length
+    /// field is 0) but step 03 walks past by their lengths as Linux does,
+    /// from its fixed header. Any other packet answered is a failure.
     fn of(packet: &[u8]) -> Self {
         match etherparse::IpSlice::from_slice(packet) {
             Ok(etherparse::IpSlice::Ipv4(v4)) => Request {
@@ -43,7 +44,7 @@ impl Request {
                 length: 40 + usize::from(v6.header().payload_length()),
             },
             Err(e) => {
-                let misplaced = format!("{e:?}").contains("HopByHopNotAtStart");
+                let misplaced = format!("{e:?}").contains("Ipv6Ext");
                 match etherparse::Ipv6HeaderSlice::from_slice(packet) {
                     Ok(v6) if misplaced => Request {
                         source: IpAddr::V6(v6.source_addr()),
