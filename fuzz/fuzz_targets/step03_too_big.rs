@@ -26,35 +26,45 @@ struct Request {
 }
 
 impl Request {
-    /// From etherparse; or, for an IPv6 packet whose extension headers
-    /// etherparse refuses (a hop-by-hop header that is not first, which
-    /// RFC 8200 §4.1 wants first; an authentication header whose length
-    /// field is 0) but step 03 walks past by their lengths as Linux does,
-    /// from its fixed header. Any other packet answered is a failure.
+    /// From the packet's fixed header, which holds all the error speaks
+    /// of. Not from etherparse's parse of the whole packet: step 03 walks
+    /// past extension headers by their lengths as Linux does
+    /// (`ipv6_skip_exthdr`) and takes what follows a later fragment's header
+    /// for data, where etherparse refuses some packets (a hop-by-hop header
+    /// that is not first, which RFC 8200 §4.1 wants first; an
+    /// authentication header whose length field is 0; a later fragment's
+    /// data that reads as an authentication header longer than the packet).
+    /// A packet answered without a fixed header, or shorter than its header
+    /// says, is a failure.
     fn of(packet: &[u8]) -> Self {
-        match etherparse::IpSlice::from_slice(packet) {
-            Ok(etherparse::IpSlice::Ipv4(v4)) => Request {
-                source: IpAddr::V4(v4.header().source_addr()),
-                dont_fragment: v4.header().dont_fragment(),
-                length: usize::from(v4.header().total_len()),
-            },
-            Ok(etherparse::IpSlice::Ipv6(v6)) => Request {
-                source: IpAddr::V6(v6.header().source_addr()),
-                dont_fragment: false,
-                length: 40 + usize::from(v6.header().payload_length()),
-            },
-            Err(e) => {
-                let misplaced = format!("{e:?}").contains("Ipv6Ext");
-                match etherparse::Ipv6HeaderSlice::from_slice(packet) {
-                    Ok(v6) if misplaced => Request {
-                        source: IpAddr::V6(v6.source_addr()),
-                        dont_fragment: false,
-                        length: 40 + usize::from(v6.payload_length()),
-                    },
-                    _ => panic!("answered a packet that does not parse: {e:?}"),
+        let request = match packet.first().map(|b| b >> 4) {
+            Some(4) => {
+                let v4 = etherparse::Ipv4HeaderSlice::from_slice(packet)
+                    .unwrap_or_else(|e| panic!("answered a packet without an IPv4 header: {e:?}"));
+                Request {
+                    source: IpAddr::V4(v4.source_addr()),
+                    dont_fragment: v4.dont_fragment(),
+                    length: usize::from(v4.total_len()),
                 }
             }
-        }
+            Some(6) => {
+                let v6 = etherparse::Ipv6HeaderSlice::from_slice(packet)
+                    .unwrap_or_else(|e| panic!("answered a packet without an IPv6 header: {e:?}"));
+                Request {
+                    source: IpAddr::V6(v6.source_addr()),
+                    dont_fragment: false,
+                    length: 40 + usize::from(v6.payload_length()),
+                }
+            }
+            _ => panic!("answered a packet that is neither IPv4 nor IPv6"),
+        };
+        assert!(
+            request.length <= packet.len(),
+            "answered a {}-byte packet whose header says {}",
+            packet.len(),
+            request.length
+        );
+        request
     }
 }
 
