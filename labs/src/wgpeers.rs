@@ -859,6 +859,10 @@ pub fn stop(lab: &Lab, s: &mut Session, who: &str, report: &mut Report) -> anyho
     Ok(())
 }
 
+/// How many packets of the capture the key-log check decrypts: the
+/// handshake and the pings of the first session are well inside them.
+const KEYLOG_PACKETS: u32 = 2000;
+
 // ANCHOR: keylog
 /// The key log our step wrote (`--keylog`: for each handshake, our static
 /// and ephemeral private keys, the peer's public key and the pre-shared
@@ -873,9 +877,13 @@ fn keylog_decrypts(lab: &Lab, tag: &str, pcap: &Path, report: &mut Report) -> an
     let sessions = std::fs::read_to_string(&keys)?
         .matches("New handshake session:")
         .count();
+    // The pings come first in the capture; the 20 MB and iperf3 behind
+    // them are some 250,000 packets, which tshark would decrypt and whose
+    // inner TCP it would analyse, for minutes on a slow machine.
     let out = std::process::Command::new("tshark")
         .arg("-r")
         .arg(pcap)
+        .args(["-c", &KEYLOG_PACKETS.to_string()])
         .arg("-o")
         .arg(format!("wg.keylog_file:{}", path_arg(&keys)?))
         .args([
@@ -1108,16 +1116,19 @@ print(n)
     let started = Instant::now();
     let pinged = host.ping(wireguard::TUNLAB_INNER, 12, &["-i", "1"])?;
     let answered = pinged.counts.map_or(0, |(_, got)| got);
-    // The first reply's round-trip time: the first ping waits in the step's
-    // peer for the handshake, which needs the retry with mac2.
-    let first_rtt_ms = pinged.stdout.lines().find_map(|l| {
-        l.split("time=")
-            .nth(1)?
-            .split_whitespace()
-            .next()?
-            .parse::<f64>()
-            .ok()
-    });
+    // The first ping's round-trip time (the answer with the lowest
+    // icmp_seq, not the first line: packets that waited for the handshake
+    // may be answered after later ones): the first ping waits in the
+    // step's peer for the handshake, which needs the retry with mac2.
+    let field = |l: &str, name: &str| -> Option<f64> {
+        l.split(name).nth(1)?.split_whitespace().next()?.parse().ok()
+    };
+    let first_rtt_ms = pinged
+        .stdout
+        .lines()
+        .filter_map(|l| Some((field(l, "icmp_seq=")?, field(l, "time=")?)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, ms)| ms);
     // The flood prints its count last, as it ends; its first line was
     // read above, from the same reader.
     let mut rest = String::new();
